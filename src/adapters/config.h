@@ -1,0 +1,109 @@
+/*
+ * config.h: the INI configuration (SPEC §2), parsed with inih from one
+ * table of keys.
+ *
+ * Each row of the table in config.c names a section and key, its type,
+ * bounds, default and help text; the same table fills struct config,
+ * checks values, and is what `etc/refundsync.conf` must document (a test
+ * keeps them in sync).  Errors read "file:line: [section] key: reason".
+ * A parsed struct config is immutable: SIGHUP builds a new one and swaps
+ * it in only if it is valid.
+ */
+#ifndef RS_CONFIG_H
+#define RS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/status.h"
+
+#define CONFIG_DEFAULT_PATH	SYSCONFDIR "/refundsync/refundsync.conf"
+#define CONFIG_ENV		"REFUNDSYNC_CONFIG"
+
+/* Every string is owned by the struct; NULL-free: empty means unset. */
+struct config {
+	char	*path;			/* the file this came from, or "" */
+	char	*dir;			/* its directory, for relative paths */
+
+	/* [server] */
+	char	*listen;		/* "host:port" or "[v6]:port" */
+	char	*admin_listen;		/* same; "" = off */
+	char	*webhook_path;		/* starts with '/' */
+	int64_t	 max_body;		/* bytes; larger gets 413 */
+	int64_t	 threads;		/* HTTP worker threads */
+	int64_t	 request_timeout;	/* seconds, absolute per request */
+	int64_t	 max_connections;	/* all clients */
+	int64_t	 max_connections_per_ip;
+	int64_t	 commit_batch;		/* most events per transaction */
+
+	/* [store] */
+	char	*store_path;		/* absolute after loading */
+	int64_t	 busy_timeout_ms;
+
+	/* [wix] */
+	char	**public_key_files;	/* absolute paths or "credential:N" */
+	size_t	 npublic_key_files;
+	char	*app_id;
+	char	*app_secret_file;
+	char	*api_key_file;
+	char	*site_id;
+	char	**instances;		/* instance ids to backfill */
+	size_t	 ninstances;
+	char	*api_base;
+	int64_t	 jwt_leeway;		/* seconds */
+
+	/* [backfill] */
+	bool	 on_install;
+	int64_t	 page_size;
+	int64_t	 requests_per_minute;
+};
+
+/* One row of the key table, exposed for the sample-config test. */
+struct config_key {
+	const char	*section;	/* "server", "store", "wix", ... */
+	const char	*name;
+	const char	*def;		/* default, as text */
+	const char	*help;		/* one line */
+};
+
+/* The table, terminated by a row with name == NULL. */
+const struct config_key	*config_keys(void);
+
+/*
+ * Load path.  An empty file gives every default.  Relative paths are
+ * resolved against the file's directory.  Returns RS_OK and *out (caller
+ * owns; config_free()), or RS_ERR_CONFIG with every error found, one per
+ * line ("file:line: [section] key: reason"), in *errors (caller frees).
+ * A missing or unreadable file is RS_ERR_CONFIG too.
+ */
+enum rs_status	config_load(const char *path, struct config **out /* OUT */,
+		    char **errors /* OUT */);
+/* The built-in defaults, as if from an empty file in directory dir. */
+struct config	*config_defaults(const char *dir);
+void		 config_free(struct config *cfg);
+
+/*
+ * The path to use: the -c argument if given, else $REFUNDSYNC_CONFIG if
+ * set and non-empty, else CONFIG_DEFAULT_PATH.  Borrowed.
+ */
+const char	*config_path_choose(const char *arg);
+
+/*
+ * Read a secret file named by a config value: a path, or
+ * "credential:NAME" for $CREDENTIALS_DIRECTORY/NAME.  Trailing newlines
+ * are stripped.  RS_OK and *out (caller frees with freezero_str()), or an
+ * error with a reason in *why (static or naming only the path, never the
+ * content).
+ */
+enum rs_status	config_read_secret(const char *ref, size_t max,
+		    char **out /* OUT */, char **why /* OUT */);
+
+/* Split "host:port" / "[v6]:port" into a socket address.  Port 0 is
+ * allowed (the kernel picks).  RS_OK or RS_ERR_CONFIG. */
+struct sockaddr_storage;
+enum rs_status	config_parse_listen(const char *text,
+		    struct sockaddr_storage *ss /* OUT */,
+		    unsigned *sslen /* OUT */);
+
+#endif

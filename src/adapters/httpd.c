@@ -1,0 +1,604 @@
+/*
+ * httpd.c: libmicrohttpd listener with limits, deadlines and deferral.
+ *
+ * MHD runs its own polling thread (or pool).  Each connection gets a
+ * struct conn (MHD's socket context) that records when its current
+ * request began; a sweeper thread shuts down the socket of any connection
+ * whose request outlives the absolute deadline, which MHD's idle timeout
+ * alone cannot do (a byte per interval keeps it alive).  shutdown(2) is
+ * safe against fd reuse because the conn is unlinked, under the same
+ * mutex, in the CLOSED notification, which MHD sends before it closes the
+ * socket.  Suspended (deferred) requests are never swept: their answer is
+ * on its way from the writer.
+ *
+ * Each request has a struct httpd_request (MHD's con_cls), freed when MHD
+ * reports the request completed.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "adapters/httpd.h"
+#include "util/buf.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/metrics.h"
+#include "util/strnum.h"
+#include "util/xmalloc.h"
+
+/* Memory pool per connection: request headers must fit in it. */
+#define HTTPD_CONN_MEMORY	(32 * 1024)
+#define HTTPD_SWEEP_MS		250
+
+struct conn {
+	MHD_socket		 fd;
+	_Atomic int64_t		 since;		/* mono ms: request began */
+	atomic_bool		 suspended;
+	struct conn		*prev, *next;
+};
+
+struct httpd_request {
+	struct httpd		*h;
+	struct MHD_Connection	*mc;
+	struct conn		*conn;
+	const struct httpd_route *route;
+	struct buf		 body;
+	bool			 too_big;
+	bool			 deferred;
+	bool			 answered;	/* httpd_respond() was called */
+	bool			 queued;	/* response handed to MHD */
+	bool			 close;		/* add Connection: close */
+	unsigned		 status;
+	char			*resp_body;
+	size_t			 resp_len;
+	const char		*resp_type;
+	const char		*hname;
+	char			*hvalue;
+	char			 peer[INET6_ADDRSTRLEN];
+};
+
+struct httpd {
+	char			*name;
+	struct sockaddr_storage	 addr;		/* what we bind */
+	struct MHD_Daemon	*mhd;
+	uint16_t		 port;
+	size_t			 max_body;
+	int64_t			 deadline_ms;
+	const struct httpd_route *routes;
+	size_t			 nroutes;
+	atomic_bool		 draining;
+	_Atomic size_t		 inflight;
+	pthread_mutex_t		 mtx;		/* guards conns */
+	struct conn		*conns;
+	pthread_t		 sweeper;
+	bool			 sweeping;
+	pthread_mutex_t		 stop_mtx;
+	pthread_cond_t		 stop_cond;
+	bool			 stop;
+};
+
+static void
+httpd_define_metrics(void)
+{
+	metrics_define("refundsync_http_requests_total", METRIC_COUNTER,
+	    "HTTP requests answered, by listener, route and status code.");
+	metrics_define("refundsync_http_deadline_closed_total", METRIC_COUNTER,
+	    "Connections closed for outliving the request deadline.");
+}
+
+static void mhd_logger(void *, const char *, va_list)
+    __attribute__((format(printf, 2, 0)));
+
+static void
+mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+	struct httpd *h = cls;
+	char msg[512];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_info("http %s: %s", h->name, msg);
+}
+
+static const struct httpd_route *
+route_find(const struct httpd *h, const char *method, const char *url,
+    const char **allow)
+{
+	*allow = NULL;
+	for (size_t i = 0; i < h->nroutes; i++) {
+		if (strcmp(h->routes[i].path, url) != 0)
+			continue;
+		*allow = h->routes[i].method;
+		if (strcmp(h->routes[i].method, method) == 0)
+			return &h->routes[i];
+	}
+	return NULL;
+}
+
+void
+httpd_respond(struct httpd_request *req, unsigned status,
+    const char *content_type, const char *body, size_t len,
+    const char *hname, const char *hvalue)
+{
+	if (req->answered)
+		RS_PANIC("request answered twice");
+	req->status = status;
+	req->resp_type = content_type;
+	req->resp_body = xmalloc(len + 1);
+	if (len > 0)
+		memcpy(req->resp_body, body, len);
+	req->resp_len = len;
+	req->hname = hname;
+	req->hvalue = hvalue != NULL ? xstrdup(hvalue) : NULL;
+	req->answered = true;
+	if (req->deferred) {
+		atomic_store(&req->conn->suspended, false);
+		MHD_resume_connection(req->mc);
+	}
+}
+
+void
+httpd_respond_error(struct httpd_request *req, unsigned status,
+    const char *error, const char *reason)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *body;
+
+	cJSON_AddStringToObject(o, "error", error);
+	cJSON_AddStringToObject(o, "reason", reason);
+	body = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	httpd_respond(req, status, "application/json", body, strlen(body),
+	    status == 503 ? "Retry-After" : NULL, status == 503 ? "5" : NULL);
+	free(body);
+}
+
+void
+httpd_defer(struct httpd_request *req)
+{
+	req->deferred = true;
+	atomic_store(&req->conn->suspended, true);
+	MHD_suspend_connection(req->mc);
+}
+
+const char *
+httpd_req_body(const struct httpd_request *req, size_t *len)
+{
+	*len = req->body.len;
+	return req->body.data != NULL ? req->body.data : "";
+}
+
+const char *
+httpd_req_peer(const struct httpd_request *req)
+{
+	return req->peer;
+}
+
+/* Hand the stored answer to MHD. */
+static enum MHD_Result
+queue_answer(struct httpd_request *req)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result r;
+	char label[128];
+
+	resp = MHD_create_response_from_buffer(req->resp_len, req->resp_body,
+	    MHD_RESPMEM_MUST_FREE);
+	if (resp == NULL)
+		return MHD_NO;
+	req->resp_body = NULL;
+	if (req->resp_type != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+		    req->resp_type);
+	if (req->hname != NULL && req->hvalue != NULL)
+		MHD_add_response_header(resp, req->hname, req->hvalue);
+	if (req->close)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION,
+		    "close");
+	r = MHD_queue_response(req->mc, req->status, resp);
+	MHD_destroy_response(resp);
+	req->queued = true;
+	snprintf(label, sizeof(label),
+	    "listener=\"%s\",route=\"%s\",code=\"%u\"", req->h->name,
+	    req->route != NULL ? req->route->name : "other", req->status);
+	metrics_add("refundsync_http_requests_total", label, 1);
+	return r;
+}
+
+static void
+peer_name(struct MHD_Connection *mc, char *out, size_t outlen)
+{
+	const union MHD_ConnectionInfo *ci;
+	const struct sockaddr *sa;
+
+	snprintf(out, outlen, "?");
+	ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci == NULL || (sa = ci->client_addr) == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET,
+		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+		    out, (socklen_t)outlen);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6,
+		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+		    out, (socklen_t)outlen);
+}
+
+/* First call for a request: headers are in.  Decide early answers. */
+static void
+request_begin(struct httpd *h, struct httpd_request *req, const char *method,
+    const char *url)
+{
+	const char *te, *cl, *allow;
+	int64_t clen;
+
+	req->route = route_find(h, method, url, &allow);
+	if (atomic_load(&h->draining)) {
+		req->close = true;
+		log_info("http %s: %s %s from %s: 503: draining", h->name,
+		    method, url, req->peer);
+		httpd_respond_error(req, 503, "unavailable", "draining");
+		return;
+	}
+	if (req->route == NULL && allow != NULL) {
+		log_info("http %s: %s %s from %s: 405: method not allowed",
+		    h->name, method, url, req->peer);
+		static const char body[] =
+		    "{\"error\":\"method not allowed\",\"reason\":\"method\"}";
+
+		httpd_respond(req, 405, "application/json", body,
+		    sizeof(body) - 1, "Allow", allow);
+		return;
+	}
+	if (req->route == NULL) {
+		log_info("http %s: %s %s from %s: 404: no such path", h->name,
+		    method, url, req->peer);
+		httpd_respond_error(req, 404, "not found", "path");
+		return;
+	}
+	te = MHD_lookup_connection_value(req->mc, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	cl = MHD_lookup_connection_value(req->mc, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (te != NULL && cl != NULL) {
+		req->close = true;
+		log_info("http %s: %s %s from %s: 400: Transfer-Encoding with "
+		    "Content-Length", h->name, method, url, req->peer);
+		httpd_respond_error(req, 400, "bad request",
+		    "transfer-encoding with content-length");
+		return;
+	}
+	if (te != NULL && strcasecmp(te, "chunked") != 0) {
+		req->close = true;
+		log_info("http %s: %s %s from %s: 400: transfer coding '%.32s' "
+		    "not supported", h->name, method, url, req->peer, te);
+		httpd_respond_error(req, 400, "bad request",
+		    "unsupported transfer-encoding");
+		return;
+	}
+	if (cl != NULL && (strnum_i64(cl, 0, INT64_MAX, &clen) != NULL ||
+	    (uint64_t)clen > h->max_body)) {
+		req->close = true;
+		log_info("http %s: %s %s from %s: 413: Content-Length %.24s "
+		    "over max_body %zu", h->name, method, url, req->peer, cl,
+		    h->max_body);
+		httpd_respond_error(req, 413, "payload too large", "max_body");
+		return;
+	}
+}
+
+static enum MHD_Result
+on_access(void *cls, struct MHD_Connection *mc, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct httpd *h = cls;
+	struct httpd_request *req = *con_cls;
+	const union MHD_ConnectionInfo *ci;
+
+	if (req == NULL) {
+		req = xcalloc(1, sizeof(*req));
+		req->h = h;
+		req->mc = mc;
+		ci = MHD_get_connection_info(mc,
+		    MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		req->conn = ci != NULL ? ci->socket_context : NULL;
+		if (req->conn == NULL)
+			RS_PANIC("connection without context");
+		buf_init(&req->body, h->max_body);
+		peer_name(mc, req->peer, sizeof(req->peer));
+		*con_cls = req;
+		atomic_fetch_add(&h->inflight, 1);
+		request_begin(h, req, method, url);
+		if (req->answered)
+			return queue_answer(req);
+		return MHD_YES;
+	}
+	if (req->queued) {
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		if (!req->too_big &&
+		    buf_append(&req->body, upload_data, *upload_data_size) !=
+		    RS_OK) {
+			req->too_big = true;
+			buf_cleanup(&req->body);
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (req->answered)
+		return queue_answer(req);
+	if (req->deferred)
+		return MHD_YES;	/* spurious call while suspended */
+	if (req->too_big) {
+		req->close = true;
+		log_info("http %s: %s %s from %s: 413: body over max_body %zu",
+		    h->name, method, url, req->peer, h->max_body);
+		httpd_respond_error(req, 413, "payload too large", "max_body");
+		return queue_answer(req);
+	}
+	req->route->fn(req->route->arg, req);
+	/*
+	 * A deferred request may be answered by another thread at any
+	 * moment from here on; MHD calls us again after the resume.
+	 */
+	if (req->deferred)
+		return MHD_YES;
+	if (!req->answered)
+		RS_PANIC("handler neither answered nor deferred");
+	return queue_answer(req);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct httpd *h = cls;
+	struct httpd_request *req = *con_cls;
+
+	if (req == NULL)
+		return;
+	if (req->deferred && !req->answered)
+		RS_PANIC("deferred request completed before its answer");
+	atomic_store(&req->conn->since, clock_mono_ms());
+	buf_cleanup(&req->body);
+	free(req->resp_body);
+	free(req->hvalue);
+	free(req);
+	*con_cls = NULL;
+	atomic_fetch_sub(&h->inflight, 1);
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct httpd *h = cls;
+	struct conn *c;
+	const union MHD_ConnectionInfo *ci;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		c = xcalloc(1, sizeof(*c));
+		ci = MHD_get_connection_info(mc,
+		    MHD_CONNECTION_INFO_CONNECTION_FD);
+		c->fd = ci != NULL ? ci->connect_fd : MHD_INVALID_SOCKET;
+		atomic_init(&c->since, clock_mono_ms());
+		atomic_init(&c->suspended, false);
+		pthread_mutex_lock(&h->mtx);
+		c->next = h->conns;
+		if (h->conns != NULL)
+			h->conns->prev = c;
+		h->conns = c;
+		pthread_mutex_unlock(&h->mtx);
+		*socket_context = c;
+		return;
+	}
+	if ((c = *socket_context) == NULL)
+		return;
+	pthread_mutex_lock(&h->mtx);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&h->mtx);
+	free(c);
+	*socket_context = NULL;
+}
+
+static void *
+sweeper_main(void *arg)
+{
+	struct httpd *h = arg;
+
+	pthread_mutex_lock(&h->stop_mtx);
+	while (!h->stop) {
+		struct timespec ts;
+		int64_t now;
+		struct conn *c;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += HTTPD_SWEEP_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&h->stop_cond, &h->stop_mtx, &ts);
+		if (h->stop)
+			break;
+		now = clock_mono_ms();
+		pthread_mutex_lock(&h->mtx);
+		for (c = h->conns; c != NULL; c = c->next) {
+			if (atomic_load(&c->suspended) ||
+			    c->fd == MHD_INVALID_SOCKET ||
+			    now - atomic_load(&c->since) <= h->deadline_ms)
+				continue;
+			log_info("http %s: connection past the %lld s request "
+			    "deadline: closed", h->name,
+			    (long long)(h->deadline_ms / 1000));
+			metrics_add("refundsync_http_deadline_closed_total",
+			    "", 1);
+			(void)shutdown(c->fd, SHUT_RDWR);
+			/* Do not shut it down again on the next sweep. */
+			atomic_store(&c->since, INT64_MAX / 2);
+		}
+		pthread_mutex_unlock(&h->mtx);
+	}
+	pthread_mutex_unlock(&h->stop_mtx);
+	return NULL;
+}
+
+static uint16_t
+bound_port(struct MHD_Daemon *mhd)
+{
+	const union MHD_DaemonInfo *di;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	di = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_LISTEN_FD);
+	if (di == NULL || getsockname(di->listen_fd, (struct sockaddr *)&ss,
+	    &len) != 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
+enum rs_status
+httpd_start(const struct httpd_options *opt, struct httpd **out, char **why)
+{
+	struct httpd *h;
+	unsigned flags;
+	int r;
+
+	httpd_define_metrics();
+	h = xcalloc(1, sizeof(*h));
+	h->name = xstrdup(opt->name);
+	h->addr = opt->addr;
+	h->max_body = opt->max_body;
+	h->deadline_ms = (int64_t)opt->request_timeout * 1000;
+	h->routes = opt->routes;
+	h->nroutes = opt->nroutes;
+	atomic_init(&h->draining, false);
+	atomic_init(&h->inflight, 0);
+	pthread_mutex_init(&h->mtx, NULL);
+	pthread_mutex_init(&h->stop_mtx, NULL);
+	pthread_cond_init(&h->stop_cond, NULL);
+
+	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	if (opt->addr.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	{
+		/* The logger goes first, so MHD never prints on its own. */
+		struct MHD_OptionItem ops[] = {
+			{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h },
+			{ MHD_OPTION_SOCK_ADDR, 0, &h->addr },
+			{ MHD_OPTION_CONNECTION_LIMIT,
+			    (intptr_t)opt->max_connections, NULL },
+			{ MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+			    (intptr_t)opt->max_connections_per_ip, NULL },
+			{ MHD_OPTION_CONNECTION_TIMEOUT,
+			    (intptr_t)opt->request_timeout, NULL },
+			{ MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+			    (intptr_t)HTTPD_CONN_MEMORY, NULL },
+			{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed,
+			    h },
+			{ MHD_OPTION_NOTIFY_CONNECTION,
+			    (intptr_t)on_connection, h },
+			{ MHD_OPTION_THREAD_POOL_SIZE,
+			    (intptr_t)opt->threads, NULL },
+			{ MHD_OPTION_END, 0, NULL }
+		};
+
+		if (opt->threads <= 1)
+			ops[8].option = MHD_OPTION_END;
+		h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h,
+		    MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
+	}
+	if (h->mhd == NULL) {
+		*why = xasprintf("%s listener: cannot start: %s (address in "
+		    "use, or not permitted?)", opt->name, strerror(errno));
+		goto fail;
+	}
+	h->port = bound_port(h->mhd);
+	if ((r = pthread_create(&h->sweeper, NULL, sweeper_main, h)) != 0) {
+		*why = xasprintf("%s listener: pthread_create: %s", opt->name,
+		    strerror(r));
+		MHD_stop_daemon(h->mhd);
+		goto fail;
+	}
+	h->sweeping = true;
+	*out = h;
+	return RS_OK;
+fail:
+	pthread_cond_destroy(&h->stop_cond);
+	pthread_mutex_destroy(&h->stop_mtx);
+	pthread_mutex_destroy(&h->mtx);
+	free(h->name);
+	free(h);
+	return RS_ERR_IO;
+}
+
+uint16_t
+httpd_port(const struct httpd *h)
+{
+	return h->port;
+}
+
+void
+httpd_drain(struct httpd *h)
+{
+	MHD_socket s;
+
+	if (atomic_exchange(&h->draining, true))
+		return;
+	s = MHD_quiesce_daemon(h->mhd);
+	if (s != MHD_INVALID_SOCKET)
+		close(s);
+}
+
+size_t
+httpd_inflight(struct httpd *h)
+{
+	return atomic_load(&h->inflight);
+}
+
+void
+httpd_stop(struct httpd *h)
+{
+	if (h == NULL)
+		return;
+	if (h->sweeping) {
+		pthread_mutex_lock(&h->stop_mtx);
+		h->stop = true;
+		pthread_cond_signal(&h->stop_cond);
+		pthread_mutex_unlock(&h->stop_mtx);
+		pthread_join(h->sweeper, NULL);
+	}
+	MHD_stop_daemon(h->mhd);
+	pthread_cond_destroy(&h->stop_cond);
+	pthread_mutex_destroy(&h->stop_mtx);
+	pthread_mutex_destroy(&h->mtx);
+	free(h->name);
+	free(h);
+}

@@ -1,0 +1,89 @@
+/*
+ * store_backend.h: what a storage backend implements, and the embedded
+ * migrations.  Only store.c, the backends and the store's unit tests
+ * include this.
+ *
+ * A backend is a versioned ops table plus an instance (SQLite's
+ * sqlite3_vfs, Postfix's DICT).  store.c checks the arguments that do
+ * not depend on the backend, then calls the op with the backend's own
+ * context first.  Every op has the contract of the store.h function of
+ * the same name, with the struct store replaced by ctx.  All methods are
+ * mandatory.
+ */
+#ifndef RS_STORE_BACKEND_H
+#define RS_STORE_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "adapters/store.h"
+
+/* One numbered file from sql/, embedded at build time
+ * (scripts/embed-sql.sh). */
+struct store_migration {
+	int		 version;	/* NNN of sql/NNN_name.sql */
+	const char	*name;		/* "001_initial" */
+	const char	*sql;		/* the whole file */
+};
+
+extern const struct store_migration store_migrations[];
+extern const unsigned store_migration_count;
+
+/* Bumped when struct store_ops changes shape. */
+#define STORE_OPS_VERSION	1
+
+struct store_ops {
+	int		 version;	/* STORE_OPS_VERSION */
+	const char	*name;		/* "sqlite" */
+
+	/*
+	 * Open the database at path and migrate it.  RS_OK and *ctx (the
+	 * backend owns it; released by close), or an error and a message
+	 * in *why (caller frees).
+	 */
+	enum rs_status	(*open)(const char *path,
+			    const struct store_options *opt,
+			    void **ctx /* OUT */, char **why /* OUT */);
+	/* Release ctx and everything it holds; ctx may be NULL. */
+	void		(*close)(void *ctx);
+	int		(*schema_version)(void *ctx);
+
+	enum rs_status	(*begin)(void *ctx);
+	enum rs_status	(*commit)(void *ctx);
+	void		(*rollback)(void *ctx);
+
+	/* store.c has checked ev and key (see store_apply_event). */
+	enum rs_status	(*apply_event)(void *ctx, const struct event *ev,
+			    const char *key, enum store_outcome *out);
+	/* store.c has checked r and source. */
+	enum rs_status	(*apply_refund)(void *ctx, const struct refund *r,
+			    const char *instance_id, bool has_seq, int64_t seq,
+			    const char *source, enum store_outcome *out);
+	enum rs_status	(*probe)(void *ctx);
+
+	enum rs_status	(*refund_get)(void *ctx, const char *id,
+			    struct store_refund_row *row);
+	enum rs_status	(*refund_foreach)(void *ctx, const char *instance_id,
+			    const char *status, store_refund_fn fn, void *arg);
+	enum rs_status	(*counts)(void *ctx, struct store_counts *out);
+};
+
+/* The SQLite backend (store_sqlite.c). */
+extern const struct store_ops store_sqlite_ops;
+
+/*
+ * The backend context behind st if st runs on ops, else NULL.
+ * Borrowed; valid until store_close(st).
+ */
+void		*store_backend_ctx(struct store *st,
+		    const struct store_ops *ops);
+
+/*
+ * For tests and diagnostics only: the SQLite connection behind st, or
+ * NULL if st is not an SQLite store.  Borrowed; valid until
+ * store_close(st).  Whoever uses it must leave the connection as found
+ * (no open transaction, same pragmas).
+ */
+struct sqlite3	*store_sqlite_handle(struct store *st);
+
+#endif

@@ -1,0 +1,1162 @@
+/*
+ * store_sqlite.c: the SQLite backend of the store.  All of refundsync's
+ * SQL is in this file.
+ *
+ * One struct sq is one connection, opened without SQLite's mutexes: it
+ * belongs to one thread at a time (the daemon's writer thread, or a CLI
+ * command).  The connection runs in WAL mode with synchronous=FULL, so a
+ * successful COMMIT survives kill -9 and power loss, and readers never
+ * block the writer.  Write transactions start with BEGIN IMMEDIATE and
+ * wait busy_timeout for the lock; past it, the caller gets RS_ERR_BUSY
+ * and answers 503.
+ *
+ * Which version of a refund wins is decided in C, by
+ * refund_version_newer(), after reading the stored version inside the
+ * write transaction; the upsert and its change-log entry are written
+ * only when the incoming version wins.  Each event or refund is applied
+ * inside a savepoint, so a failure leaves nothing of it behind and the
+ * surrounding transaction usable.
+ *
+ * Every statement is prepared once, at open, and cached.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "adapters/store.h"
+#include "adapters/store_backend.h"
+#include "domain/json.h"
+#include "domain/money.h"
+#include "domain/refund.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/xmalloc.h"
+
+/* The cached statements. */
+enum sq_stmt {
+	SQ_BEGIN,
+	SQ_COMMIT,
+	SQ_ROLLBACK,
+	SQ_SP_BEGIN,
+	SQ_SP_RELEASE,
+	SQ_SP_ROLLBACK,
+	SQ_EV_SEEN,
+	SQ_EV_INSERT,
+	SQ_RF_LOAD,
+	SQ_RF_UPSERT,
+	SQ_CH_INSERT,
+	SQ_IN_LOAD,
+	SQ_IN_NEW,
+	SQ_IN_INSTALL,
+	SQ_IN_REINSTALL,
+	SQ_IN_REMOVE,
+	SQ_PROBE,
+	SQ_RF_GET,
+	SQ_RF_ALL,
+	SQ_RF_BY_INSTANCE,
+	SQ_RF_BY_STATUS,
+	SQ_RF_BY_BOTH,
+	SQ_COUNTS,
+	SQ_NSTMT
+};
+
+/* The columns sq_row_read() expects, in this order. */
+#define SQ_ROW_COLS							\
+	"id, instance_id, charge_id, currency, amount, amount_minor, "	\
+	"status, revision, created_date, updated_date, body, source, "	\
+	"stored_at, event_seq"
+enum {
+	SQ_COL_ID, SQ_COL_INSTANCE, SQ_COL_CHARGE, SQ_COL_CURRENCY,
+	SQ_COL_AMOUNT, SQ_COL_MINOR, SQ_COL_STATUS, SQ_COL_REVISION,
+	SQ_COL_CREATED, SQ_COL_UPDATED, SQ_COL_BODY, SQ_COL_SOURCE,
+	SQ_COL_STORED_AT, SQ_COL_SEQ
+};
+#define SQ_ROW_ORDER	" ORDER BY created_date, id"
+
+static const struct {
+	const char	*name;	/* for log lines */
+	const char	*sql;
+} sq_defs[SQ_NSTMT] = {
+	[SQ_BEGIN] = { "begin", "BEGIN IMMEDIATE" },
+	[SQ_COMMIT] = { "commit", "COMMIT" },
+	[SQ_ROLLBACK] = { "rollback", "ROLLBACK" },
+	[SQ_SP_BEGIN] = { "savepoint", "SAVEPOINT ev" },
+	[SQ_SP_RELEASE] = { "release savepoint", "RELEASE ev" },
+	[SQ_SP_ROLLBACK] = { "roll back savepoint", "ROLLBACK TO ev" },
+	[SQ_EV_SEEN] = { "look up event",
+	    "SELECT 1 FROM webhook_events WHERE event_id = ?1" },
+	[SQ_EV_INSERT] = { "record event",
+	    "INSERT INTO webhook_events (event_id, event_type, instance_id,"
+	    " entity_id, received_at, outcome, event_time, event_seq)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)" },
+	[SQ_RF_LOAD] = { "load refund",
+	    "SELECT revision, event_seq, updated_date, status, instance_id"
+	    " FROM refunds WHERE id = ?1" },
+	[SQ_RF_UPSERT] = { "store refund",
+	    "INSERT INTO refunds (id, instance_id, charge_id, currency,"
+	    " amount, amount_minor, status, revision, created_date,"
+	    " updated_date, body, source, stored_at, event_seq,"
+	    " amount_exponent)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+	    " ?13, ?14, ?15)"
+	    " ON CONFLICT (id) DO UPDATE SET"
+	    " instance_id = coalesce(excluded.instance_id,"
+	    " refunds.instance_id),"
+	    " charge_id = excluded.charge_id, currency = excluded.currency,"
+	    " amount = excluded.amount, amount_minor = excluded.amount_minor,"
+	    " status = excluded.status, revision = excluded.revision,"
+	    " created_date = excluded.created_date,"
+	    " updated_date = excluded.updated_date, body = excluded.body,"
+	    " source = excluded.source, stored_at = excluded.stored_at,"
+	    " event_seq = excluded.event_seq,"
+	    " amount_exponent = excluded.amount_exponent" },
+	[SQ_CH_INSERT] = { "append change",
+	    "INSERT INTO changes (refund_id, instance_id, revision, status,"
+	    " prev_status, currency, amount, amount_minor, source,"
+	    " changed_at, body, event_seq, amount_exponent)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+	    " ?13)" },
+	[SQ_IN_LOAD] = { "load instance",
+	    "SELECT installed_at IS NOT NULL, removed_at IS NOT NULL"
+	    " FROM instances WHERE instance_id = ?1" },
+	[SQ_IN_NEW] = { "create instance",
+	    "INSERT INTO instances (instance_id, installed_at, app_id,"
+	    " backfill, removed_at, updated_at)"
+	    " VALUES (?1, ?2, ?3, 'pending', ?4, ?5)" },
+	[SQ_IN_INSTALL] = { "install instance",
+	    "UPDATE instances SET installed_at = ?2,"
+	    " app_id = coalesce(?3, app_id), updated_at = ?2"
+	    " WHERE instance_id = ?1" },
+	[SQ_IN_REINSTALL] = { "reinstall instance",
+	    "UPDATE instances SET installed_at = ?2,"
+	    " app_id = coalesce(?3, app_id), removed_at = NULL,"
+	    " backfill = 'pending', backfill_cursor = NULL,"
+	    " last_error = NULL, updated_at = ?2"
+	    " WHERE instance_id = ?1" },
+	[SQ_IN_REMOVE] = { "remove instance",
+	    "UPDATE instances SET removed_at = ?2,"
+	    " app_id = coalesce(?3, app_id), updated_at = ?2"
+	    " WHERE instance_id = ?1" },
+	[SQ_PROBE] = { "probe",
+	    "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)" },
+	[SQ_RF_GET] = { "read refund",
+	    "SELECT " SQ_ROW_COLS " FROM refunds WHERE id = ?1" },
+	[SQ_RF_ALL] = { "list refunds",
+	    "SELECT " SQ_ROW_COLS " FROM refunds" SQ_ROW_ORDER },
+	[SQ_RF_BY_INSTANCE] = { "list refunds",
+	    "SELECT " SQ_ROW_COLS " FROM refunds WHERE instance_id = ?1"
+	    SQ_ROW_ORDER },
+	[SQ_RF_BY_STATUS] = { "list refunds",
+	    "SELECT " SQ_ROW_COLS " FROM refunds WHERE status = ?2"
+	    SQ_ROW_ORDER },
+	[SQ_RF_BY_BOTH] = { "list refunds",
+	    "SELECT " SQ_ROW_COLS " FROM refunds"
+	    " WHERE instance_id = ?1 AND status = ?2" SQ_ROW_ORDER },
+	[SQ_COUNTS] = { "count",
+	    "SELECT (SELECT count(*) FROM refunds),"
+	    " (SELECT count(*) FROM webhook_events),"
+	    " (SELECT count(*) FROM changes),"
+	    " (SELECT coalesce(max(seq), 0) FROM changes),"
+	    " (SELECT count(*) FROM instances)" }
+};
+
+struct sq {
+	sqlite3		*db;
+	char		*path;
+	bool		 readonly;
+	int		 version;	/* user_version after migrations */
+	sqlite3_stmt	*stmt[SQ_NSTMT];
+};
+
+static void	sq_close(void *ctx);
+
+/*
+ * Map an SQLite result code to ours, and log one line saying what
+ * failed.  Lock, space, permission and I/O trouble is RS_ERR_BUSY (the
+ * caller answers 503 and Wix retries); a constraint is bad data; the rest
+ * is RS_ERR_IO.  Call before any other call on the connection, so the
+ * message is still the one of the failure.
+ */
+static enum rs_status
+sq_status(struct sq *s, int rc, const char *what)
+{
+	enum rs_status st;
+
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_FULL:
+	case SQLITE_READONLY:
+	case SQLITE_IOERR:
+	case SQLITE_CANTOPEN:
+		st = RS_ERR_BUSY;
+		break;
+	case SQLITE_CONSTRAINT:
+	case SQLITE_MISMATCH:
+	case SQLITE_TOOBIG:
+		st = RS_ERR_INPUT;
+		break;
+	default:
+		st = RS_ERR_IO;
+		break;
+	}
+	log_warnx("store: %s: %s: %s (sqlite code %d)", s->path, what,
+	    sqlite3_errmsg(s->db), rc);
+	return st;
+}
+
+/* At open time: a lock is worth a retry, anything else is not. */
+static enum rs_status
+sq_open_status(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return RS_ERR_BUSY;
+	default:
+		return RS_ERR_IO;
+	}
+}
+
+/* Bind helpers: NULL binds SQL NULL.  The first failure is kept in *brc. */
+static void
+sq_bind_text(sqlite3_stmt *stmt, int i, const char *v, int *brc)
+{
+	int rc;
+
+	if (v == NULL)
+		rc = sqlite3_bind_null(stmt, i);
+	else
+		rc = sqlite3_bind_text(stmt, i, v, -1, SQLITE_TRANSIENT);
+	if (rc != SQLITE_OK && *brc == SQLITE_OK)
+		*brc = rc;
+}
+
+static void
+sq_bind_i64(sqlite3_stmt *stmt, int i, bool present, int64_t v, int *brc)
+{
+	int rc;
+
+	if (!present)
+		rc = sqlite3_bind_null(stmt, i);
+	else
+		rc = sqlite3_bind_int64(stmt, i, v);
+	if (rc != SQLITE_OK && *brc == SQLITE_OK)
+		*brc = rc;
+}
+
+/* Forget the last run of a cached statement. */
+static void
+sq_done(sqlite3_stmt *stmt)
+{
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+}
+
+/*
+ * Run a cached statement that returns no rows, with its parameters
+ * bound (brc: the bind result).  Resets it in all cases.
+ */
+static enum rs_status
+sq_run(struct sq *s, enum sq_stmt id, int brc)
+{
+	sqlite3_stmt *stmt = s->stmt[id];
+	enum rs_status st = RS_OK;
+	int rc = brc;
+
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(stmt);
+		while (rc == SQLITE_ROW)
+			rc = sqlite3_step(stmt);
+	}
+	if (rc != SQLITE_DONE)
+		st = sq_status(s, rc, sq_defs[id].name);
+	sq_done(stmt);
+	return st;
+}
+
+/* Copy of a text column, or NULL if it is NULL. */
+static char *
+sq_col_dup(sqlite3_stmt *stmt, int col)
+{
+	const unsigned char *t;
+
+	if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
+		return NULL;
+	t = sqlite3_column_text(stmt, col);
+	return xstrdup(t != NULL ? (const char *)t : "");
+}
+
+/* ---- transactions ---------------------------------------------------- */
+
+static bool
+sq_in_txn(struct sq *s)
+{
+	return sqlite3_get_autocommit(s->db) == 0;
+}
+
+static enum rs_status
+sq_begin(void *ctx)
+{
+	struct sq *s = ctx;
+
+	if (sq_in_txn(s)) {
+		log_warnx("store: %s: begin: a transaction is already open",
+		    s->path);
+		return RS_ERR_INTERNAL;
+	}
+	/* Opened read-only (by request, or because the file is): say so
+	 * now rather than at the first write. */
+	if (sqlite3_db_readonly(s->db, "main") == 1) {
+		log_warnx("store: %s: begin: the database is open read-only",
+		    s->path);
+		return RS_ERR_BUSY;
+	}
+	return sq_run(s, SQ_BEGIN, SQLITE_OK);
+}
+
+static void
+sq_rollback(void *ctx)
+{
+	struct sq *s = ctx;
+
+	if (sq_in_txn(s))
+		(void)sq_run(s, SQ_ROLLBACK, SQLITE_OK);
+}
+
+static enum rs_status
+sq_commit(void *ctx)
+{
+	struct sq *s = ctx;
+	enum rs_status st;
+
+	if (!sq_in_txn(s)) {
+		log_warnx("store: %s: commit: no transaction is open",
+		    s->path);
+		return RS_ERR_INTERNAL;
+	}
+	st = sq_run(s, SQ_COMMIT, SQLITE_OK);
+	if (st != RS_OK) {
+		sq_rollback(s);
+		if (st != RS_ERR_BUSY)
+			st = RS_ERR_IO;
+	}
+	return st;
+}
+
+/* Open the savepoint of one event or refund; a transaction must be open. */
+static enum rs_status
+sq_sp_begin(struct sq *s, const char *func)
+{
+	if (!sq_in_txn(s)) {
+		log_warnx("store: %s: %s: no transaction is open", s->path,
+		    func);
+		return RS_ERR_INTERNAL;
+	}
+	return sq_run(s, SQ_SP_BEGIN, SQLITE_OK);
+}
+
+/* Close the savepoint: keep its work if st is RS_OK, else undo it. */
+static enum rs_status
+sq_sp_end(struct sq *s, enum rs_status st)
+{
+	if (st == RS_OK)
+		st = sq_run(s, SQ_SP_RELEASE, SQLITE_OK);
+	if (st != RS_OK && sq_in_txn(s)) {
+		/* SQLite may have rolled back the whole transaction
+		 * already (disk full, I/O error); then there is nothing
+		 * left to undo. */
+		(void)sq_run(s, SQ_SP_ROLLBACK, SQLITE_OK);
+		(void)sq_run(s, SQ_SP_RELEASE, SQLITE_OK);
+	}
+	return st;
+}
+
+/* ---- refunds --------------------------------------------------------- */
+
+/*
+ * Upsert r under the version rule, inside an open savepoint, and append
+ * to the change log if it won.  now: stored_at and changed_at.
+ */
+static enum rs_status
+sq_refund_upsert(struct sq *s, const struct refund *r,
+    const char *instance_id, bool has_seq, int64_t seq, const char *source,
+    const char *now, enum store_outcome *out)
+{
+	sqlite3_stmt *stmt;
+	struct refund_version in, old;
+	char *old_updated = NULL, *prev_status = NULL, *old_instance = NULL;
+	const char *inst;
+	enum rs_status st = RS_OK;
+	bool found = false;
+	int brc = SQLITE_OK, rc, exp;
+
+	memset(&old, 0, sizeof(old));
+	/* The stored version, if any. */
+	stmt = s->stmt[SQ_RF_LOAD];
+	sq_bind_text(stmt, 1, r->id, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW) {
+		found = true;
+		old.has_revision = sqlite3_column_type(stmt, 0) != SQLITE_NULL;
+		old.revision = sqlite3_column_int64(stmt, 0);
+		old.has_sequence = sqlite3_column_type(stmt, 1) != SQLITE_NULL;
+		old.sequence = sqlite3_column_int64(stmt, 1);
+		old_updated = sq_col_dup(stmt, 2);
+		old.updated_date = old_updated;
+		prev_status = sq_col_dup(stmt, 3);
+		old_instance = sq_col_dup(stmt, 4);
+	} else if (rc != SQLITE_DONE)
+		st = sq_status(s, rc, sq_defs[SQ_RF_LOAD].name);
+	sq_done(stmt);
+	if (st != RS_OK)
+		goto out;
+
+	if (found) {
+		memset(&in, 0, sizeof(in));
+		in.has_revision = r->has_revision;
+		in.revision = r->revision;
+		in.has_sequence = has_seq;
+		in.sequence = seq;
+		in.updated_date = r->updated_date;
+		if (!refund_version_newer(&in, &old)) {
+			*out = STORE_STALE;
+			goto out;
+		}
+	}
+
+	inst = instance_id != NULL ? instance_id : old_instance;
+	exp = money_exponent(r->currency);
+
+	stmt = s->stmt[SQ_RF_UPSERT];
+	sq_bind_text(stmt, 1, r->id, &brc);
+	sq_bind_text(stmt, 2, inst, &brc);
+	sq_bind_text(stmt, 3, r->charge_id, &brc);
+	sq_bind_text(stmt, 4, r->currency, &brc);
+	sq_bind_text(stmt, 5, r->amount, &brc);
+	sq_bind_i64(stmt, 6, r->amount_exact, r->amount_minor, &brc);
+	sq_bind_text(stmt, 7, r->status, &brc);
+	sq_bind_i64(stmt, 8, r->has_revision, r->revision, &brc);
+	sq_bind_text(stmt, 9, r->created_date, &brc);
+	sq_bind_text(stmt, 10, r->updated_date, &brc);
+	sq_bind_text(stmt, 11, r->body, &brc);
+	sq_bind_text(stmt, 12, source, &brc);
+	sq_bind_text(stmt, 13, now, &brc);
+	sq_bind_i64(stmt, 14, has_seq, seq, &brc);
+	sq_bind_i64(stmt, 15, exp >= 0, exp, &brc);
+	if ((st = sq_run(s, SQ_RF_UPSERT, brc)) != RS_OK)
+		goto out;
+
+	stmt = s->stmt[SQ_CH_INSERT];
+	sq_bind_text(stmt, 1, r->id, &brc);
+	sq_bind_text(stmt, 2, inst, &brc);
+	sq_bind_i64(stmt, 3, r->has_revision, r->revision, &brc);
+	sq_bind_text(stmt, 4, r->status, &brc);
+	sq_bind_text(stmt, 5, prev_status, &brc);
+	sq_bind_text(stmt, 6, r->currency, &brc);
+	sq_bind_text(stmt, 7, r->amount, &brc);
+	sq_bind_i64(stmt, 8, r->amount_exact, r->amount_minor, &brc);
+	sq_bind_text(stmt, 9, source, &brc);
+	sq_bind_text(stmt, 10, now, &brc);
+	sq_bind_text(stmt, 11, r->body, &brc);
+	sq_bind_i64(stmt, 12, has_seq, seq, &brc);
+	sq_bind_i64(stmt, 13, exp >= 0, exp, &brc);
+	if ((st = sq_run(s, SQ_CH_INSERT, brc)) != RS_OK)
+		goto out;
+	*out = STORE_APPLIED;
+out:
+	free(old_updated);
+	free(prev_status);
+	free(old_instance);
+	return st;
+}
+
+static enum rs_status
+sq_apply_refund(void *ctx, const struct refund *r, const char *instance_id,
+    bool has_seq, int64_t seq, const char *source, enum store_outcome *out)
+{
+	struct sq *s = ctx;
+	enum store_outcome o = STORE_STALE;
+	enum rs_status st;
+	char now[32];
+
+	if ((st = sq_sp_begin(s, "apply refund")) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	st = sq_refund_upsert(s, r, instance_id, has_seq, seq, source, now,
+	    &o);
+	st = sq_sp_end(s, st);
+	if (st == RS_OK)
+		*out = o;
+	return st;
+}
+
+/* ---- events ---------------------------------------------------------- */
+
+static enum rs_status
+sq_event_seen(struct sq *s, const char *key, bool *seen)
+{
+	sqlite3_stmt *stmt = s->stmt[SQ_EV_SEEN];
+	enum rs_status st = RS_OK;
+	int brc = SQLITE_OK, rc;
+
+	sq_bind_text(stmt, 1, key, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW)
+		*seen = true;
+	else if (rc == SQLITE_DONE)
+		*seen = false;
+	else
+		st = sq_status(s, rc, sq_defs[SQ_EV_SEEN].name);
+	sq_done(stmt);
+	return st;
+}
+
+static enum rs_status
+sq_event_record(struct sq *s, const struct event *ev, const char *key,
+    const char *entity_id, const char *now, enum store_outcome o)
+{
+	sqlite3_stmt *stmt = s->stmt[SQ_EV_INSERT];
+	int brc = SQLITE_OK;
+
+	sq_bind_text(stmt, 1, key, &brc);
+	sq_bind_text(stmt, 2, ev->event_type, &brc);
+	sq_bind_text(stmt, 3, ev->instance_id, &brc);
+	sq_bind_text(stmt, 4, entity_id, &brc);
+	sq_bind_text(stmt, 5, now, &brc);
+	sq_bind_text(stmt, 6, store_outcome_name(o), &brc);
+	sq_bind_text(stmt, 7, ev->event_time, &brc);
+	sq_bind_i64(stmt, 8, ev->has_sequence, ev->sequence, &brc);
+	return sq_run(s, SQ_EV_INSERT, brc);
+}
+
+/* The state of an instances row. */
+static enum rs_status
+sq_instance_load(struct sq *s, const char *id, bool *found,
+    bool *installed, bool *removed)
+{
+	sqlite3_stmt *stmt = s->stmt[SQ_IN_LOAD];
+	enum rs_status st = RS_OK;
+	int brc = SQLITE_OK, rc;
+
+	*found = *installed = *removed = false;
+	sq_bind_text(stmt, 1, id, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW) {
+		*found = true;
+		*installed = sqlite3_column_int(stmt, 0) != 0;
+		*removed = sqlite3_column_int(stmt, 1) != 0;
+	} else if (rc != SQLITE_DONE)
+		st = sq_status(s, rc, sq_defs[SQ_IN_LOAD].name);
+	sq_done(stmt);
+	return st;
+}
+
+/*
+ * AppInstalled.  A new instance starts with backfill pending.  A row
+ * that exists without installed_at (named in the config, say) gets it.
+ * A removed instance that comes back is installed afresh, and its
+ * backfill is pending again: webhooks sent while it was removed never
+ * reached us.  An instance already installed is a duplicate.
+ */
+static enum rs_status
+sq_instance_installed(struct sq *s, const struct event *ev, const char *now,
+    enum store_outcome *out)
+{
+	enum sq_stmt id;
+	enum rs_status st;
+	bool found, installed, removed;
+	int brc = SQLITE_OK;
+
+	st = sq_instance_load(s, ev->instance_id, &found, &installed,
+	    &removed);
+	if (st != RS_OK)
+		return st;
+	if (!found) {
+		id = SQ_IN_NEW;
+		sq_bind_text(s->stmt[id], 1, ev->instance_id, &brc);
+		sq_bind_text(s->stmt[id], 2, now, &brc);
+		sq_bind_text(s->stmt[id], 3, ev->app_id, &brc);
+		sq_bind_text(s->stmt[id], 4, NULL, &brc);
+		sq_bind_text(s->stmt[id], 5, now, &brc);
+	} else if (removed || !installed) {
+		id = removed ? SQ_IN_REINSTALL : SQ_IN_INSTALL;
+		sq_bind_text(s->stmt[id], 1, ev->instance_id, &brc);
+		sq_bind_text(s->stmt[id], 2, now, &brc);
+		sq_bind_text(s->stmt[id], 3, ev->app_id, &brc);
+	} else {
+		*out = STORE_DUPLICATE;
+		return RS_OK;
+	}
+	if ((st = sq_run(s, id, brc)) == RS_OK)
+		*out = STORE_APPLIED;
+	return st;
+}
+
+/* AppRemoved.  An unknown instance is recorded as removed. */
+static enum rs_status
+sq_instance_removed(struct sq *s, const struct event *ev, const char *now,
+    enum store_outcome *out)
+{
+	enum sq_stmt id;
+	enum rs_status st;
+	bool found, installed, removed;
+	int brc = SQLITE_OK;
+
+	st = sq_instance_load(s, ev->instance_id, &found, &installed,
+	    &removed);
+	if (st != RS_OK)
+		return st;
+	if (!found) {
+		id = SQ_IN_NEW;
+		sq_bind_text(s->stmt[id], 1, ev->instance_id, &brc);
+		sq_bind_text(s->stmt[id], 2, NULL, &brc);
+		sq_bind_text(s->stmt[id], 3, ev->app_id, &brc);
+		sq_bind_text(s->stmt[id], 4, now, &brc);
+		sq_bind_text(s->stmt[id], 5, now, &brc);
+	} else if (!removed) {
+		id = SQ_IN_REMOVE;
+		sq_bind_text(s->stmt[id], 1, ev->instance_id, &brc);
+		sq_bind_text(s->stmt[id], 2, now, &brc);
+		sq_bind_text(s->stmt[id], 3, ev->app_id, &brc);
+	} else {
+		*out = STORE_DUPLICATE;
+		return RS_OK;
+	}
+	if ((st = sq_run(s, id, brc)) == RS_OK)
+		*out = STORE_APPLIED;
+	return st;
+}
+
+/*
+ * A key seen before is a duplicate and records nothing (the first
+ * delivery is in webhook_events already).  Everything else is recorded,
+ * including an app event that finds its instance already in that state
+ * (outcome "duplicate", under its own key).
+ */
+static enum rs_status
+sq_apply_event(void *ctx, const struct event *ev, const char *key,
+    enum store_outcome *out)
+{
+	struct sq *s = ctx;
+	enum store_outcome o = STORE_IGNORED;
+	enum rs_status st;
+	const char *entity_id = ev->entity_id;
+	char now[32];
+	bool seen = false;
+
+	if ((st = sq_sp_begin(s, "apply event")) != RS_OK)
+		return st;
+	if ((st = sq_event_seen(s, key, &seen)) != RS_OK)
+		goto out;
+	if (seen) {
+		o = STORE_DUPLICATE;
+		goto out;
+	}
+	clock_wall_iso(now);
+	switch (ev->kind) {
+	case EVENT_REFUND:
+		entity_id = ev->refund.id;
+		st = sq_refund_upsert(s, &ev->refund, ev->instance_id,
+		    ev->has_sequence, ev->sequence, "webhook", now, &o);
+		break;
+	case EVENT_APP_INSTALLED:
+		st = sq_instance_installed(s, ev, now, &o);
+		break;
+	case EVENT_APP_REMOVED:
+		st = sq_instance_removed(s, ev, now, &o);
+		break;
+	case EVENT_IGNORED:
+		o = STORE_IGNORED;
+		break;
+	default:
+		log_warnx("store: %s: event %s: unknown kind %d", s->path,
+		    key, (int)ev->kind);
+		st = RS_ERR_INTERNAL;
+		break;
+	}
+	if (st == RS_OK)
+		st = sq_event_record(s, ev, key, entity_id, now, o);
+out:
+	st = sq_sp_end(s, st);
+	if (st == RS_OK)
+		*out = o;
+	return st;
+}
+
+/* ---- the readiness probe --------------------------------------------- */
+
+static enum rs_status
+sq_probe(void *ctx)
+{
+	struct sq *s = ctx;
+	enum rs_status st;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	sq_bind_text(s->stmt[SQ_PROBE], 1, now, &brc);
+	if ((st = sq_run(s, SQ_PROBE, brc)) != RS_OK) {
+		sq_rollback(s);
+		return st;
+	}
+	return sq_commit(s);
+}
+
+/* ---- reading --------------------------------------------------------- */
+
+/* The entity from the columns alone: for a body that no longer parses. */
+static void
+sq_refund_from_columns(sqlite3_stmt *stmt, struct refund *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->id = sq_col_dup(stmt, SQ_COL_ID);
+	r->charge_id = sq_col_dup(stmt, SQ_COL_CHARGE);
+	r->currency = sq_col_dup(stmt, SQ_COL_CURRENCY);
+	r->amount = sq_col_dup(stmt, SQ_COL_AMOUNT);
+	r->amount_exact = sqlite3_column_type(stmt, SQ_COL_MINOR) !=
+	    SQLITE_NULL;
+	r->amount_minor = sqlite3_column_int64(stmt, SQ_COL_MINOR);
+	r->status = sq_col_dup(stmt, SQ_COL_STATUS);
+	r->has_revision = sqlite3_column_type(stmt, SQ_COL_REVISION) !=
+	    SQLITE_NULL;
+	r->revision = sqlite3_column_int64(stmt, SQ_COL_REVISION);
+	r->created_date = sq_col_dup(stmt, SQ_COL_CREATED);
+	r->updated_date = sq_col_dup(stmt, SQ_COL_UPDATED);
+	r->body = sq_col_dup(stmt, SQ_COL_BODY);
+}
+
+/*
+ * The row under stmt (selected with SQ_ROW_COLS).  The entity comes from
+ * parsing the stored body again, so it reads exactly as it did when it
+ * was stored; should that fail, from the columns, with a warning.
+ */
+static void
+sq_row_read(struct sq *s, sqlite3_stmt *stmt, struct store_refund_row *row)
+{
+	const unsigned char *body;
+	const char *why = NULL;
+	cJSON *json = NULL;
+	bool ok = false;
+	int len;
+
+	memset(row, 0, sizeof(*row));
+	body = sqlite3_column_text(stmt, SQ_COL_BODY);
+	len = sqlite3_column_bytes(stmt, SQ_COL_BODY);
+	if (body == NULL)
+		why = "no body";
+	else if (json_parse_strict((const char *)body, (size_t)len,
+	    JSON_MAX_DEPTH, &json, &why) == RS_OK &&
+	    refund_from_json(json, &row->refund, &why) == RS_OK)
+		ok = true;
+	if (!ok) {
+		log_warnx("store: %s: refund %s: stored body does not parse "
+		    "(%s); using the columns", s->path,
+		    (const char *)sqlite3_column_text(stmt, SQ_COL_ID),
+		    why != NULL ? why : "unknown reason");
+		refund_cleanup(&row->refund);
+		sq_refund_from_columns(stmt, &row->refund);
+	}
+	cJSON_Delete(json);
+	row->instance_id = sq_col_dup(stmt, SQ_COL_INSTANCE);
+	row->source = sq_col_dup(stmt, SQ_COL_SOURCE);
+	row->stored_at = sq_col_dup(stmt, SQ_COL_STORED_AT);
+	row->has_sequence = sqlite3_column_type(stmt, SQ_COL_SEQ) !=
+	    SQLITE_NULL;
+	row->sequence = sqlite3_column_int64(stmt, SQ_COL_SEQ);
+}
+
+static enum rs_status
+sq_refund_get(void *ctx, const char *id, struct store_refund_row *row)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_RF_GET];
+	enum rs_status st = RS_OK;
+	int brc = SQLITE_OK, rc;
+
+	sq_bind_text(stmt, 1, id, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW)
+		sq_row_read(s, stmt, row);
+	else if (rc == SQLITE_DONE)
+		st = RS_ERR_NOTFOUND;
+	else
+		st = sq_status(s, rc, sq_defs[SQ_RF_GET].name);
+	sq_done(stmt);
+	return st;
+}
+
+/*
+ * The walk holds one read transaction open while fn runs (keep fn short:
+ * a long reader stops WAL checkpoints).  fn may use the store, even walk
+ * it again: a nested walk gets its own statement.
+ */
+static enum rs_status
+sq_refund_foreach(void *ctx, const char *instance_id, const char *status,
+    store_refund_fn fn, void *arg)
+{
+	struct sq *s = ctx;
+	struct store_refund_row row;
+	sqlite3_stmt *stmt;
+	enum sq_stmt id;
+	enum rs_status st = RS_OK;
+	bool own = false;
+	int brc = SQLITE_OK, rc;
+
+	if (instance_id != NULL && status != NULL)
+		id = SQ_RF_BY_BOTH;
+	else if (instance_id != NULL)
+		id = SQ_RF_BY_INSTANCE;
+	else if (status != NULL)
+		id = SQ_RF_BY_STATUS;
+	else
+		id = SQ_RF_ALL;
+	stmt = s->stmt[id];
+	if (sqlite3_stmt_busy(stmt)) {
+		rc = sqlite3_prepare_v2(s->db, sq_defs[id].sql, -1, &stmt,
+		    NULL);
+		if (rc != SQLITE_OK)
+			return sq_status(s, rc, sq_defs[id].name);
+		own = true;
+	}
+	if (instance_id != NULL)
+		sq_bind_text(stmt, 1, instance_id, &brc);
+	if (status != NULL)
+		sq_bind_text(stmt, 2, status, &brc);
+	rc = brc;
+	while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+		rc = sqlite3_step(stmt);
+		if (rc != SQLITE_ROW)
+			break;
+		sq_row_read(s, stmt, &row);
+		st = fn(arg, &row);
+		store_refund_row_cleanup(&row);
+		if (st != RS_OK)
+			break;
+	}
+	if (st == RS_OK && rc != SQLITE_DONE)
+		st = sq_status(s, rc, sq_defs[id].name);
+	if (own)
+		sqlite3_finalize(stmt);
+	else
+		sq_done(stmt);
+	return st;
+}
+
+static enum rs_status
+sq_counts(void *ctx, struct store_counts *out)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_COUNTS];
+	enum rs_status st = RS_OK;
+	int rc;
+
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		out->refunds = sqlite3_column_int64(stmt, 0);
+		out->events = sqlite3_column_int64(stmt, 1);
+		out->changes = sqlite3_column_int64(stmt, 2);
+		out->last_change = sqlite3_column_int64(stmt, 3);
+		out->instances = sqlite3_column_int64(stmt, 4);
+	} else
+		st = sq_status(s, rc, sq_defs[SQ_COUNTS].name);
+	sq_done(stmt);
+	return st;
+}
+
+/* ---- open, migrations, close ----------------------------------------- */
+
+/* The first column of the first row of sql as text, into out. */
+static int
+sq_query_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
+{
+	sqlite3_stmt *stmt = NULL;
+	const unsigned char *t;
+	int rc;
+
+	out[0] = '\0';
+	rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		t = sqlite3_column_text(stmt, 0);
+		snprintf(out, outlen, "%s", t != NULL ? (const char *)t : "");
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+static int
+sq_user_version(sqlite3 *db, int *out)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int(stmt, 0);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(stmt);
+	return rc;
+}
+
+/* One migration, in its own transaction.  Another process may have
+ * applied it meanwhile: then it is skipped. */
+static enum rs_status
+sq_migrate_one(struct sq *s, const struct store_migration *m, int latest,
+    char **why)
+{
+	char *pragma = NULL;
+	int rc, v = 0;
+
+	rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sq_user_version(s->db, &v);
+	if (rc != SQLITE_OK)
+		goto fail;
+	if (v > latest) {
+		*why = xasprintf("%s: database schema version %d is newer "
+		    "than this program knows (%d): upgrade refundsync",
+		    s->path, v, latest);
+		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return RS_ERR_IO;
+	}
+	if (v < m->version) {
+		rc = sqlite3_exec(s->db, m->sql, NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			goto fail;
+		pragma = xasprintf("PRAGMA user_version = %d", m->version);
+		rc = sqlite3_exec(s->db, pragma, NULL, NULL, NULL);
+		free(pragma);
+		if (rc != SQLITE_OK)
+			goto fail;
+	}
+	rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		goto fail;
+	if (v < m->version)
+		log_info("store: %s: applied migration %s", s->path, m->name);
+	return RS_OK;
+fail:
+	*why = xasprintf("%s: migration %s: %s (sqlite code %d)", s->path,
+	    m->name, sqlite3_errmsg(s->db), rc);
+	if (sq_in_txn(s))
+		(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return sq_open_status(rc);
+}
+
+/*
+ * Bring the schema to the newest embedded migration, refusing a
+ * database from a newer program.  Read-only: only check it is current.
+ */
+static enum rs_status
+sq_migrate(struct sq *s, char **why)
+{
+	enum rs_status st;
+	unsigned i;
+	int latest, v = 0, rc;
+
+	for (i = 0; i < store_migration_count; i++)
+		if (store_migrations[i].version != (int)i + 1) {
+			*why = xasprintf("embedded migration %s is out of "
+			    "sequence", store_migrations[i].name);
+			return RS_ERR_INTERNAL;
+		}
+	latest = (int)store_migration_count;
+	if ((rc = sq_user_version(s->db, &v)) != SQLITE_OK) {
+		*why = xasprintf("%s: cannot read the schema version: %s "
+		    "(sqlite code %d)", s->path, sqlite3_errmsg(s->db), rc);
+		return sq_open_status(rc);
+	}
+	if (v > latest) {
+		*why = xasprintf("%s: database schema version %d is newer "
+		    "than this program knows (%d): upgrade refundsync",
+		    s->path, v, latest);
+		return RS_ERR_IO;
+	}
+	if (s->readonly) {
+		if (v != latest) {
+			*why = xasprintf("%s: database schema version %d, "
+			    "this program needs %d: open it read-write once "
+			    "to migrate it", s->path, v, latest);
+			return RS_ERR_IO;
+		}
+	} else {
+		for (i = 0; i < store_migration_count; i++) {
+			if (store_migrations[i].version <= v)
+				continue;
+			st = sq_migrate_one(s, &store_migrations[i], latest,
+			    why);
+			if (st != RS_OK)
+				return st;
+		}
+	}
+	if ((rc = sq_user_version(s->db, &v)) != SQLITE_OK) {
+		*why = xasprintf("%s: cannot read the schema version: %s "
+		    "(sqlite code %d)", s->path, sqlite3_errmsg(s->db), rc);
+		return sq_open_status(rc);
+	}
+	s->version = v;
+	return RS_OK;
+}
+
+/* Set the connection's pragmas and check they took. */
+static enum rs_status
+sq_pragmas(struct sq *s, char **why)
+{
+	static const struct {
+		const char	*set;
+		const char	*get;
+		const char	*want;
+	} p[] = {
+		{ "PRAGMA synchronous = FULL", "PRAGMA synchronous", "2" },
+		{ "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1" }
+	};
+	char got[32];
+	size_t i;
+	int rc;
+
+	if (!s->readonly) {
+		/* Returns the mode now in force. */
+		rc = sq_query_text(s->db, "PRAGMA journal_mode = WAL", got,
+		    sizeof(got));
+		if (rc != SQLITE_OK)
+			goto fail;
+		if (strcmp(got, "wal") != 0) {
+			*why = xasprintf("%s: cannot use WAL mode (journal "
+			    "mode is %s)", s->path, got);
+			return RS_ERR_IO;
+		}
+	}
+	for (i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
+		rc = sqlite3_exec(s->db, p[i].set, NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sq_query_text(s->db, p[i].get, got, sizeof(got));
+		if (rc != SQLITE_OK)
+			goto fail;
+		if (strcmp(got, p[i].want) != 0) {
+			*why = xasprintf("%s: %s did not take (%s)", s->path,
+			    p[i].set, got);
+			return RS_ERR_IO;
+		}
+	}
+	return RS_OK;
+fail:
+	*why = xasprintf("%s: %s (sqlite code %d)", s->path,
+	    sqlite3_errmsg(s->db), rc);
+	return sq_open_status(rc);
+}
+
+static enum rs_status
+sq_open(const char *path, const struct store_options *opt, void **ctx,
+    char **why)
+{
+	struct sq *s;
+	enum rs_status st;
+	unsigned i;
+	int flags, rc;
+
+	s = xcalloc(1, sizeof(*s));
+	s->path = xstrdup(path);
+	s->readonly = opt->readonly;
+	flags = SQLITE_OPEN_NOMUTEX;
+	if (s->readonly)
+		flags |= SQLITE_OPEN_READONLY;
+	else
+		flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+	rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+	if (rc != SQLITE_OK) {
+		*why = xasprintf("%s: cannot open: %s", path,
+		    s->db != NULL ? sqlite3_errmsg(s->db) :
+		    sqlite3_errstr(rc));
+		st = RS_ERR_IO;
+		goto fail;
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, opt->busy_timeout_ms);
+	if ((st = sq_pragmas(s, why)) != RS_OK)
+		goto fail;
+	if (!s->readonly && sqlite3_db_readonly(s->db, "main") == 1)
+		log_warnx("store: %s: the file is read-only: writes will fail",
+		    path);
+	if ((st = sq_migrate(s, why)) != RS_OK)
+		goto fail;
+	for (i = 0; i < SQ_NSTMT; i++) {
+		rc = sqlite3_prepare_v3(s->db, sq_defs[i].sql, -1,
+		    SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
+		if (rc != SQLITE_OK) {
+			*why = xasprintf("%s: prepare %s: %s (sqlite code "
+			    "%d)", path, sq_defs[i].name,
+			    sqlite3_errmsg(s->db), rc);
+			st = sq_open_status(rc);
+			goto fail;
+		}
+	}
+	*ctx = s;
+	return RS_OK;
+fail:
+	sq_close(s);
+	return st;
+}
+
+static void
+sq_close(void *ctx)
+{
+	struct sq *s = ctx;
+	unsigned i;
+	int rc;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < SQ_NSTMT; i++)
+		sqlite3_finalize(s->stmt[i]);
+	if (s->db != NULL && (rc = sqlite3_close(s->db)) != SQLITE_OK)
+		log_warnx("store: %s: close: %s (sqlite code %d)", s->path,
+		    sqlite3_errmsg(s->db), rc);
+	free(s->path);
+	free(s);
+}
+
+static int
+sq_schema_version(void *ctx)
+{
+	struct sq *s = ctx;
+
+	return s->version;
+}
+
+const struct store_ops store_sqlite_ops = {
+	.version = STORE_OPS_VERSION,
+	.name = "sqlite",
+	.open = sq_open,
+	.close = sq_close,
+	.schema_version = sq_schema_version,
+	.begin = sq_begin,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
+	.apply_event = sq_apply_event,
+	.apply_refund = sq_apply_refund,
+	.probe = sq_probe,
+	.refund_get = sq_refund_get,
+	.refund_foreach = sq_refund_foreach,
+	.counts = sq_counts
+};
+
+struct sqlite3 *
+store_sqlite_handle(struct store *st)
+{
+	struct sq *s = store_backend_ctx(st, &store_sqlite_ops);
+
+	return s != NULL ? s->db : NULL;
+}

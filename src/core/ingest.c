@@ -1,0 +1,286 @@
+/*
+ * ingest.c: the writer thread and its group commit.
+ *
+ * Thread ownership: the queue is shared (mutex + condition variable);
+ * the store and everything done with it belong to the writer thread
+ * alone.  done() callbacks run on the writer thread, after the batch's
+ * fate is known, and must not block.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/ingest.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/metrics.h"
+#include "util/xmalloc.h"
+
+/* While the store is not ready, probe it this often. */
+#define INGEST_PROBE_MS	1000
+
+struct ingest {
+	struct store		*st;
+	size_t			 max_batch;
+	pthread_t		 thread;
+	pthread_mutex_t		 mtx;
+	pthread_cond_t		 cond;
+	struct ingest_job	*head;		/* queue, oldest first */
+	struct ingest_job	*tail;
+	size_t			 queued;
+	size_t			 inbatch;
+	bool			 stopping;
+	atomic_bool		 ready;
+};
+
+static const int64_t commit_bounds_us[] = { 500, 1000, 2500, 5000, 10000,
+    25000, 50000, 100000, 250000, 500000, 1000000, 2500000 };
+static const int64_t batch_bounds[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256,
+    512, 1024 };
+
+static void
+ingest_define_metrics(void)
+{
+	metrics_define("refundsync_events_total", METRIC_COUNTER,
+	    "Webhook events committed, by outcome.");
+	metrics_define("refundsync_store_errors_total", METRIC_COUNTER,
+	    "Write transactions the store could not commit.");
+	metrics_define("refundsync_store_ready", METRIC_GAUGE,
+	    "1 when the store can take writes, else 0.");
+	metrics_define_histogram("refundsync_commit_seconds",
+	    "Time to commit one group of webhooks durably.",
+	    commit_bounds_us, sizeof(commit_bounds_us) /
+	    sizeof(commit_bounds_us[0]), 1000000);
+	metrics_define_histogram("refundsync_commit_batch_size",
+	    "Webhooks made durable by one commit.", batch_bounds,
+	    sizeof(batch_bounds) / sizeof(batch_bounds[0]), 1);
+}
+
+static void
+set_ready(struct ingest *in, bool ready, enum rs_status why)
+{
+	bool was = atomic_exchange(&in->ready, ready);
+
+	if (was && !ready)
+		log_warnx("store: not ready: %s; answering 503 until it "
+		    "recovers", rs_strstatus(why));
+	else if (!was && ready)
+		log_info("store: ready again");
+	metrics_set("refundsync_store_ready", "", ready ? 1 : 0);
+}
+
+/* Apply and commit one batch; fill each job's status and outcome. */
+static void
+run_batch(struct ingest *in, struct ingest_job *batch, size_t n)
+{
+	struct ingest_job *j;
+	enum rs_status st;
+	int64_t t0 = clock_mono_ms();
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	st = store_begin(in->st);
+	for (j = batch; st == RS_OK && j != NULL; j = j->next) {
+		j->status = store_apply_event(in->st, &j->ev, j->key,
+		    &j->outcome);
+		if (j->status == RS_ERR_BUSY || j->status == RS_ERR_IO)
+			st = j->status;
+		else if (j->status != RS_OK)
+			log_warnx("ingest: event %s: %s", j->key,
+			    rs_strstatus(j->status));
+	}
+	if (st == RS_OK)
+		st = store_commit(in->st);
+	else
+		store_rollback(in->st);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+
+	if (st != RS_OK) {
+		metrics_add("refundsync_store_errors_total", "", 1);
+		for (j = batch; j != NULL; j = j->next)
+			j->status = RS_ERR_BUSY;
+		set_ready(in, false, st);
+		log_warnx("ingest: batch of %zu not committed: %s", n,
+		    rs_strstatus(st));
+		return;
+	}
+	set_ready(in, true, RS_OK);
+	metrics_observe("refundsync_commit_seconds", "",
+	    (int64_t)(b.tv_sec - a.tv_sec) * 1000000 +
+	    (b.tv_nsec - a.tv_nsec) / 1000);
+	metrics_observe("refundsync_commit_batch_size", "", (int64_t)n);
+	for (j = batch; j != NULL; j = j->next) {
+		char label[32];
+
+		if (j->status != RS_OK)
+			continue;
+		snprintf(label, sizeof(label), "outcome=\"%s\"",
+		    store_outcome_name(j->outcome));
+		metrics_add("refundsync_events_total", label, 1);
+	}
+	log_debug("ingest: committed %zu events in %lld ms", n,
+	    (long long)(clock_mono_ms() - t0));
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct ingest *in = arg;
+	int64_t last_probe = 0;
+
+	pthread_mutex_lock(&in->mtx);
+	for (;;) {
+		struct ingest_job *batch, *j, *next, *last = NULL;
+		size_t n = 0;
+
+		while (in->head == NULL && !in->stopping) {
+			if (atomic_load(&in->ready)) {
+				pthread_cond_wait(&in->cond, &in->mtx);
+				continue;
+			}
+			/* Not ready: probe now and then, so /readyz comes
+			 * back without waiting for traffic. */
+			if (clock_mono_ms() - last_probe >= INGEST_PROBE_MS) {
+				enum rs_status st;
+
+				pthread_mutex_unlock(&in->mtx);
+				st = store_probe(in->st);
+				last_probe = clock_mono_ms();
+				if (st == RS_OK)
+					set_ready(in, true, st);
+				pthread_mutex_lock(&in->mtx);
+				continue;
+			}
+			{
+				struct timespec ts;
+
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += 200 * 1000000L;
+				if (ts.tv_nsec >= 1000000000L) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000L;
+				}
+				pthread_cond_timedwait(&in->cond, &in->mtx,
+				    &ts);
+			}
+		}
+		if (in->head == NULL && in->stopping)
+			break;
+		batch = in->head;
+		for (j = batch; j != NULL && n < in->max_batch; j = j->next) {
+			last = j;
+			n++;
+		}
+		in->head = last->next;
+		if (in->head == NULL)
+			in->tail = NULL;
+		last->next = NULL;
+		in->queued -= n;
+		in->inbatch = n;
+		pthread_mutex_unlock(&in->mtx);
+
+		run_batch(in, batch, n);
+		for (j = batch; j != NULL; j = next) {
+			next = j->next;
+			j->next = NULL;
+			j->done(j, j->arg);
+		}
+
+		pthread_mutex_lock(&in->mtx);
+		in->inbatch = 0;
+	}
+	pthread_mutex_unlock(&in->mtx);
+	return NULL;
+}
+
+enum rs_status
+ingest_start(struct store *st, size_t max_batch, struct ingest **out)
+{
+	struct ingest *in;
+	int r;
+
+	ingest_define_metrics();
+	in = xcalloc(1, sizeof(*in));
+	in->st = st;
+	in->max_batch = max_batch > 0 ? max_batch : 1;
+	atomic_init(&in->ready, true);
+	pthread_mutex_init(&in->mtx, NULL);
+	pthread_cond_init(&in->cond, NULL);
+	metrics_set("refundsync_store_ready", "", 1);
+	if ((r = pthread_create(&in->thread, NULL, writer_main, in)) != 0) {
+		log_warnx("%s: pthread_create: %s", __func__, strerror(r));
+		store_close(st);
+		pthread_cond_destroy(&in->cond);
+		pthread_mutex_destroy(&in->mtx);
+		free(in);
+		return RS_ERR_IO;
+	}
+	*out = in;
+	return RS_OK;
+}
+
+enum rs_status
+ingest_submit(struct ingest *in, struct ingest_job *job)
+{
+	pthread_mutex_lock(&in->mtx);
+	if (in->stopping) {
+		pthread_mutex_unlock(&in->mtx);
+		return RS_ERR_STOPPING;
+	}
+	job->next = NULL;
+	if (in->tail != NULL)
+		in->tail->next = job;
+	else
+		in->head = job;
+	in->tail = job;
+	in->queued++;
+	pthread_cond_signal(&in->cond);
+	pthread_mutex_unlock(&in->mtx);
+	return RS_OK;
+}
+
+bool
+ingest_ready(struct ingest *in)
+{
+	return atomic_load(&in->ready);
+}
+
+size_t
+ingest_pending(struct ingest *in)
+{
+	size_t n;
+
+	pthread_mutex_lock(&in->mtx);
+	n = in->queued + in->inbatch;
+	pthread_mutex_unlock(&in->mtx);
+	return n;
+}
+
+void
+ingest_stop(struct ingest *in)
+{
+	if (in == NULL)
+		return;
+	pthread_mutex_lock(&in->mtx);
+	in->stopping = true;
+	pthread_cond_signal(&in->cond);
+	pthread_mutex_unlock(&in->mtx);
+	pthread_join(in->thread, NULL);
+	store_close(in->st);
+	pthread_cond_destroy(&in->cond);
+	pthread_mutex_destroy(&in->mtx);
+	free(in);
+}
+
+void
+ingest_job_cleanup(struct ingest_job *job)
+{
+	if (job == NULL)
+		return;
+	event_cleanup(&job->ev);
+	free(job->key);
+	job->key = NULL;
+}

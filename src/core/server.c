@@ -1,0 +1,540 @@
+/*
+ * server.c: wires the listeners, the verifier and the writer together,
+ * and runs the signal loop.
+ *
+ * Threads: the main thread waits in sigtimedwait() and does reloads and
+ * the drain; MHD's threads run the handlers below (verify and decode,
+ * CPU only, never the store); the ingest writer owns the store.  The
+ * verification settings (keys, leeway) live in a refcounted struct
+ * runtime that a reload replaces atomically: a request in flight keeps
+ * the runtime it started with, so rotating keys drops nothing.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#include "adapters/config.h"
+#include "adapters/httpd.h"
+#include "adapters/jwtverify.h"
+#include "adapters/store.h"
+#include "core/ingest.h"
+#include "core/server.h"
+#include "domain/event.h"
+#include "util/buf.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/metrics.h"
+#include "util/xmalloc.h"
+
+/* Secret files (keys) are small; refuse anything larger. */
+#define SERVER_KEY_MAX	(64 * 1024)
+
+struct runtime {
+	atomic_int		 refs;
+	struct jwtv_keys	*keys;
+	int64_t			 leeway;
+};
+
+struct server {
+	struct config		*cfg;
+	pthread_mutex_t		 rt_mtx;
+	struct runtime		*rt;
+	struct ingest		*ingest;
+	struct httpd		*pub;
+	struct httpd		*admin;
+	char			*webhook_path;	/* owned copy for the routes */
+	struct httpd_route	 pub_routes[2];
+	struct httpd_route	 admin_routes[2];
+};
+
+static struct runtime *
+runtime_acquire(struct server *srv)
+{
+	struct runtime *rt;
+
+	pthread_mutex_lock(&srv->rt_mtx);
+	rt = srv->rt;
+	atomic_fetch_add(&rt->refs, 1);
+	pthread_mutex_unlock(&srv->rt_mtx);
+	return rt;
+}
+
+static void
+runtime_release(struct runtime *rt)
+{
+	if (rt != NULL && atomic_fetch_sub(&rt->refs, 1) == 1) {
+		jwtv_keys_free(rt->keys);
+		free(rt);
+	}
+}
+
+/* Load every configured public key.  RS_OK and *out, or a reason. */
+static enum rs_status
+load_keys(const struct config *cfg, struct jwtv_keys **out, char **why)
+{
+	struct jwtv_keys *keys = NULL;
+	const char *r;
+
+	if (cfg->npublic_key_files == 0) {
+		*why = xstrdup("[wix] public_key_file: no key configured");
+		return RS_ERR_CONFIG;
+	}
+	for (size_t i = 0; i < cfg->npublic_key_files; i++) {
+		const char *ref = cfg->public_key_files[i];
+		enum rs_status st;
+
+		if (strncmp(ref, "credential:", 11) == 0) {
+			char *pem = NULL, *rwhy = NULL;
+
+			st = config_read_secret(ref, SERVER_KEY_MAX, &pem,
+			    &rwhy);
+			if (st != RS_OK) {
+				*why = xasprintf("[wix] public_key_file %s: %s",
+				    ref, rwhy);
+				free(rwhy);
+				goto fail;
+			}
+			st = jwtv_keys_add_pem(&keys, pem, strlen(pem), &r);
+			freezero_str(pem);
+		} else {
+			st = jwtv_keys_add_file(&keys, ref, &r);
+		}
+		if (st != RS_OK) {
+			*why = xasprintf("[wix] public_key_file %s: %s", ref, r);
+			goto fail;
+		}
+	}
+	*out = keys;
+	return RS_OK;
+fail:
+	jwtv_keys_free(keys);
+	return RS_ERR_CONFIG;
+}
+
+/* The dedupe key of an event without an id: the token's SHA-256. */
+static char *
+token_key(const char *token, size_t len)
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	char hex[2 * SHA256_DIGEST_LENGTH + 1];
+
+	SHA256((const unsigned char *)token, len, md);
+	for (size_t i = 0; i < sizeof(md); i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	return xasprintf("sha256:%s", hex);
+}
+
+static void
+on_ingested(struct ingest_job *job, void *arg)
+{
+	struct httpd_request *req = arg;
+	char body[64];
+	int n;
+
+	switch (job->status) {
+	case RS_OK:
+		log_debug("webhook %s from %s: 200: %s", job->key,
+		    httpd_req_peer(req), store_outcome_name(job->outcome));
+		n = snprintf(body, sizeof(body), "{\"outcome\":\"%s\"}",
+		    store_outcome_name(job->outcome));
+		httpd_respond(req, 200, "application/json", body, (size_t)n,
+		    NULL, NULL);
+		break;
+	case RS_ERR_INPUT:
+		log_info("webhook %s from %s: 400: the store refused it",
+		    job->key, httpd_req_peer(req));
+		httpd_respond_error(req, 400, "bad request", "rejected by store");
+		break;
+	default:
+		log_info("webhook %s from %s: 503: store cannot commit: %s",
+		    job->key, httpd_req_peer(req), rs_strstatus(job->status));
+		httpd_respond_error(req, 503, "unavailable", "store");
+		break;
+	}
+	ingest_job_cleanup(job);
+	free(job);
+}
+
+static void
+on_webhook(void *arg, struct httpd_request *req)
+{
+	struct server *srv = arg;
+	struct runtime *rt;
+	struct ingest_job *job;
+	enum jwtv_reason reason;
+	enum rs_status st;
+	cJSON *claims = NULL;
+	const char *token, *why = NULL;
+	size_t len;
+	char label[64];
+
+	token = httpd_req_body(req, &len);
+	rt = runtime_acquire(srv);
+	st = jwtv_verify(rt->keys, token, len, clock_wall_s(), rt->leeway,
+	    &claims, &reason);
+	runtime_release(rt);
+	if (st != RS_OK) {
+		snprintf(label, sizeof(label), "reason=\"%s\"",
+		    jwtv_reason_name(reason));
+		metrics_add("refundsync_verify_failures_total", label, 1);
+		if (st == RS_ERR_AUTH) {
+			log_info("webhook from %s: 401: %s",
+			    httpd_req_peer(req), jwtv_reason_name(reason));
+			httpd_respond_error(req, 401, "unauthorized",
+			    jwtv_reason_name(reason));
+		} else {
+			log_info("webhook from %s: 400: signed payload is not "
+			    "a JSON object", httpd_req_peer(req));
+			httpd_respond_error(req, 400, "bad request",
+			    jwtv_reason_name(reason));
+		}
+		return;
+	}
+
+	job = xcalloc(1, sizeof(*job));
+	st = event_decode(claims, &job->ev, &why);
+	cJSON_Delete(claims);
+	if (st != RS_OK) {
+		metrics_add("refundsync_decode_failures_total", "", 1);
+		log_info("webhook from %s: 400: %s", httpd_req_peer(req),
+		    why != NULL ? why : rs_strstatus(st));
+		httpd_respond_error(req, 400, "bad request",
+		    why != NULL ? why : rs_strstatus(st));
+		ingest_job_cleanup(job);
+		free(job);
+		return;
+	}
+	if (job->ev.event_id != NULL)
+		job->key = xstrdup(job->ev.event_id);
+	else
+		job->key = token_key(token, len);
+	job->done = on_ingested;
+	job->arg = req;
+
+	httpd_defer(req);
+	if (ingest_submit(srv->ingest, job) != RS_OK) {
+		log_info("webhook %s from %s: 503: stopping", job->key,
+		    httpd_req_peer(req));
+		httpd_respond_error(req, 503, "unavailable", "stopping");
+		ingest_job_cleanup(job);
+		free(job);
+	}
+}
+
+static void
+on_healthz(void *arg, struct httpd_request *req)
+{
+	httpd_respond(req, 200, "text/plain", "ok\n", 3, NULL, NULL);
+}
+
+static void
+on_readyz(void *arg, struct httpd_request *req)
+{
+	struct server *srv = arg;
+
+	if (ingest_ready(srv->ingest))
+		httpd_respond(req, 200, "text/plain", "ready\n", 6, NULL,
+		    NULL);
+	else
+		httpd_respond_error(req, 503, "not ready", "store");
+}
+
+static void
+on_metrics(void *arg, struct httpd_request *req)
+{
+	struct buf b;
+
+	buf_init(&b, 16 * 1024 * 1024);
+	metrics_render(&b);
+	httpd_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+	    b.data != NULL ? b.data : "", b.len, NULL, NULL);
+	buf_cleanup(&b);
+}
+
+static void
+server_define_metrics(void)
+{
+	metrics_define("refundsync_verify_failures_total", METRIC_COUNTER,
+	    "Webhooks refused by verification, by reason.");
+	metrics_define("refundsync_decode_failures_total", METRIC_COUNTER,
+	    "Verified webhooks whose payload was malformed (400).");
+	metrics_define("refundsync_reloads_total", METRIC_COUNTER,
+	    "Configuration reloads, by result.");
+	metrics_define("refundsync_info", METRIC_GAUGE,
+	    "Build information.");
+	metrics_set("refundsync_info", "version=\"" PACKAGE_VERSION "\"", 1);
+}
+
+/* "127.0.0.1:8080" / "[::1]:8080" for a bound listener. */
+static void
+listener_name(const struct sockaddr_storage *ss, uint16_t port, char *out,
+    size_t outlen)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (ss->ss_family == AF_INET6) {
+		inet_ntop(AF_INET6,
+		    &((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr,
+		    host, sizeof(host));
+		snprintf(out, outlen, "[%s]:%u", host, port);
+	} else {
+		inet_ntop(AF_INET,
+		    &((const struct sockaddr_in *)(const void *)ss)->sin_addr,
+		    host, sizeof(host));
+		snprintf(out, outlen, "%s:%u", host, port);
+	}
+}
+
+static enum rs_status
+start_listener(struct server *srv, const char *name, const char *listen,
+    const struct httpd_route *routes, size_t nroutes, struct httpd **out)
+{
+	const struct config *cfg = srv->cfg;
+	struct httpd_options opt;
+	char *why = NULL, where[80];
+	unsigned sslen = 0;
+
+	memset(&opt, 0, sizeof(opt));
+	if (config_parse_listen(listen, &opt.addr, &sslen) != RS_OK) {
+		log_warnx("%s listener: bad address %s", name, listen);
+		return RS_ERR_CONFIG;
+	}
+	opt.addrlen = (socklen_t)sslen;
+	opt.name = name;
+	opt.threads = (unsigned)cfg->threads;
+	opt.max_body = (size_t)cfg->max_body;
+	opt.request_timeout = (unsigned)cfg->request_timeout;
+	opt.max_connections = (unsigned)cfg->max_connections;
+	opt.max_connections_per_ip = (unsigned)cfg->max_connections_per_ip;
+	opt.routes = routes;
+	opt.nroutes = nroutes;
+	if (strcmp(name, "admin") == 0) {
+		/* Operators only: small and simple. */
+		opt.threads = 1;
+		opt.max_body = 4096;
+	}
+	if (httpd_start(&opt, out, &why) != RS_OK) {
+		log_warnx("%s", why);
+		free(why);
+		return RS_ERR_IO;
+	}
+	listener_name(&opt.addr, httpd_port(*out), where, sizeof(where));
+	log_info("%s listener on %s", name, where);
+	return RS_OK;
+}
+
+/* Settings that only a restart applies. */
+static void
+reload_warn_restart(const struct config *o, const struct config *n)
+{
+	const struct {
+		const char *key;
+		bool changed;
+	} rows[] = {
+		{ "[server] listen", strcmp(o->listen, n->listen) != 0 },
+		{ "[server] admin_listen",
+		    strcmp(o->admin_listen, n->admin_listen) != 0 },
+		{ "[server] webhook_path",
+		    strcmp(o->webhook_path, n->webhook_path) != 0 },
+		{ "[server] max_body", o->max_body != n->max_body },
+		{ "[server] threads", o->threads != n->threads },
+		{ "[server] request_timeout",
+		    o->request_timeout != n->request_timeout },
+		{ "[server] max_connections",
+		    o->max_connections != n->max_connections },
+		{ "[server] max_connections_per_ip",
+		    o->max_connections_per_ip != n->max_connections_per_ip },
+		{ "[server] commit_batch", o->commit_batch != n->commit_batch },
+		{ "[store] path", strcmp(o->store_path, n->store_path) != 0 },
+		{ "[store] busy_timeout",
+		    o->busy_timeout_ms != n->busy_timeout_ms },
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+		if (rows[i].changed)
+			log_warnx("reload: %s changed: restart to apply it",
+			    rows[i].key);
+}
+
+static void
+server_reload(struct server *srv)
+{
+	struct config *ncfg = NULL;
+	struct jwtv_keys *keys = NULL;
+	struct runtime *rt, *old;
+	char *errors = NULL, *why = NULL;
+
+	log_info("reload: reading %s", srv->cfg->path);
+	if (config_load(srv->cfg->path, &ncfg, &errors) != RS_OK) {
+		for (char *p = errors; p != NULL && *p != '\0'; p++)
+			if (*p == '\n')
+				*p = p[1] != '\0' ? ';' : '\0';
+		log_warnx("reload refused: %s; the running configuration "
+		    "stays", errors != NULL ? errors : "invalid");
+		metrics_add("refundsync_reloads_total", "result=\"refused\"", 1);
+		free(errors);
+		return;
+	}
+	if (load_keys(ncfg, &keys, &why) != RS_OK) {
+		log_warnx("reload refused: %s; the running configuration "
+		    "stays", why);
+		metrics_add("refundsync_reloads_total", "result=\"refused\"", 1);
+		free(why);
+		config_free(ncfg);
+		return;
+	}
+	reload_warn_restart(srv->cfg, ncfg);
+	rt = xcalloc(1, sizeof(*rt));
+	atomic_init(&rt->refs, 1);
+	rt->keys = keys;
+	rt->leeway = ncfg->jwt_leeway;
+	pthread_mutex_lock(&srv->rt_mtx);
+	old = srv->rt;
+	srv->rt = rt;
+	pthread_mutex_unlock(&srv->rt_mtx);
+	runtime_release(old);
+	log_info("reload: applied (%zu public keys, jwt_leeway %lld s)",
+	    jwtv_keys_count(keys), (long long)ncfg->jwt_leeway);
+	metrics_add("refundsync_reloads_total", "result=\"applied\"", 1);
+	config_free(srv->cfg);
+	srv->cfg = ncfg;
+}
+
+/* Drain: in-flight webhooks commit and get their answer, or get none. */
+static void
+server_drain(struct server *srv)
+{
+	int64_t deadline;
+
+	log_info("stopping: draining requests in flight");
+	httpd_drain(srv->pub);
+	if (srv->admin != NULL)
+		httpd_drain(srv->admin);
+	deadline = clock_mono_ms() + srv->cfg->request_timeout * 1000 + 1000;
+	while (httpd_inflight(srv->pub) > 0 && clock_mono_ms() < deadline) {
+		struct timespec ts = { 0, 20 * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
+	/* Everything queued is committed and answered before this returns. */
+	ingest_stop(srv->ingest);
+	srv->ingest = NULL;
+	deadline = clock_mono_ms() + 1000;
+	while (httpd_inflight(srv->pub) > 0 && clock_mono_ms() < deadline) {
+		struct timespec ts = { 0, 10 * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
+	if (httpd_inflight(srv->pub) > 0)
+		log_warnx("stopping: %zu requests still open: closing them "
+		    "unanswered", httpd_inflight(srv->pub));
+}
+
+int
+server_run(struct config *cfg)
+{
+	struct server srv;
+	struct store *st = NULL;
+	struct store_options sopt;
+	struct jwtv_keys *keys = NULL;
+	sigset_t set;
+	char *why = NULL;
+	int status = 1;
+
+	memset(&srv, 0, sizeof(srv));
+	srv.cfg = cfg;
+	pthread_mutex_init(&srv.rt_mtx, NULL);
+	server_define_metrics();
+
+	/* Every thread started from here on inherits this mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (load_keys(cfg, &keys, &why) != RS_OK) {
+		log_warnx("cannot start: %s", why);
+		free(why);
+		status = 2;
+		goto out;
+	}
+	srv.rt = xcalloc(1, sizeof(*srv.rt));
+	atomic_init(&srv.rt->refs, 1);
+	srv.rt->keys = keys;
+	srv.rt->leeway = cfg->jwt_leeway;
+
+	memset(&sopt, 0, sizeof(sopt));
+	sopt.busy_timeout_ms = (int)cfg->busy_timeout_ms;
+	if (store_open(cfg->store_path, &sopt, &st, &why) != RS_OK) {
+		log_warnx("cannot start: store %s: %s", cfg->store_path,
+		    why != NULL ? why : "cannot open");
+		free(why);
+		goto out;
+	}
+	log_info("store %s: schema version %d", cfg->store_path,
+	    store_schema_version(st));
+	if (ingest_start(st, (size_t)cfg->commit_batch, &srv.ingest) !=
+	    RS_OK) {
+		log_warnx("cannot start: the writer thread did not start");
+		goto out;
+	}
+
+	srv.webhook_path = xstrdup(cfg->webhook_path);
+	srv.pub_routes[0] = (struct httpd_route){ "POST", srv.webhook_path,
+	    "webhook", on_webhook, &srv };
+	srv.pub_routes[1] = (struct httpd_route){ "GET", "/healthz",
+	    "healthz", on_healthz, &srv };
+	srv.admin_routes[0] = (struct httpd_route){ "GET", "/readyz",
+	    "readyz", on_readyz, &srv };
+	srv.admin_routes[1] = (struct httpd_route){ "GET", "/metrics",
+	    "metrics", on_metrics, &srv };
+	if (start_listener(&srv, "public", cfg->listen, srv.pub_routes, 2,
+	    &srv.pub) != RS_OK)
+		goto out;
+	if (cfg->admin_listen[0] != '\0' && start_listener(&srv, "admin",
+	    cfg->admin_listen, srv.admin_routes, 2, &srv.admin) != RS_OK)
+		goto out;
+	log_info("refundsync %s ready: %zu public keys, webhooks at %s",
+	    PACKAGE_VERSION, jwtv_keys_count(keys), cfg->webhook_path);
+
+	for (;;) {
+		struct timespec ts = { 1, 0 };
+		int sig = sigtimedwait(&set, NULL, &ts);
+
+		if (sig == SIGHUP) {
+			server_reload(&srv);
+		} else if (sig == SIGTERM || sig == SIGINT) {
+			log_info("received %s", sig == SIGTERM ? "SIGTERM" :
+			    "SIGINT");
+			break;
+		} else if (sig < 0 && errno != EAGAIN && errno != EINTR) {
+			log_warn("sigtimedwait");
+		}
+	}
+	server_drain(&srv);
+	status = 0;
+	log_info("stopped");
+out:
+	/* The store belongs to the writer from ingest_start() on, which
+	 * closes it even when it fails to start. */
+	ingest_stop(srv.ingest);
+	httpd_stop(srv.pub);
+	httpd_stop(srv.admin);
+	runtime_release(srv.rt);
+	free(srv.webhook_path);
+	pthread_mutex_destroy(&srv.rt_mtx);
+	config_free(srv.cfg);
+	return status;
+}

@@ -1,0 +1,20 @@
+/*
+ * server.h: `refundsync serve`: the daemon's lifecycle.
+ *
+ * Start-up (keys, store, migrations, listeners) fails fast with a log
+ * line and exit status 1 or 2 before anything is served.  Once running,
+ * the main thread only waits for signals: SIGHUP reloads the config and
+ * keys (swapped in only if valid), SIGTERM and SIGINT drain and stop.
+ */
+#ifndef RS_SERVER_H
+#define RS_SERVER_H
+
+#include "adapters/config.h"
+
+/*
+ * Run the daemon with cfg until a stop signal; returns the process exit
+ * status (0 after a clean drain).  Takes ownership of cfg.
+ */
+int	server_run(struct config *cfg);
+
+#endif

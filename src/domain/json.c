@@ -1,0 +1,547 @@
+/*
+ * json.c: strict JSON for hostile input.
+ *
+ * cJSON 1.7.15 is lax (see HARDENING.md): it takes trailing garbage,
+ * duplicate keys, invalid UTF-8, leading zeros and 1e999, and it cuts
+ * strings at \u0000.  So json_parse_strict() first runs the small
+ * hand-written RFC 8259 validator below over the raw bytes, which refuses
+ * all of those with a precise reason, and only then lets cJSON build the
+ * tree.  A walk over the tree then refuses duplicate keys and numbers
+ * that cJSON turned into infinities.  The one double here is cJSON's own
+ * number value, checked for finiteness; money never goes through it.
+ *
+ * Stateless and thread-safe, once xmalloc_init_json() has run.
+ */
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "domain/json.h"
+#include "util/log.h"
+#include "util/strnum.h"
+#include "util/xmalloc.h"
+
+/*
+ * Hard ceiling on nesting whatever the caller asks for: the validator
+ * recurses once per level, and cJSON itself stops at 1000.
+ */
+#define JSON_HARD_MAX_DEPTH	1000
+/* cJSON copies a number into a 64-byte buffer before strtod(). */
+#define JSON_MAX_NUMBER		63
+
+/* Integers a double holds exactly: -2^53 .. 2^53. */
+#define JSON_EXACT_INT		9007199254740992.0
+
+struct jv {
+	const unsigned char	*p;	/* next byte */
+	const unsigned char	*end;	/* one past the last byte */
+	int			 depth;	/* open arrays and objects */
+	int			 max_depth;
+	const char		*why;	/* first failure */
+};
+
+static bool	jv_value(struct jv *);
+
+static bool
+jv_fail(struct jv *v, const char *why)
+{
+	if (v->why == NULL)
+		v->why = why;
+	return false;
+}
+
+/*
+ * RFC 3629 well-formedness: no overlong forms, no surrogates (U+D800 to
+ * U+DFFF), nothing above U+10FFFF, no stray continuation bytes.
+ */
+static bool
+utf8_valid(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned char c = s[i];
+		unsigned char lo = 0x80, hi = 0xbf;
+		size_t n, k;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			n = 1;
+		else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			if (c == 0xe0)
+				lo = 0xa0;	/* overlong */
+			else if (c == 0xed)
+				hi = 0x9f;	/* surrogates */
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			if (c == 0xf0)
+				lo = 0x90;	/* overlong */
+			else if (c == 0xf4)
+				hi = 0x8f;	/* above U+10FFFF */
+		} else
+			return false;	/* 80..C1, F5..FF */
+		if (len - i - 1 < n)
+			return false;
+		if (s[i + 1] < lo || s[i + 1] > hi)
+			return false;
+		for (k = 2; k <= n; k++)
+			if (s[i + k] < 0x80 || s[i + k] > 0xbf)
+				return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+static void
+jv_ws(struct jv *v)
+{
+	while (v->p < v->end && (*v->p == ' ' || *v->p == '\t' ||
+	    *v->p == '\n' || *v->p == '\r'))
+		v->p++;
+}
+
+static bool
+is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int
+hexval(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Four hex digits at v->p, which is left after them. */
+static bool
+jv_hex4(struct jv *v, unsigned *out)
+{
+	unsigned cp = 0;
+
+	if (v->end - v->p < 4)
+		return jv_fail(v, "invalid escape");
+	for (int i = 0; i < 4; i++) {
+		int h = hexval(v->p[i]);
+
+		if (h < 0)
+			return jv_fail(v, "invalid escape");
+		cp = cp << 4 | (unsigned)h;
+	}
+	v->p += 4;
+	*out = cp;
+	return true;
+}
+
+/* After the backslash. */
+static bool
+jv_escape(struct jv *v)
+{
+	unsigned cp, lo;
+
+	if (v->p == v->end)
+		return jv_fail(v, "syntax error");
+	switch (*v->p) {
+	case '"': case '\\': case '/':
+	case 'b': case 'f': case 'n': case 'r': case 't':
+		v->p++;
+		return true;
+	case 'u':
+		v->p++;
+		if (!jv_hex4(v, &cp))
+			return false;
+		if (cp == 0)
+			return jv_fail(v, "\\u0000 escape");
+		if (cp >= 0xdc00 && cp <= 0xdfff)
+			return jv_fail(v, "unpaired surrogate");
+		if (cp < 0xd800 || cp > 0xdbff)
+			return true;
+		/* A high surrogate must be followed by a low one. */
+		if (v->end - v->p < 2 || v->p[0] != '\\' || v->p[1] != 'u')
+			return jv_fail(v, "unpaired surrogate");
+		v->p += 2;
+		if (!jv_hex4(v, &lo))
+			return false;
+		if (lo < 0xdc00 || lo > 0xdfff)
+			return jv_fail(v, "unpaired surrogate");
+		return true;
+	default:
+		return jv_fail(v, "invalid escape");
+	}
+}
+
+/* At the opening quote.  The bytes are already known to be UTF-8. */
+static bool
+jv_string(struct jv *v)
+{
+	v->p++;
+	while (v->p < v->end) {
+		unsigned char c = *v->p;
+
+		if (c == '"') {
+			v->p++;
+			return true;
+		}
+		if (c < 0x20)
+			return jv_fail(v, "control character in string");
+		v->p++;
+		if (c == '\\' && !jv_escape(v))
+			return false;
+	}
+	return jv_fail(v, "syntax error");
+}
+
+static bool
+jv_number(struct jv *v)
+{
+	const unsigned char *start = v->p;
+
+	if (*v->p == '-')
+		v->p++;
+	if (v->p == v->end || !is_digit(*v->p))
+		return jv_fail(v, "syntax error");
+	if (*v->p == '0') {
+		v->p++;
+		if (v->p < v->end && is_digit(*v->p))
+			return jv_fail(v, "leading zero");
+	} else {
+		while (v->p < v->end && is_digit(*v->p))
+			v->p++;
+	}
+	if (v->p < v->end && *v->p == '.') {
+		v->p++;
+		if (v->p == v->end || !is_digit(*v->p))
+			return jv_fail(v, "syntax error");
+		while (v->p < v->end && is_digit(*v->p))
+			v->p++;
+	}
+	if (v->p < v->end && (*v->p == 'e' || *v->p == 'E')) {
+		v->p++;
+		if (v->p < v->end && (*v->p == '+' || *v->p == '-'))
+			v->p++;
+		if (v->p == v->end || !is_digit(*v->p))
+			return jv_fail(v, "syntax error");
+		while (v->p < v->end && is_digit(*v->p))
+			v->p++;
+	}
+	if (v->p - start > JSON_MAX_NUMBER)
+		return jv_fail(v, "number too long");
+	return true;
+}
+
+static bool
+jv_literal(struct jv *v, const char *word)
+{
+	size_t n = strlen(word);
+
+	if ((size_t)(v->end - v->p) < n || memcmp(v->p, word, n) != 0)
+		return jv_fail(v, "syntax error");
+	v->p += n;
+	return true;
+}
+
+static bool
+jv_open(struct jv *v)
+{
+	v->p++;
+	if (++v->depth > v->max_depth)
+		return jv_fail(v, "nesting too deep");
+	jv_ws(v);
+	return true;
+}
+
+static bool
+jv_array(struct jv *v)
+{
+	if (!jv_open(v))
+		return false;
+	if (v->p < v->end && *v->p == ']')
+		goto done;
+	for (;;) {
+		if (!jv_value(v))
+			return false;
+		jv_ws(v);
+		if (v->p == v->end)
+			return jv_fail(v, "syntax error");
+		if (*v->p == ']')
+			break;
+		if (*v->p != ',')
+			return jv_fail(v, "syntax error");
+		v->p++;
+	}
+done:
+	v->p++;
+	v->depth--;
+	return true;
+}
+
+static bool
+jv_object(struct jv *v)
+{
+	if (!jv_open(v))
+		return false;
+	if (v->p < v->end && *v->p == '}')
+		goto done;
+	for (;;) {
+		jv_ws(v);
+		if (v->p == v->end || *v->p != '"')
+			return jv_fail(v, "syntax error");
+		if (!jv_string(v))
+			return false;
+		jv_ws(v);
+		if (v->p == v->end || *v->p != ':')
+			return jv_fail(v, "syntax error");
+		v->p++;
+		if (!jv_value(v))
+			return false;
+		jv_ws(v);
+		if (v->p == v->end)
+			return jv_fail(v, "syntax error");
+		if (*v->p == '}')
+			break;
+		if (*v->p != ',')
+			return jv_fail(v, "syntax error");
+		v->p++;
+	}
+done:
+	v->p++;
+	v->depth--;
+	return true;
+}
+
+static bool
+jv_value(struct jv *v)
+{
+	jv_ws(v);
+	if (v->p == v->end)
+		return jv_fail(v, "syntax error");
+	switch (*v->p) {
+	case '{':
+		return jv_object(v);
+	case '[':
+		return jv_array(v);
+	case '"':
+		return jv_string(v);
+	case 't':
+		return jv_literal(v, "true");
+	case 'f':
+		return jv_literal(v, "false");
+	case 'n':
+		return jv_literal(v, "null");
+	default:
+		if (*v->p == '-' || is_digit(*v->p))
+			return jv_number(v);
+		return jv_fail(v, "syntax error");
+	}
+}
+
+static int
+cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(const char * const *)a, *(const char * const *)b);
+}
+
+/*
+ * What the validator cannot see: duplicate keys and numbers cJSON made
+ * non-finite.  Recursion is bounded by the validated depth.
+ */
+static const char *
+tree_check(const cJSON *item)
+{
+	const cJSON *c;
+	const char **names;
+	const char *why = NULL;
+	size_t n = 0, i;
+
+	if (cJSON_IsNumber(item) && !isfinite(item->valuedouble))
+		return "number out of range";
+	if (!cJSON_IsArray(item) && !cJSON_IsObject(item))
+		return NULL;
+	for (c = item->child; c != NULL; c = c->next) {
+		if ((why = tree_check(c)) != NULL)
+			return why;
+		n++;
+	}
+	if (!cJSON_IsObject(item) || n < 2)
+		return NULL;
+	names = xreallocarray(NULL, n, sizeof(*names));
+	for (i = 0, c = item->child; c != NULL; c = c->next)
+		names[i++] = c->string != NULL ? c->string : "";
+	qsort(names, n, sizeof(*names), cmp_names);
+	for (i = 1; i < n; i++) {
+		if (strcmp(names[i - 1], names[i]) == 0) {
+			why = "duplicate key";
+			break;
+		}
+	}
+	free(names);
+	return why;
+}
+
+enum rs_status
+json_parse_strict(const char *text, size_t len, int max_depth, cJSON **out,
+    const char **why)
+{
+	struct jv v;
+	cJSON *tree = NULL;
+	char *copy = NULL;
+	const char *reason = NULL;
+
+	if (text == NULL || len == 0) {
+		reason = "empty";
+		goto out;
+	}
+	if (memchr(text, '\0', len) != NULL) {
+		reason = "nul byte";
+		goto out;
+	}
+	if (!utf8_valid((const unsigned char *)text, len)) {
+		reason = "invalid utf-8";
+		goto out;
+	}
+	memset(&v, 0, sizeof(v));
+	v.p = (const unsigned char *)text;
+	v.end = v.p + len;
+	v.max_depth = max_depth < JSON_HARD_MAX_DEPTH ? max_depth :
+	    JSON_HARD_MAX_DEPTH;
+	jv_ws(&v);
+	if (v.p == v.end) {
+		reason = "empty";
+		goto out;
+	}
+	if (!jv_value(&v)) {
+		reason = v.why;
+		goto out;
+	}
+	jv_ws(&v);
+	if (v.p != v.end) {
+		reason = "trailing data";
+		goto out;
+	}
+
+	/*
+	 * The input need not be NUL-terminated; cJSON's "require null
+	 * terminated" check wants the NUL inside the length it is given.
+	 */
+	copy = xmalloc(len + 1);
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	if ((tree = cJSON_ParseWithLengthOpts(copy, len + 1, NULL, 1)) ==
+	    NULL) {
+		reason = "syntax error";
+		goto out;
+	}
+	if ((reason = tree_check(tree)) != NULL)
+		goto out;
+	*out = tree;
+	tree = NULL;
+out:
+	free(copy);
+	cJSON_Delete(tree);
+	if (reason != NULL) {
+		if (why != NULL)
+			*why = reason;
+		return RS_ERR_INPUT;
+	}
+	return RS_OK;
+}
+
+const cJSON *
+json_get(const cJSON *obj, const char *key)
+{
+	if (!cJSON_IsObject(obj) || key == NULL)
+		return NULL;
+	return cJSON_GetObjectItemCaseSensitive(obj, key);
+}
+
+const char *
+json_get_string(const cJSON *obj, const char *key)
+{
+	const cJSON *item = json_get(obj, key);
+
+	return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+const cJSON *
+json_get_object(const cJSON *obj, const char *key)
+{
+	const cJSON *item = json_get(obj, key);
+
+	return cJSON_IsObject(item) ? item : NULL;
+}
+
+const cJSON *
+json_get_array(const cJSON *obj, const char *key)
+{
+	const cJSON *item = json_get(obj, key);
+
+	return cJSON_IsArray(item) ? item : NULL;
+}
+
+enum rs_status
+json_get_bool(const cJSON *obj, const char *key, bool *out)
+{
+	const cJSON *item = json_get(obj, key);
+
+	if (item == NULL)
+		return RS_ERR_NOTFOUND;
+	if (!cJSON_IsBool(item))
+		return RS_ERR_INPUT;
+	*out = cJSON_IsTrue(item);
+	return RS_OK;
+}
+
+enum rs_status
+json_get_int64(const cJSON *obj, const char *key, int64_t *out)
+{
+	const cJSON *item = json_get(obj, key);
+	double d;
+	int64_t i;
+
+	if (item == NULL || cJSON_IsNull(item))
+		return RS_ERR_NOTFOUND;
+	if (cJSON_IsString(item)) {
+		if (strnum_i64(item->valuestring, INT64_MIN, INT64_MAX,
+		    &i) != NULL)
+			return RS_ERR_INPUT;
+		*out = i;
+		return RS_OK;
+	}
+	if (!cJSON_IsNumber(item))
+		return RS_ERR_INPUT;
+	/* Only integers a double holds exactly, so nothing is rounded. */
+	d = item->valuedouble;
+	if (!(d >= -JSON_EXACT_INT && d <= JSON_EXACT_INT))
+		return RS_ERR_INPUT;
+	i = (int64_t)d;
+	if ((double)i != d)
+		return RS_ERR_INPUT;
+	*out = i;
+	return RS_OK;
+}
+
+char *
+json_print(const cJSON *item)
+{
+	char *s;
+
+	if (item == NULL)
+		RS_PANIC("json_print of NULL");
+	if ((s = cJSON_PrintUnformatted(item)) == NULL)
+		fatalx("%s: cJSON_PrintUnformatted failed", __func__);
+	return s;
+}

@@ -1,0 +1,967 @@
+/*
+ * check_daemon.c: the real refundsync binary, driven through its external
+ * contract (SPEC §1-4): webhooks in over loopback, rows out of SQLite.
+ *
+ * Each test starts its own daemon in a temporary directory (testutil's
+ * harness) with listeners on port 0, signs webhooks with a fresh key, and
+ * reads the store through a separate connection.  Nothing here looks
+ * inside the daemon: statuses, rows, metrics text, exit codes and log
+ * lines are the whole interface.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "util/clock.h"
+#include "util/xmalloc.h"
+
+#include "../testutil.h"
+
+#define INST	"inst-daemon-test"
+
+/* Assert that the first cell of a query is want (NULL: no row / NULL). */
+#define ASSERT_SQL(d, want, ...) do {					\
+	char *got_ = tu_sqlf((d), __VA_ARGS__);				\
+	const char *want_ = (want);					\
+	ck_assert_msg((want_ == NULL && got_ == NULL) ||		\
+	    (want_ != NULL && got_ != NULL && strcmp(want_, got_) == 0),\
+	    "query %s: got \"%s\", want \"%s\"", #__VA_ARGS__,		\
+	    got_ != NULL ? got_ : "(null)",				\
+	    want_ != NULL ? want_ : "(null)");				\
+	free(got_);							\
+} while (0)
+
+#define ASSERT_SQL_INT(d, want, ...) do {				\
+	int64_t got_ = tu_sql_int((d), INT64_MIN, __VA_ARGS__);	\
+	ck_assert_msg(got_ == (int64_t)(want),				\
+	    "query %s: got %lld, want %lld", #__VA_ARGS__,		\
+	    (long long)got_, (long long)(want));			\
+} while (0)
+
+static struct tu_daemon *
+start(const struct tu_conf *conf)
+{
+	struct tu_daemon *d = tu_daemon_start(conf, NULL);
+
+	ck_assert_msg(d != NULL, "the daemon did not start");
+	ck_assert_int_gt(d->port, 0);
+	ck_assert_int_gt(d->admin_port, 0);
+	return d;
+}
+
+/* A refund with everything set; the strings are static or the caller's. */
+static struct tu_refund
+refund(const char *id, const char *amount, const char *currency,
+    const char *status, int64_t revision)
+{
+	struct tu_refund r;
+
+	memset(&r, 0, sizeof(r));
+	r.id = id;
+	r.charge_id = "ch-1";
+	r.currency = currency;
+	r.amount = amount;
+	r.status = status;
+	r.revision = revision;
+	r.created_date = "2025-08-09T15:26:24.000Z";
+	r.updated_date = "2025-08-09T15:26:25.000Z";
+	return r;
+}
+
+/* Sign and post one refund event signed with key; returns the status. */
+static int
+post_refund_key(const struct tu_daemon *d, const char *key,
+    const char *evid, enum tu_slug slug, enum tu_form form,
+    const struct tu_refund *r)
+{
+	struct tu_event ev;
+	char *tok;
+	int st;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.id = evid;
+	ev.slug = slug;
+	ev.form = form;
+	ev.seq = -1;
+	tok = tu_refund_webhook(key, &ev, r, INST);
+	ck_assert_ptr_nonnull(tok);
+	st = tu_daemon_post(d, tok, NULL);
+	free(tok);
+	return st;
+}
+
+static int
+post_refund(const struct tu_daemon *d, const char *evid, enum tu_slug slug,
+    const struct tu_refund *r)
+{
+	return post_refund_key(d, d->key.priv_pem, evid, slug,
+	    TU_FORM_OBJECT, r);
+}
+
+static double
+metric(const struct tu_daemon *d, const char *name, const char *label)
+{
+	const char *labels[2] = { label, NULL };
+	char *text = tu_daemon_metrics(d);
+	double v;
+
+	v = tu_metric(text, name, labels);
+	free(text);
+	return v;
+}
+
+/* ---- create, update, stale, duplicate ------------------------------ */
+
+START_TEST(test_lifecycle)
+{
+	struct tu_daemon *d = start(NULL);
+	struct tu_refund r;
+	struct tu_event ev;
+	struct tu_http_resp resp;
+	char *tok, *tok2, *body_before;
+
+	/* Created: PENDING, revision 1. */
+	r = refund("rf-life", "25.00", "USD", "PENDING", 1);
+	ck_assert_int_eq(post_refund(d, "evt-1", TU_CREATED, &r), 200);
+	ASSERT_SQL(d, "PENDING", "SELECT status FROM refunds WHERE id = "
+	    "'rf-life'");
+	ASSERT_SQL(d, "1|25.00|2500|USD|ch-1|" INST "|webhook",
+	    "SELECT revision || '|' || amount || '|' || amount_minor || '|' "
+	    "|| currency || '|' || charge_id || '|' || instance_id || '|' || "
+	    "source FROM refunds WHERE id = 'rf-life'");
+	ASSERT_SQL(d, "2025-08-09T15:26:24.000Z|2025-08-09T15:26:25.000Z",
+	    "SELECT created_date || '|' || updated_date FROM refunds");
+	ASSERT_SQL(d, "rf-life", "SELECT json_extract(body, '$.id') FROM "
+	    "refunds");
+	ASSERT_SQL_INT(d, 1, "SELECT stored_at IS NOT NULL AND stored_at "
+	    "LIKE '20%%Z' FROM refunds");
+	ASSERT_SQL(d, "applied|" TU_EVT_CREATED "|" INST "|rf-life",
+	    "SELECT outcome || '|' || event_type || '|' || instance_id || '|' "
+	    "|| entity_id FROM webhook_events WHERE event_id = 'evt-1'");
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM changes");
+
+	/* Updated: SUCCEEDED, revision 2. */
+	r = refund("rf-life", "25.00", "USD", "SUCCEEDED", 2);
+	ck_assert_int_eq(post_refund(d, "evt-2", TU_UPDATED, &r), 200);
+	ASSERT_SQL(d, "SUCCEEDED|2", "SELECT status || '|' || revision FROM "
+	    "refunds WHERE id = 'rf-life'");
+	ASSERT_SQL(d, "applied", "SELECT outcome FROM webhook_events WHERE "
+	    "event_id = 'evt-2'");
+	ASSERT_SQL_INT(d, 2, "SELECT count(*) FROM changes WHERE refund_id = "
+	    "'rf-life'");
+	ASSERT_SQL(d, "2|SUCCEEDED|PENDING", "SELECT revision || '|' || "
+	    "status || '|' || prev_status FROM changes ORDER BY seq DESC "
+	    "LIMIT 1");
+	ASSERT_SQL_INT(d, 1, "SELECT prev_status IS NULL FROM changes ORDER "
+	    "BY seq LIMIT 1");
+	body_before = tu_sqlf(d, "SELECT body FROM refunds");
+	ck_assert_ptr_nonnull(body_before);
+
+	/* Stale: revision 1 again, as FAILED, under a new event id. */
+	r = refund("rf-life", "25.00", "USD", "FAILED", 1);
+	ck_assert_int_eq(post_refund(d, "evt-3", TU_UPDATED, &r), 200);
+	ASSERT_SQL(d, "SUCCEEDED|2", "SELECT status || '|' || revision FROM "
+	    "refunds WHERE id = 'rf-life'");
+	ASSERT_SQL(d, "stale", "SELECT outcome FROM webhook_events WHERE "
+	    "event_id = 'evt-3'");
+	ASSERT_SQL(d, body_before, "SELECT body FROM refunds");
+	ASSERT_SQL_INT(d, 2, "SELECT count(*) FROM changes");
+
+	/*
+	 * Duplicate: evt-2 again, byte for byte and then re-signed later
+	 * with a changed body (a different status): the event id decides.
+	 */
+	memset(&ev, 0, sizeof(ev));
+	ev.id = "evt-2";
+	ev.slug = TU_UPDATED;
+	ev.seq = -1;
+	r = refund("rf-life", "25.00", "USD", "SUCCEEDED", 2);
+	tok = tu_refund_webhook(d->key.priv_pem, &ev, &r, INST);
+	r = refund("rf-life", "25.00", "USD", "REVERSED", 9);
+	tok2 = tu_refund_webhook(d->key.priv_pem, &ev, &r, INST);
+	ck_assert_int_eq(tu_daemon_post(d, tok, &resp), 200);
+	tu_http_resp_cleanup(&resp);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ck_assert_int_eq(tu_daemon_post(d, tok2, NULL), 200);
+	ASSERT_SQL(d, "SUCCEEDED|2", "SELECT status || '|' || revision FROM "
+	    "refunds WHERE id = 'rf-life'");
+	ASSERT_SQL(d, body_before, "SELECT body FROM refunds");
+	ASSERT_SQL_INT(d, 2, "SELECT count(*) FROM changes");
+	ASSERT_SQL_INT(d, 3, "SELECT count(*) FROM webhook_events");
+	ASSERT_SQL(d, "applied", "SELECT outcome FROM webhook_events WHERE "
+	    "event_id = 'evt-2'");
+	ASSERT_SQL(d, "applied,applied,stale", "SELECT group_concat(outcome) "
+	    "FROM (SELECT outcome FROM webhook_events ORDER BY event_id)");
+	ck_assert_int_eq((int)metric(d, "refundsync_events_total",
+	    "outcome=\"applied\""), 2);
+	ck_assert_int_eq((int)metric(d, "refundsync_events_total",
+	    "outcome=\"stale\""), 1);
+	ck_assert_int_eq((int)metric(d, "refundsync_events_total",
+	    "outcome=\"duplicate\""), 3);
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM refunds");
+
+	free(tok);
+	free(tok2);
+	free(body_before);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* ---- concurrency --------------------------------------------------- */
+
+/* Tokens posted by a pool of threads; each thread takes the next one. */
+struct burst {
+	const struct tu_daemon	*d;
+	char			**toks;
+	int			*status;
+	size_t			 n;
+	size_t			 next;
+	pthread_mutex_t		 mtx;
+};
+
+static void *
+burst_worker(void *arg)
+{
+	struct burst *b = arg;
+	size_t i;
+
+	for (;;) {
+		pthread_mutex_lock(&b->mtx);
+		i = b->next++;
+		pthread_mutex_unlock(&b->mtx);
+		if (i >= b->n)
+			break;
+		b->status[i] = tu_daemon_post(b->d, b->toks[i], NULL);
+	}
+	return NULL;
+}
+
+/* Post every token in b from nthreads threads.  Returns how many got 200. */
+static size_t
+run_burst(struct burst *b, int nthreads)
+{
+	pthread_t th[16];
+	size_t i, ok = 0;
+	int t;
+
+	ck_assert_int_le(nthreads, 16);
+	b->next = 0;
+	pthread_mutex_init(&b->mtx, NULL);
+	for (t = 0; t < nthreads; t++)
+		ck_assert_int_eq(pthread_create(&th[t], NULL, burst_worker, b),
+		    0);
+	for (t = 0; t < nthreads; t++)
+		pthread_join(th[t], NULL);
+	pthread_mutex_destroy(&b->mtx);
+	for (i = 0; i < b->n; i++)
+		if (b->status[i] == 200)
+			ok++;
+	return ok;
+}
+
+static void
+burst_free(struct burst *b)
+{
+	size_t i;
+
+	for (i = 0; i < b->n; i++)
+		free(b->toks[i]);
+	free(b->toks);
+	free(b->status);
+}
+
+static const char *const statuses[] = {
+	"PENDING", "SUCCEEDED", "FAILED", "REVERSED"
+};
+
+START_TEST(test_out_of_order_burst)
+{
+	struct tu_daemon *d = start(NULL);
+	struct burst b;
+	struct tu_refund r;
+	struct tu_event ev;
+	char evid[32];
+	size_t i, j;
+	unsigned seed = 12345;
+	char *tmp;
+
+	memset(&b, 0, sizeof(b));
+	b.d = d;
+	b.n = 20;
+	b.toks = xcalloc(b.n, sizeof(*b.toks));
+	b.status = xcalloc(b.n, sizeof(*b.status));
+	for (i = 0; i < b.n; i++) {
+		r = refund("rf-burst", "7.50", "EUR", statuses[(i + 1) % 4],
+		    (int64_t)i + 1);
+		memset(&ev, 0, sizeof(ev));
+		snprintf(evid, sizeof(evid), "evt-burst-%zu", i + 1);
+		ev.id = evid;
+		ev.slug = i == 0 ? TU_CREATED : TU_UPDATED;
+		ev.seq = -1;
+		b.toks[i] = tu_refund_webhook(d->key.priv_pem, &ev, &r, INST);
+	}
+	/* A fixed shuffle, with revision 20 away from the end. */
+	for (i = b.n - 1; i > 0; i--) {
+		j = (size_t)rand_r(&seed) % (i + 1);
+		tmp = b.toks[i];
+		b.toks[i] = b.toks[j];
+		b.toks[j] = tmp;
+	}
+	ck_assert_uint_eq(run_burst(&b, 4), 20);
+
+	ASSERT_SQL(d, "20|SUCCEEDED", "SELECT revision || '|' || status FROM "
+	    "refunds WHERE id = 'rf-burst'");
+	ASSERT_SQL_INT(d, 20, "SELECT count(*) FROM webhook_events WHERE "
+	    "entity_id = 'rf-burst'");
+	/* One change per applied event, none per stale one. */
+	ASSERT_SQL_INT(d, tu_sql_int(d, -1, "SELECT count(*) FROM "
+	    "webhook_events WHERE outcome = 'applied'"),
+	    "SELECT count(*) FROM changes WHERE refund_id = 'rf-burst'");
+	ASSERT_SQL_INT(d, 20, "SELECT count(*) FROM webhook_events WHERE "
+	    "outcome IN ('applied', 'stale')");
+	ASSERT_SQL_INT(d, 20, "SELECT max(revision) FROM changes");
+	/* The change log only ever moves forward. */
+	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM changes a JOIN changes b "
+	    "ON a.refund_id = b.refund_id AND a.seq < b.seq AND a.revision >= "
+	    "b.revision");
+	burst_free(&b);
+	tu_daemon_free(d);
+}
+END_TEST
+
+START_TEST(test_parallel_distinct)
+{
+	struct tu_daemon *d = start(NULL);
+	struct burst b;
+	struct tu_refund r;
+	struct tu_event ev;
+	char evid[32], rid[32], amount[32];
+	int64_t want_sum = 0;
+	size_t i;
+
+	memset(&b, 0, sizeof(b));
+	b.d = d;
+	b.n = 200;
+	b.toks = xcalloc(b.n, sizeof(*b.toks));
+	b.status = xcalloc(b.n, sizeof(*b.status));
+	for (i = 0; i < b.n; i++) {
+		snprintf(evid, sizeof(evid), "evt-par-%03zu", i);
+		snprintf(rid, sizeof(rid), "rf-par-%03zu", i);
+		snprintf(amount, sizeof(amount), "%zu.%02zu", i + 1, i % 100);
+		want_sum += (int64_t)(i + 1) * 100 + (int64_t)(i % 100);
+		r = refund(rid, amount, "USD", "SUCCEEDED", 1);
+		memset(&ev, 0, sizeof(ev));
+		ev.id = evid;
+		ev.slug = TU_CREATED;
+		ev.seq = -1;
+		b.toks[i] = tu_refund_webhook(d->key.priv_pem, &ev, &r, INST);
+	}
+	ck_assert_uint_eq(run_burst(&b, 8), 200);
+	ASSERT_SQL_INT(d, 200, "SELECT count(*) FROM refunds");
+	ASSERT_SQL_INT(d, 200, "SELECT count(*) FROM webhook_events WHERE "
+	    "outcome = 'applied'");
+	ASSERT_SQL_INT(d, 200, "SELECT count(*) FROM changes");
+	ASSERT_SQL_INT(d, want_sum, "SELECT sum(amount_minor) FROM refunds");
+	ASSERT_SQL(d, "123.22", "SELECT amount FROM refunds WHERE id = "
+	    "'rf-par-122'");
+	/* Group commit: fewer or as many commits as events, all counted. */
+	ck_assert(metric(d, "refundsync_commit_batch_size_sum", NULL) ==
+	    200.0);
+	ck_assert(metric(d, "refundsync_commit_batch_size_count", NULL) >=
+	    1.0);
+	ck_assert(metric(d, "refundsync_commit_batch_size_count", NULL) <=
+	    200.0);
+	burst_free(&b);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* ---- other event types --------------------------------------------- */
+
+START_TEST(test_app_installed)
+{
+	static const struct tu_conf conf = {
+		.tail = "[backfill]\non_install = no"
+	};
+	struct tu_daemon *d = start(&conf);
+	char *tok;
+
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-new", "app-1");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM instances");
+	ASSERT_SQL_INT(d, 1, "SELECT installed_at IS NOT NULL FROM instances "
+	    "WHERE instance_id = 'inst-new'");
+	ASSERT_SQL(d, "applied|" TU_EVT_INSTALLED "|inst-new",
+	    "SELECT outcome || '|' || event_type || '|' || instance_id FROM "
+	    "webhook_events");
+	free(tok);
+
+	/* Wix installs once per instance: a second one is a duplicate. */
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-new", "app-1");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM instances");
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM webhook_events");
+	ck_assert_int_eq((int)metric(d, "refundsync_events_total",
+	    "outcome=\"duplicate\""), 1);
+	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM refunds");
+	free(tok);
+	tu_daemon_free(d);
+}
+END_TEST
+
+START_TEST(test_unknown_event_type)
+{
+	struct tu_daemon *d = start(NULL);
+	char *tok;
+
+	tok = tu_webhook(d->key.priv_pem, "{\"id\":\"evt-prod\",\"entityFqdn\":"
+	    "\"wix.stores.v1.product\",\"slug\":\"created\",\"entityId\":"
+	    "\"p-1\",\"createdEvent\":{\"entity\":{\"id\":\"p-1\"}}}", INST,
+	    "wix.stores.v1.product_created");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ASSERT_SQL(d, "ignored|wix.stores.v1.product_created",
+	    "SELECT outcome || '|' || event_type FROM webhook_events WHERE "
+	    "event_id = 'evt-prod'");
+	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM refunds");
+	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM changes");
+	ck_assert_int_eq((int)metric(d, "refundsync_events_total",
+	    "outcome=\"ignored\""), 1);
+	free(tok);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* ---- wire forms and money ------------------------------------------ */
+
+START_TEST(test_wire_forms)
+{
+	struct tu_daemon *d = start(NULL);
+	struct tu_refund r;
+	char *tok;
+
+	/* REST-reference names with JSON strings. */
+	r = refund("rf-str", "3.10", "USD", "PENDING", 1);
+	ck_assert_int_eq(post_refund_key(d, d->key.priv_pem, "evt-s1",
+	    TU_CREATED, TU_FORM_STRING, &r), 200);
+	ASSERT_SQL(d, "PENDING|310", "SELECT status || '|' || amount_minor "
+	    "FROM refunds WHERE id = 'rf-str'");
+	r = refund("rf-str", "3.10", "USD", "SUCCEEDED", 2);
+	ck_assert_int_eq(post_refund_key(d, d->key.priv_pem, "evt-s2",
+	    TU_UPDATED, TU_FORM_STRING, &r), 200);
+	ASSERT_SQL(d, "SUCCEEDED|2", "SELECT status || '|' || revision FROM "
+	    "refunds WHERE id = 'rf-str'");
+
+	/* The SDK's object form, updated. */
+	r = refund("rf-str", "3.10", "USD", "REVERSED", 3);
+	ck_assert_int_eq(post_refund_key(d, d->key.priv_pem, "evt-s3",
+	    TU_UPDATED, TU_FORM_OBJECT, &r), 200);
+	ASSERT_SQL(d, "REVERSED|3", "SELECT status || '|' || revision FROM "
+	    "refunds WHERE id = 'rf-str'");
+	ASSERT_SQL_INT(d, 3, "SELECT count(*) FROM changes");
+
+	/* Older payloads: "currency" instead of "currencyCode". */
+	r = refund("rf-legacy", "4.00", NULL, "SUCCEEDED", 1);
+	r.currency_legacy = "EUR";
+	ck_assert_int_eq(post_refund(d, "evt-legacy", TU_CREATED, &r), 200);
+	ASSERT_SQL(d, "EUR|400", "SELECT currency || '|' || amount_minor FROM "
+	    "refunds WHERE id = 'rf-legacy'");
+
+	/* Pretty-printed layer C with " : " and a modifiedFields sibling. */
+	tok = tu_webhook(d->key.priv_pem,
+	    "{\n  \"id\" : \"evt-pretty\", \n"
+	    "  \"entityFqdn\" : \"wix.payments.refunds.v1.refund\", \n"
+	    "  \"slug\" : \"updated\", \n"
+	    "  \"entityId\" : \"rf-pretty\", \n"
+	    "  \"eventTime\" : \"2025-08-09T15:26:27.272823Z\", \n"
+	    "  \"triggeredByAnonymizeRequest\" : false, \n"
+	    "  \"entityEventSequence\" : \"4\", \n"
+	    "  \"updatedEvent\" : {\n"
+	    "    \"currentEntity\" : {\"id\" : \"rf-pretty\", \"chargeId\" : "
+	    "\"ch-9\", \"currencyCode\" : \"GBP\", \"amount\" : \"1.05\", "
+	    "\"status\" : \"SUCCEEDED\", \"revision\" : \"4\", \"full\" : false,"
+	    " \"statusInfo\" : {\"code\" : \"1013\"}}, \n"
+	    "    \"modifiedFields\" : {\"status\" : \"PENDING\"}\n  }\n}\n",
+	    INST, TU_EVT_UPDATED);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ASSERT_SQL(d, "GBP|105|SUCCEEDED|4", "SELECT currency || '|' || "
+	    "amount_minor || '|' || status || '|' || revision FROM refunds "
+	    "WHERE id = 'rf-pretty'");
+	free(tok);
+	tu_daemon_free(d);
+}
+END_TEST
+
+START_TEST(test_currencies)
+{
+	static const struct {
+		const char	*cur;
+		const char	*amount;
+		const char	*minor;	/* NULL: not representable */
+	} cases[] = {
+		{ "USD", "12.95", "1295" },
+		{ "USD", "10", "1000" },
+		{ "USD", "0.01", "1" },
+		{ "JPY", "1500", "1500" },
+		{ "KRW", "25000", "25000" },
+		{ "KWD", "12.345", "12345" },
+		{ "BHD", "1.5", "1500" },
+		{ "JOD", "0.001", "1" },
+		{ "USD", "1.234", NULL },
+		{ "JPY", "0.5", NULL },
+		{ "KWD", "1.2345", NULL },
+		{ "USD", "12345678.12345678", NULL },
+	};
+	struct tu_daemon *d = start(NULL);
+	struct tu_refund r;
+	char rid[32], evid[32];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(rid, sizeof(rid), "rf-cur-%zu", i);
+		snprintf(evid, sizeof(evid), "evt-cur-%zu", i);
+		r = refund(rid, cases[i].amount, cases[i].cur, "SUCCEEDED", 1);
+		ck_assert_msg(post_refund(d, evid, TU_CREATED, &r) == 200,
+		    "%s %s not answered 200", cases[i].amount, cases[i].cur);
+		ASSERT_SQL(d, cases[i].amount, "SELECT amount FROM refunds "
+		    "WHERE id = '%s'", rid);
+		ASSERT_SQL(d, cases[i].cur, "SELECT currency FROM refunds "
+		    "WHERE id = '%s'", rid);
+		ASSERT_SQL(d, cases[i].minor, "SELECT amount_minor FROM "
+		    "refunds WHERE id = '%s'", rid);
+		ASSERT_SQL(d, cases[i].minor != NULL ? "integer" : "null",
+		    "SELECT typeof(amount_minor) FROM refunds WHERE id = '%s'",
+		    rid);
+	}
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* ---- HTTP surface -------------------------------------------------- */
+
+START_TEST(test_probes_and_metrics)
+{
+	static const char *const families[] = {
+		"refundsync_http_requests_total",
+		"refundsync_verify_failures_total",
+		"refundsync_events_total",
+		"refundsync_commit_seconds_bucket",
+		"refundsync_commit_seconds_sum",
+		"refundsync_commit_seconds_count",
+		"refundsync_commit_batch_size_bucket",
+		"refundsync_commit_batch_size_count",
+		"refundsync_store_ready",
+	};
+	static const char *const pub_ok[] = { "listener=\"public\"",
+		"route=\"webhook\"", "code=\"200\"", NULL };
+	static const char *const pub_401[] = { "listener=\"public\"",
+		"code=\"401\"", NULL };
+	struct tu_daemon *d = start(NULL);
+	struct tu_http_resp resp;
+	struct tu_refund r;
+	char *text;
+	size_t i;
+
+	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", &resp), 200);
+	tu_http_resp_cleanup(&resp);
+
+	r = refund("rf-m", "1.00", "USD", "SUCCEEDED", 1);
+	ck_assert_int_eq(post_refund(d, "evt-m1", TU_CREATED, &r), 200);
+	ck_assert_int_eq(tu_daemon_post(d, "not.a.jwt", NULL), 401);
+
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/metrics", &resp), 200);
+	text = resp.body;
+	for (i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+		ck_assert_msg(tu_metric(text, families[i], NULL) >= 0,
+		    "metric %s missing", families[i]);
+	ck_assert_ptr_nonnull(strstr(text,
+	    "# TYPE refundsync_commit_seconds histogram"));
+	ck_assert_ptr_nonnull(strstr(text,
+	    "# TYPE refundsync_commit_batch_size histogram"));
+	ck_assert(tu_metric(text, "refundsync_http_requests_total", pub_ok) ==
+	    1.0);
+	ck_assert(tu_metric(text, "refundsync_http_requests_total", pub_401) ==
+	    1.0);
+	ck_assert(tu_metric(text, "refundsync_verify_failures_total", NULL) ==
+	    1.0);
+	ck_assert(tu_metric(text, "refundsync_commit_seconds_count", NULL) >=
+	    1.0);
+	ck_assert(tu_metric(text, "refundsync_store_ready", NULL) == 1.0);
+	tu_http_resp_cleanup(&resp);
+
+	/* Operators' pages are not on the public listener. */
+	ck_assert_int_eq(tu_http_get(d->port, "/metrics", NULL), 404);
+	ck_assert_int_eq(tu_http_get(d->port, "/readyz", NULL), 404);
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/webhooks", NULL), 404);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* ---- durability and lifecycle -------------------------------------- */
+
+START_TEST(test_kill9_restart)
+{
+	struct tu_daemon *d = start(NULL);
+	struct tu_refund r;
+	char rid[32], evid[32];
+	int i;
+
+	for (i = 0; i < 5; i++) {
+		snprintf(rid, sizeof(rid), "rf-k9-%d", i);
+		snprintf(evid, sizeof(evid), "evt-k9-%d", i);
+		r = refund(rid, "2.00", "USD", "SUCCEEDED", 1);
+		ck_assert_int_eq(post_refund(d, evid, TU_CREATED, &r), 200);
+	}
+	/* Answered 200 means on disk: no clean shutdown needed. */
+	tu_daemon_kill9(d);
+	ASSERT_SQL_INT(d, 5, "SELECT count(*) FROM refunds");
+	ck_assert_msg(tu_daemon_restart(d), "restart failed");
+	ASSERT_SQL_INT(d, 5, "SELECT count(*) FROM refunds");
+	ASSERT_SQL(d, "ok", "PRAGMA integrity_check");
+
+	/* The dedupe memory survived too. */
+	r = refund("rf-k9-0", "2.00", "USD", "SUCCEEDED", 1);
+	ck_assert_int_eq(post_refund(d, "evt-k9-0", TU_CREATED, &r), 200);
+	ASSERT_SQL_INT(d, 5, "SELECT count(*) FROM webhook_events");
+	ASSERT_SQL_INT(d, 5, "SELECT count(*) FROM changes");
+	r = refund("rf-k9-0", "2.00", "USD", "REVERSED", 2);
+	ck_assert_int_eq(post_refund(d, "evt-k9-x", TU_UPDATED, &r), 200);
+	ASSERT_SQL(d, "REVERSED", "SELECT status FROM refunds WHERE id = "
+	    "'rf-k9-0'");
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
+START_TEST(test_sigterm_exit0)
+{
+	struct tu_daemon *d = start(NULL);
+	struct tu_refund r;
+
+	r = refund("rf-term", "5.00", "USD", "SUCCEEDED", 1);
+	ck_assert_int_eq(post_refund(d, "evt-term", TU_CREATED, &r), 200);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM refunds");
+	/* Nothing listens any more. */
+	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), -1);
+	tu_daemon_free(d);
+}
+END_TEST
+
+START_TEST(test_cli_check_and_version)
+{
+	char *dir = tu_tempdir(), *good, *bad, *exp, *out = NULL, *err = NULL;
+	char *argv[5];
+	char *bin = xstrdup(tu_binary());
+
+	good = xasprintf("%s/good.conf", dir);
+	bad = xasprintf("%s/bad.conf", dir);
+	exp = xasprintf("%s/exporter.conf", dir);
+	ck_assert(tu_write_file(good, "[server]\nlisten = 127.0.0.1:0\n"
+	    "[store]\npath = x.db\n", false));
+	ck_assert(tu_write_file(bad, "[server]\nlisten = 127.0.0.1:0\n"
+	    "no_such_key = 1\n", false));
+	ck_assert(tu_write_file(exp, "[exporter books]\ntype = jsonl\n",
+	    false));
+
+	argv[0] = bin;
+	argv[1] = (char *)"check";
+	argv[2] = (char *)"-c";
+	argv[3] = good;
+	argv[4] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 0);
+	free(out);
+	free(err);
+
+	argv[3] = bad;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
+	ck_assert_msg(strstr(err, "bad.conf:3") != NULL,
+	    "no file:line in \"%s\"", err);
+	ck_assert_msg(strstr(err, "no_such_key") != NULL,
+	    "the key is not named in \"%s\"", err);
+	free(out);
+	free(err);
+
+	/* Exporters are not in this version: a config naming one is refused
+	 * rather than silently ignored. */
+	argv[3] = exp;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
+	ck_assert_msg(strstr(err, "exporter.conf:1") != NULL ||
+	    strstr(err, "exporter.conf:2") != NULL,
+	    "no file:line in \"%s\"", err);
+	free(out);
+	free(err);
+
+	argv[1] = (char *)"version";
+	argv[2] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 0);
+	ck_assert_msg(strpbrk(out, "0123456789") != NULL &&
+	    strchr(out, '.') != NULL,
+	    "version printed \"%s\"", out);
+	free(out);
+	free(err);
+
+	/* A usage error is 2 too. */
+	argv[1] = (char *)"no-such-command";
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
+	free(out);
+	free(err);
+
+	tu_rmtree(dir);
+	free(dir);
+	free(good);
+	free(bad);
+	free(exp);
+	free(bin);
+}
+END_TEST
+
+/* ---- keys and reloads ---------------------------------------------- */
+
+/* Post a fresh refund event signed with key until it gets want (at most
+ * timeout_ms).  Returns the last status. */
+static int
+post_until(const struct tu_daemon *d, const char *key, int want,
+    int timeout_ms)
+{
+	int64_t deadline = clock_mono_ms() + timeout_ms;
+	struct tu_refund r;
+	char *rid, *evid;
+	int st;
+
+	for (;;) {
+		rid = tu_random_id("rf-");
+		evid = tu_random_id("evt-");
+		r = refund(rid, "1.00", "USD", "SUCCEEDED", 1);
+		st = post_refund_key(d, key, evid, TU_CREATED, TU_FORM_OBJECT,
+		    &r);
+		free(rid);
+		free(evid);
+		if (st == want || clock_mono_ms() >= deadline)
+			return st;
+		tu_sleep_ms(100);
+	}
+}
+
+START_TEST(test_sighup_key_rotation)
+{
+	struct tu_daemon *d = start(NULL);
+	struct tu_keypair k2;
+	struct tu_conf conf;
+	char *pub2, *both;
+
+	tu_keypair_generate(&k2);
+	pub2 = xasprintf("%s/wix-public-2.pem", d->dir);
+	ck_assert(tu_write_file(pub2, k2.pub_pem, false));
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
+	ck_assert_int_eq(post_until(d, k2.priv_pem, 401, 0), 401);
+
+	/* Old and new together, as during a rotation. */
+	both = xasprintf("%s, %s", d->pub_path, pub2);
+	memset(&conf, 0, sizeof(conf));
+	conf.public_key_file = both;
+	ck_assert(tu_daemon_write_config(d, &conf));
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_int_eq(post_until(d, k2.priv_pem, 200, 5000), 200);
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
+
+	/* Then the new one alone: the old key stops working. */
+	conf.public_key_file = pub2;
+	ck_assert(tu_daemon_write_config(d, &conf));
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 401, 5000), 401);
+	ck_assert_int_eq(post_until(d, k2.priv_pem, 200, 0), 200);
+	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
+
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	free(pub2);
+	free(both);
+	tu_keypair_cleanup(&k2);
+	tu_daemon_free(d);
+}
+END_TEST
+
+START_TEST(test_sighup_broken_config)
+{
+	static const char *const refused[] = { "reload", "refused", NULL };
+	struct tu_daemon *d = start(NULL);
+	struct tu_conf conf;
+	size_t mark;
+	char *missing;
+
+	/* A config that does not parse. */
+	memset(&conf, 0, sizeof(conf));
+	conf.server = "bogus_key = 1";
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_msg(tu_daemon_wait_log(d, mark, refused, 5000),
+	    "no \"reload ... refused\" log line");
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
+	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 200);
+
+	/* One that parses but names a key file that is not there. */
+	missing = xasprintf("%s/no-such-key.pem", d->dir);
+	memset(&conf, 0, sizeof(conf));
+	conf.public_key_file = missing;
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_msg(tu_daemon_wait_log(d, mark, refused, 5000),
+	    "no \"reload ... refused\" log line");
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
+
+	/* A key file that holds no key. */
+	ck_assert(tu_write_file(missing, "-----BEGIN PUBLIC KEY-----\nAAAA\n"
+	    "-----END PUBLIC KEY-----\n", false));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_msg(tu_daemon_wait_log(d, mark, refused, 5000),
+	    "no \"reload ... refused\" log line");
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	free(missing);
+	tu_daemon_free(d);
+}
+END_TEST
+
+START_TEST(test_key_one_line_base64)
+{
+	struct tu_daemon *d = start(NULL);
+	struct tu_conf conf;
+	char *b64, *path, *line;
+	size_t i, j;
+
+	/* The SDK also takes the PEM text as one line of base64. */
+	b64 = tu_b64url(d->key.pub_pem, strlen(d->key.pub_pem));
+	line = xmalloc(strlen(b64) + 4);
+	for (i = j = 0; b64[i] != '\0'; i++)
+		line[j++] = b64[i] == '-' ? '+' : b64[i] == '_' ? '/' : b64[i];
+	while (j % 4 != 0)
+		line[j++] = '=';
+	line[j++] = '\n';
+	line[j] = '\0';
+	path = xasprintf("%s/oneline.pem", d->dir);
+	ck_assert(tu_write_file(path, line, false));
+	memset(&conf, 0, sizeof(conf));
+	conf.public_key_file = path;
+	ck_assert(tu_daemon_write_config(d, &conf));
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	ck_assert_msg(tu_daemon_restart(d), "no start with a one-line key");
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
+	free(b64);
+	free(line);
+	free(path);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* The real Wix-signed AppInstalled (2021) under a clock set back. */
+START_TEST(test_real_wix_fixture)
+{
+	const char *shared = getenv("RS_SHARED"), *lib = tu_faketime_lib();
+	struct tu_daemon *d;
+	struct tu_conf conf;
+	char *tok, *p, *pubpath, *pre;
+	const char *env[6];
+
+	if (lib == NULL || shared == NULL) {
+		fprintf(stderr, "SKIP test_real_wix_fixture: %s\n",
+		    lib == NULL ? "faketime is not installed" :
+		    "RS_SHARED is not set");
+		return;
+	}
+	p = xasprintf("%s/fixtures/wix-real/app-installed.jwt", shared);
+	tok = tu_read_file(p, NULL);
+	free(p);
+	ck_assert_ptr_nonnull(tok);
+	tok[strcspn(tok, "\r\n")] = '\0';
+	pubpath = xasprintf("%s/fixtures/wix-real/app-installed.pub.pem",
+	    shared);
+
+	pre = xasprintf("LD_PRELOAD=%s", lib);
+	env[0] = pre;
+	env[1] = "FAKETIME=@2022-01-15 12:00:00";
+	env[2] = "FAKETIME_DONT_FAKE_MONOTONIC=1";
+	env[3] = "ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0";
+	env[4] = NULL;
+	memset(&conf, 0, sizeof(conf));
+	conf.public_key_file = pubpath;
+	conf.tail = "[backfill]\non_install = no";
+	d = tu_daemon_start(&conf, env);
+	ck_assert_msg(d != NULL, "the daemon did not start under faketime");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ASSERT_SQL(d, "AppInstalled|3bbcabc7-ebb7-4fc8-8829-13ea0e142123",
+	    "SELECT event_type || '|' || instance_id FROM webhook_events");
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM instances WHERE "
+	    "instance_id = '3bbcabc7-ebb7-4fc8-8829-13ea0e142123'");
+	tu_daemon_free(d);
+
+	/* And at the real time it is long expired. */
+	d = tu_daemon_start(&conf, NULL);
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 401);
+	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM webhook_events");
+	tu_daemon_free(d);
+	free(tok);
+	free(pubpath);
+	free(pre);
+}
+END_TEST
+
+static Suite *
+daemon_suite(void)
+{
+	Suite *s = suite_create("daemon");
+	TCase *tc;
+
+	tc = tcase_create("ingest");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_lifecycle);
+	tcase_add_test(tc, test_out_of_order_burst);
+	tcase_add_test(tc, test_parallel_distinct);
+	tcase_add_test(tc, test_app_installed);
+	tcase_add_test(tc, test_unknown_event_type);
+	tcase_add_test(tc, test_wire_forms);
+	tcase_add_test(tc, test_currencies);
+	tcase_add_test(tc, test_real_wix_fixture);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("surface");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_probes_and_metrics);
+	tcase_add_test(tc, test_cli_check_and_version);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("lifecycle");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_kill9_restart);
+	tcase_add_test(tc, test_sigterm_exit0);
+	tcase_add_test(tc, test_sighup_key_rotation);
+	tcase_add_test(tc, test_sighup_broken_config);
+	tcase_add_test(tc, test_key_one_line_base64);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	sr = srunner_create(daemon_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed != 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,1816 @@
+/*
+ * testutil.c: JWT material, Wix layer builders, a raw HTTP client and a
+ * harness that runs the real daemon, shared by every test and by
+ * wix-sign.
+ *
+ * Key decision: nothing here trusts the code under test.  Tokens are
+ * signed with OpenSSL directly (never through libjwt or the daemon's
+ * verifier), requests are written byte for byte on a plain socket, and
+ * the store is read through a separate SQLite connection.  Every wait has
+ * a deadline, so a broken daemon fails a test rather than hanging it.
+ * Functions are called from the test's main thread, except the HTTP
+ * client, which is thread-safe (it keeps no state).
+ */
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <sqlite3.h>
+
+#include "util/buf.h"
+#include "util/clock.h"
+#include "util/xmalloc.h"
+
+#include "testutil.h"
+
+extern char **environ;
+
+#define TU_RESP_MAX	(32u * 1024 * 1024)	/* largest response read */
+#define TU_READY_MS	15000			/* daemon start-up bound */
+#define TU_SEND_MS	10000			/* tu_send_all bound */
+#define TU_MAX_LIVE	16			/* daemons per test process */
+
+static void
+tu_die(const char *what)
+{
+	fprintf(stderr, "testutil: %s\n", what);
+	ERR_print_errors_fp(stderr);
+	abort();
+}
+
+void
+tu_sleep_ms(int ms)
+{
+	struct timespec ts;
+
+	if (ms <= 0)
+		return;
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/* ---- JWT material -------------------------------------------------- */
+
+static char *
+bio_to_string(BIO *bio)
+{
+	char *data, *s;
+	long n;
+
+	n = BIO_get_mem_data(bio, &data);
+	if (n < 0)
+		tu_die("BIO_get_mem_data");
+	s = xmalloc((size_t)n + 1);
+	memcpy(s, data, (size_t)n);
+	s[n] = '\0';
+	return s;
+}
+
+void
+tu_keypair_generate(struct tu_keypair *kp)
+{
+	EVP_PKEY *pkey;
+	BIO *bio;
+
+	pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	if (pkey == NULL)
+		tu_die("EVP_PKEY_Q_keygen");
+
+	if ((bio = BIO_new(BIO_s_mem())) == NULL ||
+	    !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL))
+		tu_die("PEM_write_bio_PrivateKey");
+	kp->priv_pem = bio_to_string(bio);
+	BIO_free(bio);
+
+	if ((bio = BIO_new(BIO_s_mem())) == NULL ||
+	    !PEM_write_bio_PUBKEY(bio, pkey))
+		tu_die("PEM_write_bio_PUBKEY");
+	kp->pub_pem = bio_to_string(bio);
+	BIO_free(bio);
+	EVP_PKEY_free(pkey);
+}
+
+void
+tu_keypair_cleanup(struct tu_keypair *kp)
+{
+	if (kp == NULL)
+		return;
+	freezero_str(kp->priv_pem);
+	free(kp->pub_pem);
+	kp->priv_pem = kp->pub_pem = NULL;
+}
+
+char *
+tu_b64url(const void *data, size_t len)
+{
+	unsigned char *out;
+	size_t i, n, olen;
+
+	if (len > (size_t)INT32_MAX / 2)
+		tu_die("tu_b64url: input too large");
+	olen = 4 * ((len + 2) / 3) + 1;
+	out = xmalloc(olen);
+	n = (size_t)EVP_EncodeBlock(out, data, (int)len);
+	while (n > 0 && out[n - 1] == '=')
+		n--;
+	out[n] = '\0';
+	for (i = 0; i < n; i++) {
+		if (out[i] == '+')
+			out[i] = '-';
+		else if (out[i] == '/')
+			out[i] = '_';
+	}
+	return (char *)out;
+}
+
+/* Load a private (or, when pub, public) key from PEM text. */
+static EVP_PKEY *
+load_key(const void *pem, size_t len, bool pub)
+{
+	EVP_PKEY *pkey;
+	BIO *bio;
+
+	if (pem == NULL || len > INT32_MAX)
+		return NULL;
+	if ((bio = BIO_new_mem_buf(pem, (int)len)) == NULL)
+		return NULL;
+	if (pub)
+		pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	else
+		pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	return pkey;
+}
+
+char *
+tu_rsa_jwk(const char *pem)
+{
+	EVP_PKEY *pkey;
+	BIGNUM *n = NULL, *e = NULL;
+	unsigned char *nb = NULL, *eb = NULL;
+	char *n64 = NULL, *e64 = NULL, *out = NULL;
+	int nlen, elen;
+
+	if ((pkey = load_key(pem, strlen(pem), false)) == NULL &&
+	    (pkey = load_key(pem, strlen(pem), true)) == NULL)
+		goto out;
+	if (!EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &n) ||
+	    !EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e))
+		goto out;
+	nlen = BN_num_bytes(n);
+	elen = BN_num_bytes(e);
+	nb = xmalloc((size_t)nlen);
+	eb = xmalloc((size_t)elen);
+	BN_bn2bin(n, nb);
+	BN_bn2bin(e, eb);
+	n64 = tu_b64url(nb, (size_t)nlen);
+	e64 = tu_b64url(eb, (size_t)elen);
+	out = xasprintf("{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"%s\"}",
+	    n64, e64);
+out:
+	free(nb);
+	free(eb);
+	free(n64);
+	free(e64);
+	BN_free(n);
+	BN_free(e);
+	EVP_PKEY_free(pkey);
+	ERR_clear_error();
+	return out;
+}
+
+/* Convert a DER ECDSA signature to JOSE's raw r||s (32 bytes each). */
+static bool
+ecdsa_der_to_raw(const unsigned char *der, size_t len,
+    unsigned char raw[64])
+{
+	ECDSA_SIG *sig;
+	const BIGNUM *r, *s;
+	const unsigned char *p = der;
+	bool ok = false;
+
+	if ((sig = d2i_ECDSA_SIG(NULL, &p, (long)len)) == NULL)
+		return false;
+	ECDSA_SIG_get0(sig, &r, &s);
+	if (BN_bn2binpad(r, raw, 32) == 32 &&
+	    BN_bn2binpad(s, raw + 32, 32) == 32)
+		ok = true;
+	ECDSA_SIG_free(sig);
+	return ok;
+}
+
+/* Sign in with alg; the raw signature goes to sig and siglen. */
+static bool
+sign_input(enum tu_alg alg, const void *key, size_t keylen,
+    const unsigned char *in, size_t inlen, unsigned char **sig,
+    size_t *siglen)
+{
+	EVP_PKEY *pkey = NULL;
+	EVP_MD_CTX *md = NULL;
+	EVP_PKEY_CTX *pctx = NULL;
+	const EVP_MD *digest = EVP_sha256();
+	unsigned char *der = NULL;
+	size_t derlen = 0;
+	unsigned int hlen;
+	bool ok = false;
+
+	*sig = NULL;
+	*siglen = 0;
+	switch (alg) {
+	case TU_ALG_NONE:
+		*sig = xmalloc(1);
+		return true;
+	case TU_ALG_HS256:
+		*sig = xmalloc(EVP_MAX_MD_SIZE);
+		if (keylen > INT32_MAX || HMAC(EVP_sha256(), key, (int)keylen,
+		    in, inlen, *sig, &hlen) == NULL) {
+			free(*sig);
+			*sig = NULL;
+			return false;
+		}
+		*siglen = hlen;
+		return true;
+	case TU_ALG_ES256:
+		if (key == NULL)
+			pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+		else
+			pkey = load_key(key, keylen, false);
+		break;
+	case TU_ALG_RS512:
+		digest = EVP_sha512();
+		pkey = load_key(key, keylen, false);
+		break;
+	case TU_ALG_RS256:
+	case TU_ALG_PS256:
+		pkey = load_key(key, keylen, false);
+		break;
+	}
+	if (pkey == NULL) {
+		fprintf(stderr, "testutil: sign: unusable key\n");
+		goto out;
+	}
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestSignInit(md, &pctx, digest, NULL, pkey) != 1)
+		goto out;
+	if (alg == TU_ALG_PS256 &&
+	    (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+	    EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 32) != 1))
+		goto out;
+	if (EVP_DigestSign(md, NULL, &derlen, in, inlen) != 1)
+		goto out;
+	der = xmalloc(derlen);
+	if (EVP_DigestSign(md, der, &derlen, in, inlen) != 1)
+		goto out;
+	if (alg == TU_ALG_ES256) {
+		*sig = xmalloc(64);
+		if (!ecdsa_der_to_raw(der, derlen, *sig)) {
+			free(*sig);
+			*sig = NULL;
+			goto out;
+		}
+		*siglen = 64;
+	} else {
+		*sig = der;
+		*siglen = derlen;
+		der = NULL;
+	}
+	ok = true;
+out:
+	if (!ok)
+		ERR_print_errors_fp(stderr);
+	free(der);
+	EVP_MD_CTX_free(md);
+	EVP_PKEY_free(pkey);
+	return ok;
+}
+
+char *
+tu_jwt_join(const char *h64, const char *p64, const char *s64)
+{
+	return xasprintf("%s.%s.%s", h64, p64, s64);
+}
+
+char *
+tu_jwt_sign(enum tu_alg alg, const void *key, size_t keylen,
+    const void *hdr, size_t hdrlen, const void *payload, size_t payloadlen)
+{
+	char *h64, *p64, *s64 = NULL, *input, *out = NULL;
+	unsigned char *sig = NULL;
+	size_t siglen;
+
+	h64 = tu_b64url(hdr, hdrlen);
+	p64 = tu_b64url(payload, payloadlen);
+	input = xasprintf("%s.%s", h64, p64);
+	if (sign_input(alg, key, keylen, (const unsigned char *)input,
+	    strlen(input), &sig, &siglen)) {
+		s64 = tu_b64url(sig, siglen);
+		out = tu_jwt_join(h64, p64, s64);
+	}
+	free(h64);
+	free(p64);
+	free(s64);
+	free(input);
+	free(sig);
+	return out;
+}
+
+char *
+tu_jwt_rs256(const char *priv_pem, const char *hdr, const char *payload)
+{
+	return tu_jwt_sign(TU_ALG_RS256, priv_pem, strlen(priv_pem), hdr,
+	    strlen(hdr), payload, strlen(payload));
+}
+
+/* ---- Wix layers ---------------------------------------------------- */
+
+char *
+tu_random_id(const char *prefix)
+{
+	unsigned char b[8];
+
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		tu_die("RAND_bytes");
+	return xasprintf("%s%02x%02x%02x%02x%02x%02x%02x%02x", prefix,
+	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+}
+
+char *
+tu_now_iso(void)
+{
+	struct timespec ts;
+	struct tm tm;
+	char date[32];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+	return xasprintf("%s.%06ldZ", date, ts.tv_nsec / 1000);
+}
+
+static char *
+print_json(cJSON *item)
+{
+	char *p, *s;
+
+	if ((p = cJSON_PrintUnformatted(item)) == NULL)
+		tu_die("cJSON_PrintUnformatted");
+	s = xstrdup(p);
+	cJSON_free(p);
+	return s;
+}
+
+static void
+add_str(cJSON *obj, const char *name, const char *val)
+{
+	if (val != NULL && cJSON_AddStringToObject(obj, name, val) == NULL)
+		tu_die("cJSON_AddStringToObject");
+}
+
+char *
+tu_json_quote(const char *s)
+{
+	cJSON *str;
+	char *out;
+
+	if ((str = cJSON_CreateString(s)) == NULL)
+		tu_die("cJSON_CreateString");
+	out = print_json(str);
+	cJSON_Delete(str);
+	return out;
+}
+
+char *
+tu_refund_json(const struct tu_refund *r)
+{
+	cJSON *obj;
+	char rev[32], *out;
+
+	if ((obj = cJSON_CreateObject()) == NULL)
+		tu_die("cJSON_CreateObject");
+	add_str(obj, "id", r->id);
+	add_str(obj, "chargeId", r->charge_id);
+	add_str(obj, "currencyCode", r->currency);
+	add_str(obj, "currency", r->currency_legacy);
+	add_str(obj, "amount", r->amount);
+	add_str(obj, "status", r->status);
+	if (r->revision >= 0) {
+		snprintf(rev, sizeof(rev), "%lld", (long long)r->revision);
+		add_str(obj, "revision", rev);
+	}
+	add_str(obj, "createdDate", r->created_date);
+	add_str(obj, "updatedDate", r->updated_date);
+	out = print_json(obj);
+	cJSON_Delete(obj);
+	return out;
+}
+
+char *
+tu_layer_c(const struct tu_event *ev)
+{
+	cJSON *obj = NULL, *entity = NULL, *wrap, *id;
+	char seq[32], *now = NULL, *out = NULL;
+	const char *entity_id = ev->entity_id;
+
+	if ((entity = cJSON_Parse(ev->entity_json)) == NULL) {
+		fprintf(stderr, "testutil: tu_layer_c: entity is not JSON\n");
+		goto out;
+	}
+	if (entity_id == NULL) {
+		id = cJSON_GetObjectItemCaseSensitive(entity, "id");
+		if (cJSON_IsString(id))
+			entity_id = id->valuestring;
+	}
+	if ((obj = cJSON_CreateObject()) == NULL)
+		tu_die("cJSON_CreateObject");
+	add_str(obj, "id", ev->id);
+	add_str(obj, "entityFqdn", "wix.payments.refunds.v1.refund");
+	add_str(obj, "slug", ev->slug == TU_CREATED ? "created" : "updated");
+	add_str(obj, "entityId", entity_id);
+	if (ev->event_time == NULL)
+		now = tu_now_iso();
+	add_str(obj, "eventTime", ev->event_time != NULL ? ev->event_time :
+	    now);
+	cJSON_AddBoolToObject(obj, "triggeredByAnonymizeRequest", 0);
+	if (ev->seq >= 0) {
+		snprintf(seq, sizeof(seq), "%lld", (long long)ev->seq);
+		add_str(obj, "entityEventSequence", seq);
+	}
+	wrap = cJSON_AddObjectToObject(obj, ev->slug == TU_CREATED ?
+	    "createdEvent" : "updatedEvent");
+	if (wrap == NULL)
+		tu_die("cJSON_AddObjectToObject");
+	if (ev->form == TU_FORM_OBJECT) {
+		cJSON_AddItemToObject(wrap, ev->slug == TU_CREATED ? "entity" :
+		    "currentEntity", entity);
+		entity = NULL;
+	} else
+		add_str(wrap, ev->slug == TU_CREATED ? "entityAsJson" :
+		    "currentEntityAsJson", ev->entity_json);
+	out = print_json(obj);
+out:
+	cJSON_Delete(entity);
+	cJSON_Delete(obj);
+	free(now);
+	return out;
+}
+
+char *
+tu_layer_b(const char *data, const char *instance, const char *event_type)
+{
+	cJSON *obj;
+	char *out;
+
+	if ((obj = cJSON_CreateObject()) == NULL)
+		tu_die("cJSON_CreateObject");
+	add_str(obj, "data", data);
+	add_str(obj, "instanceId", instance);
+	add_str(obj, "eventType", event_type);
+	out = print_json(obj);
+	cJSON_Delete(obj);
+	return out;
+}
+
+char *
+tu_claims(const char *data, int64_t iat)
+{
+	char *q, *out;
+
+	q = tu_json_quote(data);
+	out = xasprintf("{\"data\":%s,\"iat\":%lld,\"exp\":%lld}", q,
+	    (long long)iat, (long long)(iat + 3600000));
+	free(q);
+	return out;
+}
+
+char *
+tu_webhook(const char *priv_pem, const char *layer_c, const char *instance,
+    const char *event_type)
+{
+	char *b, *claims, *tok;
+
+	b = tu_layer_b(layer_c, instance, event_type);
+	claims = tu_claims(b, (int64_t)time(NULL));
+	tok = tu_jwt_rs256(priv_pem, TU_DEFAULT_HDR, claims);
+	free(b);
+	free(claims);
+	return tok;
+}
+
+char *
+tu_refund_webhook(const char *priv_pem, const struct tu_event *ev,
+    const struct tu_refund *r, const char *instance)
+{
+	struct tu_event e = *ev;
+	char *entity = NULL, *c, *tok = NULL;
+
+	if (e.entity_json == NULL)
+		e.entity_json = entity = tu_refund_json(r);
+	if ((c = tu_layer_c(&e)) != NULL)
+		tok = tu_webhook(priv_pem, c, instance,
+		    e.slug == TU_CREATED ? TU_EVT_CREATED : TU_EVT_UPDATED);
+	free(c);
+	free(entity);
+	return tok;
+}
+
+char *
+tu_installed_webhook(const char *priv_pem, const char *instance,
+    const char *app_id)
+{
+	cJSON *obj;
+	char *c, *tok;
+
+	if ((obj = cJSON_CreateObject()) == NULL)
+		tu_die("cJSON_CreateObject");
+	add_str(obj, "appId", app_id);
+	add_str(obj, "originInstanceId", "");
+	c = print_json(obj);
+	cJSON_Delete(obj);
+	tok = tu_webhook(priv_pem, c, instance, TU_EVT_INSTALLED);
+	free(c);
+	return tok;
+}
+
+/* ---- HTTP client --------------------------------------------------- */
+
+void
+tu_http_resp_cleanup(struct tu_http_resp *resp)
+{
+	if (resp == NULL)
+		return;
+	free(resp->headers);
+	free(resp->body);
+	memset(resp, 0, sizeof(*resp));
+	resp->status = -1;
+}
+
+char *
+tu_http_header(const struct tu_http_resp *resp, const char *name)
+{
+	const char *p, *eol, *v;
+	size_t n = strlen(name);
+
+	if (resp->headers == NULL)
+		return NULL;
+	/* Skip the status line. */
+	if ((p = strstr(resp->headers, "\r\n")) == NULL)
+		return NULL;
+	for (p += 2; *p != '\0'; p = eol + 2) {
+		if ((eol = strstr(p, "\r\n")) == NULL)
+			eol = p + strlen(p);
+		if ((size_t)(eol - p) > n && strncasecmp(p, name, n) == 0 &&
+		    p[n] == ':') {
+			for (v = p + n + 1; v < eol && (*v == ' ' ||
+			    *v == '\t'); v++)
+				;
+			return xstrndup(v, (size_t)(eol - v));
+		}
+		if (*eol == '\0')
+			break;
+	}
+	return NULL;
+}
+
+static int
+remaining_ms(int64_t deadline)
+{
+	int64_t left = deadline - clock_mono_ms();
+
+	if (left <= 0)
+		return 0;
+	return left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+int
+tu_connect(const char *src, int port, int timeout_ms)
+{
+	struct sockaddr_in sin, from;
+	struct pollfd pfd;
+	socklen_t elen;
+	int fd, err = 0, one = 1;
+
+	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1)
+		return -1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (src != NULL) {
+		memset(&from, 0, sizeof(from));
+		from.sin_family = AF_INET;
+		if (inet_pton(AF_INET, src, &from.sin_addr) != 1 ||
+		    bind(fd, (struct sockaddr *)&from, sizeof(from)) == -1)
+			goto fail;
+	}
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+		return fd;
+	if (errno != EINPROGRESS)
+		goto fail;
+	pfd.fd = fd;
+	pfd.events = POLLOUT;
+	if (poll(&pfd, 1, timeout_ms) != 1)
+		goto fail;
+	elen = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) == -1 ||
+	    err != 0)
+		goto fail;
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+bool
+tu_send_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	int64_t deadline = clock_mono_ms() + TU_SEND_MS;
+	struct pollfd pfd;
+	ssize_t n;
+
+	while (len > 0) {
+		n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			pfd.fd = fd;
+			pfd.events = POLLOUT;
+			if (poll(&pfd, 1, remaining_ms(deadline)) != 1)
+				return false;
+			continue;
+		}
+		return false;
+	}
+	return true;
+}
+
+/* Parse "HTTP/1.x NNN" at the start of a header block. */
+static int
+parse_status(const char *h)
+{
+	int st;
+
+	if (strncmp(h, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)h[7]) ||
+	    h[8] != ' ')
+		return -1;
+	if (!isdigit((unsigned char)h[9]) || !isdigit((unsigned char)h[10]) ||
+	    !isdigit((unsigned char)h[11]))
+		return -1;
+	st = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
+	return st;
+}
+
+/*
+ * Decode a chunked body in place.  Returns 1 when complete (len updated),
+ * 0 when more bytes are needed, -1 on a malformed body.
+ */
+static int
+dechunk(char *body, size_t *len)
+{
+	size_t in = 0, out = 0, n;
+	char *end;
+	unsigned long long sz;
+
+	for (;;) {
+		if ((end = memmem(body + in, *len - in, "\r\n", 2)) == NULL)
+			return 0;
+		errno = 0;
+		sz = strtoull(body + in, NULL, 16);
+		if (errno != 0 || sz > TU_RESP_MAX)
+			return -1;
+		n = (size_t)(end - (body + in)) + 2;
+		if (sz == 0) {
+			*len = out;
+			return 1;
+		}
+		if (*len - in < n + sz + 2)
+			return 0;
+		memmove(body + out, body + in + n, sz);
+		out += sz;
+		in += n + sz + 2;
+	}
+}
+
+/*
+ * Is the response in b complete?  Sets *hdrlen once the header block is
+ * known.  Returns 1 complete, 0 incomplete, -1 malformed.
+ */
+static int
+response_complete(const struct buf *b, size_t *hdrlen, bool closed)
+{
+	const char *end;
+	char *scratch;
+	size_t blen;
+	long long cl = -1;
+	struct tu_http_resp tmp;
+	char *v;
+	int rc;
+
+	if (b->data == NULL || (end = strstr(b->data, "\r\n\r\n")) == NULL)
+		return closed ? -1 : 0;
+	*hdrlen = (size_t)(end - b->data) + 4;
+	tmp.headers = xstrndup(b->data, *hdrlen);
+	tmp.body = NULL;
+	rc = 0;
+	if ((v = tu_http_header(&tmp, "Transfer-Encoding")) != NULL &&
+	    strcasecmp(v, "chunked") == 0) {
+		blen = b->len - *hdrlen;
+		scratch = xmalloc(blen + 1);
+		memcpy(scratch, b->data + *hdrlen, blen);
+		rc = dechunk(scratch, &blen);
+		free(scratch);
+		if (rc == 0 && closed)
+			rc = -1;
+	} else {
+		free(v);
+		v = tu_http_header(&tmp, "Content-Length");
+		if (v != NULL) {
+			errno = 0;
+			cl = strtoll(v, NULL, 10);
+			if (errno != 0 || cl < 0)
+				cl = -1;
+		}
+		if (parse_status(b->data) == 204 ||
+		    parse_status(b->data) == 304)
+			cl = 0;
+		if (cl >= 0)
+			rc = b->len - *hdrlen >= (size_t)cl ? 1 : (closed ?
+			    -1 : 0);
+		else
+			rc = closed ? 1 : 0;
+	}
+	free(v);
+	free(tmp.headers);
+	return rc;
+}
+
+/* Move a complete response from b into resp. */
+static void
+response_take(struct buf *b, size_t hdrlen, struct tu_http_resp *resp)
+{
+	char *v;
+	size_t blen;
+
+	resp->headers = xstrndup(b->data, hdrlen);
+	blen = b->len - hdrlen;
+	resp->body = xmalloc(blen + 1);
+	memcpy(resp->body, b->data + hdrlen, blen);
+	resp->body[blen] = '\0';
+	resp->body_len = blen;
+	if ((v = tu_http_header(resp, "Transfer-Encoding")) != NULL &&
+	    strcasecmp(v, "chunked") == 0) {
+		if (dechunk(resp->body, &blen) == 1)
+			resp->body_len = blen;
+		resp->body[resp->body_len] = '\0';
+	} else if (v == NULL && (v = tu_http_header(resp,
+	    "Content-Length")) != NULL) {
+		long long cl = strtoll(v, NULL, 10);
+
+		if (cl >= 0 && (size_t)cl < resp->body_len) {
+			resp->body_len = (size_t)cl;
+			resp->body[cl] = '\0';
+		}
+	}
+	free(v);
+}
+
+/* Read until a whole response is in b or the deadline passes. */
+static int
+read_response_until(int fd, int64_t deadline, struct buf *b,
+    struct tu_http_resp *resp)
+{
+	struct pollfd pfd;
+	char chunk[65536];
+	size_t hdrlen = 0;
+	ssize_t n;
+	int rc, st = -1;
+	bool closed = false;
+
+	for (;;) {
+		rc = response_complete(b, &hdrlen, closed);
+		if (rc != 0 || closed)
+			break;
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, remaining_ms(deadline)) != 1)
+			break;
+		n = recv(fd, chunk, sizeof(chunk), 0);
+		if (n > 0) {
+			if (buf_append(b, chunk, (size_t)n) != RS_OK)
+				break;
+		} else if (n == 0 || (errno != EINTR && errno != EAGAIN))
+			closed = true;
+	}
+	if (hdrlen > 0 && b->data != NULL)
+		st = parse_status(b->data);
+	if (st != -1 && resp != NULL) {
+		response_take(b, hdrlen, resp);
+		resp->status = st;
+	}
+	return st;
+}
+
+int
+tu_read_response(int fd, int timeout_ms, struct tu_http_resp *resp)
+{
+	struct buf b;
+	int st;
+
+	if (resp != NULL) {
+		memset(resp, 0, sizeof(*resp));
+		resp->status = -1;
+	}
+	buf_init(&b, TU_RESP_MAX);
+	st = read_response_until(fd, clock_mono_ms() + timeout_ms, &b, resp);
+	buf_cleanup(&b);
+	return st;
+}
+
+int
+tu_wait_closed(int fd, int timeout_ms, int *got_status)
+{
+	int64_t start = clock_mono_ms(), deadline = start + timeout_ms;
+	struct pollfd pfd;
+	char chunk[4096];
+	ssize_t n;
+	bool first = true;
+
+	if (got_status != NULL)
+		*got_status = -1;
+	for (;;) {
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, remaining_ms(deadline)) != 1)
+			return -1;
+		n = recv(fd, chunk, sizeof(chunk) - 1, 0);
+		if (n == 0 || (n == -1 && errno != EINTR && errno != EAGAIN))
+			return (int)(clock_mono_ms() - start);
+		if (n > 0 && first) {
+			chunk[n] = '\0';
+			if (got_status != NULL && n >= 12)
+				*got_status = parse_status(chunk);
+			first = false;
+		}
+	}
+}
+
+int
+tu_http_raw(int port, const void *req, size_t len, int timeout_ms,
+    struct tu_http_resp *resp)
+{
+	return tu_http_raw_from(NULL, port, req, len, timeout_ms, resp);
+}
+
+int
+tu_http_raw_from(const char *src, int port, const void *req, size_t len,
+    int timeout_ms, struct tu_http_resp *resp)
+{
+	int64_t deadline = clock_mono_ms() + timeout_ms;
+	const char *p = req;
+	struct pollfd pfd;
+	struct buf b;
+	ssize_t n;
+	int fd, st = -1;
+
+	if (resp != NULL) {
+		memset(resp, 0, sizeof(*resp));
+		resp->status = -1;
+	}
+	if ((fd = tu_connect(src, port, timeout_ms)) == -1)
+		return -1;
+	buf_init(&b, TU_RESP_MAX);
+	/*
+	 * Send while watching for an early answer: a server that rejects a
+	 * request by its headers may answer and stop reading the body.
+	 */
+	while (len > 0) {
+		pfd.fd = fd;
+		pfd.events = POLLIN | POLLOUT;
+		if (poll(&pfd, 1, remaining_ms(deadline)) != 1)
+			goto out;
+		if (pfd.revents & POLLIN)
+			break;
+		n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		} else if (n == -1 && errno != EINTR && errno != EAGAIN)
+			break;	/* closed or reset: read what came back */
+	}
+	st = read_response_until(fd, deadline, &b, resp);
+out:
+	buf_cleanup(&b);
+	close(fd);
+	return st;
+}
+
+int
+tu_http_post(int port, const char *path, const void *body, size_t len,
+    struct tu_http_resp *resp)
+{
+	char *hdr, *req;
+	size_t hlen;
+	int st;
+
+	hdr = xasprintf("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+	    "Content-Type: text/plain\r\nContent-Length: %zu\r\n"
+	    "Connection: close\r\n\r\n", path, port, len);
+	hlen = strlen(hdr);
+	req = xmalloc(hlen + len);
+	memcpy(req, hdr, hlen);
+	if (len > 0)
+		memcpy(req + hlen, body, len);
+	st = tu_http_raw(port, req, hlen + len, 10000, resp);
+	free(hdr);
+	free(req);
+	return st;
+}
+
+int
+tu_http_get(int port, const char *path, struct tu_http_resp *resp)
+{
+	char *req;
+	int st;
+
+	req = xasprintf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+	    "Connection: close\r\n\r\n", path, port);
+	st = tu_http_raw(port, req, strlen(req), 10000, resp);
+	free(req);
+	return st;
+}
+
+bool
+tu_is_error_json(const char *body)
+{
+	cJSON *obj, *e, *r, *it;
+	bool ok = false;
+
+	if (body == NULL)
+		return false;
+	if ((obj = cJSON_ParseWithOpts(body, NULL, 1)) == NULL)
+		return false;
+	e = cJSON_GetObjectItemCaseSensitive(obj, "error");
+	r = cJSON_GetObjectItemCaseSensitive(obj, "reason");
+	if (cJSON_IsObject(obj) && cJSON_IsString(e) && cJSON_IsString(r) &&
+	    e->valuestring[0] != '\0') {
+		ok = true;
+		cJSON_ArrayForEach(it, obj) {
+			if (!cJSON_IsString(it))
+				ok = false;
+		}
+	}
+	cJSON_Delete(obj);
+	return ok;
+}
+
+/* Does the label text (between the braces) hold the pair want? */
+static bool
+has_label(const char *labels, size_t len, const char *want)
+{
+	size_t wl = strlen(want);
+	const char *p = labels, *end = labels + len;
+
+	while (p < end) {
+		if ((size_t)(end - p) >= wl && strncmp(p, want, wl) == 0 &&
+		    (p == labels || p[-1] == ',') &&
+		    (p + wl == end || p[wl] == ','))
+			return true;
+		/* Next pair: skip to a comma outside quotes. */
+		while (p < end && *p != '"')
+			p++;
+		for (p++; p < end && *p != '"'; p++)
+			if (*p == '\\')
+				p++;
+		while (p < end && *p != ',')
+			p++;
+		if (p < end)
+			p++;
+	}
+	return false;
+}
+
+double
+tu_metric(const char *text, const char *name, const char *const *labels)
+{
+	const char *line, *eol, *p, *lb = "", *vp;
+	size_t nl = strlen(name), lblen;
+	double sum = 0;
+	bool found = false, ok;
+	size_t i;
+
+	for (line = text; line != NULL && *line != '\0'; line = eol) {
+		if ((eol = strchr(line, '\n')) != NULL)
+			eol++;
+		if (*line == '#' || strncmp(line, name, nl) != 0)
+			continue;
+		p = line + nl;
+		lblen = 0;
+		if (*p == '{') {
+			lb = p + 1;
+			if ((p = strchr(lb, '}')) == NULL)
+				continue;
+			lblen = (size_t)(p - lb);
+			p++;
+		} else if (*p != ' ')
+			continue;
+		ok = true;
+		for (i = 0; labels != NULL && labels[i] != NULL; i++)
+			if (lblen == 0 || !has_label(lb, lblen, labels[i]))
+				ok = false;
+		if (!ok)
+			continue;
+		vp = p;
+		while (*vp == ' ')
+			vp++;
+		sum += strtod(vp, NULL);
+		found = true;
+	}
+	return found ? sum : -1;
+}
+
+/* ---- files and processes ------------------------------------------- */
+
+bool
+tu_write_file(const char *path, const char *text, bool secret)
+{
+	size_t len = strlen(text);
+	ssize_t n;
+	int fd;
+	bool ok;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    secret ? 0600 : 0644);
+	if (fd == -1) {
+		fprintf(stderr, "testutil: %s: %s\n", path, strerror(errno));
+		return false;
+	}
+	n = write(fd, text, len);
+	ok = n >= 0 && (size_t)n == len;
+	if (close(fd) == -1)
+		ok = false;
+	if (!ok)
+		fprintf(stderr, "testutil: %s: short write\n", path);
+	return ok;
+}
+
+char *
+tu_read_file(const char *path, size_t *lenp)
+{
+	struct buf b;
+	char chunk[65536];
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return NULL;
+	buf_init(&b, SIZE_MAX / 2);
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			close(fd);
+			buf_cleanup(&b);
+			return NULL;
+		}
+		(void)buf_append(&b, chunk, (size_t)n);
+	}
+	close(fd);
+	if (b.data == NULL)
+		(void)buf_append(&b, "", 0);
+	return buf_detach(&b, lenp);
+}
+
+const char *
+tu_binary(void)
+{
+	const char *b = getenv("RS_BINARY");
+
+	return b != NULL && *b != '\0' ? b : "./refundsync";
+}
+
+/* Wait for pid up to timeout_ms.  Returns true and *status if it ended. */
+static bool
+wait_pid(pid_t pid, int timeout_ms, int *status)
+{
+	int64_t deadline = clock_mono_ms() + timeout_ms;
+	pid_t r;
+
+	for (;;) {
+		r = waitpid(pid, status, WNOHANG);
+		if (r == pid)
+			return true;
+		if (r == -1 && errno != EINTR)
+			return false;
+		if (clock_mono_ms() >= deadline)
+			return false;
+		tu_sleep_ms(5);
+	}
+}
+
+static int
+exit_code(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return -1;
+}
+
+/* Read from fd into b if readable; false at EOF. */
+static bool
+drain_fd(int fd, struct buf *b)
+{
+	char chunk[4096];
+	ssize_t n;
+
+	n = read(fd, chunk, sizeof(chunk));
+	if (n > 0) {
+		(void)buf_append(b, chunk, (size_t)n);
+		return true;
+	}
+	return n == -1 && (errno == EINTR || errno == EAGAIN);
+}
+
+int
+tu_run(char *const argv[], int timeout_ms, char **out, char **err)
+{
+	int64_t deadline = clock_mono_ms() + timeout_ms;
+	int po[2], pe[2], status = 0, rc = -1;
+	struct pollfd pfd[2];
+	struct buf bo, be;
+	bool oopen = true, eopen = true, ended = false;
+	pid_t pid;
+
+	if (pipe2(po, O_CLOEXEC) == -1 || pipe2(pe, O_CLOEXEC) == -1)
+		tu_die("pipe2");
+	if ((pid = fork()) == -1)
+		tu_die("fork");
+	if (pid == 0) {
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (dup2(po[1], STDOUT_FILENO) == -1 ||
+		    dup2(pe[1], STDERR_FILENO) == -1)
+			_exit(127);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(po[1]);
+	close(pe[1]);
+	buf_init(&bo, 64u * 1024 * 1024);
+	buf_init(&be, 64u * 1024 * 1024);
+	while ((oopen || eopen) && remaining_ms(deadline) > 0) {
+		pfd[0].fd = oopen ? po[0] : -1;
+		pfd[0].events = POLLIN;
+		pfd[1].fd = eopen ? pe[0] : -1;
+		pfd[1].events = POLLIN;
+		if (poll(pfd, 2, remaining_ms(deadline)) <= 0)
+			continue;
+		if (pfd[0].revents != 0)
+			oopen = drain_fd(po[0], &bo);
+		if (pfd[1].revents != 0)
+			eopen = drain_fd(pe[0], &be);
+	}
+	ended = wait_pid(pid, remaining_ms(deadline), &status);
+	if (!ended) {
+		fprintf(stderr, "testutil: %s: timed out, killing\n",
+		    argv[0]);
+		kill(pid, SIGKILL);
+		(void)waitpid(pid, &status, 0);
+	} else
+		rc = exit_code(status);
+	close(po[0]);
+	close(pe[0]);
+	(void)buf_append(&bo, "", 0);
+	(void)buf_append(&be, "", 0);
+	if (out != NULL)
+		*out = buf_detach(&bo, NULL);
+	if (err != NULL)
+		*err = buf_detach(&be, NULL);
+	buf_cleanup(&bo);
+	buf_cleanup(&be);
+	return rc;
+}
+
+/* ---- the daemon ---------------------------------------------------- */
+
+/* Daemons of this process still running, killed (logs shown) at exit,
+ * for example when a failed assertion ends the test early. */
+static struct tu_daemon *live[TU_MAX_LIVE];
+static bool atexit_done;
+
+static void
+print_log_tail(const struct tu_daemon *d)
+{
+	char *log;
+	size_t len, from;
+
+	if ((log = tu_read_file(d->log_path, &len)) == NULL)
+		return;
+	from = len > 8192 ? len - 8192 : 0;
+	fprintf(stderr, "---- daemon log %s (last %zu bytes) ----\n%s"
+	    "---- end of log ----\n", d->log_path, len - from, log + from);
+	free(log);
+}
+
+static void
+live_atexit(void)
+{
+	int i, status;
+
+	for (i = 0; i < TU_MAX_LIVE; i++) {
+		if (live[i] == NULL || live[i]->pid <= 0)
+			continue;
+		fprintf(stderr, "testutil: test ended with the daemon still "
+		    "running in %s\n", live[i]->dir);
+		kill(live[i]->pid, SIGKILL);
+		(void)waitpid(live[i]->pid, &status, 0);
+		live[i]->pid = 0;
+		print_log_tail(live[i]);
+	}
+}
+
+static void
+live_add(struct tu_daemon *d)
+{
+	int i;
+
+	if (!atexit_done) {
+		atexit(live_atexit);
+		atexit_done = true;
+	}
+	for (i = 0; i < TU_MAX_LIVE; i++)
+		if (live[i] == d)
+			return;
+	for (i = 0; i < TU_MAX_LIVE; i++)
+		if (live[i] == NULL) {
+			live[i] = d;
+			return;
+		}
+}
+
+static void
+live_remove(const struct tu_daemon *d)
+{
+	int i;
+
+	for (i = 0; i < TU_MAX_LIVE; i++)
+		if (live[i] == d)
+			live[i] = NULL;
+}
+
+size_t
+tu_daemon_log_size(const struct tu_daemon *d)
+{
+	struct stat sb;
+
+	if (stat(d->log_path, &sb) == -1)
+		return 0;
+	return (size_t)sb.st_size;
+}
+
+char *
+tu_daemon_log(const struct tu_daemon *d)
+{
+	char *s = tu_read_file(d->log_path, NULL);
+
+	return s != NULL ? s : xstrdup("");
+}
+
+/* Find a line at or after mark with all needles; NULL if none.  Returns
+ * a pointer into log. */
+static const char *
+find_line(const char *log, size_t len, size_t mark,
+    const char *const *needles)
+{
+	const char *line, *eol;
+	char *copy;
+	bool all;
+	size_t i;
+
+	if (mark > len)
+		return NULL;
+	for (line = log + mark; *line != '\0'; line = eol + 1) {
+		if ((eol = strchr(line, '\n')) == NULL)
+			break;	/* only whole lines */
+		copy = xstrndup(line, (size_t)(eol - line));
+		all = true;
+		for (i = 0; needles[i] != NULL; i++)
+			if (strstr(copy, needles[i]) == NULL)
+				all = false;
+		free(copy);
+		if (all)
+			return line;
+	}
+	return NULL;
+}
+
+bool
+tu_daemon_wait_log(struct tu_daemon *d, size_t mark,
+    const char *const *needles, int timeout_ms)
+{
+	int64_t deadline = clock_mono_ms() + timeout_ms;
+	char *log;
+	size_t len;
+	bool found;
+
+	for (;;) {
+		if ((log = tu_read_file(d->log_path, &len)) == NULL)
+			log = xstrdup("");
+		else
+			len = strlen(log);
+		found = find_line(log, len, mark, needles) != NULL;
+		free(log);
+		if (found)
+			return true;
+		if (clock_mono_ms() >= deadline)
+			return false;
+		tu_sleep_ms(20);
+	}
+}
+
+/* The port at the end of "... NEEDLE host:port ..." in line. */
+static int
+port_after(const char *line, const char *needle)
+{
+	const char *p, *end, *colon = NULL;
+	long port;
+
+	if ((p = strstr(line, needle)) == NULL)
+		return -1;
+	p += strlen(needle);
+	for (end = p; *end != '\0' && *end != '\n' && *end != ' ' &&
+	    *end != ','; end++)
+		if (*end == ':')
+			colon = end;
+	if (colon == NULL)
+		return -1;
+	port = strtol(colon + 1, NULL, 10);
+	return port > 0 && port < 65536 ? (int)port : -1;
+}
+
+/* Is there a line after mark saying "ready" (not "readyz")? */
+static bool
+has_ready_line(const char *log, size_t mark)
+{
+	const char *p;
+
+	for (p = log + mark; (p = strstr(p, "ready")) != NULL; p += 5) {
+		if (isalnum((unsigned char)p[5]) || p[5] == '_')
+			continue;
+		if (p > log && (isalnum((unsigned char)p[-1]) ||
+		    p[-1] == '_' || p[-1] == '/'))
+			continue;
+		if (strchr(p, '\n') != NULL)
+			return true;
+	}
+	return false;
+}
+
+static bool
+wait_ready(struct tu_daemon *d)
+{
+	int64_t deadline = clock_mono_ms() + TU_READY_MS;
+	static const char *const pub[] = { "public listener on ", NULL };
+	static const char *const adm[] = { "admin listener on ", NULL };
+	const char *line;
+	char *log;
+	size_t len;
+	int status;
+
+	d->port = d->admin_port = 0;
+	for (;;) {
+		if ((log = tu_read_file(d->log_path, &len)) != NULL) {
+			len = strlen(log);
+			if (d->port <= 0 && (line = find_line(log, len,
+			    d->log_mark, pub)) != NULL)
+				d->port = port_after(line, pub[0]);
+			if (d->admin_port <= 0 && (line = find_line(log, len,
+			    d->log_mark, adm)) != NULL)
+				d->admin_port = port_after(line, adm[0]);
+			if (d->port > 0 && d->log_mark <= len &&
+			    has_ready_line(log, d->log_mark)) {
+				free(log);
+				return true;
+			}
+			free(log);
+		}
+		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+			fprintf(stderr, "testutil: daemon exited early "
+			    "(status %d)\n", exit_code(status));
+			d->pid = 0;
+			break;
+		}
+		if (clock_mono_ms() >= deadline) {
+			fprintf(stderr, "testutil: daemon not ready after "
+			    "%d ms\n", TU_READY_MS);
+			break;
+		}
+		tu_sleep_ms(20);
+	}
+	print_log_tail(d);
+	return false;
+}
+
+/* Does environment entry e set one of the names in extra? */
+static bool
+env_overridden(const char *e, char *const *extra)
+{
+	const char *eq = strchr(e, '=');
+	size_t n = eq != NULL ? (size_t)(eq - e) : strlen(e);
+	size_t i;
+
+	if (n == strlen("JOURNAL_STREAM") && strncmp(e, "JOURNAL_STREAM",
+	    n) == 0)
+		return true;
+	for (i = 0; extra != NULL && extra[i] != NULL; i++)
+		if (strncmp(extra[i], e, n) == 0 && extra[i][n] == '=')
+			return true;
+	return false;
+}
+
+static bool
+spawn(struct tu_daemon *d)
+{
+	char **envp;
+	size_t n = 0, m = 0, i;
+	int fd, nul;
+	pid_t pid;
+	char *argv[6];
+
+	d->log_mark = tu_daemon_log_size(d);
+	for (i = 0; environ[i] != NULL; i++)
+		n++;
+	for (i = 0; d->env != NULL && d->env[i] != NULL; i++)
+		m++;
+	envp = xcalloc(n + m + 1, sizeof(*envp));
+	m = 0;
+	for (i = 0; environ[i] != NULL; i++)
+		if (!env_overridden(environ[i], d->env))
+			envp[m++] = environ[i];
+	for (i = 0; d->env != NULL && d->env[i] != NULL; i++)
+		envp[m++] = d->env[i];
+	envp[m] = NULL;
+	argv[0] = xstrdup(tu_binary());
+	argv[1] = (char *)"serve";
+	argv[2] = (char *)"-c";
+	argv[3] = d->conf_path;
+	argv[4] = NULL;
+
+	fd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+	    0644);
+	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd == -1 || nul == -1)
+		tu_die("open log");
+	if ((pid = fork()) == -1)
+		tu_die("fork");
+	if (pid == 0) {
+		/* Die with the test, even when an assertion kills it. */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (dup2(nul, STDIN_FILENO) == -1 ||
+		    dup2(fd, STDOUT_FILENO) == -1 ||
+		    dup2(fd, STDERR_FILENO) == -1)
+			_exit(127);
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	close(fd);
+	close(nul);
+	free(envp);
+	free(argv[0]);
+	d->pid = pid;
+	live_add(d);
+	return wait_ready(d);
+}
+
+bool
+tu_daemon_write_config(struct tu_daemon *d, const struct tu_conf *conf)
+{
+	static const struct tu_conf none;
+	char *text;
+	bool ok;
+
+	if (conf == NULL)
+		conf = &none;
+	text = xasprintf(
+	    "[server]\n"
+	    "listen = 127.0.0.1:0\n"
+	    "admin_listen = 127.0.0.1:0\n"
+	    "%s%s"
+	    "[store]\n"
+	    "path = %s\n"
+	    "%s%s"
+	    "[wix]\n"
+	    "public_key_file = %s\n"
+	    "%s%s"
+	    "%s%s",
+	    conf->server != NULL ? conf->server : "",
+	    conf->server != NULL ? "\n" : "",
+	    d->db_path,
+	    conf->store != NULL ? conf->store : "",
+	    conf->store != NULL ? "\n" : "",
+	    conf->public_key_file != NULL ? conf->public_key_file :
+	    d->pub_path,
+	    conf->wix != NULL ? conf->wix : "",
+	    conf->wix != NULL ? "\n" : "",
+	    conf->tail != NULL ? conf->tail : "",
+	    conf->tail != NULL ? "\n" : "");
+	ok = tu_write_file(d->conf_path, text, false);
+	free(text);
+	return ok;
+}
+
+struct tu_daemon *
+tu_daemon_start(const struct tu_conf *conf, const char *const *env)
+{
+	struct tu_daemon *d;
+	size_t i, n = 0;
+
+	d = xcalloc(1, sizeof(*d));
+	d->dir = tu_tempdir();
+	d->conf_path = xasprintf("%s/refundsync.conf", d->dir);
+	d->log_path = xasprintf("%s/daemon.log", d->dir);
+	d->db_path = xasprintf("%s/refundsync.db", d->dir);
+	d->pub_path = xasprintf("%s/wix-public.pem", d->dir);
+	for (i = 0; env != NULL && env[i] != NULL; i++)
+		n++;
+	if (n > 0) {
+		d->env = xcalloc(n + 1, sizeof(*d->env));
+		for (i = 0; i < n; i++)
+			d->env[i] = xstrdup(env[i]);
+	}
+	tu_keypair_generate(&d->key);
+	if (!tu_write_file(d->pub_path, d->key.pub_pem, false) ||
+	    !tu_daemon_write_config(d, conf) || !spawn(d)) {
+		fprintf(stderr, "testutil: daemon failed to start in %s\n",
+		    d->dir);
+		if (d->pid > 0)
+			tu_daemon_kill9(d);
+		live_remove(d);
+		/* Keep the directory for a look; free the rest. */
+		free(d->dir);
+		d->dir = NULL;
+		tu_daemon_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+bool
+tu_daemon_restart(struct tu_daemon *d)
+{
+	if (d->pid > 0) {
+		fprintf(stderr, "testutil: restart: still running\n");
+		return false;
+	}
+	return spawn(d);
+}
+
+bool
+tu_daemon_signal(struct tu_daemon *d, int sig)
+{
+	return d->pid > 0 && kill(d->pid, sig) == 0;
+}
+
+int
+tu_daemon_stop(struct tu_daemon *d, int timeout_ms)
+{
+	int status, rc;
+
+	if (d->pid <= 0)
+		return -1;
+	kill(d->pid, SIGTERM);
+	if (wait_pid(d->pid, timeout_ms, &status))
+		rc = exit_code(status);
+	else {
+		fprintf(stderr, "testutil: daemon ignored SIGTERM for %d ms\n",
+		    timeout_ms);
+		kill(d->pid, SIGKILL);
+		(void)waitpid(d->pid, &status, 0);
+		rc = -1;
+	}
+	d->pid = 0;
+	if (rc != 0)
+		print_log_tail(d);
+	return rc;
+}
+
+void
+tu_daemon_kill9(struct tu_daemon *d)
+{
+	int status;
+
+	if (d->pid <= 0)
+		return;
+	kill(d->pid, SIGKILL);
+	(void)waitpid(d->pid, &status, 0);
+	d->pid = 0;
+}
+
+int
+tu_daemon_post(const struct tu_daemon *d, const char *tok,
+    struct tu_http_resp *resp)
+{
+	return tu_http_post(d->port, d->webhook_path != NULL ?
+	    d->webhook_path : "/webhooks", tok, strlen(tok), resp);
+}
+
+char *
+tu_daemon_metrics(const struct tu_daemon *d)
+{
+	struct tu_http_resp resp;
+	char *text;
+
+	if (tu_http_get(d->admin_port, "/metrics", &resp) != 200) {
+		tu_http_resp_cleanup(&resp);
+		return xstrdup("");
+	}
+	text = resp.body;
+	resp.body = NULL;
+	tu_http_resp_cleanup(&resp);
+	return text;
+}
+
+const char *
+tu_faketime_lib(void)
+{
+	static const char *const paths[] = {
+		"/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+		"/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+		"/usr/lib/faketime/libfaketimeMT.so.1",
+		"/usr/local/lib/faketime/libfaketimeMT.so.1",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (access(paths[i], R_OK) == 0)
+			return paths[i];
+	return NULL;
+}
+
+char *
+tu_tempdir(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	char *templ;
+
+	templ = xasprintf("%s/rs-test-XXXXXX", tmp != NULL && *tmp != '\0' ?
+	    tmp : "/tmp");
+	if (mkdtemp(templ) == NULL)
+		tu_die("mkdtemp");
+	return templ;
+}
+
+static int
+rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+void
+tu_rmtree(const char *dir)
+{
+	if (dir != NULL && getenv("RS_KEEP_TMP") == NULL)
+		(void)nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void
+tu_daemon_free(struct tu_daemon *d)
+{
+	size_t i;
+
+	if (d == NULL)
+		return;
+	tu_daemon_kill9(d);
+	live_remove(d);
+	if (d->dir != NULL)
+		tu_rmtree(d->dir);
+	for (i = 0; d->env != NULL && d->env[i] != NULL; i++)
+		free(d->env[i]);
+	free(d->env);
+	free(d->dir);
+	free(d->conf_path);
+	free(d->log_path);
+	free(d->db_path);
+	free(d->pub_path);
+	tu_keypair_cleanup(&d->key);
+	free(d);
+}
+
+/* ---- the store ----------------------------------------------------- */
+
+char *
+tu_sql(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *stmt = NULL;
+	const unsigned char *txt;
+	char *out = NULL;
+	int rc;
+
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) !=
+	    SQLITE_OK) {
+		fprintf(stderr, "testutil: sqlite open %s: %s\n", path,
+		    db != NULL ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+		fprintf(stderr, "testutil: sql \"%s\": %s\n", sql,
+		    sqlite3_errmsg(db));
+		goto out;
+	}
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		if ((txt = sqlite3_column_text(stmt, 0)) != NULL)
+			out = xstrdup((const char *)txt);
+	} else if (rc != SQLITE_DONE)
+		fprintf(stderr, "testutil: sql \"%s\": %s\n", sql,
+		    sqlite3_errmsg(db));
+out:
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return out;
+}
+
+static char *
+vsqlf(const struct tu_daemon *d, const char *fmt, va_list ap)
+{
+	char *sql, *out;
+
+	if (vasprintf(&sql, fmt, ap) == -1)
+		tu_die("vasprintf");
+	out = tu_sql(d->db_path, sql);
+	free(sql);
+	return out;
+}
+
+char *
+tu_sqlf(const struct tu_daemon *d, const char *fmt, ...)
+{
+	va_list ap;
+	char *out;
+
+	va_start(ap, fmt);
+	out = vsqlf(d, fmt, ap);
+	va_end(ap);
+	return out;
+}
+
+int64_t
+tu_sql_int(const struct tu_daemon *d, int64_t def, const char *fmt, ...)
+{
+	va_list ap;
+	char *s, *end;
+	long long v;
+
+	va_start(ap, fmt);
+	s = vsqlf(d, fmt, ap);
+	va_end(ap);
+	if (s == NULL)
+		return def;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || end == s)
+		v = def;
+	free(s);
+	return v;
+}
