@@ -18,7 +18,7 @@
 
 #include <microhttpd.h>
 
-static const char ok[] = "{\"outcome\":\"applied\"}";
+static char ok[] = "{\"outcome\":\"applied\"}";
 
 static enum MHD_Result
 on_access(void *cls, struct MHD_Connection *c, const char *url,
@@ -36,7 +36,7 @@ on_access(void *cls, struct MHD_Connection *c, const char *url,
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	r = MHD_create_response_from_buffer(sizeof(ok) - 1, (void *)ok,
+	r = MHD_create_response_from_buffer(sizeof(ok) - 1, ok,
 	    MHD_RESPMEM_PERSISTENT);
 	ret = MHD_queue_response(c, 200, r);
 	MHD_destroy_response(r);

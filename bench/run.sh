@@ -8,7 +8,7 @@
 # wrk POSTs distinct signed webhooks over keep-alive connections.
 # Reports medians of requests/s, p50/p99 latency, RSS (idle and peak),
 # the ratio b/a, and the commit batch sizes reached.
-# Environment: ROUNDS (3), DURATION (8s), CONNS (32), WRK_THREADS (1),
+# Environment: ROUNDS (3), DURATION (8s), CONNS (64), WRK_THREADS (1),
 # NTOKENS (120000).
 set -e
 B=${1:?build dir}
@@ -16,7 +16,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh" bench
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
-CONNS=${CONNS:-32}
+CONNS=${CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-1}
 NTOKENS=${NTOKENS:-120000}
 W="$B/bench-work"
@@ -76,6 +76,8 @@ while [ "$r" -le "$ROUNDS" ]; do
 listen = 127.0.0.1:0
 admin_listen = 127.0.0.1:0
 threads = 2
+max_connections_per_ip = 1024
+max_connections = 1024
 [store]
 path = db/refundsync.db
 [wix]
@@ -130,7 +132,7 @@ END {
 	printf "| (a) bare libmicrohttpd | %.0f | %.2f | %.2f | - | - |\n", a, median(ap50, na) / 1000, median(ap99, na) / 1000
 	printf "| (b) refundsync serve | %.0f | %.2f | %.2f | %.1f | %.1f |\n", b, median(bp50, nb) / 1000, median(bp99, nb) / 1000, median(bidle, nb) / 1024, median(bpeak, nb) / 1024
 	printf "\nratio b/a = %.3f (target >= 0.4); p99(b) = %.2f ms (target <= 20)\n", b / a, median(bp99, nb) / 1000
-	printf "mean commit batch (median over rounds) = %.1f webhooks per fsync'd transaction\n", median(bb, nb)
+	printf "mean commit batch (median over rounds) = %.1f webhooks per durable transaction\n", median(bb, nb)
 	printf "events per round (applied / duplicate): "
 	for (i = 1; i <= nb; i++) printf "%s/%s ", app[i], dupl[i]
 	printf "\nnon-2xx or socket errors in (b) per round: "

@@ -502,7 +502,16 @@ httpd_start(const struct httpd_options *opt, struct httpd **out, char **why)
 	atomic_init(&h->inflight, 0);
 	pthread_mutex_init(&h->mtx, NULL);
 	pthread_mutex_init(&h->stop_mtx, NULL);
-	pthread_cond_init(&h->stop_cond, NULL);
+	{
+		/* Timed waits count on the monotonic clock, like every
+		 * deadline here. */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&h->stop_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;

@@ -8,7 +8,7 @@
  * jku, x5u, jwk, ...) is ignored, so only configured keys ever verify.
  * The signature is checked with OpenSSL against keys parsed once at load
  * time; see the module comment in jwtverify.c for why not libjwt.
- * Then the claims: strict JSON, exp (if present) and nbf (if present)
+ * Then the claims: strict JSON, exp (required) and nbf (if present)
  * integers checked against the injected wall clock with a leeway, and no
  * maximum age on iat (Wix retries the same token for ~47 hours).
  */
@@ -50,15 +50,17 @@ const char	*jwtv_reason_name(enum jwtv_reason r);
 struct jwtv_keys;
 
 /*
- * Parse one key, given as SPKI PEM text ("-----BEGIN PUBLIC KEY-----") or
- * as one line of base64 of that PEM text (what Wix's SDK also accepts),
+ * Parse one key, given as SPKI PEM text ("-----BEGIN PUBLIC KEY-----"),
+ * PKCS#1 PEM ("-----BEGIN RSA PUBLIC KEY-----"), or as base64 of that
+ * PEM text (what Wix's SDK also accepts; white space in it is skipped),
  * and add it to *keys (created if *keys is NULL).  It must be RSA of at
  * least 2048 bits.  Returns RS_OK, or RS_ERR_CONFIG with a static reason
  * in *why and *keys unchanged.
  */
 enum rs_status	jwtv_keys_add_pem(struct jwtv_keys **keys, const char *text,
 		    size_t len, const char **why /* OUT */);
-/* Read a file holding one key as above. */
+/* Read a file (at most 64 KiB) holding one key as above; RS_ERR_CONFIG
+ * with a static *why if it cannot be read. */
 enum rs_status	jwtv_keys_add_file(struct jwtv_keys **keys, const char *path,
 		    const char **why /* OUT */);
 size_t		jwtv_keys_count(const struct jwtv_keys *keys);

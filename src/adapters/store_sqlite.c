@@ -180,7 +180,7 @@ static void	sq_close(void *ctx);
  * message is still the one of the failure.
  */
 static enum rs_status
-sq_status(struct sq *s, int rc, const char *what)
+sq_status(struct sq *s, int rc, const char *what, const char *which)
 {
 	enum rs_status st;
 
@@ -202,7 +202,8 @@ sq_status(struct sq *s, int rc, const char *what)
 		st = RS_ERR_IO;
 		break;
 	}
-	log_warnx("store: %s: %s: %s (sqlite code %d)", s->path, what,
+	log_warnx("store: %s: %s%s%s: %s (sqlite code %d)", s->path, what,
+	    which != NULL ? " " : "", which != NULL ? which : "",
 	    sqlite3_errmsg(s->db), rc);
 	return st;
 }
@@ -257,10 +258,11 @@ sq_done(sqlite3_stmt *stmt)
 
 /*
  * Run a cached statement that returns no rows, with its parameters
- * bound (brc: the bind result).  Resets it in all cases.
+ * bound (brc: the bind result).  which: the id or key it is about, for
+ * the log line, or NULL.  Resets it in all cases.
  */
 static enum rs_status
-sq_run(struct sq *s, enum sq_stmt id, int brc)
+sq_run(struct sq *s, enum sq_stmt id, int brc, const char *which)
 {
 	sqlite3_stmt *stmt = s->stmt[id];
 	enum rs_status st = RS_OK;
@@ -272,7 +274,7 @@ sq_run(struct sq *s, enum sq_stmt id, int brc)
 			rc = sqlite3_step(stmt);
 	}
 	if (rc != SQLITE_DONE)
-		st = sq_status(s, rc, sq_defs[id].name);
+		st = sq_status(s, rc, sq_defs[id].name, which);
 	sq_done(stmt);
 	return st;
 }
@@ -314,7 +316,7 @@ sq_begin(void *ctx)
 		    s->path);
 		return RS_ERR_BUSY;
 	}
-	return sq_run(s, SQ_BEGIN, SQLITE_OK);
+	return sq_run(s, SQ_BEGIN, SQLITE_OK, NULL);
 }
 
 static void
@@ -323,7 +325,7 @@ sq_rollback(void *ctx)
 	struct sq *s = ctx;
 
 	if (sq_in_txn(s))
-		(void)sq_run(s, SQ_ROLLBACK, SQLITE_OK);
+		(void)sq_run(s, SQ_ROLLBACK, SQLITE_OK, NULL);
 }
 
 static enum rs_status
@@ -337,7 +339,7 @@ sq_commit(void *ctx)
 		    s->path);
 		return RS_ERR_INTERNAL;
 	}
-	st = sq_run(s, SQ_COMMIT, SQLITE_OK);
+	st = sq_run(s, SQ_COMMIT, SQLITE_OK, NULL);
 	if (st != RS_OK) {
 		sq_rollback(s);
 		if (st != RS_ERR_BUSY)
@@ -355,7 +357,7 @@ sq_sp_begin(struct sq *s, const char *func)
 		    func);
 		return RS_ERR_INTERNAL;
 	}
-	return sq_run(s, SQ_SP_BEGIN, SQLITE_OK);
+	return sq_run(s, SQ_SP_BEGIN, SQLITE_OK, NULL);
 }
 
 /* Close the savepoint: keep its work if st is RS_OK, else undo it. */
@@ -363,13 +365,13 @@ static enum rs_status
 sq_sp_end(struct sq *s, enum rs_status st)
 {
 	if (st == RS_OK)
-		st = sq_run(s, SQ_SP_RELEASE, SQLITE_OK);
+		st = sq_run(s, SQ_SP_RELEASE, SQLITE_OK, NULL);
 	if (st != RS_OK && sq_in_txn(s)) {
 		/* SQLite may have rolled back the whole transaction
 		 * already (disk full, I/O error); then there is nothing
 		 * left to undo. */
-		(void)sq_run(s, SQ_SP_ROLLBACK, SQLITE_OK);
-		(void)sq_run(s, SQ_SP_RELEASE, SQLITE_OK);
+		(void)sq_run(s, SQ_SP_ROLLBACK, SQLITE_OK, NULL);
+		(void)sq_run(s, SQ_SP_RELEASE, SQLITE_OK, NULL);
 	}
 	return st;
 }
@@ -409,7 +411,7 @@ sq_refund_upsert(struct sq *s, const struct refund *r,
 		prev_status = sq_col_dup(stmt, 3);
 		old_instance = sq_col_dup(stmt, 4);
 	} else if (rc != SQLITE_DONE)
-		st = sq_status(s, rc, sq_defs[SQ_RF_LOAD].name);
+		st = sq_status(s, rc, sq_defs[SQ_RF_LOAD].name, r->id);
 	sq_done(stmt);
 	if (st != RS_OK)
 		goto out;
@@ -446,7 +448,7 @@ sq_refund_upsert(struct sq *s, const struct refund *r,
 	sq_bind_text(stmt, 13, now, &brc);
 	sq_bind_i64(stmt, 14, has_seq, seq, &brc);
 	sq_bind_i64(stmt, 15, exp >= 0, exp, &brc);
-	if ((st = sq_run(s, SQ_RF_UPSERT, brc)) != RS_OK)
+	if ((st = sq_run(s, SQ_RF_UPSERT, brc, r->id)) != RS_OK)
 		goto out;
 
 	stmt = s->stmt[SQ_CH_INSERT];
@@ -463,7 +465,7 @@ sq_refund_upsert(struct sq *s, const struct refund *r,
 	sq_bind_text(stmt, 11, r->body, &brc);
 	sq_bind_i64(stmt, 12, has_seq, seq, &brc);
 	sq_bind_i64(stmt, 13, exp >= 0, exp, &brc);
-	if ((st = sq_run(s, SQ_CH_INSERT, brc)) != RS_OK)
+	if ((st = sq_run(s, SQ_CH_INSERT, brc, r->id)) != RS_OK)
 		goto out;
 	*out = STORE_APPLIED;
 out:
@@ -509,7 +511,7 @@ sq_event_seen(struct sq *s, const char *key, bool *seen)
 	else if (rc == SQLITE_DONE)
 		*seen = false;
 	else
-		st = sq_status(s, rc, sq_defs[SQ_EV_SEEN].name);
+		st = sq_status(s, rc, sq_defs[SQ_EV_SEEN].name, key);
 	sq_done(stmt);
 	return st;
 }
@@ -529,7 +531,7 @@ sq_event_record(struct sq *s, const struct event *ev, const char *key,
 	sq_bind_text(stmt, 6, store_outcome_name(o), &brc);
 	sq_bind_text(stmt, 7, ev->event_time, &brc);
 	sq_bind_i64(stmt, 8, ev->has_sequence, ev->sequence, &brc);
-	return sq_run(s, SQ_EV_INSERT, brc);
+	return sq_run(s, SQ_EV_INSERT, brc, key);
 }
 
 /* The state of an instances row. */
@@ -549,7 +551,7 @@ sq_instance_load(struct sq *s, const char *id, bool *found,
 		*installed = sqlite3_column_int(stmt, 0) != 0;
 		*removed = sqlite3_column_int(stmt, 1) != 0;
 	} else if (rc != SQLITE_DONE)
-		st = sq_status(s, rc, sq_defs[SQ_IN_LOAD].name);
+		st = sq_status(s, rc, sq_defs[SQ_IN_LOAD].name, id);
 	sq_done(stmt);
 	return st;
 }
@@ -590,7 +592,7 @@ sq_instance_installed(struct sq *s, const struct event *ev, const char *now,
 		*out = STORE_DUPLICATE;
 		return RS_OK;
 	}
-	if ((st = sq_run(s, id, brc)) == RS_OK)
+	if ((st = sq_run(s, id, brc, ev->instance_id)) == RS_OK)
 		*out = STORE_APPLIED;
 	return st;
 }
@@ -625,7 +627,7 @@ sq_instance_removed(struct sq *s, const struct event *ev, const char *now,
 		*out = STORE_DUPLICATE;
 		return RS_OK;
 	}
-	if ((st = sq_run(s, id, brc)) == RS_OK)
+	if ((st = sq_run(s, id, brc, ev->instance_id)) == RS_OK)
 		*out = STORE_APPLIED;
 	return st;
 }
@@ -700,7 +702,7 @@ sq_probe(void *ctx)
 		return st;
 	clock_wall_iso(now);
 	sq_bind_text(s->stmt[SQ_PROBE], 1, now, &brc);
-	if ((st = sq_run(s, SQ_PROBE, brc)) != RS_OK) {
+	if ((st = sq_run(s, SQ_PROBE, brc, NULL)) != RS_OK) {
 		sq_rollback(s);
 		return st;
 	}
@@ -785,7 +787,7 @@ sq_refund_get(void *ctx, const char *id, struct store_refund_row *row)
 	else if (rc == SQLITE_DONE)
 		st = RS_ERR_NOTFOUND;
 	else
-		st = sq_status(s, rc, sq_defs[SQ_RF_GET].name);
+		st = sq_status(s, rc, sq_defs[SQ_RF_GET].name, id);
 	sq_done(stmt);
 	return st;
 }
@@ -820,7 +822,7 @@ sq_refund_foreach(void *ctx, const char *instance_id, const char *status,
 		rc = sqlite3_prepare_v2(s->db, sq_defs[id].sql, -1, &stmt,
 		    NULL);
 		if (rc != SQLITE_OK)
-			return sq_status(s, rc, sq_defs[id].name);
+			return sq_status(s, rc, sq_defs[id].name, NULL);
 		own = true;
 	}
 	if (instance_id != NULL)
@@ -839,7 +841,7 @@ sq_refund_foreach(void *ctx, const char *instance_id, const char *status,
 			break;
 	}
 	if (st == RS_OK && rc != SQLITE_DONE)
-		st = sq_status(s, rc, sq_defs[id].name);
+		st = sq_status(s, rc, sq_defs[id].name, NULL);
 	if (own)
 		sqlite3_finalize(stmt);
 	else
@@ -863,7 +865,7 @@ sq_counts(void *ctx, struct store_counts *out)
 		out->last_change = sqlite3_column_int64(stmt, 3);
 		out->instances = sqlite3_column_int64(stmt, 4);
 	} else
-		st = sq_status(s, rc, sq_defs[SQ_COUNTS].name);
+		st = sq_status(s, rc, sq_defs[SQ_COUNTS].name, NULL);
 	sq_done(stmt);
 	return st;
 }

@@ -157,7 +157,7 @@ writer_main(void *arg)
 			{
 				struct timespec ts;
 
-				clock_gettime(CLOCK_REALTIME, &ts);
+				clock_gettime(CLOCK_MONOTONIC, &ts);
 				ts.tv_nsec += 200 * 1000000L;
 				if (ts.tv_nsec >= 1000000000L) {
 					ts.tv_sec++;
@@ -208,7 +208,16 @@ ingest_start(struct store *st, size_t max_batch, struct ingest **out)
 	in->max_batch = max_batch > 0 ? max_batch : 1;
 	atomic_init(&in->ready, true);
 	pthread_mutex_init(&in->mtx, NULL);
-	pthread_cond_init(&in->cond, NULL);
+	{
+		/* Timed waits count on the monotonic clock: a jump of the
+		 * wall clock must not stretch or cut the probe interval. */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&in->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	metrics_set("refundsync_store_ready", "", 1);
 	if ((r = pthread_create(&in->thread, NULL, writer_main, in)) != 0) {
 		log_warnx("%s: pthread_create: %s", __func__, strerror(r));

@@ -1161,8 +1161,8 @@ START_TEST(test_payload_bad)
 		"null",
 		" ",
 		/* Nesting deeper than JSON_MAX_DEPTH. */
-		("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],"
-		    "\"exp\":2000000000}")
+		("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1"
+		    "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],\"exp\":2000000000}")
 	};
 	struct jwtv_keys	*keys = keys_of(key_a, NULL);
 	char			*tok, *dot, *bad;
