@@ -10,6 +10,11 @@
  * a deadline, so a broken daemon fails a test rather than hanging it.
  * Functions are called from the test's main thread, except the HTTP
  * client, which is thread-safe (it keeps no state).
+ *
+ * A daemon dies with the test process (PR_SET_PDEATHSIG), so a failed
+ * assertion, which ends a forked check test at once, leaves no daemon
+ * behind; it does leave the temporary directory with daemon.log for a
+ * look (RS_TEST_VERBOSE=1 prints which directory each daemon uses).
  */
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -748,8 +753,8 @@ response_complete(const struct buf *b, size_t *hdrlen, bool closed)
 	if (b->data == NULL || (end = strstr(b->data, "\r\n\r\n")) == NULL)
 		return closed ? -1 : 0;
 	*hdrlen = (size_t)(end - b->data) + 4;
+	memset(&tmp, 0, sizeof(tmp));
 	tmp.headers = xstrndup(b->data, *hdrlen);
-	tmp.body = NULL;
 	rc = 0;
 	if ((v = tu_http_header(&tmp, "Transfer-Encoding")) != NULL &&
 	    strcasecmp(v, "chunked") == 0) {
@@ -1179,14 +1184,17 @@ tu_run(char *const argv[], int timeout_ms, char **out, char **err)
 	struct pollfd pfd[2];
 	struct buf bo, be;
 	bool oopen = true, eopen = true, ended = false;
-	pid_t pid;
+	pid_t pid, parent;
 
 	if (pipe2(po, O_CLOEXEC) == -1 || pipe2(pe, O_CLOEXEC) == -1)
 		tu_die("pipe2");
+	parent = getpid();
 	if ((pid = fork()) == -1)
 		tu_die("fork");
 	if (pid == 0) {
 		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
 		if (dup2(po[1], STDOUT_FILENO) == -1 ||
 		    dup2(pe[1], STDERR_FILENO) == -1)
 			_exit(127);
@@ -1344,7 +1352,7 @@ find_line(const char *log, size_t len, size_t mark,
 }
 
 bool
-tu_daemon_wait_log(struct tu_daemon *d, size_t mark,
+tu_daemon_wait_log(const struct tu_daemon *d, size_t mark,
     const char *const *needles, int timeout_ms)
 {
 	int64_t deadline = clock_mono_ms() + timeout_ms;
@@ -1473,7 +1481,7 @@ spawn(struct tu_daemon *d)
 	char **envp;
 	size_t n = 0, m = 0, i;
 	int fd, nul;
-	pid_t pid;
+	pid_t pid, parent;
 	char *argv[6];
 
 	d->log_mark = tu_daemon_log_size(d);
@@ -1500,11 +1508,14 @@ spawn(struct tu_daemon *d)
 	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (fd == -1 || nul == -1)
 		tu_die("open log");
+	parent = getpid();
 	if ((pid = fork()) == -1)
 		tu_die("fork");
 	if (pid == 0) {
 		/* Die with the test, even when an assertion kills it. */
 		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
 		if (dup2(nul, STDIN_FILENO) == -1 ||
 		    dup2(fd, STDOUT_FILENO) == -1 ||
 		    dup2(fd, STDERR_FILENO) == -1)
@@ -1518,6 +1529,9 @@ spawn(struct tu_daemon *d)
 	free(argv[0]);
 	d->pid = pid;
 	live_add(d);
+	if (getenv("RS_TEST_VERBOSE") != NULL)
+		fprintf(stderr, "testutil: daemon %ld in %s\n", (long)pid,
+		    d->dir);
 	return wait_ready(d);
 }
 
@@ -1613,16 +1627,22 @@ tu_daemon_signal(struct tu_daemon *d, int sig)
 int
 tu_daemon_stop(struct tu_daemon *d, int timeout_ms)
 {
+	return tu_daemon_stop_sig(d, SIGTERM, timeout_ms);
+}
+
+int
+tu_daemon_stop_sig(struct tu_daemon *d, int sig, int timeout_ms)
+{
 	int status, rc;
 
 	if (d->pid <= 0)
 		return -1;
-	kill(d->pid, SIGTERM);
+	kill(d->pid, sig);
 	if (wait_pid(d->pid, timeout_ms, &status))
 		rc = exit_code(status);
 	else {
-		fprintf(stderr, "testutil: daemon ignored SIGTERM for %d ms\n",
-		    timeout_ms);
+		fprintf(stderr, "testutil: daemon ignored signal %d for %d "
+		    "ms\n", sig, timeout_ms);
 		kill(d->pid, SIGKILL);
 		(void)waitpid(d->pid, &status, 0);
 		rc = -1;
@@ -1746,7 +1766,7 @@ tu_sql(const char *path, const char *sql)
 	char *out = NULL;
 	int rc;
 
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) !=
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) !=
 	    SQLITE_OK) {
 		fprintf(stderr, "testutil: sqlite open %s: %s\n", path,
 		    db != NULL ? sqlite3_errmsg(db) : "out of memory");
@@ -1770,6 +1790,9 @@ out:
 	sqlite3_close(db);
 	return out;
 }
+
+static char	*vsqlf(const struct tu_daemon *, const char *, va_list)
+		    __attribute__((format(printf, 2, 0)));
 
 static char *
 vsqlf(const struct tu_daemon *d, const char *fmt, va_list ap)

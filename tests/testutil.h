@@ -288,6 +288,8 @@ bool	tu_daemon_restart(struct tu_daemon *d);
  * or -1 if it had to be killed or was not running.
  */
 int	tu_daemon_stop(struct tu_daemon *d, int timeout_ms);
+/* The same with another signal (SIGINT). */
+int	tu_daemon_stop_sig(struct tu_daemon *d, int sig, int timeout_ms);
 
 /* SIGKILL and reap. */
 void	tu_daemon_kill9(struct tu_daemon *d);
@@ -303,7 +305,7 @@ char	*tu_daemon_log(const struct tu_daemon *d);
  * mark (see tu_daemon_log_size()) that contains every string in the
  * NULL-terminated list needles.  Returns true when one appears.
  */
-bool	tu_daemon_wait_log(struct tu_daemon *d, size_t mark,
+bool	tu_daemon_wait_log(const struct tu_daemon *d, size_t mark,
 	    const char *const *needles, int timeout_ms);
 
 /* Current length of the log file, for tu_daemon_wait_log(). */

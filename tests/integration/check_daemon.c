@@ -298,7 +298,7 @@ START_TEST(test_out_of_order_burst)
 	b.toks = xcalloc(b.n, sizeof(*b.toks));
 	b.status = xcalloc(b.n, sizeof(*b.status));
 	for (i = 0; i < b.n; i++) {
-		r = refund("rf-burst", "7.50", "EUR", statuses[(i + 1) % 4],
+		r = refund("rf-burst", "7.50", "EUR", statuses[i % 4],
 		    (int64_t)i + 1);
 		memset(&ev, 0, sizeof(ev));
 		snprintf(evid, sizeof(evid), "evt-burst-%zu", i + 1);
@@ -316,7 +316,7 @@ START_TEST(test_out_of_order_burst)
 	}
 	ck_assert_uint_eq(run_burst(&b, 4), 20);
 
-	ASSERT_SQL(d, "20|SUCCEEDED", "SELECT revision || '|' || status FROM "
+	ASSERT_SQL(d, "20|REVERSED", "SELECT revision || '|' || status FROM "
 	    "refunds WHERE id = 'rf-burst'");
 	ASSERT_SQL_INT(d, 20, "SELECT count(*) FROM webhook_events WHERE "
 	    "entity_id = 'rf-burst'");
@@ -486,8 +486,8 @@ START_TEST(test_wire_forms)
 	    "  \"updatedEvent\" : {\n"
 	    "    \"currentEntity\" : {\"id\" : \"rf-pretty\", \"chargeId\" : "
 	    "\"ch-9\", \"currencyCode\" : \"GBP\", \"amount\" : \"1.05\", "
-	    "\"status\" : \"SUCCEEDED\", \"revision\" : \"4\", \"full\" : false,"
-	    " \"statusInfo\" : {\"code\" : \"1013\"}}, \n"
+	    "\"status\" : \"SUCCEEDED\", \"revision\" : \"4\", "
+	    "\"full\" : false, \"statusInfo\" : {\"code\" : \"1013\"}}, \n"
 	    "    \"modifiedFields\" : {\"status\" : \"PENDING\"}\n  }\n}\n",
 	    INST, TU_EVT_UPDATED);
 	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
@@ -652,6 +652,13 @@ START_TEST(test_sigterm_exit0)
 	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM refunds");
 	/* Nothing listens any more. */
 	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), -1);
+
+	/* SIGINT (^C in a terminal) drains the same way. */
+	ck_assert_msg(tu_daemon_restart(d), "restart failed");
+	r = refund("rf-int", "5.00", "USD", "SUCCEEDED", 1);
+	ck_assert_int_eq(post_refund(d, "evt-int", TU_CREATED, &r), 200);
+	ck_assert_int_eq(tu_daemon_stop_sig(d, SIGINT, 10000), 0);
+	ASSERT_SQL_INT(d, 2, "SELECT count(*) FROM refunds");
 	tu_daemon_free(d);
 }
 END_TEST
@@ -681,8 +688,9 @@ START_TEST(test_cli_check_and_version)
 	free(out);
 	free(err);
 
+	/* SPEC §1: check exits 0 (valid) or 1 (not valid). */
 	argv[3] = bad;
-	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 1);
 	ck_assert_msg(strstr(err, "bad.conf:3") != NULL,
 	    "no file:line in \"%s\"", err);
 	ck_assert_msg(strstr(err, "no_such_key") != NULL,
@@ -693,7 +701,7 @@ START_TEST(test_cli_check_and_version)
 	/* Exporters are not in this version: a config naming one is refused
 	 * rather than silently ignored. */
 	argv[3] = exp;
-	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 1);
 	ck_assert_msg(strstr(err, "exporter.conf:1") != NULL ||
 	    strstr(err, "exporter.conf:2") != NULL,
 	    "no file:line in \"%s\"", err);
@@ -709,7 +717,19 @@ START_TEST(test_cli_check_and_version)
 	free(out);
 	free(err);
 
-	/* A usage error is 2 too. */
+	/* serve refuses to start on a bad config: a config error is 2. */
+	argv[1] = (char *)"serve";
+	argv[2] = (char *)"-c";
+	argv[3] = bad;
+	argv[4] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
+	ck_assert_msg(strstr(err, "bad.conf:3") != NULL,
+	    "no file:line in \"%s\"", err);
+	free(out);
+	free(err);
+
+	/* A usage error is 2. */
+	argv[2] = NULL;
 	argv[1] = (char *)"no-such-command";
 	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
 	free(out);
@@ -918,6 +938,140 @@ START_TEST(test_real_wix_fixture)
 }
 END_TEST
 
+/* The wix-sign tool next to the binary, or NULL.  Caller frees. */
+static char *
+wix_sign_path(void)
+{
+	const char *bin = tu_binary(), *slash = strrchr(bin, '/');
+	char *p;
+
+	p = xasprintf("%.*stests/tools/wix-sign", slash != NULL ?
+	    (int)(slash - bin + 1) : 0, bin);
+	if (access(p, X_OK) != 0) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* Tokens signed by libjwt (wix-sign) verify in the daemon. */
+START_TEST(test_wix_sign_tool)
+{
+	struct tu_daemon *d;
+	char *tool = wix_sign_path(), *key, *url, *out = NULL, *err = NULL;
+	char *tok;
+	char *argv[32];
+	int n;
+
+	if (tool == NULL) {
+		fprintf(stderr, "SKIP test_wix_sign_tool: tests/tools/wix-sign "
+		    "is not built next to %s\n", tu_binary());
+		return;
+	}
+	d = start(NULL);
+	key = xasprintf("%s/wix-test-private.pem", d->dir);
+	ck_assert(tu_write_file(key, d->key.priv_pem, true));
+	url = xasprintf("http://127.0.0.1:%d/webhooks", d->port);
+
+	n = 0;
+	argv[n++] = tool;
+	argv[n++] = (char *)"refund";
+	argv[n++] = (char *)"--key";
+	argv[n++] = key;
+	argv[n++] = (char *)"--id";
+	argv[n++] = (char *)"rf-ws";
+	argv[n++] = (char *)"--event-id";
+	argv[n++] = (char *)"evt-ws-1";
+	argv[n++] = (char *)"--amount";
+	argv[n++] = (char *)"12.345";
+	argv[n++] = (char *)"--currency";
+	argv[n++] = (char *)"KWD";
+	argv[n++] = (char *)"--seq";
+	argv[n++] = (char *)"3";
+	argv[n++] = (char *)"--instance";
+	argv[n++] = (char *)"inst-ws";
+	argv[n++] = (char *)"--form";
+	argv[n++] = (char *)"string";
+	argv[n++] = (char *)"--post";
+	argv[n++] = url;
+	argv[n] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 0);
+	ck_assert_msg(strncmp(out, "200\n", 4) == 0, "wix-sign printed %s",
+	    out);
+	free(out);
+	free(err);
+	ASSERT_SQL(d, "12.345|12345|KWD|SUCCEEDED|1|inst-ws", "SELECT amount "
+	    "|| '|' || amount_minor || '|' || currency || '|' || status || "
+	    "'|' || revision || '|' || instance_id FROM refunds WHERE id = "
+	    "'rf-ws'");
+
+	/* Printed rather than posted, then posted by hand: an update. */
+	n = 0;
+	argv[n++] = tool;
+	argv[n++] = (char *)"refund";
+	argv[n++] = (char *)"--key";
+	argv[n++] = key;
+	argv[n++] = (char *)"--event";
+	argv[n++] = (char *)"updated";
+	argv[n++] = (char *)"--id";
+	argv[n++] = (char *)"rf-ws";
+	argv[n++] = (char *)"--amount";
+	argv[n++] = (char *)"12.345";
+	argv[n++] = (char *)"--currency";
+	argv[n++] = (char *)"KWD";
+	argv[n++] = (char *)"--status";
+	argv[n++] = (char *)"REVERSED";
+	argv[n++] = (char *)"--revision";
+	argv[n++] = (char *)"2";
+	argv[n] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 0);
+	tok = out;
+	tok[strcspn(tok, "\n")] = '\0';
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ASSERT_SQL(d, "REVERSED|2", "SELECT status || '|' || revision FROM "
+	    "refunds WHERE id = 'rf-ws'");
+	free(out);
+	free(err);
+
+	n = 0;
+	argv[n++] = tool;
+	argv[n++] = (char *)"app-installed";
+	argv[n++] = (char *)"--key";
+	argv[n++] = key;
+	argv[n++] = (char *)"--instance";
+	argv[n++] = (char *)"inst-ws";
+	argv[n++] = (char *)"--post";
+	argv[n++] = url;
+	argv[n] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 0);
+	free(out);
+	free(err);
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM instances WHERE "
+	    "instance_id = 'inst-ws'");
+
+	/* Usage errors are 2; a refused post is 1. */
+	argv[1] = (char *)"refund";
+	argv[2] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
+	free(out);
+	free(err);
+	n = 0;
+	argv[n++] = tool;
+	argv[n++] = (char *)"refund";
+	argv[n++] = (char *)"--key";
+	argv[n++] = d->pub_path;	/* not a private key */
+	argv[n] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 1);
+	free(out);
+	free(err);
+
+	free(key);
+	free(url);
+	free(tool);
+	tu_daemon_free(d);
+}
+END_TEST
+
 static Suite *
 daemon_suite(void)
 {
@@ -940,6 +1094,7 @@ daemon_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_probes_and_metrics);
 	tcase_add_test(tc, test_cli_check_and_version);
+	tcase_add_test(tc, test_wix_sign_tool);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("lifecycle");
