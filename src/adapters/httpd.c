@@ -428,6 +428,7 @@ sweeper_main(void *arg)
 {
 	struct httpd *h = arg;
 
+	(void)pthread_setname_np(pthread_self(), "rs-sweeper");
 	pthread_mutex_lock(&h->stop_mtx);
 	while (!h->stop) {
 		struct timespec ts;

@@ -1,10 +1,11 @@
 /*
  * ingest.c: the writer thread and its group commit.
  *
- * Thread ownership: the queue is shared (mutex + condition variable);
- * the store and everything done with it belong to the writer thread
- * alone.  done() callbacks run on the writer thread, after the batch's
- * fate is known, and must not block.
+ * Thread ownership: the queues are shared (one mutex, two condition
+ * variables); the store and everything done with it belong to the writer
+ * thread alone.  done() callbacks run on the responder thread, after the
+ * batch's fate is known, so the writer can start the next transaction
+ * while the last batch's answers go out; they must not block.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -30,6 +31,12 @@ struct ingest {
 	pthread_cond_t		 cond;
 	struct ingest_job	*head;		/* queue, oldest first */
 	struct ingest_job	*tail;
+	pthread_t		 responder;
+	pthread_cond_t		 done_cond;	/* with mtx */
+	struct ingest_job	*done_head;	/* decided, not yet answered */
+	struct ingest_job	*done_tail;
+	size_t			 answering;	/* jobs on the done list */
+	bool			 writer_done;	/* the writer has exited */
 	size_t			 queued;
 	size_t			 inbatch;
 	bool			 stopping;
@@ -131,9 +138,10 @@ writer_main(void *arg)
 	struct ingest *in = arg;
 	int64_t last_probe = 0;
 
+	(void)pthread_setname_np(pthread_self(), "rs-writer");
 	pthread_mutex_lock(&in->mtx);
 	for (;;) {
-		struct ingest_job *batch, *j, *next, *last = NULL;
+		struct ingest_job *batch, *j, *last = NULL;
 		size_t n = 0;
 
 		while (in->head == NULL && !in->stopping) {
@@ -183,14 +191,50 @@ writer_main(void *arg)
 		pthread_mutex_unlock(&in->mtx);
 
 		run_batch(in, batch, n);
-		for (j = batch; j != NULL; j = next) {
-			next = j->next;
-			j->next = NULL;
-			j->done(j, j->arg);
-		}
 
 		pthread_mutex_lock(&in->mtx);
 		in->inbatch = 0;
+		if (in->done_tail != NULL)
+			in->done_tail->next = batch;
+		else
+			in->done_head = batch;
+		in->done_tail = last;
+		in->answering += n;
+		pthread_cond_signal(&in->done_cond);
+	}
+	in->writer_done = true;
+	pthread_cond_signal(&in->done_cond);
+	pthread_mutex_unlock(&in->mtx);
+	return NULL;
+}
+
+/* Calls done() for every decided job, in commit order. */
+static void *
+responder_main(void *arg)
+{
+	struct ingest *in = arg;
+
+	(void)pthread_setname_np(pthread_self(), "rs-responder");
+	pthread_mutex_lock(&in->mtx);
+	for (;;) {
+		struct ingest_job *j, *next;
+		size_t n = 0;
+
+		while (in->done_head == NULL && !in->writer_done)
+			pthread_cond_wait(&in->done_cond, &in->mtx);
+		if (in->done_head == NULL)
+			break;
+		j = in->done_head;
+		in->done_head = in->done_tail = NULL;
+		pthread_mutex_unlock(&in->mtx);
+		for (; j != NULL; j = next) {
+			next = j->next;
+			j->next = NULL;
+			j->done(j, j->arg);
+			n++;
+		}
+		pthread_mutex_lock(&in->mtx);
+		in->answering -= n;
 	}
 	pthread_mutex_unlock(&in->mtx);
 	return NULL;
@@ -208,6 +252,7 @@ ingest_start(struct store *st, size_t max_batch, struct ingest **out)
 	in->max_batch = max_batch > 0 ? max_batch : 1;
 	atomic_init(&in->ready, true);
 	pthread_mutex_init(&in->mtx, NULL);
+	pthread_cond_init(&in->done_cond, NULL);
 	{
 		/* Timed waits count on the monotonic clock: a jump of the
 		 * wall clock must not stretch or cut the probe interval. */
@@ -219,9 +264,25 @@ ingest_start(struct store *st, size_t max_batch, struct ingest **out)
 		pthread_condattr_destroy(&ca);
 	}
 	metrics_set("refundsync_store_ready", "", 1);
-	if ((r = pthread_create(&in->thread, NULL, writer_main, in)) != 0) {
+	if ((r = pthread_create(&in->responder, NULL, responder_main,
+	    in)) != 0) {
 		log_warnx("%s: pthread_create: %s", __func__, strerror(r));
 		store_close(st);
+		pthread_cond_destroy(&in->done_cond);
+		pthread_cond_destroy(&in->cond);
+		pthread_mutex_destroy(&in->mtx);
+		free(in);
+		return RS_ERR_IO;
+	}
+	if ((r = pthread_create(&in->thread, NULL, writer_main, in)) != 0) {
+		log_warnx("%s: pthread_create: %s", __func__, strerror(r));
+		pthread_mutex_lock(&in->mtx);
+		in->writer_done = true;
+		pthread_cond_signal(&in->done_cond);
+		pthread_mutex_unlock(&in->mtx);
+		pthread_join(in->responder, NULL);
+		store_close(st);
+		pthread_cond_destroy(&in->done_cond);
 		pthread_cond_destroy(&in->cond);
 		pthread_mutex_destroy(&in->mtx);
 		free(in);
@@ -263,7 +324,7 @@ ingest_pending(struct ingest *in)
 	size_t n;
 
 	pthread_mutex_lock(&in->mtx);
-	n = in->queued + in->inbatch;
+	n = in->queued + in->inbatch + in->answering;
 	pthread_mutex_unlock(&in->mtx);
 	return n;
 }
@@ -278,7 +339,10 @@ ingest_stop(struct ingest *in)
 	pthread_cond_signal(&in->cond);
 	pthread_mutex_unlock(&in->mtx);
 	pthread_join(in->thread, NULL);
+	/* The writer has handed over its last batch; wait for the answers. */
+	pthread_join(in->responder, NULL);
 	store_close(in->st);
+	pthread_cond_destroy(&in->done_cond);
 	pthread_cond_destroy(&in->cond);
 	pthread_mutex_destroy(&in->mtx);
 	free(in);

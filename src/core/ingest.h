@@ -33,8 +33,9 @@ struct ingest_job {
 	/* Set by the writer before done() is called: */
 	enum rs_status	 status;	/* RS_OK, RS_ERR_BUSY, RS_ERR_INPUT... */
 	enum store_outcome outcome;	/* meaningful when status is RS_OK */
-	/* Called once, from the writer thread, after the commit (or the
-	 * failure).  The job is the callee's again from then on. */
+	/* Called once, from the ingest's responder thread, after the
+	 * commit (or the failure), in commit order.  The job is the
+	 * callee's again from then on. */
 	void		(*done)(struct ingest_job *job, void *arg);
 	void		*arg;
 	struct ingest_job *next;	/* queue link: private to ingest */
@@ -63,7 +64,7 @@ size_t		ingest_pending(struct ingest *in);
 
 /*
  * Refuse new jobs, finish every queued one (commit and done()), join the
- * writer and close the store.  NULL is fine.
+ * writer and the responder, and close the store.  NULL is fine.
  */
 void		ingest_stop(struct ingest *in);
 

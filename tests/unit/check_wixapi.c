@@ -1,0 +1,1957 @@
+/*
+ * check_wixapi.c: the Wix REST client.
+ *
+ * Most tests drive the client through its two seams: a fake transport
+ * that records every request and answers from a script (token-endpoint
+ * answers and API answers in two queues, with defaults once a queue is
+ * empty), and a fake monotonic clock that only moves when the client
+ * sleeps, so backoff waits and the 60 s request budget are checked
+ * exactly and instantly.  One test runs the real libcurl transport
+ * against a libmicrohttpd server on 127.0.0.1:0 started inside the test:
+ * a normal page, oversized bodies (with and without Content-Length), a
+ * body cut short with no Content-Length, a stalled answer, Retry-After
+ * headers and a refused connection.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#include "adapters/wixapi.h"
+#include "domain/json.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/xmalloc.h"
+
+#define BASE		"https://wix.test"
+#define APP_ID		"app-0001"
+#define APP_SECRET	"S3CR3T-app-secret-value"
+#define API_KEY		"IST.KEY-SECRET-123"
+#define SITE_ID		"site-0001"
+#define INST		"inst-A"
+#define INST2		"inst-B"
+#define QUERY_URL	BASE "/payments/refunds/v1/refunds/query"
+#define TOKEN_URL	BASE "/oauth2/token"
+
+#define REFUND(id, amount)						\
+	"{\"id\":\"" id "\",\"chargeId\":\"ch-1\",\"currencyCode\":\"USD\","\
+	"\"amount\":" amount ",\"status\":\"SUCCEEDED\",\"revision\":\"3\","\
+	"\"createdDate\":\"2024-05-01T10:00:00.000Z\"}"
+
+#define ERROR_BODY							\
+	"{\"message\":\"bad refund\",\"details\":{"			\
+	"\"applicationError\":{\"code\":"				\
+	"\"PREVIOUSLY_REFUNDED_AMOUNT_MISMATCH\",\"description\":"	\
+	"\"sum differs\",\"data\":{}},\"validationError\":{"		\
+	"\"fieldViolations\":"						\
+	"[{\"field\":\"refund.amount\",\"description\":\"must be positive\","\
+	"\"violatedRule\":\"MIN\"},{\"field\":\"refund.chargeId\","	\
+	"\"description\":\"required\",\"violatedRule\":\"REQUIRED\"}]}}}"
+
+/* ---- the fake clock --------------------------------------------------- */
+
+struct fclock {
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	int64_t		 now;
+	int64_t		 sleeps[256];	/* each sleep asked for */
+	size_t		 nsleeps;
+	bool		 hold;		/* sleepers wait until cleared */
+	int		 sleeping;	/* sleepers waiting now */
+};
+
+static void
+fc_init(struct fclock *c)
+{
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+}
+
+static void
+fc_destroy(struct fclock *c)
+{
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
+}
+
+static int64_t
+fc_now(void *ctx)
+{
+	struct fclock *c = ctx;
+	int64_t n;
+
+	pthread_mutex_lock(&c->mu);
+	n = c->now;
+	pthread_mutex_unlock(&c->mu);
+	return n;
+}
+
+static void
+fc_sleep(void *ctx, int64_t ms)
+{
+	struct fclock *c = ctx;
+
+	pthread_mutex_lock(&c->mu);
+	if (c->nsleeps < sizeof(c->sleeps) / sizeof(c->sleeps[0]))
+		c->sleeps[c->nsleeps++] = ms;
+	c->sleeping++;
+	pthread_cond_broadcast(&c->cv);
+	while (c->hold)
+		pthread_cond_wait(&c->cv, &c->mu);
+	c->sleeping--;
+	c->now += ms;
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void
+fc_advance(struct fclock *c, int64_t ms)
+{
+	pthread_mutex_lock(&c->mu);
+	c->now += ms;
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- the fake transport ----------------------------------------------- */
+
+struct fake_resp {
+	enum rs_status	 rc;		/* RS_OK, RS_ERR_IO, RS_ERR_TOOBIG */
+	long		 status;
+	const char	*body;		/* NULL: empty */
+	const char	*request_id;
+	bool		 has_ra;
+	int64_t		 ra;		/* Retry-After seconds */
+};
+
+struct fake_req {
+	char		*method;
+	char		*url;
+	char		*body;		/* NULL if none */
+	char		**headers;	/* NULL-terminated copies */
+	int64_t		 t;		/* clock when sent */
+	size_t		 max_response;
+	long		 connect_timeout_ms;
+	long		 timeout_ms;
+};
+
+struct fake {
+	pthread_mutex_t	 mu;
+	struct fclock	*clock;		/* NULL: the real clock */
+	struct fake_resp tok[16];
+	size_t		 ntok, itok;
+	struct fake_resp api[300];
+	size_t		 napi, iapi;
+	struct fake_req	*reqs;
+	size_t		 nreqs;
+	int		 token_seq;
+	int64_t		 expires_in;	/* in default token answers */
+	bool		 token_per_instance; /* "tok-<instance>" */
+	int		 auth_mismatch;	/* see tl_instance */
+	/* Called once, with no lock held, while request hook_at (an index
+	 * into reqs) is in flight, after it took its answer. */
+	void		(*hook)(void *);
+	void		*hook_arg;
+	size_t		 hook_at;
+};
+
+/* The instance this thread calls for, in the concurrency test: API
+ * requests must carry its token. */
+static _Thread_local const char *tl_instance;
+
+static void
+fake_init(struct fake *f, struct fclock *c)
+{
+	memset(f, 0, sizeof(*f));
+	pthread_mutex_init(&f->mu, NULL);
+	f->clock = c;
+	f->expires_in = 14400;
+}
+
+static void
+fake_cleanup(struct fake *f)
+{
+	size_t i, j;
+
+	for (i = 0; i < f->nreqs; i++) {
+		free(f->reqs[i].method);
+		free(f->reqs[i].url);
+		free(f->reqs[i].body);
+		for (j = 0; f->reqs[i].headers[j] != NULL; j++)
+			free(f->reqs[i].headers[j]);
+		free(f->reqs[i].headers);
+	}
+	free(f->reqs);
+	pthread_mutex_destroy(&f->mu);
+}
+
+static void
+fake_api(struct fake *f, long status, const char *body)
+{
+	struct fake_resp *r = &f->api[f->napi++];
+
+	memset(r, 0, sizeof(*r));
+	r->rc = RS_OK;
+	r->status = status;
+	r->body = body;
+}
+
+static void
+fake_tok(struct fake *f, long status, const char *body)
+{
+	struct fake_resp *r = &f->tok[f->ntok++];
+
+	memset(r, 0, sizeof(*r));
+	r->rc = RS_OK;
+	r->status = status;
+	r->body = body;
+}
+
+/* The value of header name in r, or NULL.  Borrowed. */
+static const char *
+req_header(const struct fake_req *r, const char *name)
+{
+	size_t i, n = strlen(name);
+
+	for (i = 0; r->headers[i] != NULL; i++)
+		if (strncasecmp(r->headers[i], name, n) == 0 &&
+		    r->headers[i][n] == ':')
+			return r->headers[i] + n + 2;
+	return NULL;
+}
+
+static char *
+instance_of(const char *body)
+{
+	cJSON *root;
+	const char *why, *s;
+	char *out = NULL;
+
+	if (json_parse_strict(body, strlen(body), 16, &root, &why) != RS_OK)
+		return NULL;
+	if ((s = json_get_string(root, "instance_id")) != NULL)
+		out = xstrdup(s);
+	cJSON_Delete(root);
+	return out;
+}
+
+static enum rs_status
+fake_transport(void *ctx, const struct wixapi_http_request *req,
+    struct wixapi_http_response *resp)
+{
+	struct fake *f = ctx;
+	struct fake_req *r;
+	const struct fake_resp *a = NULL;
+	const char *auth;
+	char *inst, *want;
+	enum rs_status rc = RS_OK;
+	bool is_tok;
+	size_t i, n, ri;
+
+	pthread_mutex_lock(&f->mu);
+	f->reqs = xreallocarray(f->reqs, f->nreqs + 1, sizeof(*f->reqs));
+	ri = f->nreqs++;
+	r = &f->reqs[ri];
+	memset(r, 0, sizeof(*r));
+	r->method = xstrdup(req->method);
+	r->url = xstrdup(req->url);
+	if (req->body != NULL)
+		r->body = xstrndup(req->body, req->body_len);
+	for (n = 0; req->headers[n] != NULL; n++)
+		continue;
+	r->headers = xcalloc(n + 1, sizeof(char *));
+	for (i = 0; i < n; i++)
+		r->headers[i] = xstrdup(req->headers[i]);
+	r->t = f->clock != NULL ? fc_now(f->clock) : clock_mono_ms();
+	r->max_response = req->max_response;
+	r->connect_timeout_ms = req->connect_timeout_ms;
+	r->timeout_ms = req->timeout_ms;
+
+	is_tok = strstr(req->url, "/oauth2/token") != NULL;
+	if (is_tok && f->itok < f->ntok)
+		a = &f->tok[f->itok++];
+	else if (!is_tok && f->iapi < f->napi)
+		a = &f->api[f->iapi++];
+	/* After this request took its answer, so nested requests get the
+	 * next ones. */
+	if (f->hook != NULL && f->nreqs - 1 == f->hook_at) {
+		void (*hook)(void *) = f->hook;
+
+		f->hook = NULL;
+		pthread_mutex_unlock(&f->mu);
+		hook(f->hook_arg);
+		pthread_mutex_lock(&f->mu);
+		/* The nested requests may have moved the array. */
+		r = &f->reqs[ri];
+	}
+	if (!is_tok && tl_instance != NULL) {
+		auth = req_header(r, "Authorization");
+		want = xasprintf("tok-%s", tl_instance);
+		if (auth == NULL || strcmp(auth, want) != 0)
+			f->auth_mismatch++;
+		free(want);
+	}
+	if (a == NULL) {
+		resp->status = 200;
+		if (is_tok && f->token_per_instance) {
+			inst = instance_of(r->body);
+			resp->body = xasprintf("{\"access_token\":\"tok-%s\","
+			    "\"token_type\":\"Bearer\",\"expires_in\":%lld}",
+			    inst != NULL ? inst : "?",
+			    (long long)f->expires_in);
+			free(inst);
+		} else if (is_tok)
+			resp->body = xasprintf("{\"access_token\":\"tok-%d\","
+			    "\"token_type\":\"Bearer\",\"expires_in\":%lld}",
+			    ++f->token_seq, (long long)f->expires_in);
+		else
+			resp->body = xstrdup("{\"refunds\":[]}");
+		resp->body_len = strlen(resp->body);
+		goto out;
+	}
+	rc = a->rc;
+	if (rc == RS_ERR_IO) {
+		resp->error = xstrdup("connection reset (fake)");
+		goto out;
+	}
+	if (rc != RS_OK)
+		goto out;
+	resp->status = a->status;
+	resp->body = xstrdup(a->body != NULL ? a->body : "");
+	resp->body_len = strlen(resp->body);
+	if (a->request_id != NULL)
+		resp->request_id = xstrdup(a->request_id);
+	resp->retry_after_s = a->has_ra ? a->ra : -1;
+out:
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static void
+opts_init(struct wixapi_options *o, struct fake *f, struct fclock *c)
+{
+	memset(o, 0, sizeof(*o));
+	o->api_base = BASE "/";
+	o->app_id = APP_ID;
+	o->app_secret = APP_SECRET;
+	o->requests_per_minute = 1000;
+	o->max_attempts = 4;
+	o->backoff_base_ms = 100;
+	o->backoff_max_ms = 5000;
+	o->max_response = 65536;
+	o->transport = fake_transport;
+	o->transport_ctx = f;
+	if (c != NULL) {
+		o->now_ms = fc_now;
+		o->sleep_ms = fc_sleep;
+		o->clock_ctx = c;
+	}
+}
+
+static struct wixapi *
+mk(const struct wixapi_options *o)
+{
+	struct wixapi *w = NULL;
+	char *why = NULL;
+
+	ck_assert_int_eq(wixapi_new(o, &w, &why), RS_OK);
+	ck_assert_ptr_null(why);
+	ck_assert_ptr_nonnull(w);
+	return w;
+}
+
+/* One Query Refunds call expected to succeed with an empty page. */
+static void
+query_ok(struct wixapi *w, const char *inst)
+{
+	struct wixapi_page p;
+	struct wixapi_error e;
+
+	ck_assert_int_eq(wixapi_query_refunds(w, inst, NULL, 100, NULL, &p,
+	    &e), RS_OK);
+	ck_assert_uint_eq(p.n, 0);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+}
+
+static enum rs_status
+query(struct wixapi *w, const char *inst, const char *cursor,
+    struct wixapi_page *p, struct wixapi_error *e)
+{
+	return wixapi_query_refunds(w, inst, cursor, 100, NULL, p, e);
+}
+
+static cJSON *
+parse(const char *text)
+{
+	cJSON *root = NULL;
+	const char *why;
+
+	ck_assert_ptr_nonnull(text);
+	ck_assert_int_eq(json_parse_strict(text, strlen(text), 16, &root,
+	    &why), RS_OK);
+	return root;
+}
+
+static int
+nmembers(const cJSON *obj)
+{
+	return cJSON_GetArraySize(obj);
+}
+
+/* Redirect stderr (fd 2) into a temporary file until capture_end(). */
+struct capture {
+	int	 saved;
+	char	 path[64];
+};
+
+static void
+capture_begin(struct capture *cap)
+{
+	int fd;
+
+	snprintf(cap->path, sizeof(cap->path), "/tmp/check_wixapi.XXXXXX");
+	fd = mkstemp(cap->path);
+	ck_assert_int_ge(fd, 0);
+	fflush(stderr);
+	cap->saved = dup(STDERR_FILENO);
+	ck_assert_int_ge(cap->saved, 0);
+	ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+	close(fd);
+}
+
+/* Restore stderr; the captured text.  Caller frees. */
+static char *
+capture_end(struct capture *cap)
+{
+	char *text;
+	FILE *fp;
+	long n;
+
+	fflush(stderr);
+	dup2(cap->saved, STDERR_FILENO);
+	close(cap->saved);
+	fp = fopen(cap->path, "r");
+	ck_assert_ptr_nonnull(fp);
+	fseek(fp, 0, SEEK_END);
+	n = ftell(fp);
+	ck_assert_int_ge(n, 0);
+	rewind(fp);
+	text = xcalloc(1, (size_t)n + 1);
+	ck_assert_uint_eq(fread(text, 1, (size_t)n, fp), (size_t)n);
+	fclose(fp);
+	unlink(cap->path);
+	/* Echo it, so a failing test still shows its log. */
+	fputs(text, stderr);
+	return text;
+}
+
+/* ---- construction ----------------------------------------------------- */
+
+START_TEST(test_new_errors)
+{
+	struct wixapi_options o;
+	struct wixapi *w;
+	struct fake f;
+	char *why;
+	int i;
+
+	fake_init(&f, NULL);
+	for (i = 0; i < 11; i++) {
+		opts_init(&o, &f, NULL);
+		switch (i) {
+		case 0: o.api_base = "ftp://wix.test"; break;
+		case 1: o.api_base = "https:///x"; break;
+		case 2: o.api_base = "https://wix test"; break;
+		case 3: o.api_key = API_KEY; o.site_id = SITE_ID; break;
+		case 4: o.app_id = NULL; o.app_secret = NULL; break;
+		case 5: o.app_secret = ""; break;
+		case 6: o.app_id = NULL; o.app_secret = NULL;
+			o.api_key = "bad key"; o.site_id = SITE_ID; break;
+		case 7: o.requests_per_minute = -1; break;
+		case 8: o.backoff_base_ms = 9000; break;
+		case 9: o.now_ms = fc_now; break;
+		case 10: o.max_attempts = -3; break;
+		}
+		w = (struct wixapi *)&f;
+		why = NULL;
+		ck_assert_msg(wixapi_new(&o, &w, &why) == RS_ERR_CONFIG,
+		    "case %d", i);
+		ck_assert_ptr_null(w);
+		ck_assert_ptr_nonnull(why);
+		ck_assert_uint_gt(strlen(why), 5);
+		free(why);
+	}
+	wixapi_free(NULL);
+	fake_cleanup(&f);
+}
+END_TEST
+
+/* ---- OAuth -------------------------------------------------------------- */
+
+START_TEST(test_token_cached)
+{
+	struct wixapi_options o;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	cJSON *b;
+	size_t i;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	query_ok(w, INST);
+	query_ok(w, INST);
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 4);
+	ck_assert_str_eq(f.reqs[0].method, "POST");
+	ck_assert_str_eq(f.reqs[0].url, TOKEN_URL);
+	ck_assert_str_eq(req_header(&f.reqs[0], "Content-Type"),
+	    "application/json");
+	ck_assert_ptr_null(req_header(&f.reqs[0], "Authorization"));
+	b = parse(f.reqs[0].body);
+	ck_assert_int_eq(nmembers(b), 4);
+	ck_assert_str_eq(json_get_string(b, "grant_type"),
+	    "client_credentials");
+	ck_assert_str_eq(json_get_string(b, "client_id"), APP_ID);
+	ck_assert_str_eq(json_get_string(b, "client_secret"), APP_SECRET);
+	ck_assert_str_eq(json_get_string(b, "instance_id"), INST);
+	cJSON_Delete(b);
+	for (i = 1; i < 4; i++) {
+		ck_assert_str_eq(f.reqs[i].method, "POST");
+		ck_assert_str_eq(f.reqs[i].url, QUERY_URL);
+		/* Raw, without "Bearer". */
+		ck_assert_str_eq(req_header(&f.reqs[i], "Authorization"),
+		    "tok-1");
+		ck_assert_str_eq(req_header(&f.reqs[i], "Content-Type"),
+		    "application/json");
+		ck_assert_ptr_null(req_header(&f.reqs[i], "wix-site-id"));
+		ck_assert_uint_eq(f.reqs[i].max_response, 65536);
+		ck_assert_int_eq(f.reqs[i].connect_timeout_ms, 5000);
+		ck_assert_int_eq(f.reqs[i].timeout_ms, 30000);
+	}
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 4);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST2), 0);
+	ck_assert_uint_eq(wixapi_requests_sent(w, NULL), 0);
+	ck_assert_uint_eq(c.nsleeps, 0);
+
+	/* A second instance has its own token. */
+	query_ok(w, INST2);
+	ck_assert_uint_eq(f.nreqs, 6);
+	b = parse(f.reqs[4].body);
+	ck_assert_str_eq(json_get_string(b, "instance_id"), INST2);
+	cJSON_Delete(b);
+	ck_assert_str_eq(req_header(&f.reqs[5], "Authorization"), "tok-2");
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST2), 2);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_token_expiry)
+{
+	struct wixapi_options o;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	/* expires_in 100 s: refreshed 10 s (a tenth) early, at 90 s. */
+	f.expires_in = 100;
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	query_ok(w, INST);
+	fc_advance(&c, 89999);
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 3);
+	ck_assert_str_eq(req_header(&f.reqs[2], "Authorization"), "tok-1");
+	fc_advance(&c, 1);
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 5);
+	ck_assert_str_eq(f.reqs[3].url, TOKEN_URL);
+	ck_assert_str_eq(req_header(&f.reqs[4], "Authorization"), "tok-2");
+
+	/* expires_in 4 h: refreshed 5 min (the cap) early. */
+	f.expires_in = 14400;
+	fc_advance(&c, 90000);
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 7);
+	ck_assert_str_eq(req_header(&f.reqs[6], "Authorization"), "tok-3");
+	fc_advance(&c, (14400 - 300) * 1000 - 1);
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 8);
+	ck_assert_str_eq(req_header(&f.reqs[7], "Authorization"), "tok-3");
+	fc_advance(&c, 1);
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 10);
+	ck_assert_str_eq(req_header(&f.reqs[9], "Authorization"), "tok-4");
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_401_refresh_once)
+{
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	fake_api(&f, 401, "{\"message\":\"expired\"}");
+	fake_api(&f, 200, "{\"refund\":{}}");
+	ck_assert_int_eq(wixapi_call(w, INST, "GET",
+	    "/payments/refunds/v1/refunds/r-1", NULL, &r, &e), RS_OK);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, "{\"refund\":{}}");
+	ck_assert_uint_eq(f.nreqs, 4);
+	ck_assert_str_eq(f.reqs[0].url, TOKEN_URL);
+	ck_assert_str_eq(f.reqs[1].method, "GET");
+	ck_assert_str_eq(f.reqs[1].url, BASE
+	    "/payments/refunds/v1/refunds/r-1");
+	ck_assert_ptr_null(f.reqs[1].body);
+	ck_assert_ptr_null(req_header(&f.reqs[1], "Content-Type"));
+	ck_assert_str_eq(req_header(&f.reqs[1], "Authorization"), "tok-1");
+	ck_assert_str_eq(f.reqs[2].url, TOKEN_URL);
+	ck_assert_str_eq(req_header(&f.reqs[3], "Authorization"), "tok-2");
+	wixapi_http_response_cleanup(&r);
+	wixapi_error_cleanup(&e);
+
+	/* The new token stays cached. */
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 5);
+	ck_assert_str_eq(req_header(&f.reqs[4], "Authorization"), "tok-2");
+
+	/* A second 401 in one call is final: no third token. */
+	fake_api(&f, 401, "{\"message\":\"no\"}");
+	fake_api(&f, 401, "{\"message\":\"still no\"}");
+	ck_assert_int_eq(wixapi_call(w, INST, "GET", "/x", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(e.http_status, 401);
+	ck_assert_str_eq(e.message, "still no");
+	ck_assert_ptr_null(r.body);
+	ck_assert_uint_eq(f.nreqs, 8);
+	ck_assert_str_eq(f.reqs[6].url, TOKEN_URL);
+	ck_assert_str_eq(req_header(&f.reqs[7], "Authorization"), "tok-3");
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 8);
+	wixapi_http_response_cleanup(&r);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+struct nested {
+	struct wixapi	*w;
+	enum rs_status	 st;
+};
+
+static void
+nested_call(void *arg)
+{
+	struct nested *n = arg;
+	struct wixapi_http_response r;
+	struct wixapi_error e;
+
+	n->st = wixapi_call(n->w, INST, "GET", "/nested", NULL, &r, &e);
+	wixapi_http_response_cleanup(&r);
+	wixapi_error_cleanup(&e);
+}
+
+/*
+ * A 401 that arrives after another caller has already replaced the
+ * token must not drop the new one.  The other caller runs inside the
+ * first one's request (which also shows no lock is held across it).
+ */
+START_TEST(test_401_race)
+{
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_error e;
+	struct nested n;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	query_ok(w, INST);			/* 0 token, 1 page */
+	n.w = w;
+	n.st = RS_ERR_INTERNAL;
+	f.hook = nested_call;
+	f.hook_arg = &n;
+	f.hook_at = 2;
+	fake_api(&f, 401, "");			/* 2 outer: tok-1 */
+	fake_api(&f, 401, "");			/* 3 nested: tok-1 */
+	fake_api(&f, 200, "{}");		/* 5 nested: tok-2 */
+	fake_api(&f, 200, "{}");		/* 6 outer: tok-2 */
+	ck_assert_int_eq(wixapi_call(w, INST, "GET", "/outer", NULL, &r, &e),
+	    RS_OK);
+	ck_assert_int_eq(n.st, RS_OK);
+	ck_assert_uint_eq(f.nreqs, 7);
+	ck_assert_str_eq(f.reqs[2].url, BASE "/outer");
+	ck_assert_str_eq(f.reqs[3].url, BASE "/nested");
+	ck_assert_str_eq(f.reqs[4].url, TOKEN_URL);
+	ck_assert_str_eq(f.reqs[5].url, BASE "/nested");
+	ck_assert_str_eq(req_header(&f.reqs[5], "Authorization"), "tok-2");
+	ck_assert_str_eq(f.reqs[6].url, BASE "/outer");
+	ck_assert_str_eq(req_header(&f.reqs[6], "Authorization"), "tok-2");
+	wixapi_http_response_cleanup(&r);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_token_refused)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+
+	/* 401 and 403: RS_ERR_AUTH at once, nothing retried. */
+	fake_tok(&f, 401, "{\"message\":\"invalid client\"}");
+	f.tok[0].request_id = "rid-tok";
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_AUTH);
+	ck_assert_int_eq(e.http_status, 401);
+	ck_assert_str_eq(e.message, "invalid client");
+	ck_assert_str_eq(e.request_id, "rid-tok");
+	ck_assert_uint_eq(f.nreqs, 1);
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_ptr_null(p.refunds);
+	wixapi_error_cleanup(&e);
+	fake_tok(&f, 403, "forbidden");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_AUTH);
+	ck_assert_int_eq(e.http_status, 403);
+	ck_assert_ptr_null(e.message);
+	ck_assert_uint_eq(f.nreqs, 2);
+	wixapi_error_cleanup(&e);
+
+	/* A 200 without a usable token. */
+	fake_tok(&f, 200, "{\"token_type\":\"Bearer\",\"expires_in\":10}");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_AUTH);
+	ck_assert_int_eq(e.http_status, 200);
+	wixapi_error_cleanup(&e);
+	fake_tok(&f, 200, "{\"access_token\":\"a b\",\"expires_in\":10}");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_AUTH);
+	wixapi_error_cleanup(&e);
+	fake_tok(&f, 200, "{\"access_token\":\"ok\",\"expires_in\":\"x\"}");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_AUTH);
+	wixapi_error_cleanup(&e);
+	fake_tok(&f, 200, "{\"access_token\":\"ok\",\"expires_in\":10");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_AUTH);
+	wixapi_error_cleanup(&e);
+	ck_assert_uint_eq(f.nreqs, 6);
+
+	/* 5xx and 429 from the token endpoint are retried like any call. */
+	fake_tok(&f, 503, "busy");
+	fake_tok(&f, 429, "slow down");
+	f.tok[f.ntok - 1].has_ra = true;
+	f.tok[f.ntok - 1].ra = 2;
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_OK);
+	ck_assert_uint_eq(f.nreqs, 10);
+	ck_assert_str_eq(f.reqs[8].url, TOKEN_URL);
+	ck_assert_str_eq(req_header(&f.reqs[9], "Authorization"), "tok-1");
+	/* Jitter after the 503 (a 0 is no sleep at all), then exactly
+	 * Retry-After. */
+	ck_assert_int_le(f.reqs[7].t - f.reqs[6].t, 100);
+	ck_assert_int_eq(f.reqs[8].t - f.reqs[7].t, 2000);
+	ck_assert_int_eq(c.sleeps[c.nsleeps - 1], 2000);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+
+	/* Token endpoint down for good: RS_ERR_BUSY after max_attempts. */
+	o.max_attempts = 3;
+	w = mk(&o);
+	fake_tok(&f, 500, "");
+	fake_tok(&f, 502, "");
+	fake_tok(&f, 504, "");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_BUSY);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 3);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_api_key)
+{
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	o.app_id = NULL;
+	o.app_secret = NULL;
+	o.api_key = API_KEY;
+	o.site_id = SITE_ID;
+	w = mk(&o);
+	query_ok(w, NULL);
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 2);
+	ck_assert_str_eq(f.reqs[0].url, QUERY_URL);
+	ck_assert_str_eq(req_header(&f.reqs[0], "Authorization"), API_KEY);
+	ck_assert_str_eq(req_header(&f.reqs[0], "wix-site-id"), SITE_ID);
+	ck_assert_str_eq(req_header(&f.reqs[1], "Authorization"), API_KEY);
+	/* One budget and one count for the site. */
+	ck_assert_uint_eq(wixapi_requests_sent(w, NULL), 2);
+	ck_assert_uint_eq(wixapi_requests_sent(w, "other"), 2);
+
+	/* No token to refresh: a 401 is final at once. */
+	fake_api(&f, 401, "{\"message\":\"bad key\"}");
+	ck_assert_int_eq(wixapi_call(w, NULL, "GET", "/x", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(e.http_status, 401);
+	ck_assert_str_eq(e.message, "bad key");
+	ck_assert_uint_eq(f.nreqs, 3);
+	wixapi_http_response_cleanup(&r);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_bad_arguments)
+{
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+
+	fake_init(&f, NULL);
+	opts_init(&o, &f, NULL);
+	w = mk(&o);
+	ck_assert_int_eq(wixapi_call(w, NULL, "GET", "/x", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(wixapi_call(w, "", "GET", "/x", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(wixapi_call(w, "a\nb", "GET", "/x", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(wixapi_call(w, INST, "GET", "x", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(wixapi_call(w, INST, "GET", "/a b", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(wixapi_call(w, INST, "HEAD", "/x", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(e.http_status, 0);
+	ck_assert_uint_eq(f.nreqs, 0);
+	wixapi_free(w);
+	fake_cleanup(&f);
+}
+END_TEST
+
+/* ---- retries ------------------------------------------------------------ */
+
+START_TEST(test_retry_after)
+{
+	struct wixapi_options o;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	static const int64_t ra[] = { 2, 100, 0, -5 };
+	static const int64_t want[] = { 2000, 5000, -1, -1 };
+	size_t i, before;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	query_ok(w, INST);	/* the token */
+	for (i = 0; i < 4; i++) {
+		before = f.nreqs;
+		c.nsleeps = 0;
+		fake_api(&f, i == 3 ? 503 : 429, "");
+		f.api[f.napi - 1].has_ra = true;
+		f.api[f.napi - 1].ra = ra[i];
+		query_ok(w, INST);
+		ck_assert_uint_eq(f.nreqs, before + 2);
+		if (want[i] < 0)
+			/* Retry-After 0 or past: at once, no sleep. */
+			ck_assert_uint_eq(c.nsleeps, 0);
+		else {
+			ck_assert_uint_eq(c.nsleeps, 1);
+			ck_assert_int_eq(c.sleeps[0], want[i]);
+		}
+		ck_assert_int_eq(f.reqs[before + 1].t - f.reqs[before].t,
+		    want[i] < 0 ? 0 : want[i]);
+	}
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_backoff_jitter)
+{
+	struct wixapi_options o;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	int64_t lo = INT64_MAX, hi = -1;
+	size_t i, k;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	o.backoff_base_ms = 100;
+	o.backoff_max_ms = 250;
+	w = mk(&o);
+	query_ok(w, INST);
+	/* Three 429s without Retry-After: caps 100, 200, then 250.  The
+	 * fake clock moves only in sleeps, so the gaps are the waits. */
+	for (k = 0; k < 3; k++)
+		fake_api(&f, 429, "");
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 6);
+	ck_assert_int_le(f.reqs[3].t - f.reqs[2].t, 100);
+	ck_assert_int_le(f.reqs[4].t - f.reqs[3].t, 200);
+	ck_assert_int_le(f.reqs[5].t - f.reqs[4].t, 250);
+	ck_assert_int_ge(f.reqs[3].t - f.reqs[2].t, 0);
+	/* Full jitter: spread over [0, 100], not a constant. */
+	for (i = 0; i < 60; i++) {
+		int64_t d;
+
+		fake_api(&f, 503, "");
+		query_ok(w, INST);
+		d = f.reqs[f.nreqs - 1].t - f.reqs[f.nreqs - 2].t;
+		ck_assert_int_ge(d, 0);
+		ck_assert_int_le(d, 100);
+		if (d < lo)
+			lo = d;
+		if (d > hi)
+			hi = d;
+	}
+	for (i = 0; i < c.nsleeps; i++)
+		ck_assert_int_gt(c.sleeps[i], 0);
+	ck_assert_int_lt(lo, 40);
+	ck_assert_int_gt(hi, 60);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_5xx_then_ok)
+{
+	struct wixapi_options o;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	fake_api(&f, 500, "oops");
+	fake_api(&f, 502, "<html>bad gateway</html>");
+	fake_api(&f, 504, "");
+	fake_api(&f, 200, "{\"refunds\":[" REFUND("r-1", "\"1.00\"") "]}");
+	{
+		struct wixapi_page p;
+		struct wixapi_error e;
+
+		ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_OK);
+		ck_assert_uint_eq(p.n, 1);
+		ck_assert_str_eq(p.refunds[0].id, "r-1");
+		wixapi_page_cleanup(&p);
+		wixapi_error_cleanup(&e);
+	}
+	ck_assert_uint_eq(f.nreqs, 5);
+	ck_assert_uint_le(c.nsleeps, 3);
+	/* An I/O error is retried too. */
+	f.api[f.napi].rc = RS_ERR_IO;
+	f.napi++;
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 7);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_retries_exhausted)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	int i;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	query_ok(w, INST);
+	for (i = 0; i < 4; i++)
+		fake_api(&f, i % 2 ? 429 : 503, "");
+	fake_api(&f, 200, "{\"refunds\":[]}");	/* never reached */
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_BUSY);
+	ck_assert_uint_eq(f.nreqs, 6);
+	ck_assert_uint_eq(f.iapi, 4);
+	ck_assert_int_eq(e.http_status, 0);
+	ck_assert_uint_eq(p.n, 0);
+	wixapi_error_cleanup(&e);
+	/* Transport errors: the same. */
+	f.iapi = f.napi = 0;
+	for (i = 0; i < 4; i++)
+		f.api[f.napi++].rc = RS_ERR_IO;
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_BUSY);
+	ck_assert_uint_eq(f.nreqs, 10);
+	wixapi_error_cleanup(&e);
+	/* Oversized: not retried. */
+	f.iapi = f.napi = 0;
+	f.api[f.napi++].rc = RS_ERR_TOOBIG;
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_TOOBIG);
+	ck_assert_uint_eq(f.nreqs, 11);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+/* ---- errors ------------------------------------------------------------- */
+
+START_TEST(test_4xx_error)
+{
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	fake_api(&f, 428, ERROR_BODY);
+	f.api[0].request_id = "rid-428";
+	ck_assert_int_eq(wixapi_call(w, INST, "POST",
+	    "/payments/refunds/v1/refunds", "{\"refund\":{}}", &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(e.http_status, 428);
+	ck_assert_str_eq(e.code, "PREVIOUSLY_REFUNDED_AMOUNT_MISMATCH");
+	ck_assert_str_eq(e.description, "sum differs");
+	ck_assert_str_eq(e.message, "bad refund");
+	ck_assert_str_eq(e.violations, "refund.amount: must be positive (MIN); "
+	    "refund.chargeId: required (REQUIRED)");
+	ck_assert_str_eq(e.request_id, "rid-428");
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_ptr_null(r.body);
+	/* Not retried. */
+	ck_assert_uint_eq(f.nreqs, 2);
+	ck_assert_str_eq(f.reqs[1].body, "{\"refund\":{}}");
+	wixapi_http_response_cleanup(&r);
+	wixapi_error_cleanup(&e);
+	ck_assert_ptr_null(e.code);
+
+	/* A body that is not JSON: only the status and request id. */
+	fake_api(&f, 404, "<html>not found</html>");
+	f.api[1].request_id = "rid-404";
+	ck_assert_int_eq(wixapi_call(w, INST, "GET", "/nope", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(e.http_status, 404);
+	ck_assert_ptr_null(e.code);
+	ck_assert_ptr_null(e.description);
+	ck_assert_ptr_null(e.message);
+	ck_assert_ptr_null(e.violations);
+	ck_assert_str_eq(e.request_id, "rid-404");
+	wixapi_error_cleanup(&e);
+
+	/* A redirect is not followed: final. */
+	fake_api(&f, 302, "");
+	ck_assert_int_eq(wixapi_call(w, INST, "GET", "/moved", NULL, &r, &e),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(e.http_status, 302);
+	ck_assert_uint_eq(f.nreqs, 4);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+/* ---- Query Refunds ------------------------------------------------------ */
+
+START_TEST(test_query_bodies)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+	const cJSON *q, *s, *cp, *fl;
+	cJSON *b;
+
+	fake_init(&f, NULL);
+	opts_init(&o, &f, NULL);
+	w = mk(&o);
+
+	/* First page with a filter. */
+	ck_assert_int_eq(wixapi_query_refunds(w, INST, NULL, 50,
+	    "ch-\"1\\", &p, &e), RS_OK);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	b = parse(f.reqs[1].body);
+	ck_assert_int_eq(nmembers(b), 1);
+	q = json_get_object(b, "query");
+	ck_assert_int_eq(nmembers(q), 3);
+	fl = json_get_object(q, "filter");
+	ck_assert_int_eq(nmembers(fl), 1);
+	ck_assert_str_eq(json_get_string(fl, "chargeId"), "ch-\"1\\");
+	s = json_get_array(q, "sort");
+	ck_assert_int_eq(cJSON_GetArraySize(s), 1);
+	ck_assert_int_eq(nmembers(cJSON_GetArrayItem(s, 0)), 2);
+	ck_assert_str_eq(json_get_string(cJSON_GetArrayItem(s, 0),
+	    "fieldName"), "createdDate");
+	ck_assert_str_eq(json_get_string(cJSON_GetArrayItem(s, 0), "order"),
+	    "ASC");
+	cp = json_get_object(q, "cursorPaging");
+	ck_assert_int_eq(nmembers(cp), 1);
+	ck_assert_int_eq(json_get(cp, "limit")->valueint, 50);
+	cJSON_Delete(b);
+
+	/* First page without one; the limit clamped to 100. */
+	ck_assert_int_eq(wixapi_query_refunds(w, INST, NULL, 0, NULL, &p,
+	    &e), RS_OK);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	b = parse(f.reqs[2].body);
+	q = json_get_object(b, "query");
+	ck_assert_int_eq(nmembers(q), 2);
+	ck_assert_ptr_null(json_get(q, "filter"));
+	ck_assert_ptr_nonnull(json_get_array(q, "sort"));
+	ck_assert_int_eq(json_get(json_get_object(q, "cursorPaging"),
+	    "limit")->valueint, 100);
+	cJSON_Delete(b);
+
+	/* A follow-up: only the cursor and the limit, even with a
+	 * charge_id. */
+	ck_assert_int_eq(wixapi_query_refunds(w, INST, "cur-\"2\"", 500,
+	    "ch-1", &p, &e), RS_OK);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	b = parse(f.reqs[3].body);
+	ck_assert_int_eq(nmembers(b), 1);
+	q = json_get_object(b, "query");
+	ck_assert_int_eq(nmembers(q), 1);
+	cp = json_get_object(q, "cursorPaging");
+	ck_assert_int_eq(nmembers(cp), 2);
+	ck_assert_int_eq(json_get(cp, "limit")->valueint, 100);
+	ck_assert_str_eq(json_get_string(cp, "cursor"), "cur-\"2\"");
+	cJSON_Delete(b);
+	ck_assert_str_eq(f.reqs[3].url, QUERY_URL);
+	ck_assert_str_eq(f.reqs[3].method, "POST");
+	wixapi_free(w);
+	fake_cleanup(&f);
+}
+END_TEST
+
+START_TEST(test_page_parse)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+
+	fake_init(&f, NULL);
+	opts_init(&o, &f, NULL);
+	w = mk(&o);
+	fake_api(&f, 200, "{\"refunds\":[" REFUND("r-1", "\"12.95\"") ","
+	    REFUND("r-2", "\"0.50\"") "],\"pagingMetadata\":{\"count\":2,"
+	    "\"cursors\":{\"next\":\"CUR-NEXT\",\"prev\":\"p\"},"
+	    "\"hasNext\":true}}");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_OK);
+	ck_assert_uint_eq(p.n, 2);
+	ck_assert_str_eq(p.refunds[0].id, "r-1");
+	ck_assert_str_eq(p.refunds[0].amount, "12.95");
+	ck_assert_str_eq(p.refunds[0].currency, "USD");
+	ck_assert_int_eq(p.refunds[0].revision, 3);
+	ck_assert_str_eq(p.refunds[1].id, "r-2");
+	ck_assert_str_eq(p.refunds[1].amount, "0.50");
+	ck_assert_str_eq(p.next_cursor, "CUR-NEXT");
+	ck_assert(p.has_next);
+	ck_assert_int_eq(e.http_status, 0);
+	wixapi_page_cleanup(&p);
+	ck_assert_ptr_null(p.refunds);
+	wixapi_error_cleanup(&e);
+
+	/* The last page: no next cursor, hasNext false. */
+	fake_api(&f, 200, "{\"refunds\":[" REFUND("r-3", "\"1\"") "],"
+	    "\"pagingMetadata\":{\"count\":1,\"cursors\":{},"
+	    "\"hasNext\":false}}");
+	ck_assert_int_eq(query(w, INST, "CUR-NEXT", &p, &e), RS_OK);
+	ck_assert_uint_eq(p.n, 1);
+	ck_assert_ptr_null(p.next_cursor);
+	ck_assert(!p.has_next);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+
+	/* hasNext absent: false; an empty cursor is none; empty page. */
+	fake_api(&f, 200, "{\"refunds\":[],\"pagingMetadata\":{\"cursors\":"
+	    "{\"next\":\"\"}}}");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_OK);
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_ptr_null(p.refunds);
+	ck_assert_ptr_null(p.next_cursor);
+	ck_assert(!p.has_next);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+
+	/* hasNext true with a cursor but no pagingMetadata.count. */
+	fake_api(&f, 200, "{\"refunds\":[],\"pagingMetadata\":{\"hasNext\":"
+	    "true,\"cursors\":{\"next\":\"N2\"}}}");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_OK);
+	ck_assert(p.has_next);
+	ck_assert_str_eq(p.next_cursor, "N2");
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	fake_cleanup(&f);
+}
+END_TEST
+
+START_TEST(test_page_bad)
+{
+	static const char *const bodies[] = {
+		/* truncated */
+		"{\"refunds\":[" REFUND("r-1", "\"12.95\"") ",{\"id\":\"r-2\"",
+		/* a numeric amount */
+		"{\"refunds\":[" REFUND("r-1", "\"12.95\"") ","
+		    REFUND("r-2", "12.95") "]}",
+		/* no refunds array */
+		"{\"pagingMetadata\":{\"hasNext\":false}}",
+		"{\"refunds\":{}}",
+		"[]",
+		"",
+		"{\"refunds\":[],\"pagingMetadata\":{\"hasNext\":\"yes\"}}",
+		"{\"refunds\":[],\"pagingMetadata\":{\"cursors\":"
+		    "{\"next\":7}}}",
+		"{\"refunds\":[],\"pagingMetadata\":[]}",
+		"{\"refunds\":[]} trailing",
+		"{\"refunds\":[],\"refunds\":[]}",
+		"{\"refunds\":[" REFUND("r-1", "\"12.95\"") ",7]}",
+	};
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+	size_t i;
+
+	fake_init(&f, NULL);
+	opts_init(&o, &f, NULL);
+	w = mk(&o);
+	for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		fake_api(&f, 200, bodies[i]);
+		f.api[f.napi - 1].request_id = "rid-bad";
+		memset(&p, 0x5a, sizeof(p));
+		ck_assert_msg(query(w, INST, NULL, &p, &e) == RS_ERR_INPUT,
+		    "body %zu", i);
+		ck_assert_uint_eq(p.n, 0);
+		ck_assert_ptr_null(p.refunds);
+		ck_assert_ptr_null(p.next_cursor);
+		ck_assert_int_eq(e.http_status, 200);
+		ck_assert_str_eq(e.request_id, "rid-bad");
+		wixapi_error_cleanup(&e);
+	}
+	/* Each page was one request: not retried here. */
+	ck_assert_uint_eq(f.nreqs, 1 + sizeof(bodies) / sizeof(bodies[0]));
+	wixapi_free(w);
+	fake_cleanup(&f);
+}
+END_TEST
+
+START_TEST(test_cursor_rejected)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct wixapi *w;
+	struct fake f;
+
+	fake_init(&f, NULL);
+	opts_init(&o, &f, NULL);
+	w = mk(&o);
+	fake_api(&f, 400, "{\"message\":\"bad\",\"details\":{"
+	    "\"applicationError\":{\"code\":\"INVALID_CURSOR\"}}}");
+	ck_assert_int_eq(query(w, INST, "old", &p, &e), RS_ERR_RANGE);
+	ck_assert_int_eq(e.http_status, 400);
+	ck_assert_str_eq(e.code, "INVALID_CURSOR");
+	wixapi_error_cleanup(&e);
+	fake_api(&f, 400, "{\"message\":\"The Cursor has expired\"}");
+	ck_assert_int_eq(query(w, INST, "old", &p, &e), RS_ERR_RANGE);
+	wixapi_error_cleanup(&e);
+	fake_api(&f, 400, "{\"details\":{\"validationError\":{"
+	    "\"fieldViolations\":[{\"field\":\"query.cursorPaging.cursor\","
+	    "\"description\":\"invalid\"}]}}}");
+	ck_assert_int_eq(query(w, INST, "old", &p, &e), RS_ERR_RANGE);
+	wixapi_error_cleanup(&e);
+	/* Without a cursor it is a plain bad request. */
+	fake_api(&f, 400, "{\"message\":\"The Cursor has expired\"}");
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_INPUT);
+	wixapi_error_cleanup(&e);
+	/* With a cursor, an error about something else. */
+	fake_api(&f, 400, "{\"message\":\"limit too large\"}");
+	ck_assert_int_eq(query(w, INST, "old", &p, &e), RS_ERR_INPUT);
+	ck_assert_str_eq(e.message, "limit too large");
+	wixapi_error_cleanup(&e);
+	fake_api(&f, 400, "cursor? not JSON");
+	ck_assert_int_eq(query(w, INST, "old", &p, &e), RS_ERR_INPUT);
+	wixapi_error_cleanup(&e);
+	ck_assert_uint_eq(f.nreqs, 7);
+	wixapi_free(w);
+	fake_cleanup(&f);
+}
+END_TEST
+
+/* ---- the request budget ------------------------------------------------- */
+
+START_TEST(test_budget_window)
+{
+	struct wixapi_options o;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	size_t i, j, n;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	o.requests_per_minute = 5;
+	w = mk(&o);
+	/* 24 requests: the token, then 23 pages. */
+	for (i = 0; i < 23; i++)
+		query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 24);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 24);
+	/* Bursts of 5, one window apart. */
+	for (i = 0; i < f.nreqs; i++)
+		ck_assert_int_eq(f.reqs[i].t, (int64_t)(i / 5) * 60000);
+	/* No 60 s window holds more than 5. */
+	for (i = 0; i < f.nreqs; i++) {
+		for (n = 0, j = 0; j < f.nreqs; j++)
+			if (f.reqs[j].t >= f.reqs[i].t &&
+			    f.reqs[j].t < f.reqs[i].t + 60000)
+				n++;
+		ck_assert_uint_le(n, 5);
+	}
+
+	/* Spread requests: the window slides, it does not reset. */
+	c.now = 1000000;
+	for (i = 0; i < 5; i++) {
+		query_ok(w, INST);
+		fc_advance(&c, 10000);
+	}
+	/* 5 sent at 1000000 .. 1040000; the 6th must wait for the first
+	 * to be 60 s old: 1060000, not 1050000. */
+	query_ok(w, INST);
+	ck_assert_int_eq(f.reqs[f.nreqs - 1].t, 1060000);
+	query_ok(w, INST);
+	ck_assert_int_eq(f.reqs[f.nreqs - 1].t, 1070000);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+/* Retries and token requests spend the same budget. */
+START_TEST(test_budget_counts_everything)
+{
+	struct wixapi_options o;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	size_t i;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	o.requests_per_minute = 3;
+	o.backoff_base_ms = 1;
+	o.backoff_max_ms = 1;
+	w = mk(&o);
+	fake_tok(&f, 500, "");
+	fake_api(&f, 503, "");
+	fake_api(&f, 401, "");
+	/* tok 500, tok, api 503 | api 401, tok, api 200 */
+	query_ok(w, INST);
+	ck_assert_uint_eq(f.nreqs, 6);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 6);
+	for (i = 3; i < 6; i++)
+		ck_assert_int_ge(f.reqs[i].t, 60000);
+	ck_assert_int_le(f.reqs[2].t, 2);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+struct waiter {
+	struct wixapi	*w;
+	const char	*inst;
+	enum rs_status	 st;
+};
+
+static void *
+waiter_main(void *arg)
+{
+	struct waiter *wt = arg;
+	struct wixapi_page p;
+	struct wixapi_error e;
+
+	wt->st = query(wt->w, wt->inst, NULL, &p, &e);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	return NULL;
+}
+
+/* A caller waiting for one instance's budget holds up no other. */
+START_TEST(test_budget_independent)
+{
+	struct wixapi_options o;
+	struct waiter wt;
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	struct timespec ts;
+	pthread_t th;
+	int rc = 0;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	o.requests_per_minute = 2;
+	w = mk(&o);
+	query_ok(w, INST);	/* token + page: A's budget is spent */
+	c.hold = true;
+	wt.w = w;
+	wt.inst = INST;
+	wt.st = RS_ERR_INTERNAL;
+	ck_assert_int_eq(pthread_create(&th, NULL, waiter_main, &wt), 0);
+	pthread_mutex_lock(&c.mu);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	while (c.sleeping == 0 && rc == 0)
+		rc = pthread_cond_timedwait(&c.cv, &c.mu, &ts);
+	pthread_mutex_unlock(&c.mu);
+	ck_assert_int_eq(rc, 0);
+	/* A is asleep waiting for its budget; B goes straight through. */
+	query_ok(w, INST2);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST2), 2);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 2);
+	pthread_mutex_lock(&c.mu);
+	c.hold = false;
+	pthread_cond_broadcast(&c.cv);
+	pthread_mutex_unlock(&c.mu);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(wt.st, RS_OK);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 3);
+	ck_assert_int_eq(f.reqs[f.nreqs - 1].t, 60000);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+/* ---- threads ------------------------------------------------------------ */
+
+struct worker {
+	struct wixapi	*w;
+	const char	*inst;
+	int		 ok;
+};
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *wk = arg;
+	int i;
+
+	tl_instance = wk->inst;
+	for (i = 0; i < 40; i++) {
+		struct wixapi_page p;
+		struct wixapi_error e;
+
+		if (query(wk->w, wk->inst, NULL, &p, &e) == RS_OK)
+			wk->ok++;
+		wixapi_page_cleanup(&p);
+		wixapi_error_cleanup(&e);
+	}
+	return NULL;
+}
+
+START_TEST(test_concurrent)
+{
+	struct wixapi_options o;
+	struct worker wk[2];
+	struct wixapi *w;
+	struct fake f;
+	pthread_t th[2];
+	int i;
+
+	fake_init(&f, NULL);
+	f.token_per_instance = true;
+	opts_init(&o, &f, NULL);
+	w = mk(&o);
+	wk[0].inst = INST;
+	wk[1].inst = INST2;
+	for (i = 0; i < 2; i++) {
+		wk[i].w = w;
+		wk[i].ok = 0;
+		ck_assert_int_eq(pthread_create(&th[i], NULL, worker_main,
+		    &wk[i]), 0);
+	}
+	for (i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	ck_assert_int_eq(wk[0].ok, 40);
+	ck_assert_int_eq(wk[1].ok, 40);
+	ck_assert_int_eq(f.auth_mismatch, 0);
+	ck_assert_uint_eq(f.nreqs, 82);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 41);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST2), 41);
+	wixapi_free(w);
+	fake_cleanup(&f);
+}
+END_TEST
+
+/* ---- secrets ------------------------------------------------------------ */
+
+START_TEST(test_secrets_not_logged)
+{
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	char *log;
+
+	fc_init(&c);
+	fake_init(&f, &c);
+	opts_init(&o, &f, &c);
+	w = mk(&o);
+	fake_tok(&f, 500, "");
+	fake_tok(&f, 200, "{\"access_token\":\"ACCESS-TOKEN-XYZ\","
+	    "\"expires_in\":14400}");
+	fake_tok(&f, 200, "{\"access_token\":\"ACCESS-TOKEN-2ND\","
+	    "\"expires_in\":14400}");
+	fake_api(&f, 401, "");
+	fake_api(&f, 503, "");
+	f.api[1].request_id = "rid-503";
+	fake_api(&f, 400, ERROR_BODY);
+	fake_api(&f, 503, "");
+	fake_api(&f, 200, "{}");
+	log_setverbose(1);
+	capture_begin(&cap);
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_INPUT);
+	wixapi_error_cleanup(&e);
+	ck_assert_int_eq(wixapi_call(w, INST, "GET",
+	    "/payments/refunds/v1/refunds?token=QUERY-SECRET", NULL, &r, &e),
+	    RS_OK);
+	wixapi_http_response_cleanup(&r);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+
+	/* API-key mode too. */
+	o.app_id = NULL;
+	o.app_secret = NULL;
+	o.api_key = API_KEY;
+	o.site_id = SITE_ID;
+	w = mk(&o);
+	fake_api(&f, 503, "");
+	fake_api(&f, 403, "{\"message\":\"nope\"}");
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_INPUT);
+	wixapi_error_cleanup(&e);
+	log = capture_end(&cap);
+	log_setverbose(0);
+
+	/* The failures were logged ... */
+	ck_assert_ptr_nonnull(strstr(log, "POST /oauth2/token: HTTP 500"));
+	ck_assert_ptr_nonnull(strstr(log, "HTTP 401"));
+	ck_assert_ptr_nonnull(strstr(log, "HTTP 503 (request id rid-503)"));
+	ck_assert_ptr_nonnull(strstr(log,
+	    "HTTP 400 PREVIOUSLY_REFUNDED_AMOUNT_MISMATCH"));
+	ck_assert_ptr_nonnull(strstr(log, "instance " INST));
+	ck_assert_ptr_nonnull(strstr(log, "site " SITE_ID));
+	ck_assert_ptr_nonnull(strstr(log,
+	    "GET /payments/refunds/v1/refunds: HTTP 503"));
+	ck_assert_ptr_nonnull(strstr(log, "new access token"));
+	/* ... and no secret, token or request body with them. */
+	ck_assert_ptr_null(strstr(log, APP_SECRET));
+	ck_assert_ptr_null(strstr(log, "ACCESS-TOKEN"));
+	ck_assert_ptr_null(strstr(log, "client_secret"));
+	ck_assert_ptr_null(strstr(log, "QUERY-SECRET"));
+	ck_assert_ptr_null(strstr(log, API_KEY));
+	ck_assert_ptr_null(strstr(log, "cursorPaging"));
+	free(log);
+	wixapi_free(w);
+	fake_cleanup(&f);
+	fc_destroy(&c);
+}
+END_TEST
+
+/* ---- the real libcurl transport against libmicrohttpd ------------------ */
+
+enum srv_mode {
+	SRV_PAGE,		/* 200, a page, x-wix-request-id */
+	SRV_BIG_CL,		/* 200, a big body with Content-Length */
+	SRV_BIG_CHUNKED,	/* 200, a big chunked body */
+	SRV_CUT,		/* half a page, then close (no length) */
+	SRV_STALL,		/* answers after the client's timeout */
+	SRV_429_ONCE,		/* 429 Retry-After: 1, then a page */
+	SRV_429_PAST		/* 429 Retry-After: a past date, then a page */
+};
+
+#define SRV_PAGE_BODY							\
+	"{\"refunds\":[" REFUND("r-9", "\"9.99\"") "],\"pagingMetadata\":"\
+	"{\"count\":1,\"cursors\":{\"next\":\"C2\"},\"hasNext\":true}}"
+#define SRV_BIG		100000
+#define SRV_STALL_MS	600
+
+struct srv {
+	struct MHD_Daemon	*d;
+	int			 port;
+	_Atomic int		 mode;
+	_Atomic int		 hits;
+	_Atomic int		 bad_auth;
+};
+
+static ssize_t
+srv_chunked_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)cls;
+	if (pos >= SRV_BIG)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (max > SRV_BIG - pos)
+		max = (size_t)(SRV_BIG - pos);
+	memset(buf, ' ', max);
+	return (ssize_t)max;
+}
+
+static ssize_t
+srv_cut_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	static const char page[] = SRV_PAGE_BODY;
+	size_t half = (sizeof(page) - 1) / 2;
+
+	(void)cls;
+	if (pos >= half)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (max > half - pos)
+		max = (size_t)(half - pos);
+	memcpy(buf, page + pos, max);
+	return (ssize_t)max;
+}
+
+static enum MHD_Result
+srv_handler(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload,
+    size_t *upload_size, void **con_cls)
+{
+	static int marker;
+	static char big[SRV_BIG];
+	struct srv *s = cls;
+	struct MHD_Response *r;
+	const char *auth, *site;
+	enum MHD_Result ret;
+	int mode, hit;
+	long status = 200;
+
+	(void)url;
+	(void)method;
+	(void)version;
+	(void)upload;
+	if (*con_cls == NULL) {
+		*con_cls = &marker;
+		return MHD_YES;
+	}
+	if (*upload_size > 0) {
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	hit = atomic_fetch_add(&s->hits, 1);
+	auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    "Authorization");
+	site = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    "wix-site-id");
+	if (auth == NULL || strcmp(auth, API_KEY) != 0 || site == NULL ||
+	    strcmp(site, SITE_ID) != 0)
+		atomic_fetch_add(&s->bad_auth, 1);
+	mode = atomic_load(&s->mode);
+	switch (mode) {
+	case SRV_BIG_CL:
+		memset(big, 'x', sizeof(big));
+		r = MHD_create_response_from_buffer(sizeof(big), big,
+		    MHD_RESPMEM_MUST_COPY);
+		break;
+	case SRV_BIG_CHUNKED:
+		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024,
+		    srv_chunked_reader, NULL, NULL);
+		break;
+	case SRV_CUT:
+		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024,
+		    srv_cut_reader, NULL, NULL);
+		MHD_set_response_options(r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT,
+		    MHD_RO_END);
+		break;
+	case SRV_STALL:
+		usleep(SRV_STALL_MS * 1000);
+		/* FALLTHROUGH */
+	default:
+		r = MHD_create_response_from_buffer(strlen(SRV_PAGE_BODY),
+		    (void *)(uintptr_t)SRV_PAGE_BODY, MHD_RESPMEM_PERSISTENT);
+		if ((mode == SRV_429_ONCE || mode == SRV_429_PAST) &&
+		    hit == 0) {
+			status = 429;
+			MHD_add_response_header(r, "x-wix-request-id",
+			    "rid-429");
+			MHD_add_response_header(r, "Retry-After",
+			    mode == SRV_429_ONCE ? "1" :
+			    "Wed, 21 Oct 2015 07:28:00 GMT");
+		} else
+			MHD_add_response_header(r, "x-wix-request-id",
+			    "rid-page");
+		break;
+	}
+	ret = MHD_queue_response(conn, (unsigned int)status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static void
+srv_start(struct srv *s)
+{
+	struct sockaddr_in sin;
+	const union MHD_DaemonInfo *info;
+
+	memset(s, 0, sizeof(*s));
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = 0;
+	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+	    MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL, srv_handler, s,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
+	    MHD_OPTION_END);
+	ck_assert_ptr_nonnull(s->d);
+	info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	ck_assert_ptr_nonnull(info);
+	s->port = info->port;
+	ck_assert_int_gt(s->port, 0);
+}
+
+START_TEST(test_curl_mhd)
+{
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct wixapi *w;
+	struct srv s;
+	char base[64], *log, *why = NULL;
+	int64_t t0, dt;
+
+	srv_start(&s);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", s.port);
+	memset(&o, 0, sizeof(o));
+	o.api_base = base;
+	o.api_key = API_KEY;
+	o.site_id = SITE_ID;
+	o.max_response = 4096;
+	o.connect_timeout_ms = 1000;
+	o.timeout_ms = 250;
+	o.max_attempts = 2;
+	o.backoff_base_ms = 1;
+	o.backoff_max_ms = 1000;
+	ck_assert_int_eq(wixapi_new(&o, &w, &why), RS_OK);
+
+	/* A page, through libcurl and back. */
+	atomic_store(&s.mode, SRV_PAGE);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
+	ck_assert_uint_eq(p.n, 1);
+	ck_assert_str_eq(p.refunds[0].id, "r-9");
+	ck_assert_str_eq(p.refunds[0].amount, "9.99");
+	ck_assert_str_eq(p.next_cursor, "C2");
+	ck_assert(p.has_next);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	ck_assert_int_eq(wixapi_call(w, NULL, "GET", "/anything", NULL, &r,
+	    &e), RS_OK);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, SRV_PAGE_BODY);
+	ck_assert_uint_eq(r.body_len, strlen(SRV_PAGE_BODY));
+	ck_assert_str_eq(r.request_id, "rid-page");
+	ck_assert_int_eq(r.retry_after_s, -1);
+	wixapi_http_response_cleanup(&r);
+	wixapi_error_cleanup(&e);
+	ck_assert_int_eq(atomic_load(&s.hits), 2);
+	ck_assert_int_eq(atomic_load(&s.bad_auth), 0);
+
+	/* Over max_response, with and without Content-Length. */
+	atomic_store(&s.mode, SRV_BIG_CL);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_TOOBIG);
+	wixapi_error_cleanup(&e);
+	atomic_store(&s.mode, SRV_BIG_CHUNKED);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_TOOBIG);
+	wixapi_error_cleanup(&e);
+	ck_assert_int_eq(atomic_load(&s.hits), 4);
+
+	/* Cut short with no length: libcurl says fine, the parse does not. */
+	atomic_store(&s.mode, SRV_CUT);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_INPUT);
+	ck_assert_int_eq(e.http_status, 200);
+	wixapi_error_cleanup(&e);
+	ck_assert_int_eq(atomic_load(&s.hits), 5);
+
+	/* Retry-After: 1 is waited exactly (not the 1 ms backoff); a past
+	 * date means at once. */
+	capture_begin(&cap);
+	atomic_store(&s.hits, 0);
+	atomic_store(&s.mode, SRV_429_ONCE);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
+	dt = clock_mono_ms() - t0;
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	atomic_store(&s.hits, 0);
+	atomic_store(&s.mode, SRV_429_PAST);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+
+	/* Stalled past timeout_ms: retried, then RS_ERR_BUSY. */
+	atomic_store(&s.hits, 0);
+	atomic_store(&s.mode, SRV_STALL);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_BUSY);
+	ck_assert_int_lt(clock_mono_ms() - t0, 3000);
+	wixapi_error_cleanup(&e);
+	ck_assert_int_eq(atomic_load(&s.hits), 2);
+
+	/* Nobody listening: a transport error, retried, RS_ERR_BUSY. */
+	MHD_stop_daemon(s.d);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_BUSY);
+	wixapi_error_cleanup(&e);
+	log = capture_end(&cap);
+
+	ck_assert_int_ge(dt, 1000);
+	ck_assert_int_lt(dt, 2500);
+	ck_assert_ptr_nonnull(strstr(log, "HTTP 429 (request id rid-429): "
+	    "attempt 1 of 2, retrying in 1000 ms (Retry-After)"));
+	ck_assert_ptr_nonnull(strstr(log, "HTTP 429 (request id rid-429): "
+	    "attempt 1 of 2, retrying in 0 ms (Retry-After)"));
+	ck_assert_ptr_nonnull(strstr(log, "attempt 2 of 2, giving up"));
+	ck_assert_ptr_nonnull(strstr(log, "timed out"));
+	ck_assert_ptr_null(strstr(log, API_KEY));
+	free(log);
+	wixapi_free(w);
+}
+END_TEST
+
+static Suite *
+wixapi_suite(void)
+{
+	Suite *s = suite_create("wixapi");
+	TCase *tc = tcase_create("fake");
+	TCase *tn = tcase_create("libcurl");
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_new_errors);
+	tcase_add_test(tc, test_token_cached);
+	tcase_add_test(tc, test_token_expiry);
+	tcase_add_test(tc, test_401_refresh_once);
+	tcase_add_test(tc, test_401_race);
+	tcase_add_test(tc, test_token_refused);
+	tcase_add_test(tc, test_api_key);
+	tcase_add_test(tc, test_bad_arguments);
+	tcase_add_test(tc, test_retry_after);
+	tcase_add_test(tc, test_backoff_jitter);
+	tcase_add_test(tc, test_5xx_then_ok);
+	tcase_add_test(tc, test_retries_exhausted);
+	tcase_add_test(tc, test_4xx_error);
+	tcase_add_test(tc, test_query_bodies);
+	tcase_add_test(tc, test_page_parse);
+	tcase_add_test(tc, test_page_bad);
+	tcase_add_test(tc, test_cursor_rejected);
+	tcase_add_test(tc, test_budget_window);
+	tcase_add_test(tc, test_budget_counts_everything);
+	tcase_add_test(tc, test_budget_independent);
+	tcase_add_test(tc, test_concurrent);
+	tcase_add_test(tc, test_secrets_not_logged);
+	suite_add_tcase(s, tc);
+	tcase_set_timeout(tn, 60);
+	tcase_add_test(tn, test_curl_mhd);
+	suite_add_tcase(s, tn);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	xmalloc_init_json();
+	log_init(0, false);
+	sr = srunner_create(wixapi_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed != 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
