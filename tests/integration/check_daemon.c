@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <check.h>
+#include <sqlite3.h>
 
 #include "util/clock.h"
 #include "util/xmalloc.h"
@@ -641,6 +642,79 @@ START_TEST(test_kill9_restart)
 }
 END_TEST
 
+/*
+ * A store locked by another process past busy_timeout: 503 with
+ * Retry-After, nothing half-written, /readyz 503; once the lock goes, the
+ * daemon recovers by itself (readiness first, then 200s) without a
+ * restart.
+ */
+START_TEST(test_store_locked_503_and_recovery)
+{
+	struct tu_conf conf = { .store = "busy_timeout = 200\n" };
+	struct tu_daemon *d = start(&conf);
+	struct tu_http_resp resp;
+	struct tu_refund r;
+	sqlite3 *db;
+	char *retry;
+	int i, st = 0;
+
+	r = refund("rf-lock-1", "5.00", "USD", "SUCCEEDED", 1);
+	ck_assert_int_eq(post_refund(d, "evt-lock-1", TU_CREATED, &r), 200);
+
+	/* Another process holds the write lock. */
+	ck_assert_int_eq(sqlite3_open(d->db_path, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL,
+	    NULL), SQLITE_OK);
+
+	r = refund("rf-lock-2", "6.00", "USD", "SUCCEEDED", 1);
+	memset(&resp, 0, sizeof(resp));
+	{
+		char *tok;
+		struct tu_event ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.id = "evt-lock-2";
+		ev.slug = TU_CREATED;
+		ev.form = TU_FORM_OBJECT;
+		ev.seq = -1;
+		tok = tu_refund_webhook(d->key.priv_pem, &ev, &r, INST);
+		ck_assert_ptr_nonnull(tok);
+		ck_assert_int_eq(tu_daemon_post(d, tok, &resp), 503);
+		free(tok);
+	}
+	retry = tu_http_header(&resp, "Retry-After");
+	ck_assert_ptr_nonnull(retry);
+	ck_assert_str_eq(retry, "5");
+	ck_assert(tu_is_error_json(resp.body));
+	free(retry);
+	tu_http_resp_cleanup(&resp);
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 503);
+	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
+
+	/* Release the lock: readiness comes back without traffic. */
+	ck_assert_int_eq(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	for (i = 0; i < 50; i++) {
+		if ((st = tu_http_get(d->admin_port, "/readyz", NULL)) == 200)
+			break;
+		tu_sleep_ms(100);
+	}
+	ck_assert_int_eq(st, 200);
+	/* Nothing of the refused webhook was kept; Wix's retry lands it. */
+	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM refunds WHERE id = "
+	    "'rf-lock-2'");
+	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM webhook_events WHERE "
+	    "event_id = 'evt-lock-2'");
+	ck_assert_int_eq(post_refund(d, "evt-lock-2", TU_CREATED, &r), 200);
+	ASSERT_SQL(d, "600", "SELECT amount_minor FROM refunds WHERE id = "
+	    "'rf-lock-2'");
+	ck_assert_int_ge(metric(d, "refundsync_store_errors_total", NULL), 1);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
 START_TEST(test_sigterm_exit0)
 {
 	struct tu_daemon *d = start(NULL);
@@ -1101,6 +1175,7 @@ daemon_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_kill9_restart);
 	tcase_add_test(tc, test_sigterm_exit0);
+	tcase_add_test(tc, test_store_locked_503_and_recovery);
 	tcase_add_test(tc, test_sighup_key_rotation);
 	tcase_add_test(tc, test_sighup_broken_config);
 	tcase_add_test(tc, test_key_one_line_base64);
