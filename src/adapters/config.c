@@ -57,6 +57,7 @@
 #include <ini.h>
 
 #include "adapters/config.h"
+#include "exporters/registry.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/strnum.h"
@@ -68,6 +69,9 @@
 #define CONFIG_FILE_MAX		(1024 * 1024)	/* longest file */
 #define CONFIG_ERRORS_MAX	100	/* errors listed, at most */
 #define CONFIG_ERRORS_BYTES	(256 * 1024)
+#define CONFIG_EXPORTER_NAME_MAX 64	/* bytes of an exporter's NAME */
+#define CONFIG_EXPORTERS_MAX	64	/* [exporter NAME] sections */
+#define CONFIG_EXPORTER_KEYS_MAX 64	/* keys in one of them */
 #define CREDENTIAL_PREFIX	"credential:"
 
 enum config_type {
@@ -185,6 +189,44 @@ static const struct config_row rows[] = {
 
 #define NROWS	nitems(rows)
 
+/*
+ * The engine's keys of an [exporter NAME] section: the same for every
+ * type, never handed to the exporter (struct config_exporter).
+ */
+static const struct exporter_row {
+	struct config_key	 key;
+	int64_t			 min;
+	int64_t			 max;
+	size_t			 off;	/* in struct config_exporter */
+} exporter_rows[] = {
+#define EXP_OFF(field)	offsetof(struct config_exporter, field)
+	{ { "exporter", "batch", "0",
+	    "most records handed over at once; 0: the type's default" },
+	    0, 10000, EXP_OFF(batch) },
+	{ { "exporter", "retry_initial_ms", "1000",
+	    "wait after a first failure, in ms; doubles with each failure" },
+	    1, 3600000, EXP_OFF(retry_initial_ms) },
+	{ { "exporter", "retry_max_ms", "300000",
+	    "longest wait between two attempts, in ms" },
+	    1, 86400000, EXP_OFF(retry_max_ms) },
+	{ { "exporter", "retry_horizon", "86400",
+	    "seconds a failing record is retried before it is a dead letter" },
+	    1, 31536000, EXP_OFF(retry_horizon) },
+	{ { "exporter", "poll_ms", "500",
+	    "how often an idle exporter looks for new changes, in ms" },
+	    10, 60000, EXP_OFF(poll_ms) },
+#undef EXP_OFF
+};
+
+#define NEXPROWS	nitems(exporter_rows)
+
+/* Where the keys of one [exporter NAME] section were set. */
+struct parse_exporter {
+	int	 type_line;		/* 0: not set */
+	int	 row_line[NEXPROWS];	/* the engine's keys */
+	bool	 row_bad[NEXPROWS];
+};
+
 /* The state of one config_load(). */
 struct parse {
 	struct config	*cfg;
@@ -197,9 +239,12 @@ struct parse {
 	enum {
 		SECT_NONE,		/* before any section */
 		SECT_KEYS,		/* a section whose keys are rows[] */
+		SECT_EXPORTER,		/* [exporter NAME]: exporters[exp] */
 		SECT_SKIP		/* refused: ignore its keys */
 	}		 sect;
 	const char	*sectname;	/* SECT_KEYS: the section's name */
+	size_t		 exp;		/* SECT_EXPORTER: which */
+	struct parse_exporter *pexp;	/* parallel to cfg->exporters */
 	int		 keyline[NROWS]; /* where a key was set; 0 = not */
 	bool		 keybad[NROWS];	/* its value was refused */
 	struct buf	 errs;		/* one error per line */
@@ -607,12 +652,183 @@ row_index(const char *section, const char *name)
 	return (size_t)i;
 }
 
+/*
+ * "[exporter NAME]": a new exporter.  NAME (blanks around it dropped) is
+ * free text but must be printable, since it shows in metrics labels,
+ * idempotency keys and log lines.
+ */
 static const char *
 section_exporter(struct parse *p, const char *label)
 {
-	(void)p;
-	(void)label;
-	return "exporters are not available in this version";
+	struct config *cfg = p->cfg;
+	struct config_exporter *e;
+	size_t i, len = strlen(label);
+	char *name;
+
+	while (len > 0 && (label[len - 1] == ' ' || label[len - 1] == '\t'))
+		len--;
+	if (len == 0)
+		return "an exporter needs a name: [exporter NAME]";
+	if (len > CONFIG_EXPORTER_NAME_MAX)
+		return "the exporter's name is longer than 64 bytes";
+	for (i = 0; i < len; i++)
+		if ((unsigned char)label[i] < 0x20 ||
+		    (unsigned char)label[i] > 0x7e || label[i] == '"' ||
+		    label[i] == '\\')
+			return "the exporter's name must be printable ASCII "
+			    "without '\"' or '\\'";
+	name = xstrndup(label, len);
+	for (i = 0; i < cfg->nexporters; i++)
+		if (strcmp(cfg->exporters[i].name, name) == 0) {
+			free(name);
+			/* Static: the line is in the message's prefix. */
+			return "duplicate exporter name";
+		}
+	if (cfg->nexporters == CONFIG_EXPORTERS_MAX) {
+		free(name);
+		return "too many exporters (at most 64)";
+	}
+	cfg->exporters = xreallocarray(cfg->exporters, cfg->nexporters + 1,
+	    sizeof(*cfg->exporters));
+	p->pexp = xreallocarray(p->pexp, cfg->nexporters + 1,
+	    sizeof(*p->pexp));
+	e = &cfg->exporters[cfg->nexporters];
+	memset(e, 0, sizeof(*e));
+	memset(&p->pexp[cfg->nexporters], 0, sizeof(*p->pexp));
+	e->name = name;
+	e->line = p->lineno;
+	for (i = 0; i < NEXPROWS; i++)
+		(void)strnum_i64(exporter_rows[i].key.def, exporter_rows[i].min,
+		    exporter_rows[i].max, (int64_t *)(void *)((char *)e +
+		    exporter_rows[i].off));
+	p->exp = cfg->nexporters++;
+	p->sect = SECT_EXPORTER;
+	return NULL;
+}
+
+/* One "key = value" line of an [exporter NAME] section. */
+static void
+exporter_key(struct parse *p, const char *name, const char *value)
+{
+	struct config_exporter *e = &p->cfg->exporters[p->exp];
+	struct parse_exporter *pe = &p->pexp[p->exp];
+	const struct exporter_row *row;
+	const char *why;
+	char *q;
+	int64_t n;
+	size_t i;
+	int first = 0;
+
+	if (strcmp(name, "type") == 0)
+		first = pe->type_line;
+	for (i = 0; i < NEXPROWS && first == 0; i++)
+		if (strcmp(exporter_rows[i].key.name, name) == 0)
+			first = pe->row_line[i];
+	for (i = 0; i < e->nkv && first == 0; i++)
+		if (strcmp(e->kv[i].key, name) == 0)
+			first = e->kv[i].line;
+	if (first != 0) {
+		perr(p, p->lineno, "[exporter %s] %s: duplicate key (first "
+		    "set on line %d)", e->name, name, first);
+		return;
+	}
+	if (strcmp(name, "type") == 0) {
+		pe->type_line = p->lineno;
+		e->type = xstrdup(value);
+		return;
+	}
+	for (i = 0; i < NEXPROWS; i++) {
+		row = &exporter_rows[i];
+		if (strcmp(row->key.name, name) != 0)
+			continue;
+		pe->row_line[i] = p->lineno;
+		if ((why = strnum_i64(value, row->min, row->max, &n)) ==
+		    NULL) {
+			*(int64_t *)(void *)((char *)e + row->off) = n;
+			return;
+		}
+		pe->row_bad[i] = true;
+		q = quote(value);
+		if (strcmp(why, "invalid") == 0)
+			perr(p, p->lineno, "[exporter %s] %s: %s is not an "
+			    "integer", e->name, name, q);
+		else
+			perr(p, p->lineno, "[exporter %s] %s: %s is out of "
+			    "range %" PRId64 "..%" PRId64, e->name, name, q,
+			    row->min, row->max);
+		free(q);
+		return;
+	}
+	if (e->nkv == CONFIG_EXPORTER_KEYS_MAX) {
+		perr(p, p->lineno, "[exporter %s] %s: too many keys (at most "
+		    "%d)", e->name, name, CONFIG_EXPORTER_KEYS_MAX);
+		return;
+	}
+	e->kv = xreallocarray(e->kv, e->nkv + 1, sizeof(*e->kv));
+	e->kv[e->nkv].key = xstrdup(name);
+	e->kv[e->nkv].line = p->lineno;
+	/* Files are resolved now: the exporter never sees the config's
+	 * directory.  A systemd credential stays a credential. */
+	if (value[0] != '\0' && registry_key_is_path(name) &&
+	    strncmp(value, CREDENTIAL_PREFIX, sizeof(CREDENTIAL_PREFIX) - 1)
+	    != 0)
+		e->kv[e->nkv].value = path_resolve(p->cfg->dir, value);
+	else
+		e->kv[e->nkv].value = xstrdup(value);
+	e->nkv++;
+}
+
+/* The checks of one exporter that need the whole section. */
+static void
+exporter_validate(struct parse *p, size_t idx)
+{
+	const struct config_exporter *e = &p->cfg->exporters[idx];
+	const struct parse_exporter *pe = &p->pexp[idx];
+	const char *req;
+	char *q;
+	size_t i;
+	bool have;
+	int init = -1, max = -1;
+
+	if (e->type == NULL) {
+		perr(p, e->line, "[exporter %s] type: missing (one of %s)",
+		    e->name, registry_type_list());
+		return;
+	}
+	if (!registry_type_known(e->type)) {
+		q = quote(e->type);
+		perr(p, pe->type_line, "[exporter %s] type: %s is not a "
+		    "type (one of %s)", e->name, q, registry_type_list());
+		free(q);
+		return;
+	}
+	for (i = 0; i < e->nkv; i++)
+		if (!registry_key_allowed(e->type, e->kv[i].key))
+			perr(p, e->kv[i].line, "[exporter %s] %s: unknown key",
+			    e->name, e->kv[i].key);
+	if ((req = registry_key_required(e->type)) != NULL) {
+		have = false;
+		for (i = 0; i < e->nkv; i++)
+			if (strcmp(e->kv[i].key, req) == 0 &&
+			    e->kv[i].value[0] != '\0')
+				have = true;
+		if (!have)
+			perr(p, e->line, "[exporter %s] %s: missing (type %s "
+			    "needs it)", e->name, req, e->type);
+	}
+	for (i = 0; i < NEXPROWS; i++) {
+		if (strcmp(exporter_rows[i].key.name, "retry_initial_ms") == 0)
+			init = (int)i;
+		if (strcmp(exporter_rows[i].key.name, "retry_max_ms") == 0)
+			max = (int)i;
+	}
+	if (init >= 0 && max >= 0 && !pe->row_bad[init] &&
+	    !pe->row_bad[max] && e->retry_max_ms < e->retry_initial_ms)
+		perr(p, pe->row_line[max] != 0 ? pe->row_line[max] :
+		    pe->row_line[init] != 0 ? pe->row_line[init] : e->line,
+		    "[exporter %s] retry_max_ms: %" PRId64 " is less than "
+		    "retry_initial_ms (%" PRId64 ")", e->name, e->retry_max_ms,
+		    e->retry_initial_ms);
 }
 
 /* A "[...]" line: look its kind up and set the section state. */
@@ -777,6 +993,9 @@ config_handler(void *arg, const char *section, const char *name,
 		return 1;
 	case SECT_SKIP:
 		return 1;
+	case SECT_EXPORTER:
+		exporter_key(p, name, value);
+		return 1;
 	case SECT_KEYS:
 		break;
 	}
@@ -873,6 +1092,10 @@ config_validate(struct parse *p)
 	const struct config *c = p->cfg;
 	struct sockaddr_storage a, b;
 	unsigned alen, blen;
+	size_t i;
+
+	for (i = 0; i < c->nexporters; i++)
+		exporter_validate(p, i);
 
 	if (!key_bad(p, "server", "max_connections") &&
 	    !key_bad(p, "server", "max_connections_per_ip") &&
@@ -972,6 +1195,18 @@ config_free(struct config *cfg)
 		return;
 	for (i = 0; i < NROWS; i++)
 		field_free(cfg, &rows[i]);
+	for (i = 0; i < cfg->nexporters; i++) {
+		struct config_exporter *e = &cfg->exporters[i];
+
+		for (size_t j = 0; j < e->nkv; j++) {
+			free(e->kv[j].key);
+			free(e->kv[j].value);
+		}
+		free(e->kv);
+		free(e->name);
+		free(e->type);
+	}
+	free(cfg->exporters);
 	free(cfg->path);
 	free(cfg->dir);
 	free(cfg);
@@ -1030,6 +1265,7 @@ out:
 		*errors = buf_detach(&p.errs, NULL);
 	}
 	buf_cleanup(&p.errs);
+	free(p.pexp);
 	config_free(cfg);
 	free(dir);
 	return st;
@@ -1052,6 +1288,65 @@ config_keys(void)
 {
 	(void)pthread_once(&keys_once, keys_init);
 	return keys;
+}
+
+static struct config_key	exporter_keys[NEXPROWS + 1];
+static pthread_once_t		exporter_keys_once = PTHREAD_ONCE_INIT;
+
+static void
+exporter_keys_init(void)
+{
+	size_t i;
+
+	for (i = 0; i < NEXPROWS; i++)
+		exporter_keys[i] = exporter_rows[i].key;
+}
+
+const struct config_key *
+config_exporter_keys(void)
+{
+	(void)pthread_once(&exporter_keys_once, exporter_keys_init);
+	return exporter_keys;
+}
+
+const struct config_exporter *
+config_exporter_find(const struct config *cfg, const char *name)
+{
+	size_t i;
+
+	if (cfg == NULL || name == NULL)
+		return NULL;
+	for (i = 0; i < cfg->nexporters; i++)
+		if (strcmp(cfg->exporters[i].name, name) == 0)
+			return &cfg->exporters[i];
+	return NULL;
+}
+
+bool
+config_exporters_equal(const struct config *a, const struct config *b)
+{
+	const struct config_exporter *x, *y;
+	size_t i, j;
+
+	if (a->nexporters != b->nexporters)
+		return false;
+	for (i = 0; i < a->nexporters; i++) {
+		x = &a->exporters[i];
+		y = &b->exporters[i];
+		if (strcmp(x->name, y->name) != 0 ||
+		    strcmp(x->type, y->type) != 0 || x->nkv != y->nkv ||
+		    x->batch != y->batch ||
+		    x->retry_initial_ms != y->retry_initial_ms ||
+		    x->retry_max_ms != y->retry_max_ms ||
+		    x->retry_horizon != y->retry_horizon ||
+		    x->poll_ms != y->poll_ms)
+			return false;
+		for (j = 0; j < x->nkv; j++)
+			if (strcmp(x->kv[j].key, y->kv[j].key) != 0 ||
+			    strcmp(x->kv[j].value, y->kv[j].value) != 0)
+				return false;
+	}
+	return true;
 }
 
 const char *

@@ -21,6 +21,45 @@
 #define CONFIG_DEFAULT_PATH	SYSCONFDIR "/refundsync/refundsync.conf"
 #define CONFIG_ENV		"REFUNDSYNC_CONFIG"
 
+/* One "key = value" of an [exporter NAME] section. */
+struct config_kv {
+	char	*key;
+	char	*value;		/* a file (registry_key_is_path()) made
+				   absolute; "credential:NAME" kept */
+	int	 line;		/* where it was set */
+};
+
+/*
+ * The engine's keys, which every [exporter NAME] section may set whatever
+ * its type, and their defaults.  They are not handed to the exporter.
+ */
+#define CONFIG_EXPORT_BATCH		256	/* records per deliver(); a
+						   section's 0 picks the
+						   type's default
+						   (registry.h) */
+#define CONFIG_EXPORT_RETRY_INITIAL_MS	1000	/* first backoff */
+#define CONFIG_EXPORT_RETRY_MAX_MS	300000	/* backoff cap */
+#define CONFIG_EXPORT_RETRY_HORIZON	86400	/* s before dead letter */
+#define CONFIG_EXPORT_POLL_MS		500	/* idle change-log poll */
+
+/* One [exporter NAME] section (SPEC §2, §5). */
+struct config_exporter {
+	char		 *name;		/* NAME: printable ASCII without
+					   '"' or backslash, 1-64 bytes */
+	char		 *type;		/* a registry type */
+	int		  line;		/* of the section header */
+	struct config_kv *kv;		/* the type's keys, in file order
+					   ("type" and the engine's keys
+					   are not in it) */
+	size_t		  nkv;
+	int64_t		  batch;	/* batch: 1..10000, or 0 for
+					   the type's default */
+	int64_t		  retry_initial_ms; /* retry_initial_ms */
+	int64_t		  retry_max_ms;	/* retry_max_ms, >= initial */
+	int64_t		  retry_horizon; /* retry_horizon, seconds */
+	int64_t		  poll_ms;	/* poll_ms */
+};
+
 /* Every string is owned by the struct; NULL-free: empty means unset. */
 struct config {
 	char	*path;			/* the file this came from, or "" */
@@ -57,6 +96,10 @@ struct config {
 	bool	 on_install;
 	int64_t	 page_size;
 	int64_t	 requests_per_minute;
+
+	/* [exporter NAME] sections, in file order; names are unique. */
+	struct config_exporter *exporters;
+	size_t	 nexporters;
 };
 
 /* One row of the key table, exposed for the sample-config test. */
@@ -69,6 +112,20 @@ struct config_key {
 
 /* The table, terminated by a row with name == NULL. */
 const struct config_key	*config_keys(void);
+
+/* The engine's keys of an [exporter NAME] section (see above), with
+ * their defaults and help; terminated by a row with name == NULL.
+ * section is "exporter". */
+const struct config_key	*config_exporter_keys(void);
+
+/* The exporter called name in cfg, or NULL.  Borrowed. */
+const struct config_exporter *config_exporter_find(const struct config *cfg,
+		    const char *name);
+
+/* Are the exporter sections of a and b the same (names, types, keys and
+ * values, engine keys)? */
+bool		 config_exporters_equal(const struct config *a,
+		    const struct config *b);
 
 /*
  * Load path.  An empty file gives every default.  Relative paths are

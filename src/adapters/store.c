@@ -236,3 +236,343 @@ store_counts(struct store *st, struct store_counts *out)
 {
 	return st->ops->counts(st->ctx, out);
 }
+
+/* ---- instances and their backfill ------------------------------------ */
+
+const char *
+store_backfill_name(enum store_backfill b)
+{
+	switch (b) {
+	case STORE_BACKFILL_PENDING:
+		return "pending";
+	case STORE_BACKFILL_RUNNING:
+		return "running";
+	case STORE_BACKFILL_DONE:
+		return "done";
+	case STORE_BACKFILL_FAILED:
+		return "failed";
+	}
+	return "unknown";
+}
+
+void
+store_instance_cleanup(struct store_instance *in)
+{
+	if (in == NULL)
+		return;
+	free(in->instance_id);
+	free(in->installed_at);
+	free(in->removed_at);
+	free(in->backfill_cursor);
+	free(in->last_error);
+	free(in->backfill_started_at);
+	free(in->backfill_finished_at);
+	memset(in, 0, sizeof(*in));
+}
+
+/* Is id usable as an instance id?  Logs when not. */
+static bool
+store_instance_id_ok(const char *id, const char *func)
+{
+	if (id != NULL && *id != '\0')
+		return true;
+	log_warnx("%s: no instance id", func);
+	return false;
+}
+
+enum rs_status
+store_instance_get(struct store *st, const char *id,
+    struct store_instance *out)
+{
+	if (id == NULL || *id == '\0')
+		return RS_ERR_NOTFOUND;
+	return st->ops->instance_get(st->ctx, id, out);
+}
+
+enum rs_status
+store_instance_foreach(struct store *st, store_instance_fn fn, void *arg)
+{
+	return st->ops->instance_foreach(st->ctx, fn, arg);
+}
+
+enum rs_status
+store_instance_ensure(struct store *st, const char *id, bool *created)
+{
+	bool c = false;
+	enum rs_status rc;
+
+	if (!store_instance_id_ok(id, __func__))
+		return RS_ERR_INPUT;
+	rc = st->ops->instance_ensure(st->ctx, id, &c);
+	if (rc == RS_OK && created != NULL)
+		*created = c;
+	return rc;
+}
+
+enum rs_status
+store_backfill_start(struct store *st, const char *id, bool restart)
+{
+	if (!store_instance_id_ok(id, __func__))
+		return RS_ERR_INPUT;
+	return st->ops->backfill_start(st->ctx, id, restart);
+}
+
+enum rs_status
+store_backfill_page(struct store *st, const char *id,
+    const struct refund *refunds, size_t n, const char *next_cursor,
+    size_t *applied)
+{
+	const char *why;
+	size_t a = 0, i;
+	enum rs_status rc;
+
+	if (!store_instance_id_ok(id, __func__))
+		return RS_ERR_INPUT;
+	if (n > 0 && refunds == NULL) {
+		log_warnx("%s: instance %s: %zu refunds but no array",
+		    __func__, id, n);
+		return RS_ERR_INPUT;
+	}
+	/* Check the whole page first: a bad refund rejects all of it. */
+	for (i = 0; i < n; i++)
+		if ((why = store_refund_check(&refunds[i])) != NULL) {
+			log_warnx("%s: instance %s: refund %s: %s", __func__,
+			    id, refunds[i].id != NULL ? refunds[i].id :
+			    "(none)", why);
+			return RS_ERR_INPUT;
+		}
+	rc = st->ops->backfill_page(st->ctx, id, refunds, n, next_cursor, &a);
+	if (rc == RS_OK && applied != NULL)
+		*applied = a;
+	return rc;
+}
+
+enum rs_status
+store_backfill_reset_cursor(struct store *st, const char *id,
+    const char *why)
+{
+	if (!store_instance_id_ok(id, __func__))
+		return RS_ERR_INPUT;
+	return st->ops->backfill_reset_cursor(st->ctx, id, why);
+}
+
+enum rs_status
+store_backfill_finish(struct store *st, const char *id, bool done,
+    const char *error)
+{
+	if (!store_instance_id_ok(id, __func__))
+		return RS_ERR_INPUT;
+	return st->ops->backfill_finish(st->ctx, id, done, error);
+}
+
+/* ---- the change log and the exporters -------------------------------- */
+
+void
+store_change_cleanup(struct store_change *c)
+{
+	if (c == NULL)
+		return;
+	free(c->refund_id);
+	free(c->instance_id);
+	free(c->charge_id);
+	free(c->status);
+	free(c->prev_status);
+	free(c->currency);
+	free(c->amount);
+	free(c->returned_application_fee);
+	free(c->returned_processing_fee);
+	free(c->created_date);
+	free(c->updated_date);
+	free(c->source);
+	free(c->changed_at);
+	free(c->body);
+	memset(c, 0, sizeof(*c));
+}
+
+void
+store_export_cleanup(struct store_export *e)
+{
+	if (e == NULL)
+		return;
+	free(e->exporter);
+	free(e->last_error);
+	free(e->last_error_at);
+	free(e->last_delivery_at);
+	memset(e, 0, sizeof(*e));
+}
+
+/* Is name usable as an exporter name?  Logs when not. */
+static bool
+store_exporter_ok(const char *name, const char *func)
+{
+	if (name != NULL && *name != '\0')
+		return true;
+	log_warnx("%s: no exporter name", func);
+	return false;
+}
+
+enum rs_status
+store_changes_read(struct store *st, int64_t after, size_t max,
+    struct store_change *out, size_t *n)
+{
+	size_t got = 0;
+	enum rs_status rc;
+
+	if (after < 0 || (max > 0 && out == NULL)) {
+		log_warnx("%s: bad arguments", __func__);
+		return RS_ERR_INPUT;
+	}
+	if (max == 0) {
+		*n = 0;
+		return RS_OK;
+	}
+	rc = st->ops->changes_read(st->ctx, after, max, out, &got);
+	if (rc == RS_OK)
+		*n = got;
+	return rc;
+}
+
+enum rs_status
+store_change_get(struct store *st, int64_t seq, struct store_change *out)
+{
+	if (seq <= 0)
+		return RS_ERR_NOTFOUND;
+	return st->ops->change_get(st->ctx, seq, out);
+}
+
+enum rs_status
+store_changes_last(struct store *st, int64_t *seq)
+{
+	return st->ops->changes_last(st->ctx, seq);
+}
+
+enum rs_status
+store_export_get(struct store *st, const char *name, struct store_export *out)
+{
+	if (name == NULL || *name == '\0')
+		return RS_ERR_NOTFOUND;
+	return st->ops->export_get(st->ctx, name, out);
+}
+
+enum rs_status
+store_export_foreach(struct store *st, store_export_fn fn, void *arg)
+{
+	return st->ops->export_foreach(st->ctx, fn, arg);
+}
+
+enum rs_status
+store_export_ensure(struct store *st, const char *name)
+{
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	return st->ops->export_ensure(st->ctx, name);
+}
+
+enum rs_status
+store_export_delivered(struct store *st, const char *name, int64_t epoch,
+    const int64_t *seqs, size_t n, int64_t position)
+{
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	if (n == 0 || seqs == NULL) {
+		log_warnx("%s: %s: nothing delivered", __func__, name);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->export_delivered(st->ctx, name, epoch, seqs, n,
+	    position);
+}
+
+enum rs_status
+store_export_failed(struct store *st, const char *name, int64_t epoch,
+    int64_t seq, int64_t attempts, int64_t since, const char *error)
+{
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	if (seq <= 0 || attempts <= 0) {
+		log_warnx("%s: %s: bad seq or attempts", __func__, name);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->export_failed(st->ctx, name, epoch, seq, attempts,
+	    since, error);
+}
+
+enum rs_status
+store_export_dead(struct store *st, const char *name, int64_t epoch,
+    const struct store_dead_letter *dl, int64_t position)
+{
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	if (dl == NULL || dl->seq <= 0 || dl->refund_id == NULL ||
+	    dl->idempotency_key == NULL || dl->reason == NULL) {
+		log_warnx("%s: %s: incomplete dead letter", __func__, name);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->export_dead(st->ctx, name, epoch, dl, position);
+}
+
+enum rs_status
+store_export_skip(struct store *st, const char *name, int64_t epoch,
+    int64_t to, int64_t *skipped)
+{
+	int64_t k = 0;
+	enum rs_status rc;
+
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	rc = st->ops->export_skip(st->ctx, name, epoch, to, &k);
+	if (rc == RS_OK && skipped != NULL)
+		*skipped = k;
+	return rc;
+}
+
+enum rs_status
+store_export_replay(struct store *st, const char *name, int64_t from,
+    int64_t *old)
+{
+	int64_t o = 0;
+	enum rs_status rc;
+
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	if (from < 1) {
+		log_warnx("%s: %s: replay from %lld: seqs start at 1",
+		    __func__, name, (long long)from);
+		return RS_ERR_INPUT;
+	}
+	rc = st->ops->export_replay(st->ctx, name, from, &o);
+	if (rc == RS_OK && old != NULL)
+		*old = o;
+	return rc;
+}
+
+enum rs_status
+store_export_retry_dead(struct store *st, const char *name, int64_t *n)
+{
+	int64_t k = 0;
+	enum rs_status rc;
+
+	if (name != NULL && *name == '\0')
+		name = NULL;
+	rc = st->ops->export_retry_dead(st->ctx, name, &k);
+	if (rc == RS_OK && n != NULL)
+		*n = k;
+	return rc;
+}
+
+enum rs_status
+store_dead_foreach(struct store *st, const char *name, store_dead_fn fn,
+    void *arg)
+{
+	if (name != NULL && *name == '\0')
+		name = NULL;
+	return st->ops->dead_foreach(st->ctx, name, fn, arg);
+}
+
+enum rs_status
+store_export_was_delivered(struct store *st, const char *name, int64_t seq,
+    bool *yes)
+{
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	return st->ops->export_was_delivered(st->ctx, name, seq, yes);
+}

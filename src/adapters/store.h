@@ -20,6 +20,7 @@
 #define RS_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "domain/event.h"
@@ -43,6 +44,13 @@ const char	*store_outcome_name(enum store_outcome o);
 struct store_options {
 	int	busy_timeout_ms;	/* wait this long for a lock */
 	bool	readonly;		/* open for reading only (CLI) */
+	/*
+	 * Commit without waiting for the disk (synchronous=NORMAL): a
+	 * commit survives the process being killed but a power cut may
+	 * forget the last few.  Only for state that is rebuilt anyway:
+	 * the export engine's positions (export.h).
+	 */
+	bool	lazy_sync;
 };
 
 /*
@@ -141,5 +149,302 @@ struct store_counts {
 	int64_t	instances;
 };
 enum rs_status	store_counts(struct store *st, struct store_counts *out /* OUT */);
+
+/* ---- instances and their backfill ------------------------------------ */
+
+/*
+ * The backfill state of an instance (instances.backfill).  pending: never
+ * started, or to be done again from the first page (a new install);
+ * running: started and not finished (a run that was stopped or killed
+ * resumes from backfill_cursor); done: every page committed; failed: the
+ * last run stopped on an error, kept in last_error (a new run resumes
+ * from backfill_cursor).
+ */
+enum store_backfill {
+	STORE_BACKFILL_PENDING,
+	STORE_BACKFILL_RUNNING,
+	STORE_BACKFILL_DONE,
+	STORE_BACKFILL_FAILED
+};
+
+/* "pending", "running", "done", "failed": the instances.backfill values. */
+const char	*store_backfill_name(enum store_backfill b);
+
+/* One instances row.  Strings are owned; NULL when the column is NULL. */
+struct store_instance {
+	char		*instance_id;
+	char		*installed_at;	/* AppInstalled, or NULL */
+	char		*removed_at;	/* AppRemoved seen, or NULL */
+	enum store_backfill backfill;
+	int64_t		 backfill_refunds; /* refunds it has seen */
+	int64_t		 backfill_pages;   /* pages committed */
+	char		*backfill_cursor; /* the cursor to resume from */
+	char		*last_error;	/* why the last run failed */
+	char		*backfill_started_at;
+	char		*backfill_finished_at;
+};
+void		store_instance_cleanup(struct store_instance *in);
+
+/* Read one instance: RS_OK and *out (caller cleans), or RS_ERR_NOTFOUND. */
+enum rs_status	store_instance_get(struct store *st, const char *id,
+		    struct store_instance *out /* OUT */);
+
+/*
+ * Call fn for every instance, ordered by id.  fn borrows in for the call
+ * only and must not write to the store (the walk holds a read
+ * transaction); a non-RS_OK return from fn stops the walk and is
+ * returned.
+ */
+typedef enum rs_status (*store_instance_fn)(void *arg,
+		    const struct store_instance *in);
+enum rs_status	store_instance_foreach(struct store *st,
+		    store_instance_fn fn, void *arg);
+
+/*
+ * The functions below run in a write transaction of their own (no
+ * transaction may be open: RS_ERR_INTERNAL), and on any error roll it
+ * back, so either all of their effect is durable or none of it.
+ */
+
+/* Create the row of instance id with backfill 'pending' if it does not
+ * exist.  *created (may be NULL) says whether it was created. */
+enum rs_status	store_instance_ensure(struct store *st, const char *id,
+		    bool *created /* OUT, may be NULL */);
+
+/*
+ * A backfill run of id begins: backfill 'running', backfill_started_at
+ * now, backfill_finished_at NULL; the row is created if absent.  The run
+ * starts from the first page (backfill_cursor, backfill_pages,
+ * backfill_refunds and last_error reset) when restart is set or the
+ * state was 'pending' or 'done'; from a 'running' or 'failed' state it
+ * resumes: the cursor and counts stay.
+ */
+enum rs_status	store_backfill_start(struct store *st, const char *id,
+		    bool restart);
+
+/*
+ * Commit one page of the backfill of id, in ONE transaction: each of the
+ * n refunds is upserted with source 'backfill' and instance id, under
+ * the version rule of store_apply_refund (so an older version never
+ * replaces a newer one stored from a webhook, and each applied version
+ * gets one change-log entry); then backfill_cursor becomes next_cursor
+ * (NULL: none), backfill_pages grows by one and backfill_refunds by n.
+ * *applied (may be NULL) is the number of refunds APPLIED (the rest were
+ * stale).  RS_ERR_NOTFOUND if the instance has no row; RS_ERR_INPUT if a
+ * refund lacks what a row needs; RS_ERR_BUSY if the store cannot commit
+ * now.  On any error nothing of the page is kept.
+ */
+enum rs_status	store_backfill_page(struct store *st, const char *id,
+		    const struct refund *refunds, size_t n,
+		    const char *next_cursor, size_t *applied /* OUT */);
+
+/*
+ * Wix rejected the cursor: the run starts again from the first page.
+ * backfill_cursor becomes NULL, backfill_pages and backfill_refunds 0,
+ * and last_error why (may be NULL).  RS_ERR_NOTFOUND without a row.
+ */
+enum rs_status	store_backfill_reset_cursor(struct store *st,
+		    const char *id, const char *why);
+
+/*
+ * The run of id ends.  done: backfill 'done', the cursor cleared and
+ * last_error set to error (normally NULL).  Otherwise 'failed', the cursor
+ * kept (a new run resumes from it) and last_error error.
+ * backfill_finished_at is now.  RS_ERR_NOTFOUND without a row.
+ */
+enum rs_status	store_backfill_finish(struct store *st, const char *id,
+		    bool done, const char *error);
+
+/* ---- the change log and the exporters (sql/002_exporters.sql) -------- */
+
+/*
+ * One change-log entry: one applied version of one refund.  Strings are
+ * owned and released by store_change_cleanup(); optional ones are NULL
+ * when absent.  Entries written before migration 002 carry no entity
+ * columns: charge_id, the dates and the fees then come from the body.
+ */
+struct store_change {
+	int64_t	 seq;		/* increasing, never reused */
+	char	*refund_id;
+	char	*instance_id;
+	char	*charge_id;
+	bool	 has_revision;
+	int64_t	 revision;
+	char	*status;	/* this version's status */
+	char	*prev_status;	/* the stored status it replaced */
+	char	*currency;
+	char	*amount;	/* decimal text as Wix sent it */
+	bool	 amount_exact;	/* amount_minor is meaningful */
+	int64_t	 amount_minor;
+	int	 exponent;	/* ISO 4217 digits; -1 if unknown */
+	char	*returned_application_fee;
+	char	*returned_processing_fee;
+	char	*created_date;
+	char	*updated_date;
+	char	*source;	/* webhook|backfill|reconcile|cli */
+	char	*changed_at;	/* when it was stored */
+	char	*body;		/* the entity JSON of this version */
+};
+void		store_change_cleanup(struct store_change *c);
+
+/*
+ * Read up to max entries with seq > after, in seq order, into out[0..max)
+ * (caller-provided; each filled entry is the caller's to clean) and set
+ * *n to their number (0: none yet).  One short read transaction.
+ */
+enum rs_status	store_changes_read(struct store *st, int64_t after,
+		    size_t max, struct store_change *out /* OUT */,
+		    size_t *n /* OUT */);
+/* The entry seq: RS_OK and *out (caller cleans), or RS_ERR_NOTFOUND. */
+enum rs_status	store_change_get(struct store *st, int64_t seq,
+		    struct store_change *out /* OUT */);
+/* The highest seq in the change log, 0 if it is empty. */
+enum rs_status	store_changes_last(struct store *st, int64_t *seq /* OUT */);
+
+/*
+ * The state of one exporter (exporter_positions plus its dead letters).
+ * Every change with seq <= position was delivered or given up; epoch
+ * changes whenever an operator moves the exporter (replay, retry-dead).
+ */
+struct store_export {
+	char	*exporter;	/* the [exporter NAME] */
+	int64_t	 position;
+	int64_t	 epoch;
+	int64_t	 delivered;	/* records delivered, ever */
+	int64_t	 failures;	/* failed attempts, ever */
+	int64_t	 retry_seq;	/* the record being retried; 0: none */
+	int64_t	 retry_attempts; /* its failed attempts so far */
+	int64_t	 retry_since;	/* its first failure, Unix s; 0: none */
+	char	*last_error;	/* NULL if none */
+	char	*last_error_at;	/* NULL if none */
+	char	*last_delivery_at; /* NULL if none */
+	int64_t	 dead;		/* dead letters, not queued */
+	int64_t	 queued;	/* dead letters queued by retry-dead */
+	int64_t	 next_queued;	/* the lowest queued seq at or below
+				   the position; 0: none (queued ones
+				   above it come in the normal flow) */
+};
+void		store_export_cleanup(struct store_export *e);
+
+/* Read the state of exporter name: RS_OK and *out (caller cleans), or
+ * RS_ERR_NOTFOUND if it has never run. */
+enum rs_status	store_export_get(struct store *st, const char *name,
+		    struct store_export *out /* OUT */);
+
+/*
+ * Call fn for every exporter that has state, ordered by name.  fn
+ * borrows e for the call only and must not write to the store.
+ */
+typedef enum rs_status (*store_export_fn)(void *arg,
+		    const struct store_export *e);
+enum rs_status	store_export_foreach(struct store *st, store_export_fn fn,
+		    void *arg);
+
+/*
+ * The functions below run in a write transaction of their own (no
+ * transaction may be open: RS_ERR_INTERNAL), and on any error roll it
+ * back.  Those a worker calls take the epoch it read: if the row's epoch
+ * is no longer that (an operator replayed or re-queued meanwhile), they
+ * record nothing and return RS_ERR_NOTFOUND, and the worker reloads.
+ */
+
+/* Create the row of name (position 0) if it does not exist. */
+enum rs_status	store_export_ensure(struct store *st, const char *name);
+
+/*
+ * The n changes seqs[] were delivered: each gets a row in the delivery
+ * log (replacing an older one) and leaves dead letters, delivered grows
+ * by n, the retry state is cleared and last_delivery_at is now.  The
+ * position becomes position (ignored if < 0: a retried dead letter).
+ */
+enum rs_status	store_export_delivered(struct store *st, const char *name,
+		    int64_t epoch, const int64_t *seqs, size_t n,
+		    int64_t position);
+
+/*
+ * An attempt on seq failed and will be retried: failures grows by one,
+ * the retry state becomes (seq, attempts, since), last_error error.
+ */
+enum rs_status	store_export_failed(struct store *st, const char *name,
+		    int64_t epoch, int64_t seq, int64_t attempts, int64_t since,
+		    const char *error);
+
+/* What store_export_dead() records; every pointer is borrowed. */
+struct store_dead_letter {
+	int64_t		 seq;
+	const char	*refund_id;
+	bool		 has_revision;
+	int64_t		 revision;
+	const char	*idempotency_key;
+	const char	*reason;	/* why it was given up */
+	const char	*last_response;	/* the target's last word, or NULL */
+	int64_t		 attempts;	/* attempts made, the last included */
+	int64_t		 since;		/* first failure, Unix s; 0: now */
+};
+
+/*
+ * Give a record up: it becomes (or replaces) a dead letter, not queued;
+ * failures grows by one, the retry state is cleared, last_error is
+ * dl->reason, and the position becomes position (ignored if < 0).
+ */
+enum rs_status	store_export_dead(struct store *st, const char *name,
+		    int64_t epoch, const struct store_dead_letter *dl,
+		    int64_t position);
+
+/*
+ * The target already holds every change up to seq to (a file's tail
+ * after a crash): if to is above the position, the changes in between,
+ * dead letters excepted, get delivery-log rows and the position becomes
+ * to.  *skipped (may be NULL) is the number of changes skipped.
+ */
+enum rs_status	store_export_skip(struct store *st, const char *name,
+		    int64_t epoch, int64_t to, int64_t *skipped /* OUT */);
+
+/*
+ * `export replay`: the next record of name becomes the first change with
+ * seq >= from (from >= 1); the row is created if absent, its epoch moves
+ * on and its retry state is cleared.  *old (may be NULL) is the position
+ * it had.
+ */
+enum rs_status	store_export_replay(struct store *st, const char *name,
+		    int64_t from, int64_t *old /* OUT */);
+
+/*
+ * `export retry-dead`: queue the dead letters of name (NULL: of every
+ * exporter) for another delivery, and move the epoch of each exporter
+ * concerned.  *n (may be NULL) is the number queued.
+ */
+enum rs_status	store_export_retry_dead(struct store *st, const char *name,
+		    int64_t *n /* OUT */);
+
+/* One dead letter as listed.  Strings are owned; NULL when absent. */
+struct store_dead_row {
+	char	*exporter;
+	int64_t	 seq;
+	char	*refund_id;
+	bool	 has_revision;
+	int64_t	 revision;
+	char	*idempotency_key;
+	char	*reason;
+	char	*last_response;
+	int64_t	 attempts;
+	char	*first_failure_at;
+	char	*dead_at;
+	bool	 queued;
+};
+
+/*
+ * Call fn for each dead letter of name (NULL: every exporter), ordered by
+ * exporter then seq.  fn borrows d for the call only and must not write
+ * to the store.
+ */
+typedef enum rs_status (*store_dead_fn)(void *arg,
+		    const struct store_dead_row *d);
+enum rs_status	store_dead_foreach(struct store *st, const char *name,
+		    store_dead_fn fn, void *arg);
+
+/* Has name delivered change seq?  (The delivery log.) */
+enum rs_status	store_export_was_delivered(struct store *st, const char *name,
+		    int64_t seq, bool *yes /* OUT */);
 
 #endif

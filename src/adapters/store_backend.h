@@ -30,7 +30,7 @@ extern const struct store_migration store_migrations[];
 extern const unsigned store_migration_count;
 
 /* Bumped when struct store_ops changes shape. */
-#define STORE_OPS_VERSION	1
+#define STORE_OPS_VERSION	3
 
 struct store_ops {
 	int		 version;	/* STORE_OPS_VERSION */
@@ -66,6 +66,57 @@ struct store_ops {
 	enum rs_status	(*refund_foreach)(void *ctx, const char *instance_id,
 			    const char *status, store_refund_fn fn, void *arg);
 	enum rs_status	(*counts)(void *ctx, struct store_counts *out);
+
+	/* Instances and their backfill (version 2).  store.c has checked
+	 * that id is not empty and, for backfill_page, every refund. */
+	enum rs_status	(*instance_get)(void *ctx, const char *id,
+			    struct store_instance *out);
+	enum rs_status	(*instance_foreach)(void *ctx,
+			    store_instance_fn fn, void *arg);
+	enum rs_status	(*instance_ensure)(void *ctx, const char *id,
+			    bool *created);
+	enum rs_status	(*backfill_start)(void *ctx, const char *id,
+			    bool restart);
+	enum rs_status	(*backfill_page)(void *ctx, const char *id,
+			    const struct refund *refunds, size_t n,
+			    const char *next_cursor, size_t *applied);
+	enum rs_status	(*backfill_reset_cursor)(void *ctx,
+			    const char *id, const char *why);
+	enum rs_status	(*backfill_finish)(void *ctx, const char *id,
+			    bool done, const char *error);
+
+	/* The change log and the exporters (version 3).  store.c has
+	 * checked that names are not empty and that counts, seqs and
+	 * arrays agree. */
+	enum rs_status	(*changes_read)(void *ctx, int64_t after, size_t max,
+			    struct store_change *out, size_t *n);
+	enum rs_status	(*change_get)(void *ctx, int64_t seq,
+			    struct store_change *out);
+	enum rs_status	(*changes_last)(void *ctx, int64_t *seq);
+	enum rs_status	(*export_get)(void *ctx, const char *name,
+			    struct store_export *out);
+	enum rs_status	(*export_foreach)(void *ctx, store_export_fn fn,
+			    void *arg);
+	enum rs_status	(*export_ensure)(void *ctx, const char *name);
+	enum rs_status	(*export_delivered)(void *ctx, const char *name,
+			    int64_t epoch, const int64_t *seqs, size_t n,
+			    int64_t position);
+	enum rs_status	(*export_failed)(void *ctx, const char *name,
+			    int64_t epoch, int64_t seq, int64_t attempts,
+			    int64_t since, const char *error);
+	enum rs_status	(*export_dead)(void *ctx, const char *name,
+			    int64_t epoch, const struct store_dead_letter *dl,
+			    int64_t position);
+	enum rs_status	(*export_skip)(void *ctx, const char *name,
+			    int64_t epoch, int64_t to, int64_t *skipped);
+	enum rs_status	(*export_replay)(void *ctx, const char *name,
+			    int64_t from, int64_t *old);
+	enum rs_status	(*export_retry_dead)(void *ctx, const char *name,
+			    int64_t *n);
+	enum rs_status	(*dead_foreach)(void *ctx, const char *name,
+			    store_dead_fn fn, void *arg);
+	enum rs_status	(*export_was_delivered)(void *ctx, const char *name,
+			    int64_t seq, bool *yes);
 };
 
 /* The SQLite backend (store_sqlite.c). */

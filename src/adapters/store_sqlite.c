@@ -19,6 +19,7 @@
  *
  * Every statement is prepared once, at open, and cached.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,34 @@ enum sq_stmt {
 	SQ_RF_BY_STATUS,
 	SQ_RF_BY_BOTH,
 	SQ_COUNTS,
+	SQ_IN_GET,
+	SQ_IN_ALL,
+	SQ_IN_ENSURE,
+	SQ_BF_START,
+	SQ_BF_PAGE,
+	SQ_BF_RESET,
+	SQ_BF_FINISH,
+	SQ_CH_READ,
+	SQ_CH_GET,
+	SQ_CH_LAST,
+	SQ_EX_GET,
+	SQ_EX_ALL,
+	SQ_EX_ENSURE,
+	SQ_EX_POS,
+	SQ_EX_DELIVERED,
+	SQ_EX_LOG,
+	SQ_EX_UNDEAD,
+	SQ_EX_FAILED,
+	SQ_EX_DEAD,
+	SQ_EX_DEAD_PUT,
+	SQ_EX_SKIP_LOG,
+	SQ_EX_SKIP,
+	SQ_EX_REPLAY,
+	SQ_EX_QUEUE,
+	SQ_EX_QUEUE_EPOCH,
+	SQ_EX_DEAD_ALL,
+	SQ_EX_DEAD_BY,
+	SQ_EX_WAS,
 	SQ_NSTMT
 };
 
@@ -74,6 +103,43 @@ enum {
 	SQ_COL_STORED_AT, SQ_COL_SEQ
 };
 #define SQ_ROW_ORDER	" ORDER BY created_date, id"
+
+/* The columns sq_change_read() expects, in this order. */
+#define SQ_CH_COLS							\
+	"seq, refund_id, instance_id, charge_id, revision, status, "	\
+	"prev_status, currency, amount, amount_minor, amount_exponent, "\
+	"returned_application_fee, returned_processing_fee, "		\
+	"created_date, updated_date, source, changed_at, body"
+
+/* The columns sq_export_read() expects, in this order: an exporter's
+ * row and the counts of its dead letters. */
+#define SQ_EX_COLS							\
+	"p.exporter, p.position, p.epoch, p.delivered, p.failures, "	\
+	"coalesce(p.retry_seq, 0), p.retry_attempts, "			\
+	"coalesce(p.retry_since, 0), p.last_error, p.last_error_at, "	\
+	"p.last_delivery_at, "						\
+	"(SELECT count(*) FROM exporter_dead_letters d"			\
+	" WHERE d.exporter = p.exporter AND d.queued = 0), "		\
+	"(SELECT count(*) FROM exporter_dead_letters d"			\
+	" WHERE d.exporter = p.exporter AND d.queued = 1), "		\
+	"(SELECT coalesce(min(d.seq), 0) FROM exporter_dead_letters d"	\
+	" WHERE d.exporter = p.exporter AND d.queued = 1"		\
+	" AND d.seq <= p.position)"
+
+/* The columns sq_dead_read() expects, in this order. */
+#define SQ_DEAD_COLS							\
+	"exporter, seq, refund_id, revision, idempotency_key, reason, "	\
+	"last_response, attempts, first_failure_at, dead_at, queued"
+
+/* Clearing the retry state of an exporter row, in an UPDATE's SET. */
+#define SQ_EX_NO_RETRY							\
+	"retry_seq = NULL, retry_attempts = 0, retry_since = NULL"
+
+/* The columns sq_instance_read() expects, in this order. */
+#define SQ_IN_COLS							\
+	"instance_id, installed_at, removed_at, backfill, "		\
+	"backfill_refunds, backfill_pages, backfill_cursor, last_error, " \
+	"backfill_started_at, backfill_finished_at"
 
 static const struct {
 	const char	*name;	/* for log lines */
@@ -115,9 +181,11 @@ static const struct {
 	[SQ_CH_INSERT] = { "append change",
 	    "INSERT INTO changes (refund_id, instance_id, revision, status,"
 	    " prev_status, currency, amount, amount_minor, source,"
-	    " changed_at, body, event_seq, amount_exponent)"
+	    " changed_at, body, event_seq, amount_exponent, charge_id,"
+	    " created_date, updated_date, returned_application_fee,"
+	    " returned_processing_fee)"
 	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
-	    " ?13)" },
+	    " ?13, ?14, ?15, ?16, ?17, ?18)" },
 	[SQ_IN_LOAD] = { "load instance",
 	    "SELECT installed_at IS NOT NULL, removed_at IS NOT NULL"
 	    " FROM instances WHERE instance_id = ?1" },
@@ -159,13 +227,135 @@ static const struct {
 	    " (SELECT count(*) FROM webhook_events),"
 	    " (SELECT count(*) FROM changes),"
 	    " (SELECT coalesce(max(seq), 0) FROM changes),"
-	    " (SELECT count(*) FROM instances)" }
+	    " (SELECT count(*) FROM instances)" },
+	[SQ_IN_GET] = { "read instance",
+	    "SELECT " SQ_IN_COLS " FROM instances WHERE instance_id = ?1" },
+	[SQ_IN_ALL] = { "list instances",
+	    "SELECT " SQ_IN_COLS " FROM instances ORDER BY instance_id" },
+	[SQ_IN_ENSURE] = { "add instance",
+	    "INSERT INTO instances (instance_id, backfill, updated_at)"
+	    " VALUES (?1, 'pending', ?2)"
+	    " ON CONFLICT (instance_id) DO NOTHING" },
+	/* From pending or done (or on request) the run starts afresh;
+	 * from running or failed it resumes.  SET reads the old row. */
+	[SQ_BF_START] = { "start backfill",
+	    "UPDATE instances SET backfill = 'running',"
+	    " backfill_started_at = ?2, backfill_finished_at = NULL,"
+	    " updated_at = ?2,"
+	    " backfill_cursor = CASE WHEN ?3 OR backfill IN ('pending',"
+	    " 'done') THEN NULL ELSE backfill_cursor END,"
+	    " backfill_pages = CASE WHEN ?3 OR backfill IN ('pending',"
+	    " 'done') THEN 0 ELSE backfill_pages END,"
+	    " backfill_refunds = CASE WHEN ?3 OR backfill IN ('pending',"
+	    " 'done') THEN 0 ELSE backfill_refunds END,"
+	    " last_error = CASE WHEN ?3 OR backfill IN ('pending',"
+	    " 'done') THEN NULL ELSE last_error END"
+	    " WHERE instance_id = ?1" },
+	[SQ_BF_PAGE] = { "record backfill page",
+	    "UPDATE instances SET backfill_cursor = ?2,"
+	    " backfill_pages = backfill_pages + 1,"
+	    " backfill_refunds = backfill_refunds + ?3, updated_at = ?4"
+	    " WHERE instance_id = ?1" },
+	[SQ_BF_RESET] = { "reset backfill cursor",
+	    "UPDATE instances SET backfill_cursor = NULL,"
+	    " backfill_pages = 0, backfill_refunds = 0, last_error = ?2,"
+	    " updated_at = ?3 WHERE instance_id = ?1" },
+	[SQ_BF_FINISH] = { "finish backfill",
+	    "UPDATE instances SET backfill = ?2, last_error = ?3,"
+	    " backfill_finished_at = ?4, updated_at = ?4,"
+	    " backfill_cursor = CASE WHEN ?2 = 'done' THEN NULL"
+	    " ELSE backfill_cursor END"
+	    " WHERE instance_id = ?1" },
+	[SQ_CH_READ] = { "read change log",
+	    "SELECT " SQ_CH_COLS " FROM changes WHERE seq > ?1"
+	    " ORDER BY seq LIMIT ?2" },
+	[SQ_CH_GET] = { "read change",
+	    "SELECT " SQ_CH_COLS " FROM changes WHERE seq = ?1" },
+	[SQ_CH_LAST] = { "last change",
+	    "SELECT coalesce(max(seq), 0) FROM changes" },
+	[SQ_EX_GET] = { "read exporter",
+	    "SELECT " SQ_EX_COLS " FROM exporter_positions p"
+	    " WHERE p.exporter = ?1" },
+	[SQ_EX_ALL] = { "list exporters",
+	    "SELECT " SQ_EX_COLS " FROM exporter_positions p"
+	    " ORDER BY p.exporter" },
+	[SQ_EX_ENSURE] = { "add exporter",
+	    "INSERT INTO exporter_positions (exporter, created_at,"
+	    " updated_at) VALUES (?1, ?2, ?2)"
+	    " ON CONFLICT (exporter) DO NOTHING" },
+	[SQ_EX_POS] = { "read exporter position",
+	    "SELECT position, epoch FROM exporter_positions"
+	    " WHERE exporter = ?1" },
+	[SQ_EX_DELIVERED] = { "record delivery",
+	    "UPDATE exporter_positions SET"
+	    " position = CASE WHEN ?3 >= 0 THEN ?3 ELSE position END,"
+	    " delivered = delivered + ?4, " SQ_EX_NO_RETRY ","
+	    " last_delivery_at = ?5, updated_at = ?5"
+	    " WHERE exporter = ?1 AND epoch = ?2" },
+	[SQ_EX_LOG] = { "log delivery",
+	    "INSERT OR REPLACE INTO exporter_deliveries (exporter, seq,"
+	    " delivered_at) VALUES (?1, ?2, ?3)" },
+	[SQ_EX_UNDEAD] = { "clear dead letter",
+	    "DELETE FROM exporter_dead_letters"
+	    " WHERE exporter = ?1 AND seq = ?2" },
+	[SQ_EX_FAILED] = { "record failure",
+	    "UPDATE exporter_positions SET failures = failures + 1,"
+	    " retry_seq = ?3, retry_attempts = ?4, retry_since = ?5,"
+	    " last_error = ?6, last_error_at = ?7, updated_at = ?7"
+	    " WHERE exporter = ?1 AND epoch = ?2" },
+	[SQ_EX_DEAD] = { "record dead letter",
+	    "UPDATE exporter_positions SET"
+	    " position = CASE WHEN ?3 >= 0 THEN ?3 ELSE position END,"
+	    " failures = failures + 1, " SQ_EX_NO_RETRY ","
+	    " last_error = ?4, last_error_at = ?5, updated_at = ?5"
+	    " WHERE exporter = ?1 AND epoch = ?2" },
+	[SQ_EX_DEAD_PUT] = { "store dead letter",
+	    "INSERT OR REPLACE INTO exporter_dead_letters (exporter, seq,"
+	    " refund_id, revision, idempotency_key, reason, last_response,"
+	    " attempts, first_failure_at, dead_at, queued)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+	    " CASE WHEN ?9 > 0 THEN"
+	    " strftime('%Y-%m-%dT%H:%M:%SZ', ?9, 'unixepoch')"
+	    " ELSE ?10 END, ?10, 0)" },
+	[SQ_EX_SKIP_LOG] = { "log skipped changes",
+	    "INSERT OR REPLACE INTO exporter_deliveries (exporter, seq,"
+	    " delivered_at) SELECT ?1, c.seq, ?4 FROM changes c"
+	    " WHERE c.seq > ?2 AND c.seq <= ?3 AND NOT EXISTS"
+	    " (SELECT 1 FROM exporter_dead_letters d"
+	    " WHERE d.exporter = ?1 AND d.seq = c.seq)" },
+	[SQ_EX_SKIP] = { "fast-forward exporter",
+	    "UPDATE exporter_positions SET position = ?3,"
+	    " delivered = delivered + ?4, " SQ_EX_NO_RETRY ","
+	    " updated_at = ?5"
+	    " WHERE exporter = ?1 AND epoch = ?2 AND position < ?3" },
+	[SQ_EX_REPLAY] = { "replay exporter",
+	    "UPDATE exporter_positions SET position = ?2,"
+	    " epoch = epoch + 1, " SQ_EX_NO_RETRY ", updated_at = ?3"
+	    " WHERE exporter = ?1" },
+	[SQ_EX_QUEUE] = { "queue dead letters",
+	    "UPDATE exporter_dead_letters SET queued = 1"
+	    " WHERE queued = 0 AND (?1 IS NULL OR exporter = ?1)" },
+	[SQ_EX_QUEUE_EPOCH] = { "move exporter epoch",
+	    "UPDATE exporter_positions SET epoch = epoch + 1,"
+	    " updated_at = ?2 WHERE (?1 IS NULL OR exporter = ?1)"
+	    " AND exporter IN (SELECT exporter FROM exporter_dead_letters"
+	    " WHERE queued = 1)" },
+	[SQ_EX_DEAD_ALL] = { "list dead letters",
+	    "SELECT " SQ_DEAD_COLS " FROM exporter_dead_letters"
+	    " ORDER BY exporter, seq" },
+	[SQ_EX_DEAD_BY] = { "list dead letters",
+	    "SELECT " SQ_DEAD_COLS " FROM exporter_dead_letters"
+	    " WHERE exporter = ?1 ORDER BY seq" },
+	[SQ_EX_WAS] = { "look up delivery",
+	    "SELECT 1 FROM exporter_deliveries"
+	    " WHERE exporter = ?1 AND seq = ?2" }
 };
 
 struct sq {
 	sqlite3		*db;
 	char		*path;
 	bool		 readonly;
+	bool		 lazy_sync;	/* synchronous=NORMAL */
 	int		 version;	/* user_version after migrations */
 	sqlite3_stmt	*stmt[SQ_NSTMT];
 };
@@ -465,6 +655,11 @@ sq_refund_upsert(struct sq *s, const struct refund *r,
 	sq_bind_text(stmt, 11, r->body, &brc);
 	sq_bind_i64(stmt, 12, has_seq, seq, &brc);
 	sq_bind_i64(stmt, 13, exp >= 0, exp, &brc);
+	sq_bind_text(stmt, 14, r->charge_id, &brc);
+	sq_bind_text(stmt, 15, r->created_date, &brc);
+	sq_bind_text(stmt, 16, r->updated_date, &brc);
+	sq_bind_text(stmt, 17, r->returned_application_fee, &brc);
+	sq_bind_text(stmt, 18, r->returned_processing_fee, &brc);
 	if ((st = sq_run(s, SQ_CH_INSERT, brc, r->id)) != RS_OK)
 		goto out;
 	*out = STORE_APPLIED;
@@ -870,6 +1065,816 @@ sq_counts(void *ctx, struct store_counts *out)
 	return st;
 }
 
+/* ---- instances and their backfill ------------------------------------ */
+
+static enum store_backfill
+sq_backfill_parse(const char *t)
+{
+	if (t != NULL && strcmp(t, "running") == 0)
+		return STORE_BACKFILL_RUNNING;
+	if (t != NULL && strcmp(t, "done") == 0)
+		return STORE_BACKFILL_DONE;
+	if (t != NULL && strcmp(t, "failed") == 0)
+		return STORE_BACKFILL_FAILED;
+	/* The CHECK constraint allows nothing else. */
+	return STORE_BACKFILL_PENDING;
+}
+
+/* The row under stmt (selected with SQ_IN_COLS). */
+static void
+sq_instance_read(sqlite3_stmt *stmt, struct store_instance *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->instance_id = sq_col_dup(stmt, 0);
+	out->installed_at = sq_col_dup(stmt, 1);
+	out->removed_at = sq_col_dup(stmt, 2);
+	out->backfill = sq_backfill_parse(
+	    (const char *)sqlite3_column_text(stmt, 3));
+	out->backfill_refunds = sqlite3_column_int64(stmt, 4);
+	out->backfill_pages = sqlite3_column_int64(stmt, 5);
+	out->backfill_cursor = sq_col_dup(stmt, 6);
+	out->last_error = sq_col_dup(stmt, 7);
+	out->backfill_started_at = sq_col_dup(stmt, 8);
+	out->backfill_finished_at = sq_col_dup(stmt, 9);
+}
+
+static enum rs_status
+sq_instance_get(void *ctx, const char *id, struct store_instance *out)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_IN_GET];
+	enum rs_status st = RS_OK;
+	int brc = SQLITE_OK, rc;
+
+	sq_bind_text(stmt, 1, id, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW)
+		sq_instance_read(stmt, out);
+	else if (rc == SQLITE_DONE)
+		st = RS_ERR_NOTFOUND;
+	else
+		st = sq_status(s, rc, sq_defs[SQ_IN_GET].name, id);
+	sq_done(stmt);
+	return st;
+}
+
+/* Like sq_refund_foreach: a nested walk gets its own statement. */
+static enum rs_status
+sq_instance_foreach(void *ctx, store_instance_fn fn, void *arg)
+{
+	struct sq *s = ctx;
+	struct store_instance in;
+	sqlite3_stmt *stmt = s->stmt[SQ_IN_ALL];
+	enum rs_status st = RS_OK;
+	bool own = false;
+	int rc;
+
+	if (sqlite3_stmt_busy(stmt)) {
+		rc = sqlite3_prepare_v2(s->db, sq_defs[SQ_IN_ALL].sql, -1,
+		    &stmt, NULL);
+		if (rc != SQLITE_OK)
+			return sq_status(s, rc, sq_defs[SQ_IN_ALL].name, NULL);
+		own = true;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		sq_instance_read(stmt, &in);
+		st = fn(arg, &in);
+		store_instance_cleanup(&in);
+		if (st != RS_OK)
+			break;
+	}
+	if (st == RS_OK && rc != SQLITE_DONE)
+		st = sq_status(s, rc, sq_defs[SQ_IN_ALL].name, NULL);
+	if (own)
+		sqlite3_finalize(stmt);
+	else
+		sq_done(stmt);
+	return st;
+}
+
+/* Create the row of id if absent, inside an open transaction. */
+static enum rs_status
+sq_instance_add(struct sq *s, const char *id, const char *now,
+    bool *created)
+{
+	sqlite3_stmt *stmt = s->stmt[SQ_IN_ENSURE];
+	enum rs_status st;
+	int brc = SQLITE_OK;
+
+	sq_bind_text(stmt, 1, id, &brc);
+	sq_bind_text(stmt, 2, now, &brc);
+	st = sq_run(s, SQ_IN_ENSURE, brc, id);
+	if (st == RS_OK)
+		*created = sqlite3_changes(s->db) > 0;
+	return st;
+}
+
+/*
+ * Run the bound UPDATE id, about instance which, inside an open
+ * transaction: RS_ERR_NOTFOUND if it touched no row.
+ */
+static enum rs_status
+sq_instance_update(struct sq *s, enum sq_stmt id, int brc,
+    const char *which)
+{
+	enum rs_status st;
+
+	st = sq_run(s, id, brc, which);
+	if (st == RS_OK && sqlite3_changes(s->db) == 0)
+		st = RS_ERR_NOTFOUND;
+	return st;
+}
+
+/* End the transaction of one instance operation: commit if st is RS_OK,
+ * else roll back. */
+static enum rs_status
+sq_txn_end(struct sq *s, enum rs_status st)
+{
+	if (st == RS_OK)
+		return sq_commit(s);
+	sq_rollback(s);
+	return st;
+}
+
+static enum rs_status
+sq_instance_ensure(void *ctx, const char *id, bool *created)
+{
+	struct sq *s = ctx;
+	enum rs_status st;
+	char now[32];
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	st = sq_instance_add(s, id, now, created);
+	return sq_txn_end(s, st);
+}
+
+static enum rs_status
+sq_backfill_start(void *ctx, const char *id, bool restart)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_BF_START];
+	enum rs_status st;
+	char now[32];
+	bool created;
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	if ((st = sq_instance_add(s, id, now, &created)) == RS_OK) {
+		sq_bind_text(stmt, 1, id, &brc);
+		sq_bind_text(stmt, 2, now, &brc);
+		sq_bind_i64(stmt, 3, true, restart ? 1 : 0, &brc);
+		st = sq_instance_update(s, SQ_BF_START, brc, id);
+	}
+	return sq_txn_end(s, st);
+}
+
+static enum rs_status
+sq_backfill_page(void *ctx, const char *id, const struct refund *refunds,
+    size_t n, const char *next_cursor, size_t *applied)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_BF_PAGE];
+	enum store_outcome o;
+	enum rs_status st;
+	size_t i, a = 0;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	for (i = 0; i < n && st == RS_OK; i++) {
+		o = STORE_STALE;
+		st = sq_apply_refund(s, &refunds[i], id, false, 0, "backfill",
+		    &o);
+		if (st == RS_OK && o == STORE_APPLIED)
+			a++;
+	}
+	if (st == RS_OK) {
+		clock_wall_iso(now);
+		sq_bind_text(stmt, 1, id, &brc);
+		sq_bind_text(stmt, 2, next_cursor, &brc);
+		sq_bind_i64(stmt, 3, true, (int64_t)n, &brc);
+		sq_bind_text(stmt, 4, now, &brc);
+		st = sq_instance_update(s, SQ_BF_PAGE, brc, id);
+	}
+	if ((st = sq_txn_end(s, st)) == RS_OK)
+		*applied = a;
+	return st;
+}
+
+static enum rs_status
+sq_backfill_reset_cursor(void *ctx, const char *id, const char *why)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_BF_RESET];
+	enum rs_status st;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	sq_bind_text(stmt, 1, id, &brc);
+	sq_bind_text(stmt, 2, why, &brc);
+	sq_bind_text(stmt, 3, now, &brc);
+	st = sq_instance_update(s, SQ_BF_RESET, brc, id);
+	return sq_txn_end(s, st);
+}
+
+static enum rs_status
+sq_backfill_finish(void *ctx, const char *id, bool done, const char *error)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_BF_FINISH];
+	enum rs_status st;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	sq_bind_text(stmt, 1, id, &brc);
+	sq_bind_text(stmt, 2, store_backfill_name(done ?
+	    STORE_BACKFILL_DONE : STORE_BACKFILL_FAILED), &brc);
+	sq_bind_text(stmt, 3, error, &brc);
+	sq_bind_text(stmt, 4, now, &brc);
+	st = sq_instance_update(s, SQ_BF_FINISH, brc, id);
+	return sq_txn_end(s, st);
+}
+
+/* ---- the change log and the exporters -------------------------------- */
+
+enum {
+	SQ_CH_SEQ, SQ_CH_REFUND, SQ_CH_INSTANCE, SQ_CH_CHARGE, SQ_CH_REVISION,
+	SQ_CH_STATUS, SQ_CH_PREV, SQ_CH_CURRENCY, SQ_CH_AMOUNT, SQ_CH_MINOR,
+	SQ_CH_EXP, SQ_CH_APPFEE, SQ_CH_PROCFEE, SQ_CH_CREATED, SQ_CH_UPDATED,
+	SQ_CH_SOURCE, SQ_CH_CHANGED, SQ_CH_BODY
+};
+
+/*
+ * An entry written before migration 002 has no entity columns: take
+ * them from its body, which the store validated when it was written.
+ */
+static void
+sq_change_from_body(struct sq *s, struct store_change *c)
+{
+	struct refund r;
+	const char *why = NULL;
+	cJSON *json = NULL;
+
+	memset(&r, 0, sizeof(r));
+	if (c->body != NULL && json_parse_strict(c->body, strlen(c->body),
+	    JSON_MAX_DEPTH, &json, &why) == RS_OK &&
+	    refund_from_json(json, &r, &why) == RS_OK) {
+		free(c->charge_id);
+		free(c->created_date);
+		free(c->updated_date);
+		free(c->returned_application_fee);
+		free(c->returned_processing_fee);
+		c->charge_id = r.charge_id;
+		c->created_date = r.created_date;
+		c->updated_date = r.updated_date;
+		c->returned_application_fee = r.returned_application_fee;
+		c->returned_processing_fee = r.returned_processing_fee;
+		r.charge_id = r.created_date = r.updated_date = NULL;
+		r.returned_application_fee = r.returned_processing_fee = NULL;
+	} else
+		log_warnx("store: %s: change %lld: body does not parse (%s)",
+		    s->path, (long long)c->seq,
+		    why != NULL ? why : "no body");
+	refund_cleanup(&r);
+	cJSON_Delete(json);
+	if (c->charge_id == NULL)
+		c->charge_id = xstrdup("");
+}
+
+/* The row under stmt (selected with SQ_CH_COLS). */
+static void
+sq_change_read(struct sq *s, sqlite3_stmt *stmt, struct store_change *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->seq = sqlite3_column_int64(stmt, SQ_CH_SEQ);
+	c->refund_id = sq_col_dup(stmt, SQ_CH_REFUND);
+	c->instance_id = sq_col_dup(stmt, SQ_CH_INSTANCE);
+	c->charge_id = sq_col_dup(stmt, SQ_CH_CHARGE);
+	c->has_revision = sqlite3_column_type(stmt, SQ_CH_REVISION) !=
+	    SQLITE_NULL;
+	c->revision = sqlite3_column_int64(stmt, SQ_CH_REVISION);
+	c->status = sq_col_dup(stmt, SQ_CH_STATUS);
+	c->prev_status = sq_col_dup(stmt, SQ_CH_PREV);
+	c->currency = sq_col_dup(stmt, SQ_CH_CURRENCY);
+	c->amount = sq_col_dup(stmt, SQ_CH_AMOUNT);
+	c->amount_exact = sqlite3_column_type(stmt, SQ_CH_MINOR) !=
+	    SQLITE_NULL;
+	c->amount_minor = sqlite3_column_int64(stmt, SQ_CH_MINOR);
+	c->exponent = sqlite3_column_type(stmt, SQ_CH_EXP) != SQLITE_NULL ?
+	    sqlite3_column_int(stmt, SQ_CH_EXP) : -1;
+	c->returned_application_fee = sq_col_dup(stmt, SQ_CH_APPFEE);
+	c->returned_processing_fee = sq_col_dup(stmt, SQ_CH_PROCFEE);
+	c->created_date = sq_col_dup(stmt, SQ_CH_CREATED);
+	c->updated_date = sq_col_dup(stmt, SQ_CH_UPDATED);
+	c->source = sq_col_dup(stmt, SQ_CH_SOURCE);
+	c->changed_at = sq_col_dup(stmt, SQ_CH_CHANGED);
+	c->body = sq_col_dup(stmt, SQ_CH_BODY);
+	if (c->charge_id == NULL)
+		sq_change_from_body(s, c);
+}
+
+/*
+ * The rows are read in one statement, which is one read transaction
+ * when none is open: short, since it ends with the last row.
+ */
+static enum rs_status
+sq_changes_read(void *ctx, int64_t after, size_t max,
+    struct store_change *out, size_t *n)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_CH_READ];
+	enum rs_status st = RS_OK;
+	size_t got = 0, i;
+	int brc = SQLITE_OK, rc;
+
+	sq_bind_i64(stmt, 1, true, after, &brc);
+	sq_bind_i64(stmt, 2, true, max > INT64_MAX ? INT64_MAX :
+	    (int64_t)max, &brc);
+	rc = brc;
+	while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+		if (got == max)
+			break;
+		if ((rc = sqlite3_step(stmt)) != SQLITE_ROW)
+			break;
+		sq_change_read(s, stmt, &out[got++]);
+	}
+	if (got < max && rc != SQLITE_DONE) {
+		st = sq_status(s, rc, sq_defs[SQ_CH_READ].name, NULL);
+		for (i = 0; i < got; i++)
+			store_change_cleanup(&out[i]);
+		got = 0;
+	}
+	sq_done(stmt);
+	if (st == RS_OK)
+		*n = got;
+	return st;
+}
+
+static enum rs_status
+sq_change_get(void *ctx, int64_t seq, struct store_change *out)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_CH_GET];
+	enum rs_status st = RS_OK;
+	int brc = SQLITE_OK, rc;
+
+	sq_bind_i64(stmt, 1, true, seq, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW)
+		sq_change_read(s, stmt, out);
+	else if (rc == SQLITE_DONE)
+		st = RS_ERR_NOTFOUND;
+	else
+		st = sq_status(s, rc, sq_defs[SQ_CH_GET].name, NULL);
+	sq_done(stmt);
+	return st;
+}
+
+static enum rs_status
+sq_changes_last(void *ctx, int64_t *seq)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_CH_LAST];
+	enum rs_status st = RS_OK;
+	int rc;
+
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		*seq = sqlite3_column_int64(stmt, 0);
+	else
+		st = sq_status(s, rc, sq_defs[SQ_CH_LAST].name, NULL);
+	sq_done(stmt);
+	return st;
+}
+
+/* The row under stmt (selected with SQ_EX_COLS). */
+static void
+sq_export_read(sqlite3_stmt *stmt, struct store_export *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->exporter = sq_col_dup(stmt, 0);
+	e->position = sqlite3_column_int64(stmt, 1);
+	e->epoch = sqlite3_column_int64(stmt, 2);
+	e->delivered = sqlite3_column_int64(stmt, 3);
+	e->failures = sqlite3_column_int64(stmt, 4);
+	e->retry_seq = sqlite3_column_int64(stmt, 5);
+	e->retry_attempts = sqlite3_column_int64(stmt, 6);
+	e->retry_since = sqlite3_column_int64(stmt, 7);
+	e->last_error = sq_col_dup(stmt, 8);
+	e->last_error_at = sq_col_dup(stmt, 9);
+	e->last_delivery_at = sq_col_dup(stmt, 10);
+	e->dead = sqlite3_column_int64(stmt, 11);
+	e->queued = sqlite3_column_int64(stmt, 12);
+	e->next_queued = sqlite3_column_int64(stmt, 13);
+}
+
+static enum rs_status
+sq_export_get(void *ctx, const char *name, struct store_export *out)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_EX_GET];
+	enum rs_status st = RS_OK;
+	int brc = SQLITE_OK, rc;
+
+	sq_bind_text(stmt, 1, name, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW)
+		sq_export_read(stmt, out);
+	else if (rc == SQLITE_DONE)
+		st = RS_ERR_NOTFOUND;
+	else
+		st = sq_status(s, rc, sq_defs[SQ_EX_GET].name, name);
+	sq_done(stmt);
+	return st;
+}
+
+/* The callback of a walk and its argument. */
+struct sq_walker {
+	store_export_fn	 export_fn;
+	store_dead_fn	 dead_fn;
+	void		*arg;
+};
+
+/* Walk the rows of select id (name bound to ?1 unless NULL), calling
+ * each() on every row; a nested walk gets its own statement. */
+static enum rs_status
+sq_walk(struct sq *s, enum sq_stmt id, const char *name,
+    enum rs_status (*each)(sqlite3_stmt *, const struct sq_walker *),
+    const struct sq_walker *w)
+{
+	sqlite3_stmt *stmt = s->stmt[id];
+	enum rs_status st = RS_OK;
+	bool own = false;
+	int brc = SQLITE_OK, rc;
+
+	if (sqlite3_stmt_busy(stmt)) {
+		rc = sqlite3_prepare_v2(s->db, sq_defs[id].sql, -1, &stmt,
+		    NULL);
+		if (rc != SQLITE_OK)
+			return sq_status(s, rc, sq_defs[id].name, NULL);
+		own = true;
+	}
+	if (name != NULL)
+		sq_bind_text(stmt, 1, name, &brc);
+	rc = brc;
+	while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+		if ((rc = sqlite3_step(stmt)) != SQLITE_ROW)
+			break;
+		if ((st = each(stmt, w)) != RS_OK)
+			break;
+	}
+	if (st == RS_OK && rc != SQLITE_DONE)
+		st = sq_status(s, rc, sq_defs[id].name, name);
+	if (own)
+		sqlite3_finalize(stmt);
+	else
+		sq_done(stmt);
+	return st;
+}
+
+static enum rs_status
+sq_export_each(sqlite3_stmt *stmt, const struct sq_walker *w)
+{
+	struct store_export e;
+	enum rs_status st;
+
+	sq_export_read(stmt, &e);
+	st = w->export_fn(w->arg, &e);
+	store_export_cleanup(&e);
+	return st;
+}
+
+static enum rs_status
+sq_export_foreach(void *ctx, store_export_fn fn, void *arg)
+{
+	struct sq_walker w = { .export_fn = fn, .arg = arg };
+
+	return sq_walk(ctx, SQ_EX_ALL, NULL, sq_export_each, &w);
+}
+
+static enum rs_status
+sq_dead_each(sqlite3_stmt *stmt, const struct sq_walker *w)
+{
+	struct store_dead_row d;
+	enum rs_status st;
+
+	memset(&d, 0, sizeof(d));
+	d.exporter = sq_col_dup(stmt, 0);
+	d.seq = sqlite3_column_int64(stmt, 1);
+	d.refund_id = sq_col_dup(stmt, 2);
+	d.has_revision = sqlite3_column_type(stmt, 3) != SQLITE_NULL;
+	d.revision = sqlite3_column_int64(stmt, 3);
+	d.idempotency_key = sq_col_dup(stmt, 4);
+	d.reason = sq_col_dup(stmt, 5);
+	d.last_response = sq_col_dup(stmt, 6);
+	d.attempts = sqlite3_column_int64(stmt, 7);
+	d.first_failure_at = sq_col_dup(stmt, 8);
+	d.dead_at = sq_col_dup(stmt, 9);
+	d.queued = sqlite3_column_int(stmt, 10) != 0;
+	st = w->dead_fn(w->arg, &d);
+	free(d.exporter);
+	free(d.refund_id);
+	free(d.idempotency_key);
+	free(d.reason);
+	free(d.last_response);
+	free(d.first_failure_at);
+	free(d.dead_at);
+	return st;
+}
+
+static enum rs_status
+sq_dead_foreach(void *ctx, const char *name, store_dead_fn fn, void *arg)
+{
+	struct sq_walker w = { .dead_fn = fn, .arg = arg };
+
+	return sq_walk(ctx, name != NULL ? SQ_EX_DEAD_BY : SQ_EX_DEAD_ALL,
+	    name, sq_dead_each, &w);
+}
+
+static enum rs_status
+sq_export_add(struct sq *s, const char *name, const char *now)
+{
+	sqlite3_stmt *stmt = s->stmt[SQ_EX_ENSURE];
+	int brc = SQLITE_OK;
+
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_text(stmt, 2, now, &brc);
+	return sq_run(s, SQ_EX_ENSURE, brc, name);
+}
+
+static enum rs_status
+sq_export_ensure(void *ctx, const char *name)
+{
+	struct sq *s = ctx;
+	enum rs_status st;
+	char now[32];
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	st = sq_export_add(s, name, now);
+	return sq_txn_end(s, st);
+}
+
+/* Run the bound UPDATE id of an exporter row, guarded by its epoch:
+ * RS_ERR_NOTFOUND if it touched no row. */
+static enum rs_status
+sq_export_update(struct sq *s, enum sq_stmt id, int brc, const char *name)
+{
+	enum rs_status st;
+
+	st = sq_run(s, id, brc, name);
+	if (st == RS_OK && sqlite3_changes(s->db) == 0)
+		st = RS_ERR_NOTFOUND;
+	return st;
+}
+
+static enum rs_status
+sq_export_delivered(void *ctx, const char *name, int64_t epoch,
+    const int64_t *seqs, size_t n, int64_t position)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt;
+	enum rs_status st;
+	char now[32];
+	size_t i;
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	stmt = s->stmt[SQ_EX_DELIVERED];
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_i64(stmt, 2, true, epoch, &brc);
+	sq_bind_i64(stmt, 3, true, position, &brc);
+	sq_bind_i64(stmt, 4, true, (int64_t)n, &brc);
+	sq_bind_text(stmt, 5, now, &brc);
+	st = sq_export_update(s, SQ_EX_DELIVERED, brc, name);
+	for (i = 0; i < n && st == RS_OK; i++) {
+		stmt = s->stmt[SQ_EX_LOG];
+		sq_bind_text(stmt, 1, name, &brc);
+		sq_bind_i64(stmt, 2, true, seqs[i], &brc);
+		sq_bind_text(stmt, 3, now, &brc);
+		if ((st = sq_run(s, SQ_EX_LOG, brc, name)) != RS_OK)
+			break;
+		stmt = s->stmt[SQ_EX_UNDEAD];
+		sq_bind_text(stmt, 1, name, &brc);
+		sq_bind_i64(stmt, 2, true, seqs[i], &brc);
+		st = sq_run(s, SQ_EX_UNDEAD, brc, name);
+	}
+	return sq_txn_end(s, st);
+}
+
+static enum rs_status
+sq_export_failed(void *ctx, const char *name, int64_t epoch, int64_t seq,
+    int64_t attempts, int64_t since, const char *error)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_EX_FAILED];
+	enum rs_status st;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_i64(stmt, 2, true, epoch, &brc);
+	sq_bind_i64(stmt, 3, true, seq, &brc);
+	sq_bind_i64(stmt, 4, true, attempts, &brc);
+	sq_bind_i64(stmt, 5, since > 0, since, &brc);
+	sq_bind_text(stmt, 6, error, &brc);
+	sq_bind_text(stmt, 7, now, &brc);
+	st = sq_export_update(s, SQ_EX_FAILED, brc, name);
+	return sq_txn_end(s, st);
+}
+
+static enum rs_status
+sq_export_dead(void *ctx, const char *name, int64_t epoch,
+    const struct store_dead_letter *dl, int64_t position)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_EX_DEAD];
+	enum rs_status st;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_i64(stmt, 2, true, epoch, &brc);
+	sq_bind_i64(stmt, 3, true, position, &brc);
+	sq_bind_text(stmt, 4, dl->reason, &brc);
+	sq_bind_text(stmt, 5, now, &brc);
+	if ((st = sq_export_update(s, SQ_EX_DEAD, brc, name)) == RS_OK) {
+		stmt = s->stmt[SQ_EX_DEAD_PUT];
+		sq_bind_text(stmt, 1, name, &brc);
+		sq_bind_i64(stmt, 2, true, dl->seq, &brc);
+		sq_bind_text(stmt, 3, dl->refund_id, &brc);
+		sq_bind_i64(stmt, 4, dl->has_revision, dl->revision, &brc);
+		sq_bind_text(stmt, 5, dl->idempotency_key, &brc);
+		sq_bind_text(stmt, 6, dl->reason, &brc);
+		sq_bind_text(stmt, 7, dl->last_response, &brc);
+		sq_bind_i64(stmt, 8, true, dl->attempts, &brc);
+		sq_bind_i64(stmt, 9, true, dl->since, &brc);
+		sq_bind_text(stmt, 10, now, &brc);
+		st = sq_run(s, SQ_EX_DEAD_PUT, brc, name);
+	}
+	return sq_txn_end(s, st);
+}
+
+/* Inside a transaction: the position and epoch of name. */
+static enum rs_status
+sq_export_pos(struct sq *s, const char *name, int64_t *position,
+    int64_t *epoch)
+{
+	sqlite3_stmt *stmt = s->stmt[SQ_EX_POS];
+	enum rs_status st = RS_OK;
+	int brc = SQLITE_OK, rc;
+
+	sq_bind_text(stmt, 1, name, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW) {
+		*position = sqlite3_column_int64(stmt, 0);
+		*epoch = sqlite3_column_int64(stmt, 1);
+	} else if (rc == SQLITE_DONE)
+		st = RS_ERR_NOTFOUND;
+	else
+		st = sq_status(s, rc, sq_defs[SQ_EX_POS].name, name);
+	sq_done(stmt);
+	return st;
+}
+
+static enum rs_status
+sq_export_skip(void *ctx, const char *name, int64_t epoch, int64_t to,
+    int64_t *skipped)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt;
+	enum rs_status st;
+	int64_t pos = 0, ep = 0, k = 0;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	if ((st = sq_export_pos(s, name, &pos, &ep)) != RS_OK)
+		goto out;
+	if (ep != epoch) {
+		st = RS_ERR_NOTFOUND;
+		goto out;
+	}
+	if (to <= pos)
+		goto out;
+	stmt = s->stmt[SQ_EX_SKIP_LOG];
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_i64(stmt, 2, true, pos, &brc);
+	sq_bind_i64(stmt, 3, true, to, &brc);
+	sq_bind_text(stmt, 4, now, &brc);
+	if ((st = sq_run(s, SQ_EX_SKIP_LOG, brc, name)) != RS_OK)
+		goto out;
+	k = sqlite3_changes(s->db);
+	stmt = s->stmt[SQ_EX_SKIP];
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_i64(stmt, 2, true, epoch, &brc);
+	sq_bind_i64(stmt, 3, true, to, &brc);
+	sq_bind_i64(stmt, 4, true, k, &brc);
+	sq_bind_text(stmt, 5, now, &brc);
+	st = sq_export_update(s, SQ_EX_SKIP, brc, name);
+out:
+	if ((st = sq_txn_end(s, st)) == RS_OK)
+		*skipped = k;
+	return st;
+}
+
+static enum rs_status
+sq_export_replay(void *ctx, const char *name, int64_t from, int64_t *old)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_EX_REPLAY];
+	enum rs_status st;
+	int64_t pos = 0, ep = 0;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	if ((st = sq_export_add(s, name, now)) != RS_OK ||
+	    (st = sq_export_pos(s, name, &pos, &ep)) != RS_OK)
+		goto out;
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_i64(stmt, 2, true, from - 1, &brc);
+	sq_bind_text(stmt, 3, now, &brc);
+	st = sq_export_update(s, SQ_EX_REPLAY, brc, name);
+out:
+	if ((st = sq_txn_end(s, st)) == RS_OK)
+		*old = pos;
+	return st;
+}
+
+static enum rs_status
+sq_export_retry_dead(void *ctx, const char *name, int64_t *n)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt;
+	enum rs_status st;
+	int64_t k = 0;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	stmt = s->stmt[SQ_EX_QUEUE];
+	sq_bind_text(stmt, 1, name, &brc);
+	if ((st = sq_run(s, SQ_EX_QUEUE, brc, name)) != RS_OK)
+		goto out;
+	k = sqlite3_changes(s->db);
+	stmt = s->stmt[SQ_EX_QUEUE_EPOCH];
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_text(stmt, 2, now, &brc);
+	st = sq_run(s, SQ_EX_QUEUE_EPOCH, brc, name);
+out:
+	if ((st = sq_txn_end(s, st)) == RS_OK)
+		*n = k;
+	return st;
+}
+
+static enum rs_status
+sq_export_was_delivered(void *ctx, const char *name, int64_t seq, bool *yes)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_EX_WAS];
+	enum rs_status st = RS_OK;
+	int brc = SQLITE_OK, rc;
+
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_i64(stmt, 2, true, seq, &brc);
+	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
+	if (rc == SQLITE_ROW)
+		*yes = true;
+	else if (rc == SQLITE_DONE)
+		*yes = false;
+	else
+		st = sq_status(s, rc, sq_defs[SQ_EX_WAS].name, name);
+	sq_done(stmt);
+	return st;
+}
+
 /* ---- open, migrations, close ----------------------------------------- */
 
 /* The first column of the first row of sql as text, into out. */
@@ -1053,6 +2058,20 @@ sq_pragmas(struct sq *s, char **why)
 			return RS_ERR_IO;
 		}
 	}
+	if (s->lazy_sync) {
+		rc = sqlite3_exec(s->db, "PRAGMA synchronous = NORMAL", NULL,
+		    NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sq_query_text(s->db, "PRAGMA synchronous", got,
+			    sizeof(got));
+		if (rc != SQLITE_OK)
+			goto fail;
+		if (strcmp(got, "1") != 0) {
+			*why = xasprintf("%s: PRAGMA synchronous = NORMAL did "
+			    "not take (%s)", s->path, got);
+			return RS_ERR_IO;
+		}
+	}
 	return RS_OK;
 fail:
 	*why = xasprintf("%s: %s (sqlite code %d)", s->path,
@@ -1060,18 +2079,32 @@ fail:
 	return sq_open_status(rc);
 }
 
+/*
+ * Process-wide SQLite settings, once, before the library initialises.
+ * Memory statistics cost a global mutex on every allocation, which the
+ * writer and the CLI never read.
+ */
+static void
+sq_global_init(void)
+{
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static enum rs_status
 sq_open(const char *path, const struct store_options *opt, void **ctx,
     char **why)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct sq *s;
 	enum rs_status st;
 	unsigned i;
 	int flags, rc;
 
+	(void)pthread_once(&once, sq_global_init);
 	s = xcalloc(1, sizeof(*s));
 	s->path = xstrdup(path);
 	s->readonly = opt->readonly;
+	s->lazy_sync = opt->lazy_sync;
 	flags = SQLITE_OPEN_NOMUTEX;
 	if (s->readonly)
 		flags |= SQLITE_OPEN_READONLY;
@@ -1152,7 +2185,28 @@ const struct store_ops store_sqlite_ops = {
 	.probe = sq_probe,
 	.refund_get = sq_refund_get,
 	.refund_foreach = sq_refund_foreach,
-	.counts = sq_counts
+	.counts = sq_counts,
+	.instance_get = sq_instance_get,
+	.instance_foreach = sq_instance_foreach,
+	.instance_ensure = sq_instance_ensure,
+	.backfill_start = sq_backfill_start,
+	.backfill_page = sq_backfill_page,
+	.backfill_reset_cursor = sq_backfill_reset_cursor,
+	.backfill_finish = sq_backfill_finish,
+	.changes_read = sq_changes_read,
+	.change_get = sq_change_get,
+	.changes_last = sq_changes_last,
+	.export_get = sq_export_get,
+	.export_foreach = sq_export_foreach,
+	.export_ensure = sq_export_ensure,
+	.export_delivered = sq_export_delivered,
+	.export_failed = sq_export_failed,
+	.export_dead = sq_export_dead,
+	.export_skip = sq_export_skip,
+	.export_replay = sq_export_replay,
+	.export_retry_dead = sq_export_retry_dead,
+	.dead_foreach = sq_dead_foreach,
+	.export_was_delivered = sq_export_was_delivered
 };
 
 struct sqlite3 *

@@ -7,28 +7,44 @@
  * default path), and returns an exit status from cli.h.  Runs on the main
  * thread only.
  */
+#include <sys/ioctl.h>
+
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "adapters/config.h"
 #include "adapters/store.h"
+#include "adapters/wixapi.h"
+#include "core/backfill.h"
 #include "core/cli.h"
+#include "core/export.h"
 #include "core/server.h"
 #include "domain/money.h"
+#include "util/clock.h"
 #include "util/log.h"
+#include "util/strnum.h"
 #include "util/xmalloc.h"
 
 static const char usage_text[] =
 "usage: refundsync serve   [-c FILE] [-v]...   run the daemon in the foreground\n"
 "       refundsync check   [-c FILE]           validate the config; exit 0 or 1\n"
+"       refundsync backfill [-c FILE] [--instance ID] [--restart]\n"
 "       refundsync refunds [-c FILE] list [--instance ID] [--status S] [--json]\n"
 "       refundsync refunds [-c FILE] show ID [--json]\n"
+"       refundsync export  [-c FILE] status [--json]\n"
+"       refundsync export  [-c FILE] replay --exporter NAME [--from SEQ]\n"
+"       refundsync export  [-c FILE] dead | retry-dead [--exporter NAME]\n"
 "       refundsync version\n"
 "\n"
 "The config is -c FILE, else $REFUNDSYNC_CONFIG, else " CONFIG_DEFAULT_PATH ".\n"
@@ -68,6 +84,9 @@ static const struct option common_opts[] = {
 	{ "json",	no_argument,		NULL, 'j' },
 	{ "instance",	required_argument,	NULL, 'i' },
 	{ "status",	required_argument,	NULL, 's' },
+	{ "restart",	no_argument,		NULL, 'r' },
+	{ "exporter",	required_argument,	NULL, 'e' },
+	{ "from",	required_argument,	NULL, 'f' },
 	{ "help",	no_argument,		NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -78,6 +97,9 @@ struct cli_args {
 	bool		 json;
 	const char	*instance;
 	const char	*status;
+	bool		 restart;
+	const char	*exporter;	/* --exporter */
+	const char	*from;		/* --from */
 	int		 nargs;		/* positional arguments left */
 	char		**args;
 };
@@ -116,6 +138,15 @@ parse_args(int argc, char *argv[], const char *allowed, struct cli_args *a)
 		case 's':
 			a->status = optarg;
 			break;
+		case 'e':
+			a->exporter = optarg;
+			break;
+		case 'f':
+			a->from = optarg;
+			break;
+		case 'r':
+			a->restart = true;
+			break;
 		}
 	}
 	a->nargs = argc - optind;
@@ -151,6 +182,17 @@ cmd_check(int argc, char *argv[])
 	/* SPEC §1: check answers 0 (valid) or 1 (not valid). */
 	if ((cfg = load_config(a.config)) == NULL)
 		return CLI_EXIT_FAILURE;
+	/* Plugins are loaded and their ABI version checked, as at start. */
+	{
+		char *why = NULL;
+
+		if (export_check_config(cfg, &why) != RS_OK) {
+			fprintf(stderr, "%s: %s\n", cfg->path, why);
+			free(why);
+			config_free(cfg);
+			return CLI_EXIT_FAILURE;
+		}
+	}
 	printf("%s: ok\n", cfg->path);
 	config_free(cfg);
 	return CLI_EXIT_OK;
@@ -361,13 +403,503 @@ out:
 	return status;
 }
 
+/* ---- backfill ---------------------------------------------------------- */
+
+/* Instances backfilled at once; each has its own budget at Wix. */
+#define CLI_BF_THREADS		8
+/* Without a terminal, a progress line every this many pages. */
+#define CLI_BF_LOG_PAGES	10
+/* The progress line is redrawn this often (ms). */
+#define CLI_BF_TICK_MS		250
+
+/* One instance of a `backfill` command. */
+struct cli_bf_job {
+	char			*id;
+	struct cli_bf		*bf;
+	/* Set by the worker, read by the main thread under bf->mu: */
+	bool			 started;
+	bool			 finished;
+	bool			 skipped;	/* already done */
+	enum rs_status		 rc;
+	char			*why;
+	int64_t			 pages;
+	int64_t			 refunds;
+	int64_t			 applied;
+	uint64_t		 requests;
+	int64_t			 elapsed_ms;
+};
+
+struct cli_bf {
+	const struct config	*cfg;
+	struct wixapi		*w;
+	bool			 restart;
+	bool			 tty;
+	atomic_bool		 stop;
+	pthread_mutex_t		 mu;		/* next, the jobs' fields */
+	struct cli_bf_job	*jobs;
+	size_t			 njobs;
+	size_t			 next;		/* the job to take next */
+	size_t			 ndone;
+};
+
+/* Requests per minute from a count and a duration. */
+static int64_t
+cli_bf_rate(uint64_t requests, int64_t elapsed_ms)
+{
+	if (elapsed_ms <= 0)
+		return 0;
+	return (int64_t)(requests * 60000 / (uint64_t)elapsed_ms);
+}
+
+static void
+cli_bf_progress(void *arg, const struct backfill_progress *p)
+{
+	struct cli_bf_job *job = arg;
+	struct cli_bf *bf = job->bf;
+	bool say;
+
+	pthread_mutex_lock(&bf->mu);
+	job->pages = p->pages;
+	job->refunds = p->refunds;
+	job->applied = p->applied;
+	job->requests = p->requests;
+	job->elapsed_ms = p->elapsed_ms;
+	pthread_mutex_unlock(&bf->mu);
+	/* Without a terminal, plain lines (backfill_run logs the start,
+	 * the end and every retry itself). */
+	say = !bf->tty && !p->finished && p->note == NULL &&
+	    p->run_pages > 0 && p->run_pages % CLI_BF_LOG_PAGES == 0;
+	if (say)
+		log_info("backfill %s: page %lld, %lld refunds, %llu "
+		    "requests, %lld req/min, %lld s elapsed", p->instance_id,
+		    (long long)p->pages, (long long)p->refunds,
+		    (unsigned long long)p->requests,
+		    (long long)cli_bf_rate(p->requests, p->elapsed_ms),
+		    (long long)(p->elapsed_ms / 1000));
+}
+
+/* Backfill one instance with the worker's store connection. */
+static void
+cli_bf_one(struct cli_bf_job *job, struct store *st)
+{
+	struct cli_bf *bf = job->bf;
+	struct backfill_options opt;
+	struct store_instance in;
+	enum rs_status rc;
+	char *why = NULL;
+	bool skip = false;
+
+	if (!bf->restart && store_instance_get(st, job->id, &in) == RS_OK) {
+		skip = in.backfill == STORE_BACKFILL_DONE;
+		store_instance_cleanup(&in);
+	}
+	if (skip) {
+		rc = RS_OK;
+	} else {
+		memset(&opt, 0, sizeof(opt));
+		opt.page_size = (int)bf->cfg->page_size;
+		opt.restart = bf->restart;
+		opt.stop = &bf->stop;
+		opt.progress = cli_bf_progress;
+		opt.progress_arg = job;
+		rc = backfill_run(st, bf->w, job->id, &opt, &why);
+	}
+	pthread_mutex_lock(&bf->mu);
+	job->skipped = skip;
+	job->rc = rc;
+	job->why = why;
+	job->finished = true;
+	bf->ndone++;
+	pthread_mutex_unlock(&bf->mu);
+}
+
+static void *
+cli_bf_worker(void *arg)
+{
+	struct cli_bf *bf = arg;
+	struct store_options so;
+	struct store *st = NULL;
+	struct cli_bf_job *job;
+	char *why = NULL;
+	enum rs_status rc;
+
+	memset(&so, 0, sizeof(so));
+	so.busy_timeout_ms = (int)bf->cfg->busy_timeout_ms;
+	rc = store_open(bf->cfg->store_path, &so, &st, &why);
+	for (;;) {
+		pthread_mutex_lock(&bf->mu);
+		job = bf->next < bf->njobs ? &bf->jobs[bf->next++] : NULL;
+		if (job != NULL)
+			job->started = true;
+		pthread_mutex_unlock(&bf->mu);
+		if (job == NULL)
+			break;
+		if (rc == RS_OK) {
+			cli_bf_one(job, st);
+			continue;
+		}
+		pthread_mutex_lock(&bf->mu);
+		job->rc = rc;
+		job->why = xasprintf("store %s: %s", bf->cfg->store_path,
+		    why != NULL ? why : rs_strstatus(rc));
+		job->finished = true;
+		bf->ndone++;
+		pthread_mutex_unlock(&bf->mu);
+	}
+	free(why);
+	store_close(st);
+	return NULL;
+}
+
+/* Redraw the progress line (terminal only): every running instance. */
+static void
+cli_bf_draw(struct cli_bf *bf, int64_t t0)
+{
+	char line[512];
+	size_t i, n = 0, width = 160;
+	struct winsize ws;
+	int r;
+
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 10)
+		width = (size_t)ws.ws_col - 1;
+	if (width > sizeof(line) - 1)
+		width = sizeof(line) - 1;
+	line[0] = '\0';
+	pthread_mutex_lock(&bf->mu);
+	for (i = 0; i < bf->njobs && n < sizeof(line); i++) {
+		const struct cli_bf_job *j = &bf->jobs[i];
+
+		if (!j->started || j->finished)
+			continue;
+		r = snprintf(line + n, sizeof(line) - n, "%s%s: page %lld, "
+		    "%lld refunds, %lld req/min, %lld s elapsed",
+		    n > 0 ? " | " : "", j->id, (long long)j->pages,
+		    (long long)j->refunds,
+		    (long long)cli_bf_rate(j->requests, j->elapsed_ms),
+		    (long long)((clock_mono_ms() - t0) / 1000));
+		if (r < 0)
+			break;
+		n += (size_t)r;
+	}
+	pthread_mutex_unlock(&bf->mu);
+	if (n > width)
+		n = width;
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	line[n] = '\0';
+	/* Drawn, then the cursor back at the start of the line, so a log
+	 * line from a worker writes over it rather than after it. */
+	fprintf(stderr, "\r\033[K%s\r", line);
+	fflush(stderr);
+}
+
+/* Collects the instances a bare `backfill` runs. */
+struct cli_bf_list {
+	char	**ids;
+	size_t	 n;
+};
+
+static void
+cli_bf_list_add(struct cli_bf_list *l, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (strcmp(l->ids[i], id) == 0)
+			return;
+	l->ids = xreallocarray(l->ids, l->n + 1, sizeof(*l->ids));
+	l->ids[l->n++] = xstrdup(id);
+}
+
+static enum rs_status
+cli_bf_list_row(void *arg, const struct store_instance *in)
+{
+	if (in->backfill != STORE_BACKFILL_DONE)
+		cli_bf_list_add(arg, in->instance_id);
+	return RS_OK;
+}
+
+/* The instances to run: --instance, or [wix] instances plus every stored
+ * instance not done.  false (message printed) if the store cannot be
+ * read. */
+static bool
+cli_bf_instances(const struct config *cfg, const char *only,
+    struct cli_bf_list *l)
+{
+	struct store_options so = { .busy_timeout_ms =
+	    (int)cfg->busy_timeout_ms };
+	struct store *st = NULL;
+	char *why = NULL;
+	enum rs_status rc;
+	size_t i;
+
+	memset(l, 0, sizeof(*l));
+	if (only != NULL) {
+		cli_bf_list_add(l, only);
+		return true;
+	}
+	for (i = 0; i < cfg->ninstances; i++)
+		cli_bf_list_add(l, cfg->instances[i]);
+	/* Read-write: the first open of a new database migrates it. */
+	if ((rc = store_open(cfg->store_path, &so, &st, &why)) == RS_OK)
+		rc = store_instance_foreach(st, cli_bf_list_row, l);
+	store_close(st);
+	if (rc != RS_OK) {
+		fprintf(stderr, "refundsync: backfill: store %s: %s\n",
+		    cfg->store_path, why != NULL ? why : rs_strstatus(rc));
+		free(why);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * `refundsync backfill [-c FILE] [--instance ID] [--restart]`: runs in the
+ * foreground, several instances at once, until each is done or failed,
+ * or SIGINT/SIGTERM (each stops at a page boundary; the next run
+ * resumes).  0: all completed; 1: any failed or interrupted; 2: usage or
+ * config.
+ */
+static int
+cmd_backfill(int argc, char *argv[])
+{
+	struct cli_args a;
+	struct config *cfg = NULL;
+	struct cli_bf bf;
+	struct cli_bf_list list;
+	pthread_t tids[CLI_BF_THREADS];
+	sigset_t set, old;
+	size_t i, nthreads = 0;
+	char *why = NULL;
+	int64_t t0;
+	int r, status = CLI_EXIT_FAILURE, sig;
+	bool failed = false, interrupted = false;
+
+	memset(&bf, 0, sizeof(bf));
+	memset(&list, 0, sizeof(list));
+	if ((r = parse_args(argc, argv, "cvir", &a)) != 0)
+		return r;
+	if (a.nargs != 0)
+		return usage("backfill takes no arguments");
+	if (a.instance != NULL && a.instance[0] == '\0')
+		return usage("backfill: --instance needs an instance id");
+	log_setverbose(a.verbose);
+	if ((cfg = load_config(a.config)) == NULL)
+		return CLI_EXIT_USAGE;
+	switch (backfill_wixapi_new(cfg, &bf.w, &why)) {
+	case RS_OK:
+		break;
+	case RS_ERR_NOTFOUND:
+		fprintf(stderr, "refundsync: backfill: no Wix credentials in "
+		    "%s: set [wix] app_id and app_secret_file, or api_key_file "
+		    "and site_id\n", cfg->path);
+		status = CLI_EXIT_USAGE;
+		goto out;
+	default:
+		fprintf(stderr, "refundsync: backfill: %s\n", why);
+		status = CLI_EXIT_USAGE;
+		goto out;
+	}
+	if (!cli_bf_instances(cfg, a.instance, &list))
+		goto out;
+	if (list.n == 0) {
+		printf("nothing to backfill: no instance is pending, running "
+		    "or failed, and [wix] instances is empty\n");
+		status = CLI_EXIT_OK;
+		goto out;
+	}
+
+	bf.cfg = cfg;
+	bf.restart = a.restart;
+	bf.tty = isatty(STDERR_FILENO) == 1;
+	atomic_init(&bf.stop, false);
+	pthread_mutex_init(&bf.mu, NULL);
+	bf.jobs = xcalloc(list.n, sizeof(*bf.jobs));
+	bf.njobs = list.n;
+	for (i = 0; i < list.n; i++) {
+		bf.jobs[i].id = list.ids[i];
+		bf.jobs[i].bf = &bf;
+	}
+	/* Signals are taken by sigtimedwait() below; workers inherit the
+	 * mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	for (i = 0; i < list.n && i < CLI_BF_THREADS; i++) {
+		if (pthread_create(&tids[i], NULL, cli_bf_worker, &bf) != 0) {
+			log_warn("backfill: cannot start a thread");
+			break;
+		}
+		nthreads++;
+	}
+	if (nthreads == 0) {
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		goto out;
+	}
+	t0 = clock_mono_ms();
+	for (;;) {
+		struct timespec ts = { 0, CLI_BF_TICK_MS * 1000000L };
+
+		pthread_mutex_lock(&bf.mu);
+		r = bf.ndone == bf.njobs;
+		pthread_mutex_unlock(&bf.mu);
+		if (r)
+			break;
+		if (bf.tty)
+			cli_bf_draw(&bf, t0);
+		sig = sigtimedwait(&set, NULL, &ts);
+		if (sig != SIGINT && sig != SIGTERM)
+			continue;
+		if (bf.tty)
+			fprintf(stderr, "\r\033[K");
+		if (atomic_load(&bf.stop)) {
+			/* A second signal: go now.  Every committed page
+			 * stays; the page in flight is asked for again. */
+			log_info("backfill: second signal: exiting now");
+			signal(sig, SIG_DFL);
+			pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+			raise(sig);
+		}
+		log_info("backfill: %s: stopping at the next page boundary "
+		    "(again to exit now)", sig == SIGINT ? "SIGINT" :
+		    "SIGTERM");
+		atomic_store(&bf.stop, true);
+	}
+	for (i = 0; i < nthreads; i++)
+		pthread_join(tids[i], NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (bf.tty)
+		fprintf(stderr, "\r\033[K");
+
+	for (i = 0; i < bf.njobs; i++) {
+		const struct cli_bf_job *j = &bf.jobs[i];
+
+		if (j->skipped)
+			printf("%s: already done (--restart runs it again)\n",
+			    j->id);
+		else if (j->rc == RS_OK)
+			printf("%s: done: %lld pages, %lld refunds (%lld new "
+			    "or newer), %llu requests\n", j->id,
+			    (long long)j->pages, (long long)j->refunds,
+			    (long long)j->applied,
+			    (unsigned long long)j->requests);
+		else if (j->rc == RS_ERR_STOPPING) {
+			interrupted = true;
+			fprintf(stderr, "refundsync: backfill %s: interrupted "
+			    "after page %lld; run it again to resume\n", j->id,
+			    (long long)j->pages);
+		} else {
+			failed = true;
+			fprintf(stderr, "refundsync: backfill %s: failed: %s\n",
+			    j->id, j->why != NULL ? j->why :
+			    rs_strstatus(j->rc));
+		}
+	}
+	status = failed || interrupted ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
+	pthread_mutex_destroy(&bf.mu);
+out:
+	for (i = 0; i < bf.njobs; i++)
+		free(bf.jobs[i].why);
+	free(bf.jobs);
+	for (i = 0; i < list.n; i++)
+		free(list.ids[i]);
+	free(list.ids);
+	free(why);
+	wixapi_free(bf.w);
+	config_free(cfg);
+	return status;
+}
+
+/*
+ * `refundsync export status | replay --exporter NAME [--from SEQ] |
+ * dead [--exporter NAME] | retry-dead [--exporter NAME]` [--json]: the
+ * work is in core/export.c.  May run beside the daemon: replay and
+ * retry-dead only write the store, and the daemon's workers pick it up.
+ */
+static int
+cmd_export(int argc, char *argv[])
+{
+	struct cli_args a;
+	struct config *cfg = NULL;
+	struct store_options so;
+	struct store *st = NULL;
+	const char *sub, *why;
+	char *swhy = NULL;
+	enum rs_status s;
+	int64_t from = 1;
+	int r, status = CLI_EXIT_FAILURE;
+	bool writes;
+
+	if ((r = parse_args(argc, argv, "cjef", &a)) != 0)
+		return r;
+	if (a.nargs != 1)
+		return usage("export: status, replay, dead or retry-dead?");
+	sub = a.args[0];
+	if (strcmp(sub, "replay") == 0) {
+		if (a.exporter == NULL)
+			return usage("export replay needs --exporter NAME");
+		if (a.from != NULL && (why = strnum_i64(a.from, 1, INT64_MAX,
+		    &from)) != NULL) {
+			fprintf(stderr, "refundsync: export replay: --from "
+			    "%s: %s (a change-log seq, 1 or more)\n", a.from,
+			    why);
+			return CLI_EXIT_USAGE;
+		}
+	} else if (strcmp(sub, "status") == 0) {
+		if (a.exporter != NULL || a.from != NULL)
+			return usage("export status takes no --exporter or "
+			    "--from");
+	} else if (strcmp(sub, "dead") == 0 ||
+	    strcmp(sub, "retry-dead") == 0) {
+		if (a.from != NULL)
+			return usage("--from is for export replay");
+	} else
+		return usage("export: status, replay, dead or retry-dead?");
+	if ((cfg = load_config(a.config)) == NULL)
+		return CLI_EXIT_USAGE;
+	/* Read-only unless the command writes, so that status and dead
+	 * never take a lock from the daemon. */
+	writes = strcmp(sub, "replay") == 0 || strcmp(sub, "retry-dead") == 0;
+	memset(&so, 0, sizeof(so));
+	so.busy_timeout_ms = (int)cfg->busy_timeout_ms;
+	so.readonly = !writes;
+	if (store_open(cfg->store_path, &so, &st, &swhy) != RS_OK) {
+		fprintf(stderr, "refundsync: store %s: %s\n", cfg->store_path,
+		    swhy != NULL ? swhy : "cannot open");
+		free(swhy);
+		goto out;
+	}
+	if (strcmp(sub, "status") == 0)
+		s = export_cmd_status(cfg, st, a.json, stdout, stderr);
+	else if (strcmp(sub, "replay") == 0)
+		s = export_cmd_replay(cfg, st, a.exporter, from, a.json,
+		    stdout, stderr);
+	else if (strcmp(sub, "dead") == 0)
+		s = export_cmd_dead(cfg, st, a.exporter, a.json, stdout,
+		    stderr);
+	else
+		s = export_cmd_retry_dead(cfg, st, a.exporter, a.json, stdout,
+		    stderr);
+	if (s == RS_OK)
+		status = CLI_EXIT_OK;
+	else if (s == RS_ERR_CONFIG)
+		status = CLI_EXIT_USAGE;
+out:
+	store_close(st);
+	config_free(cfg);
+	return status;
+}
+
 static const struct {
 	const char	*name;
 	int		(*fn)(int, char *[]);
 } commands[] = {
 	{ "serve",	cmd_serve },
 	{ "check",	cmd_check },
+	{ "export",	cmd_export },
 	{ "refunds",	cmd_refunds },
+	{ "backfill",	cmd_backfill },
 	{ "version",	cmd_version },
 };
 

@@ -8,6 +8,10 @@
  * verification settings (keys, leeway) live in a refcounted struct
  * runtime that a reload replaces atomically: a request in flight keeps
  * the runtime it started with, so rotating keys drops nothing.
+ *
+ * Backfills run on the backfiller's own threads, each with its own store
+ * connection; the ingest's responder only kicks them (an AppInstalled
+ * that was applied), which never waits.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,6 +31,9 @@
 #include "adapters/httpd.h"
 #include "adapters/jwtverify.h"
 #include "adapters/store.h"
+#include "adapters/wixapi.h"
+#include "core/backfill.h"
+#include "core/export.h"
 #include "core/ingest.h"
 #include "core/server.h"
 #include "domain/event.h"
@@ -34,15 +41,19 @@
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/metrics.h"
+#include "util/sdnotify.h"
 #include "util/xmalloc.h"
 
 /* Secret files (keys) are small; refuse anything larger. */
 #define SERVER_KEY_MAX	(64 * 1024)
+/* How long a stop waits for backfills to reach a page boundary. */
+#define SERVER_BACKFILL_WAIT_MS	5000
 
 struct runtime {
 	atomic_int		 refs;
 	struct jwtv_keys	*keys;
 	int64_t			 leeway;
+	bool			 on_install;	/* [backfill] */
 };
 
 struct server {
@@ -55,6 +66,16 @@ struct server {
 	char			*webhook_path;	/* owned copy for the routes */
 	struct httpd_route	 pub_routes[2];
 	struct httpd_route	 admin_routes[2];
+	struct wixapi		*wix;		/* or NULL */
+	struct backfiller	*bf;		/* NULL: backfill is off */
+	struct export_engine	*exp;		/* the exporters' workers */
+};
+
+/* A webhook on its way through the writer. */
+struct server_job {
+	struct ingest_job	 job;		/* first: done() gets it */
+	struct server		*srv;
+	struct httpd_request	*req;
 };
 
 static struct runtime *
@@ -134,10 +155,29 @@ token_key(const char *token, size_t len)
 	return xasprintf("sha256:%s", hex);
 }
 
+/* Runs on the ingest's responder thread: an applied AppInstalled starts
+ * a backfill in the background (the kick only queues it). */
+static void
+kick_backfill(struct server *srv, const struct ingest_job *job)
+{
+	struct runtime *rt;
+	bool on;
+
+	if (job->status != RS_OK || job->outcome != STORE_APPLIED ||
+	    job->ev.kind != EVENT_APP_INSTALLED || job->ev.instance_id == NULL)
+		return;
+	rt = runtime_acquire(srv);
+	on = rt->on_install;
+	runtime_release(rt);
+	if (on && srv->bf != NULL)
+		backfiller_kick(srv->bf, job->ev.instance_id);
+}
+
 static void
 on_ingested(struct ingest_job *job, void *arg)
 {
-	struct httpd_request *req = arg;
+	struct server_job *sj = arg;
+	struct httpd_request *req = sj->req;
 	char body[64];
 	int n;
 
@@ -161,8 +201,12 @@ on_ingested(struct ingest_job *job, void *arg)
 		httpd_respond_error(req, 503, "unavailable", "store");
 		break;
 	}
+	kick_backfill(sj->srv, job);
+	/* A new change-log entry: idle exporters look now. */
+	if (job->status == RS_OK && job->outcome == STORE_APPLIED)
+		export_engine_notify(sj->srv->exp);
 	ingest_job_cleanup(job);
-	free(job);
+	free(sj);
 }
 
 static void
@@ -170,6 +214,7 @@ on_webhook(void *arg, struct httpd_request *req)
 {
 	struct server *srv = arg;
 	struct runtime *rt;
+	struct server_job *sj;
 	struct ingest_job *job;
 	enum jwtv_reason reason;
 	enum rs_status st;
@@ -201,7 +246,10 @@ on_webhook(void *arg, struct httpd_request *req)
 		return;
 	}
 
-	job = xcalloc(1, sizeof(*job));
+	sj = xcalloc(1, sizeof(*sj));
+	sj->srv = srv;
+	sj->req = req;
+	job = &sj->job;
 	st = event_decode(claims, &job->ev, &why);
 	cJSON_Delete(claims);
 	if (st != RS_OK) {
@@ -211,7 +259,7 @@ on_webhook(void *arg, struct httpd_request *req)
 		httpd_respond_error(req, 400, "bad request",
 		    why != NULL ? why : rs_strstatus(st));
 		ingest_job_cleanup(job);
-		free(job);
+		free(sj);
 		return;
 	}
 	if (job->ev.event_id != NULL)
@@ -219,7 +267,7 @@ on_webhook(void *arg, struct httpd_request *req)
 	else
 		job->key = token_key(token, len);
 	job->done = on_ingested;
-	job->arg = req;
+	job->arg = sj;
 
 	httpd_defer(req);
 	if (ingest_submit(srv->ingest, job) != RS_OK) {
@@ -227,7 +275,7 @@ on_webhook(void *arg, struct httpd_request *req)
 		    httpd_req_peer(req));
 		httpd_respond_error(req, 503, "unavailable", "stopping");
 		ingest_job_cleanup(job);
-		free(job);
+		free(sj);
 	}
 }
 
@@ -358,6 +406,17 @@ reload_warn_restart(const struct config *o, const struct config *n)
 		{ "[store] path", strcmp(o->store_path, n->store_path) != 0 },
 		{ "[store] busy_timeout",
 		    o->busy_timeout_ms != n->busy_timeout_ms },
+		{ "[wix] app_id", strcmp(o->app_id, n->app_id) != 0 },
+		{ "[wix] app_secret_file",
+		    strcmp(o->app_secret_file, n->app_secret_file) != 0 },
+		{ "[wix] api_key_file",
+		    strcmp(o->api_key_file, n->api_key_file) != 0 },
+		{ "[wix] site_id", strcmp(o->site_id, n->site_id) != 0 },
+		{ "[wix] api_base", strcmp(o->api_base, n->api_base) != 0 },
+		{ "[backfill] page_size", o->page_size != n->page_size },
+		{ "[backfill] requests_per_minute",
+		    o->requests_per_minute != n->requests_per_minute },
+		{ "[exporter NAME] sections", !config_exporters_equal(o, n) },
 	};
 
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
@@ -398,6 +457,7 @@ server_reload(struct server *srv)
 	atomic_init(&rt->refs, 1);
 	rt->keys = keys;
 	rt->leeway = ncfg->jwt_leeway;
+	rt->on_install = ncfg->on_install;
 	pthread_mutex_lock(&srv->rt_mtx);
 	old = srv->rt;
 	srv->rt = rt;
@@ -408,6 +468,49 @@ server_reload(struct server *srv)
 	metrics_add("refundsync_reloads_total", "result=\"applied\"", 1);
 	config_free(srv->cfg);
 	srv->cfg = ncfg;
+}
+
+/*
+ * The REST client and the backfiller, when credentials are configured,
+ * and the start-up kicks, read through st (still the caller's).  RS_OK
+ * (backfill on or off), or RS_ERR_CONFIG with a log line.
+ */
+static enum rs_status
+backfill_start(struct server *srv, struct store *st)
+{
+	const struct config *cfg = srv->cfg;
+	enum rs_status rc;
+	char *why = NULL;
+	size_t n;
+
+	rc = backfill_wixapi_new(cfg, &srv->wix, &why);
+	if (rc == RS_ERR_NOTFOUND) {
+		log_info("backfill is off: no Wix credentials are configured "
+		    "([wix] app_id and app_secret_file, or api_key_file and "
+		    "site_id); AppInstalled only records the instance");
+		return RS_OK;
+	}
+	if (rc != RS_OK) {
+		log_warnx("cannot start: %s", why != NULL ? why : "backfill");
+		free(why);
+		return RS_ERR_CONFIG;
+	}
+	srv->bf = backfiller_start(cfg, srv->wix, NULL);
+	n = backfiller_kick_startup(srv->bf, cfg, st, cfg->on_install);
+	log_info("backfill on: %zu instances to backfill or resume", n);
+	return RS_OK;
+}
+
+/* After backfiller_stop() and once ingest is gone (it kicks): free
+ * the backfiller and the REST client, unless a worker still holds
+ * them. */
+static void
+backfill_free(struct server *srv)
+{
+	if (backfiller_free(srv->bf))
+		wixapi_free(srv->wix);
+	srv->bf = NULL;
+	srv->wix = NULL;
 }
 
 /* Drain: in-flight webhooks commit and get their answer, or get none. */
@@ -426,9 +529,16 @@ server_drain(struct server *srv)
 
 		nanosleep(&ts, NULL);
 	}
+	/* Backfills stop at a page boundary, with their cursors committed;
+	 * kicks from ingest are ignored from here on. */
+	(void)backfiller_stop(srv->bf, SERVER_BACKFILL_WAIT_MS);
+	/* Exporters stop at a record boundary: a batch in flight is
+	 * delivered and recorded first. */
+	export_engine_halt(srv->exp);
 	/* Everything queued is committed and answered before this returns. */
 	ingest_stop(srv->ingest);
 	srv->ingest = NULL;
+	backfill_free(srv);
 	deadline = clock_mono_ms() + 1000;
 	while (httpd_inflight(srv->pub) > 0 && clock_mono_ms() < deadline) {
 		struct timespec ts = { 0, 10 * 1000000L };
@@ -440,6 +550,27 @@ server_drain(struct server *srv)
 		    "unanswered", httpd_inflight(srv->pub));
 }
 
+/*
+ * The watchdog keep-alive, from the main loop: WATCHDOG=1 whenever half
+ * the WatchdogSec= interval (half_ms; 0 = off) would pass before the
+ * loop's next chance, which comes within tick_ms.  *last is when the
+ * previous one went out.
+ */
+static void
+server_watchdog(int64_t half_ms, int64_t tick_ms, int64_t *last)
+{
+	int64_t now;
+
+	if (half_ms <= 0)
+		return;
+	now = clock_mono_ms();
+	if (now - *last < half_ms - tick_ms)
+		return;
+	if (sdnotify_watchdog() != RS_OK)
+		log_debug("watchdog: cannot notify systemd");
+	*last = now;
+}
+
 int
 server_run(struct config *cfg)
 {
@@ -448,6 +579,7 @@ server_run(struct config *cfg)
 	struct store_options sopt;
 	struct jwtv_keys *keys = NULL;
 	sigset_t set;
+	int64_t wd_half, wd_tick, wd_last;
 	char *why = NULL;
 	int status = 1;
 
@@ -474,6 +606,7 @@ server_run(struct config *cfg)
 	atomic_init(&srv.rt->refs, 1);
 	srv.rt->keys = keys;
 	srv.rt->leeway = cfg->jwt_leeway;
+	srv.rt->on_install = cfg->on_install;
 
 	memset(&sopt, 0, sizeof(sopt));
 	sopt.busy_timeout_ms = (int)cfg->busy_timeout_ms;
@@ -485,6 +618,20 @@ server_run(struct config *cfg)
 	}
 	log_info("store %s: schema version %d", cfg->store_path,
 	    store_schema_version(st));
+	if (backfill_start(&srv, st) != RS_OK) {
+		store_close(st);
+		status = 2;
+		goto out;
+	}
+	/* The exporters, each with its own connection to the migrated
+	 * store; a plugin refused (its ABI version) refuses the start. */
+	if (export_engine_start(cfg, &srv.exp, &why) != RS_OK) {
+		log_warnx("cannot start: %s", why != NULL ? why : "exporters");
+		free(why);
+		store_close(st);
+		status = 2;
+		goto out;
+	}
 	if (ingest_start(st, (size_t)cfg->commit_batch, &srv.ingest) !=
 	    RS_OK) {
 		log_warnx("cannot start: the writer thread did not start");
@@ -508,14 +655,25 @@ server_run(struct config *cfg)
 		goto out;
 	log_info("refundsync %s ready: %zu public keys, webhooks at %s",
 	    PACKAGE_VERSION, jwtv_keys_count(keys), cfg->webhook_path);
+	(void)sdnotify_ready("serving");
+	/* Wake at least every second, or every half watchdog interval. */
+	wd_half = (int64_t)((sdnotify_watchdog_usec() + 1999) / 2000);
+	wd_tick = wd_half > 0 && wd_half < 1000 ? wd_half : 1000;
+	wd_last = clock_mono_ms() - wd_half;
 
 	for (;;) {
-		struct timespec ts = { 1, 0 };
-		int sig = sigtimedwait(&set, NULL, &ts);
+		struct timespec ts = { wd_tick / 1000,
+		    (long)(wd_tick % 1000) * 1000000L };
+		int sig;
 
+		server_watchdog(wd_half, wd_tick, &wd_last);
+		sig = sigtimedwait(&set, NULL, &ts);
 		if (sig == SIGHUP) {
+			(void)sdnotify_reloading();
 			server_reload(&srv);
+			(void)sdnotify_ready("serving");
 		} else if (sig == SIGTERM || sig == SIGINT) {
+			(void)sdnotify_stopping("draining requests in flight");
 			log_info("received %s", sig == SIGTERM ? "SIGTERM" :
 			    "SIGINT");
 			break;
@@ -529,7 +687,12 @@ server_run(struct config *cfg)
 out:
 	/* The store belongs to the writer from ingest_start() on, which
 	 * closes it even when it fails to start. */
+	(void)backfiller_stop(srv.bf, SERVER_BACKFILL_WAIT_MS);
+	export_engine_halt(srv.exp);
 	ingest_stop(srv.ingest);
+	/* Only now: the ingest's responder notified the engine. */
+	export_engine_stop(srv.exp);
+	backfill_free(&srv);
 	httpd_stop(srv.pub);
 	httpd_stop(srv.admin);
 	runtime_release(srv.rt);

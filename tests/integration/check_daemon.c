@@ -403,15 +403,30 @@ START_TEST(test_app_installed)
 	ASSERT_SQL(d, "applied|" TU_EVT_INSTALLED "|inst-new",
 	    "SELECT outcome || '|' || event_type || '|' || instance_id FROM "
 	    "webhook_events");
-	free(tok);
 
-	/* Wix installs once per instance: a second one is a duplicate. */
-	tok = tu_installed_webhook(d->key.priv_pem, "inst-new", "app-1");
+	/* Wix retries with the original token: a duplicate by its key. */
 	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
 	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM instances");
 	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM webhook_events");
 	ck_assert_int_eq((int)metric(d, "refundsync_events_total",
 	    "outcome=\"duplicate\""), 1);
+	free(tok);
+
+	/*
+	 * A freshly signed AppInstalled for an installed instance changes
+	 * nothing either.  Signed in the same second it is the same token;
+	 * in another second it has its own key and is recorded as a
+	 * duplicate: both are fine, nothing else is.
+	 */
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-new", "app-1");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM instances");
+	ASSERT_SQL_INT(d, 1, "SELECT count(*) FROM webhook_events WHERE "
+	    "outcome = 'applied'");
+	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM webhook_events WHERE "
+	    "outcome NOT IN ('applied', 'duplicate')");
+	ck_assert_int_eq((int)metric(d, "refundsync_events_total",
+	    "outcome=\"duplicate\""), 2);
 	ASSERT_SQL_INT(d, 0, "SELECT count(*) FROM refunds");
 	free(tok);
 	tu_daemon_free(d);
@@ -772,8 +787,8 @@ START_TEST(test_cli_check_and_version)
 	free(out);
 	free(err);
 
-	/* Exporters are not in this version: a config naming one is refused
-	 * rather than silently ignored. */
+	/* An exporter section missing its required key is refused, with
+	 * the file and line, rather than silently ignored. */
 	argv[3] = exp;
 	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 1);
 	ck_assert_msg(strstr(err, "exporter.conf:1") != NULL ||

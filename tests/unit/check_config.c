@@ -610,12 +610,15 @@ END_TEST
 
 START_TEST(test_exporter_section)
 {
+	/* [exporter NAME] sections are parsed (their keys are checked in
+	 * tests/unit/check_export.c); the errors keep file:line. */
 	load_err("[server]\nthreads = 3\n\n[exporter books]\ntype = jsonl\n"
-	    "path = /tmp/x\n",
-	    "@:4: [exporter books]: exporters are not available in this "
-	    "version");
+	    "path = /tmp/x\nbogus = 1\n",
+	    "@:7: [exporter books] bogus: unknown key");
+	load_err("[exporter books]\ntype = jsonl\n",
+	    "@:1: [exporter books] path: missing (type jsonl needs it)");
 	load_err("[exporter]\n",
-	    "@:1: [exporter]: exporters are not available in this version");
+	    "@:1: [exporter]: an exporter needs a name: [exporter NAME]");
 	load_err("[exporterx]\n", "@:1: [exporterx]: unknown section");
 }
 END_TEST
@@ -683,7 +686,8 @@ START_TEST(test_many_errors)
 	    "@:10: expected \"key = value\" or \"[section]\"\n"
 	    "@:12: [backfill] on_install: \"perhaps\" is not yes/no, "
 	    "true/false, on/off or 1/0\n"
-	    "@:13: [exporter x]: exporters are not available in this version\n"
+	    "@:13: [exporter x] type: missing (one of jsonl, csv, ledger, "
+	    "beancount, http, exec, plugin)\n"
 	    "@:15: [wix] api_key_file: API-key mode needs site_id");
 }
 END_TEST

@@ -1,8 +1,9 @@
 /*
  * check_store.c: the SQLite store.  Migrations and pragmas, the public
  * schema, the version rule and the change log, deduplication, instances,
- * savepoints and rollback, and the failure modes a caller must turn into
- * 503 (lock held past busy_timeout, read-only database).
+ * savepoints and rollback, the failure modes a caller must turn into
+ * 503 (lock held past busy_timeout, read-only database), and the
+ * instances API the backfill drives (one transaction per page).
  *
  * Every test works in its own directory under one mkdtemp() directory
  * per test case ($TMPDIR or /tmp), removed at the end.  The database is
@@ -366,24 +367,26 @@ START_TEST(test_open_migrate_reopen)
 	struct store_refund_row row;
 	sqlite3 *db;
 
-	ck_assert_uint_eq(store_migration_count, 1);
+	ck_assert_uint_eq(store_migration_count, 2);
 	ck_assert_int_eq(store_migrations[0].version, 1);
 	ck_assert_str_eq(store_migrations[0].name, "001_initial");
+	ck_assert_int_eq(store_migrations[1].version, 2);
+	ck_assert_str_eq(store_migrations[1].name, "002_exporters");
 
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 1);
+	ck_assert_int_eq(store_schema_version(st), 2);
 	expect_counts(st, 0, 0, 0, 0, 0);
 	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-1", 1, "r1",
 	    "PENDING", 1, NULL), STORE_APPLIED);
 	store_close(st);
 
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 1);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 2);
 	sqlite3_close(db);
 
 	/* Reopening migrates nothing and keeps the data. */
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 1);
+	ck_assert_int_eq(store_schema_version(st), 2);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	ck_assert_int_eq(store_refund_get(st, "r1", &row), RS_OK);
 	ck_assert_str_eq(row.refund.status, "PENDING");
@@ -394,12 +397,12 @@ START_TEST(test_open_migrate_reopen)
 
 	/* Read-only opens of a current database work, and read. */
 	st = open_store(path, true);
-	ck_assert_int_eq(store_schema_version(st), 1);
+	ck_assert_int_eq(store_schema_version(st), 2);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	store_close(st);
 
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 1);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 2);
 	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master"
 	    " WHERE type = 'table' AND name IN ('refunds', 'webhook_events',"
 	    " 'instances', 'changes', 'meta')"), 5);
@@ -535,7 +538,13 @@ START_TEST(test_schema)
 		{ "changed_at", "TEXT", 1, 0 },
 		{ "body", "TEXT", 1, 0 },
 		{ "event_seq", "INTEGER", 0, 0 },
-		{ "amount_exponent", "INTEGER", 0, 0 }
+		{ "amount_exponent", "INTEGER", 0, 0 },
+		/* 002_exporters */
+		{ "charge_id", "TEXT", 0, 0 },
+		{ "created_date", "TEXT", 0, 0 },
+		{ "updated_date", "TEXT", 0, 0 },
+		{ "returned_application_fee", "TEXT", 0, 0 },
+		{ "returned_processing_fee", "TEXT", 0, 0 }
 	};
 	static const struct col meta[] = {
 		{ "key", "TEXT", 0, 1 },
@@ -1503,14 +1512,14 @@ START_TEST(test_open_errors)
 	st = open_store(path, false);
 	store_close(st);
 	db = raw_open(path);
-	raw_exec(db, "PRAGMA user_version = 2");
+	raw_exec(db, "PRAGMA user_version = 3");
 	sqlite3_close(db);
 	st = NULL;
 	ck_assert_int_eq(store_open(path, &opt, &st, &why), RS_ERR_IO);
 	ck_assert_ptr_null(st);
 	ck_assert_ptr_nonnull(why);
-	ck_assert_msg(strstr(why, "schema version 2 is newer than this "
-	    "program knows (1)") != NULL, "why: %s", why);
+	ck_assert_msg(strstr(why, "schema version 3 is newer than this "
+	    "program knows (2)") != NULL, "why: %s", why);
 	ck_assert_ptr_nonnull(strstr(why, path));
 	free(why);
 	why = NULL;
@@ -1521,7 +1530,7 @@ START_TEST(test_open_errors)
 	why = NULL;
 	/* ... and left as it was. */
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 2);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 3);
 	sqlite3_close(db);
 
 	/* Read-only: no database, or one not yet migrated. */
@@ -1536,7 +1545,7 @@ START_TEST(test_open_errors)
 	raw_exec(db, "CREATE TABLE x (y)");
 	sqlite3_close(db);
 	ck_assert_int_eq(store_open(p2, &opt, &st, &why), RS_ERR_IO);
-	ck_assert_msg(strstr(why, "schema version 0, this program needs 1")
+	ck_assert_msg(strstr(why, "schema version 0, this program needs 2")
 	    != NULL, "why: %s", why);
 	free(why);
 	why = NULL;
@@ -1573,6 +1582,453 @@ START_TEST(test_open_errors)
 }
 END_TEST
 
+/* ---- instances and the backfill ---------------------------------------- */
+
+/* The columns of one instances row that the backfill drives. */
+#define BF_ROW	"SELECT backfill, backfill_cursor, backfill_pages," \
+	" backfill_refunds, last_error FROM instances WHERE instance_id = "
+
+/* A page of n refunds "<prefix>-<i>" with revision rev. */
+static struct refund *
+mk_page(const char *prefix, size_t n, int rev)
+{
+	struct refund *p = xcalloc(n > 0 ? n : 1, sizeof(*p));
+	char id[64], created[32];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		snprintf(id, sizeof(id), "%s-%zu", prefix, i);
+		snprintf(created, sizeof(created),
+		    "2024-05-01T10:%02zu:%02zuZ", i / 60, i % 60);
+		mk_refund(&p[i], id, "SUCCEEDED", rev, "1.50", "EUR",
+		    created, created);
+	}
+	return p;
+}
+
+static void
+free_page(struct refund *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		refund_cleanup(&p[i]);
+	free(p);
+}
+
+START_TEST(test_backfill_names)
+{
+	ck_assert_str_eq(store_backfill_name(STORE_BACKFILL_PENDING),
+	    "pending");
+	ck_assert_str_eq(store_backfill_name(STORE_BACKFILL_RUNNING),
+	    "running");
+	ck_assert_str_eq(store_backfill_name(STORE_BACKFILL_DONE), "done");
+	ck_assert_str_eq(store_backfill_name(STORE_BACKFILL_FAILED),
+	    "failed");
+}
+END_TEST
+
+/* ensure, get and foreach. */
+START_TEST(test_instance_ensure_get)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	struct store_instance in;
+	struct event ev;
+	bool created = false;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	ck_assert_int_eq(store_instance_get(st, "inst-A", &in),
+	    RS_ERR_NOTFOUND);
+	ck_assert_int_eq(store_instance_get(st, "", &in), RS_ERR_NOTFOUND);
+	ck_assert_int_eq(store_instance_ensure(st, "", NULL), RS_ERR_INPUT);
+	ck_assert_int_eq(store_instance_ensure(st, NULL, NULL), RS_ERR_INPUT);
+
+	ck_assert_int_eq(store_instance_ensure(st, "inst-A", &created), RS_OK);
+	ck_assert(created);
+	ck_assert_int_eq(store_instance_ensure(st, "inst-A", &created), RS_OK);
+	ck_assert(!created);
+	ck_assert_int_eq(store_instance_ensure(st, "inst-B", NULL), RS_OK);
+
+	memset(&in, 0xa5, sizeof(in));
+	ck_assert_int_eq(store_instance_get(st, "inst-A", &in), RS_OK);
+	ck_assert_str_eq(in.instance_id, "inst-A");
+	ck_assert_ptr_null(in.installed_at);
+	ck_assert_ptr_null(in.removed_at);
+	ck_assert_int_eq(in.backfill, STORE_BACKFILL_PENDING);
+	ck_assert_int_eq(in.backfill_refunds, 0);
+	ck_assert_int_eq(in.backfill_pages, 0);
+	ck_assert_ptr_null(in.backfill_cursor);
+	ck_assert_ptr_null(in.last_error);
+	ck_assert_ptr_null(in.backfill_started_at);
+	ck_assert_ptr_null(in.backfill_finished_at);
+	store_instance_cleanup(&in);
+	ck_assert_ptr_null(in.instance_id);
+	store_instance_cleanup(NULL);
+
+	/* An AppInstalled for a row made by ensure fills installed_at and
+	 * keeps the backfill state. */
+	mk_app_event(&ev, EVENT_APP_INSTALLED, "inst-B");
+	ck_assert_int_eq(apply1(st, &ev, "inst-B"), STORE_APPLIED);
+	event_cleanup(&ev);
+	ck_assert_int_eq(store_instance_get(st, "inst-B", &in), RS_OK);
+	ck_assert(is_iso_ms(in.installed_at));
+	ck_assert_int_eq(in.backfill, STORE_BACKFILL_PENDING);
+	store_instance_cleanup(&in);
+
+	/* Ensure in an open transaction is a caller bug. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_instance_ensure(st, "inst-C", NULL),
+	    RS_ERR_INTERNAL);
+	store_rollback(st);
+
+	db = raw_open(path);
+	ck_assert_rows(db, "SELECT instance_id, backfill, installed_at IS NOT"
+	    " NULL, updated_at IS NOT NULL FROM instances ORDER BY 1",
+	    "inst-A|pending|0|1\ninst-B|pending|1|1\n");
+	sqlite3_close(db);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+struct inst_walk {
+	char	*seen;		/* "id:state:pages:refunds:cursor;"... */
+	int	 stop_after;	/* stop after this many; 0: never */
+	int	 n;
+};
+
+static enum rs_status
+inst_walk_fn(void *arg, const struct store_instance *in)
+{
+	struct inst_walk *w = arg;
+	char *t;
+
+	t = xasprintf("%s%s:%s:%lld:%lld:%s;", w->seen, in->instance_id,
+	    store_backfill_name(in->backfill), (long long)in->backfill_pages,
+	    (long long)in->backfill_refunds,
+	    in->backfill_cursor != NULL ? in->backfill_cursor : "-");
+	free(w->seen);
+	w->seen = t;
+	if (++w->n == w->stop_after)
+		return RS_ERR_STOPPING;
+	return RS_OK;
+}
+
+START_TEST(test_instance_foreach)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	struct refund *p;
+	struct inst_walk w;
+	size_t applied = 99;
+
+	st = open_store(path, false);
+	memset(&w, 0, sizeof(w));
+	w.seen = xstrdup("");
+	ck_assert_int_eq(store_instance_foreach(st, inst_walk_fn, &w), RS_OK);
+	ck_assert_str_eq(w.seen, "");
+	free(w.seen);
+
+	ck_assert_int_eq(store_instance_ensure(st, "i-c", NULL), RS_OK);
+	ck_assert_int_eq(store_instance_ensure(st, "i-a", NULL), RS_OK);
+	ck_assert_int_eq(store_backfill_start(st, "i-b", false), RS_OK);
+	p = mk_page("r", 2, 1);
+	ck_assert_int_eq(store_backfill_page(st, "i-b", p, 2, "cur-1",
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 2);
+	free_page(p, 2);
+
+	memset(&w, 0, sizeof(w));
+	w.seen = xstrdup("");
+	ck_assert_int_eq(store_instance_foreach(st, inst_walk_fn, &w), RS_OK);
+	ck_assert_str_eq(w.seen, "i-a:pending:0:0:-;i-b:running:1:2:cur-1;"
+	    "i-c:pending:0:0:-;");
+	free(w.seen);
+
+	/* A callback's status stops the walk and comes back. */
+	memset(&w, 0, sizeof(w));
+	w.seen = xstrdup("");
+	w.stop_after = 2;
+	ck_assert_int_eq(store_instance_foreach(st, inst_walk_fn, &w),
+	    RS_ERR_STOPPING);
+	ck_assert_str_eq(w.seen, "i-a:pending:0:0:-;i-b:running:1:2:cur-1;");
+	free(w.seen);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* The states and counters through a whole life: start, pages, a failure,
+ * a resume, a cursor reset, done, a redo. */
+START_TEST(test_backfill_lifecycle)
+{
+	char *path = test_db(NULL), *t;
+	struct store *st;
+	struct store_instance in;
+	struct refund *p;
+	size_t applied = 99;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	db = raw_open(path);
+
+	/* Start creates the row when absent. */
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", false), RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|0|0|NULL\n");
+	ck_assert_int_eq(store_instance_get(st, "inst-1", &in), RS_OK);
+	ck_assert_int_eq(in.backfill, STORE_BACKFILL_RUNNING);
+	ck_assert(is_iso_ms(in.backfill_started_at));
+	ck_assert_ptr_null(in.backfill_finished_at);
+	ck_assert_ptr_null(in.installed_at);
+	store_instance_cleanup(&in);
+
+	/* Two pages. */
+	p = mk_page("a", 3, 1);
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 3, "c1",
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 3);
+	free_page(p, 3);
+	p = mk_page("b", 2, 1);
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 2, "c2",
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 2);
+	free_page(p, 2);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c2|2|5|NULL\n");
+	ck_assert_rows(db, "SELECT id, instance_id, source, status, revision,"
+	    " amount, amount_minor, currency FROM refunds ORDER BY id",
+	    "a-0|inst-1|backfill|SUCCEEDED|1|1.50|150|EUR\n"
+	    "a-1|inst-1|backfill|SUCCEEDED|1|1.50|150|EUR\n"
+	    "a-2|inst-1|backfill|SUCCEEDED|1|1.50|150|EUR\n"
+	    "b-0|inst-1|backfill|SUCCEEDED|1|1.50|150|EUR\n"
+	    "b-1|inst-1|backfill|SUCCEEDED|1|1.50|150|EUR\n");
+	ck_assert_rows(db, "SELECT seq, refund_id, source, prev_status"
+	    " FROM changes ORDER BY seq",
+	    "1|a-0|backfill|NULL\n2|a-1|backfill|NULL\n3|a-2|backfill|NULL\n"
+	    "4|b-0|backfill|NULL\n5|b-1|backfill|NULL\n");
+
+	/* The same page again (a restarted run): all stale, no change-log
+	 * entry, but the page counts. */
+	p = mk_page("b", 2, 1);
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 2, "c3",
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 0);
+	free_page(p, 2);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM changes"), 5);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c3|3|7|NULL\n");
+
+	/* Failure keeps the cursor, so a new run resumes from it. */
+	ck_assert_int_eq(store_backfill_finish(st, "inst-1", false,
+	    "Query Refunds: 403 forbidden"), RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'",
+	    "failed|c3|3|7|Query Refunds: 403 forbidden\n");
+	ck_assert_int_eq(store_instance_get(st, "inst-1", &in), RS_OK);
+	ck_assert_int_eq(in.backfill, STORE_BACKFILL_FAILED);
+	ck_assert(is_iso_ms(in.backfill_finished_at));
+	ck_assert_str_eq(in.last_error, "Query Refunds: 403 forbidden");
+	store_instance_cleanup(&in);
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", false), RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'",
+	    "running|c3|3|7|Query Refunds: 403 forbidden\n");
+	t = raw_text(db, "SELECT backfill_finished_at FROM instances");
+	ck_assert_ptr_null(t);
+
+	/* A rejected cursor starts the run over from the first page. */
+	ck_assert_int_eq(store_backfill_reset_cursor(st, "inst-1",
+	    "cursor rejected: starting again from the first page"), RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|0|0|cursor "
+	    "rejected: starting again from the first page\n");
+	p = mk_page("a", 3, 1);
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 3, NULL,
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 0);
+	free_page(p, 3);
+
+	/* Done clears the cursor and the error. */
+	ck_assert_int_eq(store_backfill_finish(st, "inst-1", true, NULL),
+	    RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "done|NULL|1|3|NULL\n");
+	ck_assert_int_eq(raw_int(db, "SELECT backfill_finished_at >="
+	    " backfill_started_at FROM instances"), 1);
+
+	/* Starting a done instance runs it again from the first page. */
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", false), RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|0|0|NULL\n");
+	p = mk_page("a", 1, 1);
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 1, "x1",
+	    &applied), RS_OK);
+	free_page(p, 1);
+	/* restart resets a running one too. */
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", true), RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|0|0|NULL\n");
+	/* A failed one with restart as well. */
+	ck_assert_int_eq(store_backfill_finish(st, "inst-1", false, "e"),
+	    RS_OK);
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", true), RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|0|0|NULL\n");
+
+	/* Operations on an instance without a row. */
+	p = mk_page("z", 1, 1);
+	ck_assert_int_eq(store_backfill_page(st, "ghost", p, 1, "c",
+	    &applied), RS_ERR_NOTFOUND);
+	free_page(p, 1);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM refunds"
+	    " WHERE id = 'z-0'"), 0);
+	ck_assert_int_eq(store_backfill_reset_cursor(st, "ghost", NULL),
+	    RS_ERR_NOTFOUND);
+	ck_assert_int_eq(store_backfill_finish(st, "ghost", true, NULL),
+	    RS_ERR_NOTFOUND);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM instances"), 1);
+	ck_assert_int_eq(store_backfill_start(st, "", false), RS_ERR_INPUT);
+	ck_assert_int_eq(store_backfill_finish(st, NULL, true, NULL),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+
+	sqlite3_close(db);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* A backfill page never undoes a newer webhook, and a newer backfill
+ * version does replace an older webhook one. */
+START_TEST(test_backfill_version_rule)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	struct refund p[3];
+	size_t applied = 99;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	db = raw_open(path);
+	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-1", 7, "r1",
+	    "REVERSED", 5, "2024-05-03T00:00:00Z"), STORE_APPLIED);
+	ck_assert_int_eq(apply_refund_event(st, "e2", "inst-1", 2, "r2",
+	    "PENDING", 1, "2024-05-01T00:00:00Z"), STORE_APPLIED);
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", false), RS_OK);
+
+	/* r1 older (rev 3), r2 newer (rev 2), r3 new; r1 again with the
+	 * same revision as stored (a tie keeps the stored row). */
+	mk_refund(&p[0], "r1", "SUCCEEDED", 3, "12.95", "USD",
+	    "2024-05-01T10:00:00Z", "2024-05-02T00:00:00Z");
+	mk_refund(&p[1], "r2", "SUCCEEDED", 2, "12.95", "USD",
+	    "2024-05-01T10:00:00Z", "2024-05-02T00:00:00Z");
+	mk_refund(&p[2], "r3", "FAILED", 1, "3", "JPY",
+	    "2024-05-01T11:00:00Z", "2024-05-01T11:00:00Z");
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 3, "c1",
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 2);
+	refund_cleanup(&p[0]);
+	mk_refund(&p[0], "r1", "SUCCEEDED", 5, "12.95", "USD",
+	    "2024-05-01T10:00:00Z", "2024-05-09T00:00:00Z");
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 1, "c2",
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 0);
+	refund_cleanup(&p[0]);
+	refund_cleanup(&p[1]);
+	refund_cleanup(&p[2]);
+
+	ck_assert_rows(db, "SELECT id, status, revision, source, event_seq,"
+	    " amount_minor FROM refunds ORDER BY id",
+	    "r1|REVERSED|5|webhook|7|1295\n"
+	    "r2|SUCCEEDED|2|backfill|NULL|1295\n"
+	    "r3|FAILED|1|backfill|NULL|3\n");
+	ck_assert_rows(db, "SELECT refund_id, status, prev_status, source"
+	    " FROM changes ORDER BY seq",
+	    "r1|REVERSED|NULL|webhook\nr2|PENDING|NULL|webhook\n"
+	    "r2|SUCCEEDED|PENDING|backfill\nr3|FAILED|NULL|backfill\n");
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c2|2|4|NULL\n");
+	sqlite3_close(db);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* A page is all or nothing: a refund the database refuses halfway, a
+ * malformed refund, or a lock held past busy_timeout leaves the refunds,
+ * the change log and the cursor as they were. */
+START_TEST(test_backfill_page_atomic)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	struct refund *p;
+	size_t applied = 99;
+	char *amount;
+	int64_t t0;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	db = raw_open(path);
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", false), RS_OK);
+	p = mk_page("ok", 2, 1);
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 2, "c1",
+	    &applied), RS_OK);
+	free_page(p, 2);
+
+	/* The third of four refunds fails inside the transaction. */
+	raw_exec(db, "CREATE TRIGGER no_bad BEFORE INSERT ON refunds"
+	    " WHEN NEW.id = 'x-2' BEGIN SELECT RAISE(ABORT, 'refused'); END");
+	p = mk_page("x", 4, 1);
+	applied = 99;
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 4, "c2",
+	    &applied), RS_ERR_INPUT);
+	ck_assert_uint_eq(applied, 99);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c1|1|2|NULL\n");
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM refunds"), 2);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM changes"), 2);
+	raw_exec(db, "DROP TRIGGER no_bad");
+
+	/* A refund without an amount is refused before any write. */
+	amount = p[1].amount;
+	p[1].amount = NULL;
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 4, "c2",
+	    &applied), RS_ERR_INPUT);
+	p[1].amount = amount;
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", NULL, 1, "c2",
+	    &applied), RS_ERR_INPUT);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c1|1|2|NULL\n");
+
+	/* Locked: busy, nothing kept; then the same page goes in. */
+	raw_exec(db, "BEGIN IMMEDIATE");
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 4, "c2",
+	    &applied), RS_ERR_BUSY);
+	ck_assert_int_ge(clock_mono_ms() - t0, BUSY_MS - 10);
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", false),
+	    RS_ERR_BUSY);
+	ck_assert_int_eq(store_backfill_finish(st, "inst-1", true, NULL),
+	    RS_ERR_BUSY);
+	raw_exec(db, "ROLLBACK");
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c1|1|2|NULL\n");
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", p, 4, "c2",
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 4);
+	free_page(p, 4);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c2|2|6|NULL\n");
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM changes"), 6);
+
+	/* An empty last page: no refunds, no cursor. */
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", NULL, 0, NULL,
+	    &applied), RS_OK);
+	ck_assert_uint_eq(applied, 0);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|3|6|NULL\n");
+
+	/* Inside a caller's transaction: refused, the caller's stays. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_backfill_page(st, "inst-1", NULL, 0, "c9",
+	    &applied), RS_ERR_INTERNAL);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 0);
+	store_rollback(st);
+	sqlite3_close(db);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
 static Suite *
 store_suite(void)
 {
@@ -1603,6 +2059,12 @@ store_suite(void)
 	tcase_add_test(tc, test_disk_full);
 	tcase_add_test(tc, test_readonly);
 	tcase_add_test(tc, test_open_errors);
+	tcase_add_test(tc, test_backfill_names);
+	tcase_add_test(tc, test_instance_ensure_get);
+	tcase_add_test(tc, test_instance_foreach);
+	tcase_add_test(tc, test_backfill_lifecycle);
+	tcase_add_test(tc, test_backfill_version_rule);
+	tcase_add_test(tc, test_backfill_page_atomic);
 	suite_add_tcase(s, tc);
 	return s;
 }

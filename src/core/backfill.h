@@ -1,0 +1,157 @@
+/*
+ * backfill.h: page through Query Refunds (WIX.md §4) and store every
+ * refund of an app instance, resuming from the last committed cursor.
+ *
+ * backfill_run() does one instance in the calling thread.  Each page's
+ * refunds and the cursor that follows it are committed in one
+ * transaction (store_backfill_page()), under the same version rule as
+ * webhooks, so a backfill never undoes a newer webhook, and a run that is
+ * killed resumes from the last committed cursor with no page lost.
+ *
+ * struct backfiller runs backfills in the daemon: a few worker threads,
+ * each with its own store connection, take kicked instances from a queue.
+ * Kicking never blocks on I/O, so ingest's done() callback may kick.
+ */
+#ifndef RS_BACKFILL_H
+#define RS_BACKFILL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "adapters/config.h"
+#include "adapters/store.h"
+#include "adapters/wixapi.h"
+#include "util/status.h"
+
+/* Where a run stands, for a progress display.  All borrowed for the
+ * callback only. */
+struct backfill_progress {
+	const char	*instance_id;
+	/* The whole backfill's, across runs: */
+	int64_t		 pages;		/* pages committed */
+	int64_t		 refunds;	/* refunds seen */
+	/* This run's: */
+	int64_t		 run_pages;	/* pages committed */
+	int64_t		 applied;	/* refunds stored as new or
+					   newer versions */
+	uint64_t	 requests;	/* HTTP requests sent for the instance
+					   by this process */
+	int64_t		 elapsed_ms;	/* since this run began */
+	bool		 finished;	/* the last call of the run */
+	const char	*note;		/* a retry, restart or NULL */
+};
+
+/* Called after each committed page, on a retry or restart (note set),
+ * and once at the end (finished).  arg first. */
+typedef void	(*backfill_progress_fn)(void *arg,
+		    const struct backfill_progress *p);
+
+struct backfill_options {
+	int		 page_size;	/* per page, 1..100; 0: 100 */
+	bool		 restart;	/* from the first page even if a
+					   cursor is stored */
+	const atomic_bool *stop;	/* when set, stop at the next page
+					   boundary; NULL: never */
+	backfill_progress_fn progress;	/* NULL: none */
+	void		*progress_arg;
+	/* A malformed, oversized or failed page (or a store that cannot
+	 * commit) is tried this many times in all, with capped exponential
+	 * backoff, before the run fails. */
+	int		 page_attempts;	/* 0: 5 */
+	int64_t		 retry_base_ms;	/* 0: 1000 */
+	int64_t		 retry_max_ms;	/* 0: 30000 */
+	int		 max_restarts;	/* cursor rejections; 0: 3 */
+};
+
+/*
+ * Backfill instance_id with w into st (a connection of the caller's
+ * thread; no transaction open).  The instance row is created if absent
+ * and marked running; a running or failed backfill resumes from its
+ * cursor unless opt->restart.
+ *
+ * RS_OK: every page is committed and the state is 'done'.
+ * RS_ERR_STOPPING: *opt->stop was set; the run stopped at a page boundary
+ *   with the state left 'running' and the cursor committed, so the next
+ *   run resumes.
+ * Anything else: the run failed; the state is 'failed' with last_error
+ *   (and the cursor kept) when the store could record it.  A cursor Wix
+ *   repeats, an empty page or a missing cursor with hasNext, and a page
+ *   that starts before the previous one ended all fail the run
+ *   (RS_ERR_INPUT) instead of looping.
+ * Unless RS_OK, *why (caller frees) says why; it never holds a secret.
+ */
+enum rs_status	backfill_run(struct store *st, struct wixapi *w,
+		    const char *instance_id, const struct backfill_options *opt,
+		    char **why /* OUT */);
+
+/*
+ * A REST client from the [wix] section of cfg: OAuth (app_id and the
+ * secret in app_secret_file) or API-key mode (api_key_file and site_id),
+ * api_base, and [backfill] requests_per_minute.  The secret file is read
+ * with config_read_secret() and wiped once the client has its copy.
+ * RS_OK and *out (caller owns; wixapi_free()); RS_ERR_NOTFOUND when no
+ * credentials are configured (backfill is off); RS_ERR_CONFIG and *why
+ * (caller frees) when they cannot be used.
+ */
+enum rs_status	backfill_wixapi_new(const struct config *cfg,
+		    struct wixapi **out /* OUT */, char **why /* OUT */);
+
+/* ---- the daemon's backfiller ----------------------------------------- */
+
+struct backfiller;
+
+/*
+ * Start a backfiller over the store at cfg's [store] path (each worker
+ * opens its own connection with busy_timeout) with cfg's [backfill]
+ * page_size.  w is borrowed and must outlive backfiller_stop().  cfg is
+ * read during the call only.  No thread runs until the first kick.
+ * Returns the backfiller (caller owns; backfiller_stop(), then
+ * backfiller_free()).
+ */
+struct backfiller *backfiller_start(const struct config *cfg,
+		    struct wixapi *w, const struct backfill_options *tune);
+
+/*
+ * Ask for a backfill of instance_id.  Idempotent: a kick for an instance
+ * queued or running is ignored, and an instance whose backfill is 'done'
+ * is left alone (the worker checks the store).  Never waits for I/O:
+ * safe from ingest's done() callback.  A kick after backfiller_stop()
+ * began is ignored.
+ */
+void		backfiller_kick(struct backfiller *bf,
+		    const char *instance_id);
+
+/*
+ * The start-up kicks, read through st (a connection of the calling
+ * thread): every instance named in [wix] instances whose backfill is not
+ * 'done', every stored instance left 'running', and, when pending_too
+ * (on_install = yes), every stored instance still 'pending'.  Returns
+ * how many were kicked.
+ */
+size_t		backfiller_kick_startup(struct backfiller *bf,
+		    const struct config *cfg, struct store *st,
+		    bool pending_too);
+
+/* Instances queued or running now. */
+size_t		backfiller_busy(struct backfiller *bf);
+
+/*
+ * Stop: set the stop flag, drop the queue, and wait up to wait_ms for
+ * the workers to reach a page boundary (the state stays 'running' with
+ * the cursor committed, so the next start resumes).  From here on kicks
+ * are ignored, and bf stays valid until backfiller_free().  true: every
+ * worker has ended; false: one is still inside a Wix call (a long
+ * backoff).  May be called again.  NULL is fine (true).
+ */
+bool		backfiller_stop(struct backfiller *bf, int64_t wait_ms);
+
+/*
+ * Free bf after backfiller_stop().  true: freed.  false: a worker still
+ * runs, so bf is left to it (and the wixapi it borrows must not be
+ * freed either: the process is about to exit).  NULL is fine (true).
+ */
+bool		backfiller_free(struct backfiller *bf);
+
+#endif

@@ -1,0 +1,202 @@
+/*
+ * export.h: the export engine (SPEC §5).
+ *
+ * Every [exporter NAME] section runs as one worker: a thread with its own
+ * store connection that reads the change log in seq order, hands records
+ * to its exporter (include/refundsync/exporter.h) in batches, and records
+ * in the store what became of them.  Workers share nothing but the
+ * database, so one failing exporter never holds up another, and none
+ * holds up the webhook path (their transactions are short).
+ *
+ * Per exporter, durably (sql/002_exporters.sql): the position (every
+ * change up to it was delivered or given up), the retry state of the
+ * record being retried, the dead letters and a delivery log.
+ *
+ * Delivery is at least once, in change-log order.  Each record carries
+ * the idempotency key "<NAME>:<refund id>:<revision>" ("-" when the
+ * version has no revision), with ":reverse" appended for a reversal, so
+ * the same change always carries the same key.  The position moves only
+ * after deliver() reported records done (a file exporter has fsync()ed
+ * them by then); a crash in between re-sends them with the same keys.  On
+ * start, and after an operator moved the exporter, the engine asks the
+ * exporter's recover() for the last seq the target holds and
+ * fast-forwards past it, so a file exporter never writes a record twice.
+ * The same makes it safe for a worker to commit its own state without
+ * waiting for the disk (store_options.lazy_sync): a power cut may forget
+ * the last positions, which only means records sent again with the same
+ * keys; killing the process forgets nothing.
+ *
+ * Failures: RS_EXPORT_RETRY is retried with capped exponential backoff
+ * and jitter on the monotonic clock (retry_initial_ms doubling up to
+ * retry_max_ms; each wait is drawn from [d/2, d]).  RS_EXPORT_PERMANENT,
+ * or a record still failing retry_horizon seconds (wall clock, kept
+ * across restarts) after its first failure, becomes a dead letter with
+ * the reason and the exporter's last message, and the position moves
+ * past it so later records flow.
+ *
+ * Operators (`refundsync export`, which may run beside the daemon):
+ *  - replay --exporter NAME [--from SEQ]: the next record becomes the
+ *    first change at or above SEQ (default 1) and the worker reloads.
+ *    Records the target already holds are not sent again: recover()
+ *    decides (a file exporter skips everything up to its file's last
+ *    seq; to rewrite a file, move it away first and replay).  Targets
+ *    without recover() (http, exec, plugins without it) get every record
+ *    again with its original idempotency key, so a receiver that honours
+ *    the key sees no effect twice.
+ *  - retry-dead [--exporter NAME]: dead letters are queued; the worker
+ *    delivers queued ones first, one at a time, oldest first.  One that
+ *    succeeds leaves the dead letters; one that fails again is a dead
+ *    letter again.  A target whose recover() already holds a later seq
+ *    cannot take an older record (a file is in seq order): such a dead
+ *    letter stays, with a reason that says to replay instead.
+ *  - dead [--exporter NAME], status.
+ *
+ * While a worker backs off, it still refreshes its gauges every poll_ms,
+ * and an operator's replay or retry-dead ends the backoff at once.
+ *
+ * Stopping: a worker stops between two steps, so a batch in flight is
+ * delivered and recorded (or not delivered) before it exits: exporters
+ * stop at a record boundary.
+ */
+#ifndef RS_EXPORT_H
+#define RS_EXPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "adapters/config.h"
+#include "adapters/store.h"
+#include "refundsync/exporter.h"
+#include "util/status.h"
+
+/* What one worker runs. */
+struct export_spec {
+	const char	*name;		/* the [exporter NAME] */
+	const struct rs_exporter_ops *ops; /* borrowed: must outlive the
+					   worker */
+	const struct rs_export_kv *kv;	/* the keys for open(); copied */
+	size_t		 nkv;
+	size_t		 batch;		/* most records per deliver() */
+	int64_t		 retry_initial_ms;
+	int64_t		 retry_max_ms;
+	int64_t		 retry_horizon_s;
+	int64_t		 poll_ms;	/* idle wait between looks */
+};
+
+/* Fill spec with the defaults of config.h and name, ops; no keys. */
+void		export_spec_init(struct export_spec *spec, const char *name,
+		    const struct rs_exporter_ops *ops);
+
+struct export_worker;
+
+/*
+ * A worker for spec, with its own store connection to store_path (read
+ * and write; busy_timeout_ms to wait for locks).  The exporter instance
+ * is opened by the first step (and again, with backoff, while open()
+ * fails).  Returns RS_OK and *out (caller owns; export_worker_free()),
+ * or an error with a message in *why (caller frees).
+ */
+enum rs_status	export_worker_new(const char *store_path, int busy_timeout_ms,
+		    const struct export_spec *spec,
+		    struct export_worker **out /* OUT */,
+		    char **why /* OUT */);
+/* Close the exporter instance and the store connection.  NULL is fine. */
+void		export_worker_free(struct export_worker *w);
+
+/* What a step did. */
+enum export_step {
+	EXPORT_STEP_PROGRESS,	/* delivered or gave up something, or
+				   fast-forwarded: step again now */
+	EXPORT_STEP_IDLE,	/* the change log has nothing new */
+	EXPORT_STEP_WAIT,	/* backing off after a failure */
+	EXPORT_STEP_ERROR	/* the store failed; try again later */
+};
+
+/*
+ * Do one unit of work at monotonic time now_ms (clock_mono_ms(); tests
+ * pass their own): deliver one batch, or one queued dead letter, and
+ * record the outcome.  *next_ms (may be NULL) is the latest time to step
+ * again (now_ms for PROGRESS); stepping earlier does no harm.  The retry
+ * horizon is measured on clock_wall_s(), so tests can fake it.
+ */
+enum export_step export_worker_step(struct export_worker *w, int64_t now_ms,
+		    int64_t *next_ms /* OUT, may be NULL */);
+
+/* The worker's name.  Borrowed. */
+const char	*export_worker_name(const struct export_worker *w);
+
+/* "<name>:<refund_id>:<revision or ->[:reverse]".  Caller frees. */
+char		*export_idempotency_key(const char *name,
+		    const char *refund_id, bool has_revision,
+		    int64_t revision, enum rs_posting posting);
+
+/* ---- the engine: one thread per worker --------------------------------- */
+
+struct export_engine;
+
+/*
+ * Start a thread for each spec.  Returns RS_OK and *out (caller owns;
+ * export_engine_stop()), or an error with a message in *why.  n may be
+ * 0: an engine with nothing to do.
+ */
+enum rs_status	export_engine_new(const char *store_path, int busy_timeout_ms,
+		    const struct export_spec *specs, size_t n,
+		    struct export_engine **out /* OUT */,
+		    char **why /* OUT */);
+
+/*
+ * Start the exporters of cfg: resolve each type (loading and checking
+ * plugins) and start its worker.  A plugin that cannot be loaded or has
+ * the wrong ABI version refuses the start: RS_ERR_CONFIG with a message
+ * naming the section in *why (caller frees).  An exporter whose open()
+ * fails is not a start failure: its worker retries with backoff.
+ */
+enum rs_status	export_engine_start(const struct config *cfg,
+		    struct export_engine **out /* OUT */,
+		    char **why /* OUT */);
+
+/* New changes were committed: wake idle workers now.  NULL is fine. */
+void		export_engine_notify(struct export_engine *e);
+
+/*
+ * Stop every worker at a record boundary, wait for them, and close the
+ * exporters (and unload plugins).  e stays valid for
+ * export_engine_notify(), which does nothing from then on.  Calling it
+ * twice is fine; NULL is fine.
+ */
+void		export_engine_halt(struct export_engine *e);
+
+/* Halt e if needed, and free it.  NULL is fine. */
+void		export_engine_stop(struct export_engine *e);
+
+/*
+ * Load every plugin of cfg and check its ABI version, as the daemon
+ * would at start, then unload it (for `refundsync check`).  RS_OK, or
+ * RS_ERR_CONFIG with a message in *why (caller frees).
+ */
+enum rs_status	export_check_config(const struct config *cfg, char **why);
+
+/* ---- the `refundsync export` commands ---------------------------------- */
+
+/*
+ * Each prints its result on out (text, or JSON when json is set: one
+ * document for status, replay and retry-dead; one object per line for
+ * dead) and a reason on err when it fails.  They return RS_OK, or
+ * RS_ERR_CONFIG for an exporter that is not configured (a usage error),
+ * or the store's error.  st must be open (read-write for replay and
+ * retry-dead).
+ */
+enum rs_status	export_cmd_status(const struct config *cfg, struct store *st,
+		    bool json, FILE *out, FILE *err);
+enum rs_status	export_cmd_replay(const struct config *cfg, struct store *st,
+		    const char *name, int64_t from, bool json, FILE *out,
+		    FILE *err);
+enum rs_status	export_cmd_dead(const struct config *cfg, struct store *st,
+		    const char *name, bool json, FILE *out, FILE *err);
+enum rs_status	export_cmd_retry_dead(const struct config *cfg,
+		    struct store *st, const char *name, bool json, FILE *out,
+		    FILE *err);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * beancount.c: the beancount exporter.  It is the ledger exporter's
+ * double-entry journal in beancount syntax (ledger.c says what it
+ * writes and which keys it takes); `bean-check` accepts the file.
+ *
+ * Keys of [exporter NAME] with type = beancount: path, refund_account,
+ * clearing_account, application_fee_account, processing_fee_account.
+ * Account names must be beancount names: the first component Assets,
+ * Liabilities, Equity, Income or Expenses, every component starting with
+ * an upper-case letter or a digit.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "exporters/builtin.h"
+#include "exporters/filejournal.h"
+
+const char *const exporter_beancount_keys[] = { "path", "refund_account",
+    "clearing_account", "application_fee_account", "processing_fee_account",
+    NULL };
+
+static int
+beancount_open(void **ctx, const char *name, const struct rs_export_kv *kv,
+    size_t nkv, char *err, size_t errlen)
+{
+	return exporter_journal_open(true, ctx, name, kv, nkv, err, errlen);
+}
+
+const struct rs_exporter_ops exporter_beancount_ops = {
+	.abi_version = RS_EXPORTER_ABI_VERSION,
+	.name = "beancount",
+	.open = beancount_open,
+	.deliver = filejournal_exporter_deliver,
+	.recover = filejournal_exporter_recover,
+	.close = filejournal_exporter_close,
+};

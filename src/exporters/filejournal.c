@@ -1,0 +1,895 @@
+/*
+ * filejournal.c: durable append-only record files with tail recovery,
+ * and the generic file exporter built on them.
+ *
+ * The key decision: a record is committed when its commit line is in the
+ * file and fsync()ed, and recovery trusts nothing after the last
+ * complete commit line.  We write with pwrite() at our own offset rather
+ * than O_APPEND, so a rollback that could not truncate is overwritten by
+ * the next write and cut off before the next fsync: the committed prefix
+ * is never followed by stale bytes for long.  Used by one exporter
+ * thread at a time; nothing here is shared.
+ */
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "domain/money.h"
+#include "exporters/filejournal.h"
+#include "util/log.h"
+#include "util/xmalloc.h"
+
+/* First window read back from the end when looking for a commit line. */
+#define FJ_FIRST_WINDOW		(64u * 1024)
+/* Chunk size for reading the whole file (filejournal_foreach_line). */
+#define FJ_READ_CHUNK		(1024u * 1024)
+/* Longest line foreach_line hands out; longer ones are skipped. */
+#define FJ_MAX_LINE		(16u * 1024 * 1024)
+/* A batch is written out once this much text is pending. */
+#define FJ_FLUSH		(1024u * 1024)
+
+struct filejournal {
+	int			 fd;
+	char			*path;
+	filejournal_commit_fn	 commit;
+	uint64_t		 committed;	/* bytes durable */
+	uint64_t		 written;	/* bytes written */
+	bool			 dirty;		/* bytes past written may
+						   remain (a failed rollback) */
+	int64_t			 last_seq;
+};
+
+/* ---- the journal ------------------------------------------------------ */
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Read exactly len bytes at off.  false (errno set) on error or EOF. */
+static bool
+pread_full(int fd, void *p, size_t len, uint64_t off)
+{
+	char *c = p;
+	ssize_t n;
+
+	while (len > 0) {
+		n = pread(fd, c, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return false;
+		}
+		c += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return true;
+}
+
+/* fsync the directory holding path, so a new file's name is durable. */
+static bool
+sync_dir(const char *path)
+{
+	char *copy = xstrdup(path);
+	int dfd;
+	bool ok = false;
+
+	dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		ok = fsync(dfd) == 0;
+		close(dfd);
+	}
+	free(copy);
+	return ok;
+}
+
+/*
+ * Look for the last complete commit line in data[0..len), which is the
+ * file from byte off on.  A line counts only if it starts inside the
+ * window (or the window starts at 0).  Sets *end to the offset in data
+ * just past its '\n'.
+ */
+static bool
+scan_window(const char *data, size_t len, bool at_start,
+    filejournal_commit_fn commit, size_t *end, int64_t *seq)
+{
+	size_t line_end = len, s;
+
+	/*
+	 * A plain backward scan, byte by byte: memrchr() per line would be
+	 * quadratic under ASan, whose interceptor checks the whole range.
+	 */
+	while (line_end > 0 && data[line_end - 1] != '\n')
+		line_end--;
+	if (line_end == 0)
+		return false;
+	line_end--;		/* at the '\n' ending the last whole line */
+	for (;;) {
+		for (s = line_end; s > 0 && data[s - 1] != '\n'; s--)
+			;
+		if (s == 0 && !at_start)
+			return false;	/* the line may start before data */
+		if (commit(data + s, line_end - s, seq)) {
+			*end = line_end + 1;
+			return true;
+		}
+		if (s == 0)
+			return false;
+		line_end = s - 1;
+	}
+}
+
+/* Cut fj's file to keep bytes (fsync()ed). */
+static enum rs_status
+cut_to(struct filejournal *fj, uint64_t keep, uint64_t size, int64_t seq,
+    char *err, size_t errlen)
+{
+	log_warnx("%s: cutting %llu bytes of a record a crash left "
+	    "incomplete (last seq %lld)", fj->path,
+	    (unsigned long long)(size - keep), (long long)seq);
+	if (ftruncate(fj->fd, (off_t)keep) != 0 || fsync(fj->fd) != 0) {
+		seterr(err, errlen, "%s: truncate: %s", fj->path,
+		    strerror(errno));
+		return RS_ERR_IO;
+	}
+	return RS_OK;
+}
+
+/*
+ * Find the committed end of fj's file of size bytes; truncate the rest.
+ * A file with no commit line that starts like header (see
+ * filejournal_open()) is a torn first write: it is emptied.
+ */
+static enum rs_status
+recover_tail(struct filejournal *fj, uint64_t size, const char *header,
+    size_t hlen, char *err, size_t errlen)
+{
+	uint64_t win = FJ_FIRST_WINDOW, off;
+	size_t end = 0;
+	int64_t seq = 0;
+	char *data = NULL;
+	bool found = false;
+	enum rs_status st = RS_OK;
+
+	fj->committed = fj->written = 0;
+	fj->last_seq = 0;
+	if (size == 0)
+		return RS_OK;
+	for (;;) {
+		if (win > size)
+			win = size;
+		off = size - win;
+		data = xrealloc(data, (size_t)win);
+		if (!pread_full(fj->fd, data, (size_t)win, off)) {
+			seterr(err, errlen, "%s: read: %s", fj->path,
+			    strerror(errno));
+			st = RS_ERR_IO;
+			goto out;
+		}
+		if (scan_window(data, (size_t)win, off == 0, fj->commit, &end,
+		    &seq)) {
+			found = true;
+			break;
+		}
+		if (off == 0 || win >= FILEJOURNAL_MAX_TAIL)
+			break;
+		win *= 4;
+		if (win > FILEJOURNAL_MAX_TAIL)
+			win = FILEJOURNAL_MAX_TAIL;
+	}
+	if (!found) {
+		/* The whole file was read: a torn first write? */
+		if (off == 0 && hlen > 0 && memcmp(data, header,
+		    size < hlen ? (size_t)size : hlen) == 0 &&
+		    (size <= hlen || memchr(data + hlen, '\n',
+		    (size_t)size - hlen) == NULL)) {
+			st = cut_to(fj, 0, size, 0, err, errlen);
+			goto out;
+		}
+		seterr(err, errlen, "%s: no record end found in its last %llu "
+		    "bytes: not a file this exporter wrote (move it away or "
+		    "choose another path)", fj->path, (unsigned long long)win);
+		st = RS_ERR_INPUT;
+		goto out;
+	}
+	fj->committed = fj->written = off + end;
+	fj->last_seq = seq;
+	if (fj->committed < size)
+		st = cut_to(fj, fj->committed, size, seq, err, errlen);
+out:
+	free(data);
+	return st;
+}
+
+enum rs_status
+filejournal_open(const char *path, filejournal_commit_fn commit,
+    const char *header, size_t hlen, struct filejournal **out, char *err,
+    size_t errlen)
+{
+	struct filejournal *fj = NULL;
+	struct stat sb;
+	bool created = false;
+	int fd, saved;
+	enum rs_status st;
+
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		created = fd >= 0;
+		if (fd < 0 && errno == EEXIST)
+			fd = open(path, O_RDWR | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		saved = errno;
+		seterr(err, errlen, "%s: open: %s", path, strerror(saved));
+		return saved == EISDIR ? RS_ERR_INPUT : RS_ERR_IO;
+	}
+	fj = xcalloc(1, sizeof(*fj));
+	fj->fd = fd;
+	fj->path = xstrdup(path);
+	fj->commit = commit;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		saved = errno;
+		seterr(err, errlen, "%s: %s", path, saved == EWOULDBLOCK ?
+		    "locked by another writer" : strerror(saved));
+		st = saved == EWOULDBLOCK ? RS_ERR_BUSY : RS_ERR_IO;
+		goto fail;
+	}
+	if (fstat(fd, &sb) != 0) {
+		seterr(err, errlen, "%s: stat: %s", path, strerror(errno));
+		st = RS_ERR_IO;
+		goto fail;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		seterr(err, errlen, "%s: not a regular file", path);
+		st = RS_ERR_INPUT;
+		goto fail;
+	}
+	if (created && !sync_dir(path)) {
+		seterr(err, errlen, "%s: sync directory: %s", path,
+		    strerror(errno));
+		st = RS_ERR_IO;
+		goto fail;
+	}
+	if ((st = recover_tail(fj, (uint64_t)sb.st_size, header, hlen, err,
+	    errlen)) != RS_OK)
+		goto fail;
+	*out = fj;
+	return RS_OK;
+fail:
+	filejournal_close(fj);
+	return st;
+}
+
+void
+filejournal_close(struct filejournal *fj)
+{
+	if (fj == NULL)
+		return;
+	if (fj->written != fj->committed || fj->dirty)
+		filejournal_rollback(fj);
+	if (fj->fd >= 0)
+		close(fj->fd);	/* drops the lock */
+	free(fj->path);
+	free(fj);
+}
+
+int64_t
+filejournal_last_seq(const struct filejournal *fj)
+{
+	return fj->last_seq;
+}
+
+uint64_t
+filejournal_size(const struct filejournal *fj)
+{
+	return fj->committed;
+}
+
+enum rs_status
+filejournal_foreach_line(struct filejournal *fj, filejournal_line_fn fn,
+    void *arg)
+{
+	struct buf line;
+	char *chunk = xmalloc(FJ_READ_CHUNK);
+	uint64_t off = 0;
+	size_t n, i, s;
+	bool skip = false;
+	enum rs_status st = RS_OK;
+
+	buf_init(&line, FJ_MAX_LINE);
+	while (off < fj->committed) {
+		n = fj->committed - off < FJ_READ_CHUNK ?
+		    (size_t)(fj->committed - off) : FJ_READ_CHUNK;
+		if (!pread_full(fj->fd, chunk, n, off)) {
+			log_warn("%s: read", fj->path);
+			st = RS_ERR_IO;
+			goto out;
+		}
+		off += n;
+		for (s = i = 0; i < n; i++) {
+			if (chunk[i] != '\n')
+				continue;
+			if (line.len == 0 && !skip)
+				fn(arg, chunk + s, i - s);
+			else if (!skip &&
+			    buf_append(&line, chunk + s, i - s) == RS_OK)
+				fn(arg, line.data, line.len);
+			buf_reset(&line);
+			skip = false;
+			s = i + 1;
+		}
+		if (s < n && !skip &&
+		    buf_append(&line, chunk + s, n - s) != RS_OK)
+			skip = true;	/* longer than FJ_MAX_LINE */
+	}
+	/* The committed part ends with '\n', so line is empty here. */
+out:
+	buf_cleanup(&line);
+	free(chunk);
+	return st;
+}
+
+enum rs_status
+filejournal_write(struct filejournal *fj, const void *data, size_t len,
+    char *err, size_t errlen)
+{
+	const char *p = data;
+	ssize_t n;
+
+	while (len > 0) {
+		n = pwrite(fj->fd, p, len, (off_t)fj->written);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			seterr(err, errlen, "%s: write: %s", fj->path,
+			    strerror(errno));
+			return RS_ERR_IO;
+		}
+		p += n;
+		len -= (size_t)n;
+		fj->written += (uint64_t)n;
+	}
+	return RS_OK;
+}
+
+enum rs_status
+filejournal_commit(struct filejournal *fj, int64_t last_seq, char *err,
+    size_t errlen)
+{
+	if (fj->written != fj->committed || fj->dirty) {
+		/* Cut what a failed rollback may have left past our end. */
+		if (fj->dirty && ftruncate(fj->fd, (off_t)fj->written) != 0) {
+			seterr(err, errlen, "%s: truncate: %s", fj->path,
+			    strerror(errno));
+			filejournal_rollback(fj);
+			return RS_ERR_IO;
+		}
+		if (fdatasync(fj->fd) != 0) {
+			seterr(err, errlen, "%s: fsync: %s", fj->path,
+			    strerror(errno));
+			filejournal_rollback(fj);
+			return RS_ERR_IO;
+		}
+		fj->dirty = false;
+		fj->committed = fj->written;
+	}
+	if (last_seq > fj->last_seq)
+		fj->last_seq = last_seq;
+	return RS_OK;
+}
+
+void
+filejournal_rollback(struct filejournal *fj)
+{
+	fj->written = fj->committed;
+	if (ftruncate(fj->fd, (off_t)fj->committed) != 0 ||
+	    fsync(fj->fd) != 0) {
+		log_warn("%s: rollback to %llu bytes", fj->path,
+		    (unsigned long long)fj->committed);
+		fj->dirty = true;
+	} else
+		fj->dirty = false;
+}
+
+/* ---- a set of declared names ------------------------------------------ */
+
+void
+filejournal_names_init(struct filejournal_names *s)
+{
+	memset(s, 0, sizeof(*s));
+}
+
+void
+filejournal_names_cleanup(struct filejournal_names *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	memset(s, 0, sizeof(*s));
+}
+
+bool
+filejournal_names_has(const struct filejournal_names *s, const char *name,
+    size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		if (strncmp(s->v[i], name, len) == 0 && s->v[i][len] == '\0')
+			return true;
+	return false;
+}
+
+void
+filejournal_names_add(struct filejournal_names *s, const char *name,
+    size_t len)
+{
+	if (filejournal_names_has(s, name, len))
+		return;
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 16;
+		s->v = xreallocarray(s->v, s->cap, sizeof(*s->v));
+	}
+	s->v[s->n++] = xstrndup(name, len);
+}
+
+void
+filejournal_names_settle(struct filejournal_names *s, bool committed)
+{
+	if (!committed)
+		while (s->n > s->committed)
+			free(s->v[--s->n]);
+	s->committed = s->n;
+}
+
+/* ---- text helpers ----------------------------------------------------- */
+
+enum rs_status
+filejournal_put_i64(struct buf *b, int64_t v)
+{
+	char rev[24];
+	char out[24];
+	uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	size_t n = 0, i = 0;
+
+	do {
+		rev[n++] = (char)('0' + mag % 10);
+		mag /= 10;
+	} while (mag != 0);
+	if (v < 0)
+		out[i++] = '-';
+	while (n > 0)
+		out[i++] = rev[--n];
+	return buf_append(b, out, i);
+}
+
+enum rs_status
+filejournal_put_json(struct buf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *run;
+	char esc[6];
+	unsigned char c;
+	enum rs_status st;
+
+	if (s == NULL)
+		return buf_append(b, "null", 4);
+	if ((st = buf_append(b, "\"", 1)) != RS_OK)
+		return st;
+	for (;;) {
+		for (run = s; (c = (unsigned char)*s) >= 0x20 && c != '"' &&
+		    c != '\\' && c != 0x7f; s++)
+			;
+		if (s > run && (st = buf_append(b, run, (size_t)(s - run))) !=
+		    RS_OK)
+			return st;
+		if (c == '\0')
+			break;
+		esc[0] = '\\';
+		switch (c) {
+		case '"':
+		case '\\':
+			esc[1] = (char)c;
+			st = buf_append(b, esc, 2);
+			break;
+		case '\n':
+			st = buf_append(b, "\\n", 2);
+			break;
+		case '\r':
+			st = buf_append(b, "\\r", 2);
+			break;
+		case '\t':
+			st = buf_append(b, "\\t", 2);
+			break;
+		default:
+			esc[1] = 'u';
+			esc[2] = '0';
+			esc[3] = '0';
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			st = buf_append(b, esc, 6);
+			break;
+		}
+		if (st != RS_OK)
+			return st;
+		s++;
+	}
+	return buf_append(b, "\"", 1);
+}
+
+enum rs_status
+filejournal_put_csv(struct buf *b, const char *s)
+{
+	const char *p;
+	size_t len;
+	bool quote;
+	unsigned char c;
+	enum rs_status st = RS_OK;
+
+	if (s == NULL || *s == '\0')
+		return RS_OK;
+	len = strlen(s);
+	quote = s[0] == ' ' || s[len - 1] == ' ' ||
+	    strpbrk(s, ",\"") != NULL;
+	if (!quote && strcspn(s, "\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"
+	    "\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19"
+	    "\x1a\x1b\x1c\x1d\x1e\x1f\x7f") == len)
+		return buf_append(b, s, len);
+	if (quote && (st = buf_append(b, "\"", 1)) != RS_OK)
+		return st;
+	for (p = s; *p != '\0' && st == RS_OK; p++) {
+		c = (unsigned char)*p;
+		if (c == '"')
+			st = buf_append(b, "\"\"", 2);
+		else if (c < 0x20 || c == 0x7f)
+			st = buf_append(b, " ", 1);
+		else
+			st = buf_append(b, p, 1);
+	}
+	if (quote && st == RS_OK)
+		st = buf_append(b, "\"", 1);
+	return st;
+}
+
+static bool
+safe_byte(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '~' ||
+	    c == ':' || c == '@' || c == '/' || c == '+' || c == '=' ||
+	    c == '-';
+}
+
+enum rs_status
+filejournal_put_safe(struct buf *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *run;
+	char esc[3];
+	enum rs_status st;
+
+	if (s == NULL)
+		return buf_append(b, "-", 1);
+	for (;;) {
+		for (run = s; *s != '\0' && safe_byte((unsigned char)*s); s++)
+			;
+		if (s > run && (st = buf_append(b, run, (size_t)(s - run))) !=
+		    RS_OK)
+			return st;
+		if (*s == '\0')
+			return RS_OK;
+		esc[0] = '%';
+		esc[1] = hex[(unsigned char)*s >> 4];
+		esc[2] = hex[(unsigned char)*s & 15];
+		if ((st = buf_append(b, esc, 3)) != RS_OK)
+			return st;
+		s++;
+	}
+}
+
+enum rs_status
+filejournal_put_money(struct buf *b, int64_t minor, int exponent)
+{
+	char text[48];
+	enum rs_status st;
+
+	if ((st = money_format(minor, exponent, text, sizeof(text))) != RS_OK)
+		return st;
+	return buf_appends(b, text);
+}
+
+/* ---- the generic file exporter ------------------------------------------ */
+
+struct fjexp {
+	const struct filejournal_format *fmt;
+	void			*state;
+	char			*name;
+	char			*path;
+	struct filejournal	*fj;
+	struct buf		 out;
+};
+
+const char *
+filejournal_kv(const struct rs_export_kv *kv, size_t nkv, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < nkv; i++)
+		if (kv[i].key != NULL && strcmp(kv[i].key, key) == 0)
+			return kv[i].value != NULL ? kv[i].value : "";
+	return NULL;
+}
+
+bool
+filejournal_parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "yes", "true", "on", "1" };
+	static const char *const no[] = { "no", "false", "off", "0" };
+	size_t i;
+
+	for (i = 0; s != NULL && i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+static int
+result_of(enum rs_status st)
+{
+	return st == RS_ERR_INPUT || st == RS_ERR_CONFIG ?
+	    RS_EXPORT_PERMANENT : RS_EXPORT_RETRY;
+}
+
+static void
+settle(struct fjexp *x, bool committed)
+{
+	if (x->fmt->settle != NULL)
+		x->fmt->settle(x->state, committed);
+}
+
+static void
+scan_line(void *arg, const char *line, size_t len)
+{
+	struct fjexp *x = arg;
+
+	x->fmt->scan(x->state, line, len);
+}
+
+/* Open the journal, let the format see it and append its start text. */
+static int
+attach(struct fjexp *x, char *err, size_t errlen)
+{
+	struct buf header;
+	enum rs_status st;
+
+	/* What an empty file starts with, to recognise a torn one. */
+	buf_init(&header, FILEJOURNAL_MAX_RECORD);
+	if (x->fmt->start != NULL &&
+	    x->fmt->start(x->state, true, 0, &header) != RS_OK) {
+		settle(x, false);
+		buf_cleanup(&header);
+		seterr(err, errlen, "%s: header too large", x->path);
+		return RS_EXPORT_PERMANENT;
+	}
+	settle(x, false);
+	if (x->fmt->begins != NULL)
+		(void)buf_appends(&header, x->fmt->begins);
+	st = filejournal_open(x->path, x->fmt->commit_line, header.data,
+	    header.len, &x->fj, err, errlen);
+	buf_cleanup(&header);
+	if (st != RS_OK)
+		return result_of(st);
+	if (x->fmt->scan != NULL &&
+	    (st = filejournal_foreach_line(x->fj, scan_line, x)) != RS_OK) {
+		seterr(err, errlen, "%s: read: %s", x->path,
+		    rs_strstatus(st));
+		return RS_EXPORT_RETRY;
+	}
+	if (x->fmt->start == NULL)
+		return RS_EXPORT_OK;
+	buf_reset(&x->out);
+	if ((st = x->fmt->start(x->state, filejournal_size(x->fj) == 0,
+	    filejournal_last_seq(x->fj), &x->out)) != RS_OK) {
+		seterr(err, errlen, "%s: header: %s", x->path,
+		    rs_strstatus(st));
+		settle(x, false);
+		return RS_EXPORT_PERMANENT;
+	}
+	if (x->out.len > 0 &&
+	    ((st = filejournal_write(x->fj, x->out.data, x->out.len, err,
+	    errlen)) != RS_OK ||
+	    (st = filejournal_commit(x->fj, filejournal_last_seq(x->fj), err,
+	    errlen)) != RS_OK)) {
+		filejournal_rollback(x->fj);
+		settle(x, false);
+		return RS_EXPORT_RETRY;
+	}
+	settle(x, true);
+	return RS_EXPORT_OK;
+}
+
+int
+filejournal_exporter_open(const struct filejournal_format *fmt, void **ctx,
+    const char *name, const struct rs_export_kv *kv, size_t nkv, char *err,
+    size_t errlen)
+{
+	struct fjexp *x = NULL;
+	const char *path;
+	size_t i, k;
+	bool known;
+	int r;
+
+	*ctx = NULL;
+	for (i = 0; i < nkv; i++) {
+		if (kv[i].key == NULL || strcmp(kv[i].key, "type") == 0)
+			continue;
+		for (known = false, k = 0; fmt->keys[k] != NULL; k++)
+			if (strcmp(kv[i].key, fmt->keys[k]) == 0)
+				known = true;
+		if (!known) {
+			seterr(err, errlen, "[exporter %s] %s: unknown key for "
+			    "type %s", name, kv[i].key, fmt->type);
+			return RS_EXPORT_PERMANENT;
+		}
+	}
+	path = filejournal_kv(kv, nkv, "path");
+	if (path == NULL || *path == '\0') {
+		seterr(err, errlen, "[exporter %s] path: required for type %s",
+		    name, fmt->type);
+		return RS_EXPORT_PERMANENT;
+	}
+	x = xcalloc(1, sizeof(*x));
+	x->fmt = fmt;
+	x->name = xstrdup(name);
+	x->path = xstrdup(path);
+	/* Pending text is flushed at FJ_FLUSH, so this caps one record. */
+	buf_init(&x->out, FJ_FLUSH + FILEJOURNAL_MAX_RECORD);
+	if ((r = fmt->init(&x->state, name, kv, nkv, err, errlen)) !=
+	    RS_EXPORT_OK)
+		goto fail;
+	if ((r = attach(x, err, errlen)) != RS_EXPORT_OK)
+		goto fail;
+	*ctx = x;
+	return RS_EXPORT_OK;
+fail:
+	filejournal_exporter_close(x);
+	return r;
+}
+
+/* Write out what the batch has formatted so far. */
+static enum rs_status
+flush(struct fjexp *x, char *err, size_t errlen)
+{
+	enum rs_status st = RS_OK;
+
+	if (x->out.len > 0)
+		st = filejournal_write(x->fj, x->out.data, x->out.len, err,
+		    errlen);
+	buf_reset(&x->out);
+	return st;
+}
+
+int
+filejournal_exporter_deliver(void *ctx, const struct rs_export_record *recs,
+    size_t n, size_t *done, char *err, size_t errlen)
+{
+	struct fjexp *x = ctx;
+	int64_t hi;
+	uint64_t synced;
+	size_t i, mark, upto = 0;
+	int r = RS_EXPORT_OK;
+
+	*done = 0;
+	hi = filejournal_last_seq(x->fj);
+	synced = filejournal_size(x->fj);
+	buf_reset(&x->out);
+	for (i = 0; i < n; i++) {
+		/* Already in the file: a redelivery or a replay. */
+		if (recs[i].seq <= hi)
+			continue;
+		mark = x->out.len;
+		r = x->fmt->format(x->state, &recs[i], &x->out, err, errlen);
+		if (r == RS_EXPORT_OK && x->out.len - mark >
+		    FILEJOURNAL_MAX_RECORD) {
+			snprintf(err, errlen, "seq %lld: record over %u bytes",
+			    (long long)recs[i].seq, FILEJOURNAL_MAX_RECORD);
+			r = RS_EXPORT_PERMANENT;
+		}
+		if (r != RS_EXPORT_OK) {
+			x->out.len = mark;
+			if (x->out.data != NULL)
+				x->out.data[mark] = '\0';
+			break;
+		}
+		hi = recs[i].seq;
+		if (x->out.len < FJ_FLUSH)
+			continue;
+		if (flush(x, err, errlen) != RS_OK)
+			goto fail;
+		/* Bound what a crash can leave uncommitted. */
+		if (x->fj->written - synced >= FILEJOURNAL_SYNC_EVERY) {
+			if (filejournal_commit(x->fj, hi, err, errlen) != RS_OK)
+				goto fail;
+			settle(x, true);
+			synced = filejournal_size(x->fj);
+			upto = i + 1;
+		}
+	}
+	if (flush(x, err, errlen) != RS_OK ||
+	    filejournal_commit(x->fj, hi, err, errlen) != RS_OK)
+		goto fail;
+	settle(x, true);
+	*done = i;
+	return r;
+fail:
+	filejournal_rollback(x->fj);
+	settle(x, false);
+	buf_reset(&x->out);
+	*done = upto;
+	return RS_EXPORT_RETRY;
+}
+
+int
+filejournal_exporter_recover(void *ctx, int64_t *last_seq, char *err,
+    size_t errlen)
+{
+	struct fjexp *x = ctx;
+
+	(void)err;
+	(void)errlen;
+	*last_seq = filejournal_last_seq(x->fj);
+	return RS_EXPORT_OK;
+}
+
+void
+filejournal_exporter_close(void *ctx)
+{
+	struct fjexp *x = ctx;
+
+	if (x == NULL)
+		return;
+	filejournal_close(x->fj);
+	if (x->state != NULL && x->fmt->free != NULL)
+		x->fmt->free(x->state);
+	buf_cleanup(&x->out);
+	free(x->name);
+	free(x->path);
+	free(x);
+}

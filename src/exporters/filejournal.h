@@ -1,0 +1,251 @@
+/*
+ * filejournal.h: what every file exporter (jsonl, csv, ledger,
+ * beancount) shares: an append-only file of records, durable before a
+ * record is reported done, that recovers after a crash without
+ * duplicating or losing a record.
+ *
+ * The file format decides what a record looks like; the journal only
+ * needs each record to END with a "commit line": one complete line that
+ * names the record's change-log seq (a jsonl line, a csv row, the
+ * `; rs-seq: N` line after a ledger or beancount transaction).  A
+ * format must make sure that no data it writes can produce a newline
+ * inside a record's last line or a false commit line.
+ *
+ * Recovery (on open): the committed part of the file ends with its last
+ * complete commit line; anything after it is the remains of a write that
+ * a crash cut short and is truncated away (and logged).  The seq of that
+ * line is the last seq the file holds: the engine fast-forwards past it
+ * (recover op) and deliver() skips records at or below it, so a record is
+ * never written twice.  In particular `export replay --from SEQ` into a
+ * file exporter writes only the records past the file's last seq; to
+ * write a file again from scratch, move it away first.  A non-empty file
+ * with no commit line in its last FILEJOURNAL_MAX_TAIL bytes is refused,
+ * never truncated: it was not written by this exporter, or was changed by
+ * hand.
+ *
+ * Durability: deliver() writes a batch, fsync()s the file and only then
+ * reports the records done (a large batch is fsync()ed every
+ * FILEJOURNAL_SYNC_EVERY bytes on the way).  If a write or an fsync
+ * fails, the file is truncated back to the last committed byte and the
+ * rest of the batch is retried.
+ * A new file's directory is fsync()ed too.  The file is locked with
+ * flock() while open, so two writers never interleave.
+ *
+ * Threads: one journal or exporter instance is used by one thread at a
+ * time (the exporter ABI's rule).
+ */
+#ifndef RS_FILEJOURNAL_H
+#define RS_FILEJOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refundsync/exporter.h"
+#include "util/buf.h"
+#include "util/status.h"
+
+/*
+ * How far back from the end recovery looks for a commit line, and so the
+ * most it ever cuts.  A writer fsync()s at least every
+ * FILEJOURNAL_SYNC_EVERY bytes and a record is at most
+ * FILEJOURNAL_MAX_RECORD bytes, so a crash never leaves more than their
+ * sum uncommitted; a longer tail means the file was changed by something
+ * else, and is refused rather than cut.
+ */
+#define FILEJOURNAL_SYNC_EVERY	(4u * 1024 * 1024)
+#define FILEJOURNAL_MAX_RECORD	(8u * 1024 * 1024)
+#define FILEJOURNAL_MAX_TAIL	(16u * 1024 * 1024)
+
+struct filejournal;
+
+/*
+ * Is line (len bytes, no '\n') a commit line?  If so set *seq (>= 0)
+ * and return true.
+ */
+typedef bool (*filejournal_commit_fn)(const char *line, size_t len,
+    int64_t *seq /* OUT */);
+
+/* Called with each committed line (len bytes, no '\n'); borrowed. */
+typedef void (*filejournal_line_fn)(void *arg, const char *line,
+    size_t len);
+
+/*
+ * Open (creating it, mode 0640, if needed) the file at path for
+ * appending, lock it and recover its tail as above.  header (hlen
+ * bytes, may be NULL) is how every file the caller writes begins: a file
+ * that holds no commit line, starts like header (or is a prefix of it)
+ * and holds no newline past it is what a crash left of the first write,
+ * and is emptied.  Returns RS_OK and
+ * *out (caller owns; filejournal_close()), else a message in err:
+ * RS_ERR_BUSY if another writer holds the lock; RS_ERR_INPUT if the file
+ * is not a regular file or not one of ours; RS_ERR_IO on a system error.
+ */
+enum rs_status	filejournal_open(const char *path,
+		    filejournal_commit_fn commit, const char *header,
+		    size_t hlen, struct filejournal **out, char *err,
+		    size_t errlen);
+void		filejournal_close(struct filejournal *fj);
+
+/* The seq of the last commit line (0 if none or seq 0). */
+int64_t		filejournal_last_seq(const struct filejournal *fj);
+
+/* Bytes committed (the file's size after recovery and commits). */
+uint64_t	filejournal_size(const struct filejournal *fj);
+
+/* Call fn with every committed line, in order.  RS_ERR_IO on a read
+ * error. */
+enum rs_status	filejournal_foreach_line(struct filejournal *fj,
+		    filejournal_line_fn fn, void *arg);
+
+/*
+ * Append len bytes after what was written so far (not yet durable).
+ * On failure (RS_ERR_IO, message in err) call filejournal_rollback().
+ */
+enum rs_status	filejournal_write(struct filejournal *fj, const void *data,
+		    size_t len, char *err, size_t errlen);
+
+/*
+ * fsync() what was written: it is committed, and last_seq (>= the
+ * current one) becomes the file's last seq.  On failure the written
+ * bytes are rolled back and RS_ERR_IO returned with a message in err.
+ */
+enum rs_status	filejournal_commit(struct filejournal *fj, int64_t last_seq,
+		    char *err, size_t errlen);
+
+/* Drop everything written since the last commit (truncate + fsync). */
+void		filejournal_rollback(struct filejournal *fj);
+
+/* ---- a file exporter over a journal --------------------------------- */
+
+/*
+ * A file format.  The generic exporter below does the ABI work (keys,
+ * locking, recovery, batching, fsync, skipping records the file already
+ * holds); the format only turns records into text.
+ */
+struct filejournal_format {
+	const char	*type;		/* "jsonl", "csv", ... */
+	/* Keys allowed in the section besides "type"; must hold "path".
+	 * NULL-terminated. */
+	const char *const *keys;
+	filejournal_commit_fn commit_line;
+	/* How a file begins when start is NULL (jsonl: the first record's
+	 * "{\"seq\":"), so that a torn first write is recognised; else
+	 * NULL, and start()'s text for an empty file is used. */
+	const char *begins;
+	/*
+	 * Make the format's state from the section's keys (all of them
+	 * known, "path" included).  RS_EXPORT_OK and *state, or
+	 * RS_EXPORT_PERMANENT with a message in err.
+	 */
+	int	(*init)(void **state, const char *name,
+		    const struct rs_export_kv *kv, size_t nkv, char *err,
+		    size_t errlen);
+	/* Optional: see every committed line of the file at open. */
+	void	(*scan)(void *state, const char *line, size_t len);
+	/*
+	 * Optional: text to append at open, e.g. the header of an empty
+	 * file or declarations a new config needs.  It must end with a
+	 * commit line of last_seq if it appends anything.
+	 */
+	enum rs_status (*start)(void *state, bool empty, int64_t last_seq,
+		    struct buf *out);
+	/*
+	 * Append rec (possibly nothing) to out.  RS_EXPORT_OK, or
+	 * RS_EXPORT_PERMANENT with a message in err for a record this
+	 * format can never write (what it appended is discarded).
+	 */
+	int	(*format)(void *state, const struct rs_export_record *rec,
+		    struct buf *out, char *err, size_t errlen);
+	/* Optional: the text formatted since the last call was committed
+	 * (true) or thrown away (false). */
+	void	(*settle)(void *state, bool committed);
+	void	(*free)(void *state);
+};
+
+/*
+ * The exporter ABI functions of a file format: a built-in's open()
+ * calls filejournal_exporter_open() with its format; the other three
+ * go into the ops table as they are.  open() fails with
+ * RS_EXPORT_PERMANENT on an unknown key, a missing path or a bad value,
+ * and with RS_EXPORT_RETRY if the file is locked by another writer or
+ * cannot be opened now.
+ */
+int		filejournal_exporter_open(const struct filejournal_format *fmt,
+		    void **ctx, const char *name,
+		    const struct rs_export_kv *kv, size_t nkv, char *err,
+		    size_t errlen);
+int		filejournal_exporter_deliver(void *ctx,
+		    const struct rs_export_record *recs, size_t n,
+		    size_t *done, char *err, size_t errlen);
+int		filejournal_exporter_recover(void *ctx, int64_t *last_seq,
+		    char *err, size_t errlen);
+void		filejournal_exporter_close(void *ctx);
+
+/* The value of key in kv, or NULL.  Borrowed. */
+const char	*filejournal_kv(const struct rs_export_kv *kv, size_t nkv,
+		    const char *key);
+
+/* Parse yes/no, true/false, on/off, 1/0 into *out.  false if none. */
+bool		filejournal_parse_bool(const char *s, bool *out /* OUT */);
+
+/* ---- a set of declared names ------------------------------------------ */
+
+/*
+ * The names (accounts, commodities) a format has declared in its file,
+ * so each is declared once.  Names added since the last settle are
+ * pending: filejournal_names_settle(false) forgets them when the text
+ * that declared them was thrown away.  Small sets: lookups are linear.
+ */
+struct filejournal_names {
+	char	**v;		/* owned strings */
+	size_t	  n;		/* names held */
+	size_t	  committed;	/* the first committed names are settled */
+	size_t	  cap;
+};
+
+/* Caller-owned storage; release with filejournal_names_cleanup(). */
+void		filejournal_names_init(struct filejournal_names *s);
+void		filejournal_names_cleanup(struct filejournal_names *s);
+/* Is the len-byte name in the set? */
+bool		filejournal_names_has(const struct filejournal_names *s,
+		    const char *name, size_t len);
+/* Add the len-byte name (copied) as pending, unless it is there. */
+void		filejournal_names_add(struct filejournal_names *s,
+		    const char *name, size_t len);
+/* Keep (true) or forget (false) the pending names. */
+void		filejournal_names_settle(struct filejournal_names *s,
+		    bool committed);
+
+/* ---- text helpers for formats ---------------------------------------- */
+/*
+ * These append to a struct buf and return what buf_append() returns
+ * (RS_ERR_TOOBIG past its ceiling).
+ */
+
+/* v in decimal. */
+enum rs_status	filejournal_put_i64(struct buf *b, int64_t v);
+
+/* s as a JSON string ("null" for NULL); control characters, '"' and
+ * '\\' escaped, so the result never holds a newline. */
+enum rs_status	filejournal_put_json(struct buf *b, const char *s);
+
+/*
+ * s as one CSV field (RFC 4180): quoted when it holds ',', '"' or a
+ * space at either end, with '"' doubled; nothing for NULL.  Control
+ * characters are written as a space, so a record is exactly one line.
+ */
+enum rs_status	filejournal_put_csv(struct buf *b, const char *s);
+
+/*
+ * s with every byte outside [A-Za-z0-9._~:@/+=-] written as %XX
+ * (percent-encoding), so it is safe in a ledger tag, a beancount string
+ * and a transaction description; "-" for NULL.
+ */
+enum rs_status	filejournal_put_safe(struct buf *b, const char *s);
+
+/* minor units with exponent decimals (money_format()). */
+enum rs_status	filejournal_put_money(struct buf *b, int64_t minor,
+		    int exponent);
+
+#endif

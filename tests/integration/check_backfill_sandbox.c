@@ -1,0 +1,1223 @@
+/*
+ * check_backfill_sandbox.c: backfills by the real refundsync binary (the
+ * `backfill` command and the daemon) against the real Wix sandbox
+ * (tests/sandbox/wix-sandbox) on loopback: complete sets, every sandbox
+ * fault, kill -9 and resume, a newer webhook mid-backfill, two instances
+ * at once, token expiry, and the request budget (HARDENING rows 20-23).
+ *
+ * Each test starts its own sandbox (port 0) and works in its own
+ * temporary directory.  The expected set of refunds is read from the
+ * sandbox itself, by walking Query Refunds with a token of our own before
+ * any fault is armed, and compared with the rows in SQLite.
+ *
+ * Time: small pages make many pages quickly, and requests_per_minute is
+ * high everywhere but in the budget test.  That one would need a whole
+ * minute to see a second window, so it checks the burst bound instead:
+ * with requests_per_minute = 10 the first 10 requests go at once and the
+ * 11th has not gone a few seconds later (it waits for the window), with
+ * zero 429 from a sandbox limiting at 10 too.  The whole file runs in
+ * one to two minutes under the sanitizers; each test has 90 s.
+ */
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <check.h>
+#include <cjson/cJSON.h>
+
+#include "util/clock.h"
+#include "util/xmalloc.h"
+
+#include "../testutil.h"
+
+#define APP_ID		"sandbox-app"
+#define APP_SECRET	"sandbox-secret"
+#define CLI_MS		60000	/* a `backfill` command's limit */
+
+/* ---- processes -------------------------------------------------------- */
+
+/* Fork and exec argv with stdout and stderr appended to out_path.
+ * Returns the pid. */
+static pid_t
+spawn_to(char *const argv[], const char *out_path)
+{
+	pid_t pid, parent = getpid();
+	int fd, nul;
+
+	fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_ge(nul, 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if (dup2(nul, STDIN_FILENO) == -1 ||
+		    dup2(fd, STDOUT_FILENO) == -1 ||
+		    dup2(fd, STDERR_FILENO) == -1)
+			_exit(127);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(fd);
+	close(nul);
+	return pid;
+}
+
+/* Wait up to ms for pid; its exit status, 128 + signal, or -1 (then it
+ * is killed). */
+static int
+wait_exit(pid_t pid, int ms)
+{
+	int64_t end = clock_mono_ms() + ms;
+	int status;
+
+	for (;;) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			if (WIFEXITED(status))
+				return WEXITSTATUS(status);
+			return WIFSIGNALED(status) ? 128 + WTERMSIG(status) :
+			    -1;
+		}
+		if (clock_mono_ms() >= end) {
+			kill(pid, SIGKILL);
+			(void)waitpid(pid, &status, 0);
+			return -1;
+		}
+		tu_sleep_ms(10);
+	}
+}
+
+/* ---- the sandbox --------------------------------------------------------- */
+
+struct sandbox {
+	pid_t	 pid;
+	int	 port;
+	char	*log_path;	/* its stdout and stderr */
+	char	*base;		/* "http://127.0.0.1:PORT" */
+};
+
+/* The sandbox binary: $RS_SANDBOX, else next to $RS_BINARY. */
+static char *
+sandbox_binary(void)
+{
+	const char *env = getenv("RS_SANDBOX"), *bin = tu_binary();
+	const char *slash = strrchr(bin, '/');
+
+	if (env != NULL && *env != '\0')
+		return xstrdup(env);
+	if (slash == NULL)
+		return xstrdup("./tests/sandbox/wix-sandbox");
+	return xasprintf("%.*s/tests/sandbox/wix-sandbox",
+	    (int)(slash - bin), bin);
+}
+
+/*
+ * Start a sandbox with seed refunds per instance for instances (a comma
+ * list), rate_limit requests per minute (0: its default), writing into
+ * dir.  Waits for its "listening" line.
+ */
+static void
+sandbox_start(struct sandbox *sb, const char *dir, int seed,
+    const char *instances, int rate_limit)
+{
+	char *argv[12], seeds[16], rates[16], *text, *p, *inst;
+	int64_t end;
+	int n = 0;
+
+	memset(sb, 0, sizeof(*sb));
+	sb->log_path = xasprintf("%s/sandbox.log", dir);
+	snprintf(seeds, sizeof(seeds), "%d", seed);
+	snprintf(rates, sizeof(rates), "%d", rate_limit);
+	argv[n++] = sandbox_binary();
+	argv[n++] = (char *)"--listen";
+	argv[n++] = (char *)"127.0.0.1:0";
+	argv[n++] = (char *)"--seed";
+	argv[n++] = seeds;
+	argv[n++] = (char *)"--instances";
+	inst = xstrdup(instances);
+	argv[n++] = inst;
+	if (rate_limit > 0) {
+		argv[n++] = (char *)"--rate-limit";
+		argv[n++] = rates;
+	}
+	argv[n++] = (char *)"--max-seconds";
+	argv[n++] = (char *)"300";
+	argv[n] = NULL;
+	sb->pid = spawn_to(argv, sb->log_path);
+	free(argv[0]);
+	free(inst);
+	end = clock_mono_ms() + 10000;
+	while (sb->port == 0 && clock_mono_ms() < end) {
+		text = tu_read_file(sb->log_path, NULL);
+		p = text != NULL ? strstr(text,
+		    "wix-sandbox listening on 127.0.0.1:") : NULL;
+		if (p != NULL && strchr(p, '\n') != NULL)
+			sb->port = (int)strtol(p + strlen(
+			    "wix-sandbox listening on 127.0.0.1:"), NULL, 10);
+		free(text);
+		if (sb->port == 0)
+			tu_sleep_ms(10);
+	}
+	ck_assert_msg(sb->port > 0, "the sandbox did not start (see %s)",
+	    sb->log_path);
+	sb->base = xasprintf("http://127.0.0.1:%d", sb->port);
+}
+
+static void
+sandbox_stop(struct sandbox *sb)
+{
+	if (sb->pid > 0) {
+		kill(sb->pid, SIGTERM);
+		if (wait_exit(sb->pid, 5000) == -1)
+			fprintf(stderr, "sandbox: killed\n");
+	}
+	free(sb->log_path);
+	free(sb->base);
+	memset(sb, 0, sizeof(*sb));
+}
+
+/* One request to the sandbox; the status (-1: no answer). */
+static int
+sb_request(const struct sandbox *sb, const char *method, const char *path,
+    const char *auth, const char *body, struct tu_http_resp *resp)
+{
+	char *req, *ah;
+	int st;
+
+	ah = auth != NULL ? xasprintf("Authorization: %s\r\n", auth) :
+	    xstrdup("");
+	req = xasprintf("%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+	    "Content-Type: application/json\r\n%sContent-Length: %zu\r\n"
+	    "Connection: close\r\n\r\n%s", method, path, sb->port, ah,
+	    body != NULL ? strlen(body) : 0, body != NULL ? body : "");
+	st = tu_http_raw(sb->port, req, strlen(req), 30000, resp);
+	free(req);
+	free(ah);
+	return st;
+}
+
+/* Arm a fault (the JSON of POST /_sandbox/faults). */
+static void
+sb_fault(const struct sandbox *sb, const char *json)
+{
+	struct tu_http_resp resp;
+	int st;
+
+	memset(&resp, 0, sizeof(resp));
+	st = sb_request(sb, "POST", "/_sandbox/faults", NULL, json, &resp);
+	ck_assert_msg(st == 200, "fault %s: HTTP %d %s", json, st,
+	    resp.body != NULL ? resp.body : "");
+	tu_http_resp_cleanup(&resp);
+}
+
+/* Slow every Query Refunds page down by ms (until sb_clear()), so a
+ * test can act while a backfill is surely under way. */
+static void
+sb_slow(const struct sandbox *sb, int ms)
+{
+	char *json;
+
+	json = xasprintf("{\"fault\":\"stall\",\"count\":-1,\"ms\":%d,"
+	    "\"endpoint\":\"query\"}", ms);
+	sb_fault(sb, json);
+	free(json);
+}
+
+/* Drop every fault. */
+static void
+sb_clear(const struct sandbox *sb)
+{
+	ck_assert_int_eq(sb_request(sb, "DELETE", "/_sandbox/faults", NULL,
+	    NULL, NULL), 200);
+}
+
+/* The request log (JSON lines).  Caller frees. */
+static char *
+sb_log(const struct sandbox *sb)
+{
+	struct tu_http_resp resp;
+	char *text;
+
+	memset(&resp, 0, sizeof(resp));
+	ck_assert_int_eq(sb_request(sb, "GET", "/_sandbox/log", NULL, NULL,
+	    &resp), 200);
+	text = xstrdup(resp.body != NULL ? resp.body : "");
+	tu_http_resp_cleanup(&resp);
+	return text;
+}
+
+/* One line of the request log. */
+struct sb_entry {
+	int64_t	 t_ms;
+	char	 instance[128];
+	char	 path[128];
+	int	 status;
+	char	 fault[32];	/* the fault it got, or "" */
+};
+
+/* The log entries for instance (NULL: all) whose path contains part
+ * (NULL: any).  *n set; caller frees. */
+static struct sb_entry *
+sb_entries(const struct sandbox *sb, const char *instance, const char *part,
+    size_t *n)
+{
+	struct sb_entry *v = NULL;
+	char *text = sb_log(sb), *line, *nl;
+	const cJSON *t, *in, *p, *s, *f;
+	cJSON *o;
+
+	*n = 0;
+	for (line = text; line != NULL && *line != '\0'; line = nl) {
+		nl = strchr(line, '\n');
+		if (nl != NULL)
+			*nl++ = '\0';
+		if ((o = cJSON_Parse(line)) == NULL)
+			continue;
+		t = cJSON_GetObjectItemCaseSensitive(o, "t_ms");
+		in = cJSON_GetObjectItemCaseSensitive(o, "instance");
+		p = cJSON_GetObjectItemCaseSensitive(o, "path");
+		s = cJSON_GetObjectItemCaseSensitive(o, "status");
+		f = cJSON_GetObjectItemCaseSensitive(o, "fault");
+		if (cJSON_IsNumber(t) && cJSON_IsString(p) &&
+		    cJSON_IsNumber(s) && (instance == NULL ||
+		    (cJSON_IsString(in) &&
+		    strcmp(in->valuestring, instance) == 0)) &&
+		    (part == NULL || strstr(p->valuestring, part) != NULL)) {
+			v = xreallocarray(v, *n + 1, sizeof(*v));
+			v[*n].t_ms = (int64_t)t->valuedouble;
+			snprintf(v[*n].instance, sizeof(v[*n].instance), "%s",
+			    cJSON_IsString(in) ? in->valuestring : "");
+			snprintf(v[*n].path, sizeof(v[*n].path), "%s",
+			    p->valuestring);
+			v[*n].status = s->valueint;
+			snprintf(v[*n].fault, sizeof(v[*n].fault), "%s",
+			    cJSON_IsString(f) ? f->valuestring : "");
+			(*n)++;
+		}
+		cJSON_Delete(o);
+	}
+	free(text);
+	return v;
+}
+
+/* How many log entries for instance have this status (0: any). */
+static size_t
+sb_count(const struct sandbox *sb, const char *instance, const char *part,
+    int status)
+{
+	struct sb_entry *v;
+	size_t n, i, c = 0;
+
+	v = sb_entries(sb, instance, part, &n);
+	for (i = 0; i < n; i++)
+		if (status == 0 || v[i].status == status)
+			c++;
+	free(v);
+	return c;
+}
+
+/* How many log entries for instance got the fault named fault. */
+static size_t
+sb_faulted(const struct sandbox *sb, const char *instance, const char *fault)
+{
+	struct sb_entry *v;
+	size_t n, i, c = 0;
+
+	v = sb_entries(sb, instance, NULL, &n);
+	for (i = 0; i < n; i++)
+		if (strcmp(v[i].fault, fault) == 0)
+			c++;
+	free(v);
+	return c;
+}
+
+/* An access token for instance, from the sandbox's token endpoint. */
+static char *
+sb_token(const struct sandbox *sb, const char *instance)
+{
+	struct tu_http_resp resp;
+	const cJSON *t;
+	cJSON *o;
+	char *body, *tok;
+
+	memset(&resp, 0, sizeof(resp));
+	body = xasprintf("{\"grant_type\":\"client_credentials\","
+	    "\"client_id\":\"" APP_ID "\",\"client_secret\":\"" APP_SECRET
+	    "\",\"instance_id\":\"%s\"}", instance);
+	ck_assert_int_eq(sb_request(sb, "POST", "/oauth2/token", NULL, body,
+	    &resp), 200);
+	o = cJSON_Parse(resp.body);
+	t = cJSON_GetObjectItemCaseSensitive(o, "access_token");
+	ck_assert(cJSON_IsString(t));
+	tok = xstrdup(t->valuestring);
+	cJSON_Delete(o);
+	tu_http_resp_cleanup(&resp);
+	free(body);
+	return tok;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Join ids sorted with ','.  Frees the array and its strings. */
+static char *
+join_sorted(char **ids, size_t n)
+{
+	char *s = xstrdup(""), *t;
+	size_t i;
+
+	if (n > 0)
+		qsort(ids, n, sizeof(*ids), cmp_str);
+	for (i = 0; i < n; i++) {
+		t = xasprintf("%s%s%s", s, i > 0 ? "," : "", ids[i]);
+		free(s);
+		s = t;
+		free(ids[i]);
+	}
+	free(ids);
+	return s;
+}
+
+/*
+ * Every refund id of instance, walking Query Refunds ourselves (100 a
+ * page), sorted and joined with ','; *revs (may be NULL) gets "id:rev"
+ * likewise.  Do it before arming faults.  Caller frees.
+ */
+static char *
+sb_ids(const struct sandbox *sb, const char *instance, size_t *count)
+{
+	struct tu_http_resp resp;
+	const cJSON *arr, *r, *id, *pm, *next, *hn;
+	char *tok = sb_token(sb, instance), *cursor = NULL, *body;
+	char **ids = NULL;
+	size_t n = 0;
+	int pages = 0;
+	cJSON *o;
+	bool more = true;
+
+	while (more) {
+		ck_assert_int_lt(++pages, 1000);
+		if (cursor == NULL)
+			body = xstrdup("{\"query\":{\"sort\":[{\"fieldName\":"
+			    "\"createdDate\",\"order\":\"ASC\"}],"
+			    "\"cursorPaging\":{\"limit\":100}}}");
+		else
+			body = xasprintf("{\"query\":{\"cursorPaging\":"
+			    "{\"limit\":100,\"cursor\":\"%s\"}}}", cursor);
+		memset(&resp, 0, sizeof(resp));
+		ck_assert_int_eq(sb_request(sb, "POST",
+		    "/payments/refunds/v1/refunds/query", tok, body, &resp),
+		    200);
+		free(body);
+		o = cJSON_Parse(resp.body);
+		ck_assert_ptr_nonnull(o);
+		arr = cJSON_GetObjectItemCaseSensitive(o, "refunds");
+		cJSON_ArrayForEach(r, arr) {
+			id = cJSON_GetObjectItemCaseSensitive(r, "id");
+			ck_assert(cJSON_IsString(id));
+			ids = xreallocarray(ids, n + 1, sizeof(*ids));
+			ids[n++] = xstrdup(id->valuestring);
+		}
+		pm = cJSON_GetObjectItemCaseSensitive(o, "pagingMetadata");
+		hn = cJSON_GetObjectItemCaseSensitive(pm, "hasNext");
+		next = cJSON_GetObjectItemCaseSensitive(
+		    cJSON_GetObjectItemCaseSensitive(pm, "cursors"), "next");
+		free(cursor);
+		cursor = NULL;
+		more = cJSON_IsTrue(hn) && cJSON_IsString(next);
+		if (more)
+			cursor = xstrdup(next->valuestring);
+		cJSON_Delete(o);
+		tu_http_resp_cleanup(&resp);
+	}
+	free(tok);
+	if (count != NULL)
+		*count = n;
+	return join_sorted(ids, n);
+}
+
+/* ---- one test's world ---------------------------------------------- */
+
+struct env {
+	char		*dir;
+	char		*conf;
+	char		*db;
+	char		*out;		/* backfill_spawn()'s output */
+	struct sandbox	 sb;
+};
+
+/*
+ * A directory, a sandbox and a config: credentials for the sandbox,
+ * [wix] instances = cfg_instances (may be NULL), page_size and rpm.
+ */
+static void
+env_open(struct env *e, int seed, const char *instances,
+    const char *cfg_instances, int page_size, int rpm, int rate_limit)
+{
+	char *secret, *text;
+
+	memset(e, 0, sizeof(*e));
+	e->dir = tu_tempdir();
+	e->conf = xasprintf("%s/refundsync.conf", e->dir);
+	e->db = xasprintf("%s/refundsync.db", e->dir);
+	e->out = xasprintf("%s/backfill.out", e->dir);
+	secret = xasprintf("%s/app-secret", e->dir);
+	ck_assert(tu_write_file(secret, APP_SECRET "\n", true));
+	sandbox_start(&e->sb, e->dir, seed, instances, rate_limit);
+	text = xasprintf("[store]\npath = %s\n[wix]\npublic_key_file = "
+	    "%s/unused.pem\napp_id = " APP_ID "\napp_secret_file = %s\n"
+	    "api_base = %s\n%s%s%s[backfill]\npage_size = %d\n"
+	    "requests_per_minute = %d\n", e->db, e->dir, secret, e->sb.base,
+	    cfg_instances != NULL ? "instances = " : "",
+	    cfg_instances != NULL ? cfg_instances : "",
+	    cfg_instances != NULL ? "\n" : "", page_size, rpm);
+	ck_assert(tu_write_file(e->conf, text, false));
+	free(text);
+	free(secret);
+}
+
+static void
+env_close(struct env *e)
+{
+	sandbox_stop(&e->sb);
+	tu_rmtree(e->dir);
+	free(e->dir);
+	free(e->conf);
+	free(e->db);
+	free(e->out);
+}
+
+/* `refundsync backfill -c CONF [args]`, waited for; the exit status. */
+static int
+backfill_cmd(struct env *e, const char *instance, bool restart, char **out,
+    char **err)
+{
+	char *argv[8], *bin = xstrdup(tu_binary()), *inst = NULL;
+	int n = 0, rc;
+
+	argv[n++] = bin;
+	argv[n++] = (char *)"backfill";
+	argv[n++] = (char *)"-c";
+	argv[n++] = e->conf;
+	if (instance != NULL) {
+		inst = xstrdup(instance);
+		argv[n++] = (char *)"--instance";
+		argv[n++] = inst;
+	}
+	if (restart)
+		argv[n++] = (char *)"--restart";
+	argv[n] = NULL;
+	rc = tu_run(argv, CLI_MS, out, err);
+	free(bin);
+	free(inst);
+	return rc;
+}
+
+/* The same, not waited for: output to e->out.  The pid. */
+static pid_t
+backfill_spawn(struct env *e, const char *instance)
+{
+	char *argv[7], *bin = xstrdup(tu_binary()), *inst = xstrdup(instance);
+	pid_t pid;
+
+	argv[0] = bin;
+	argv[1] = (char *)"backfill";
+	argv[2] = (char *)"-c";
+	argv[3] = e->conf;
+	argv[4] = (char *)"--instance";
+	argv[5] = inst;
+	argv[6] = NULL;
+	pid = spawn_to(argv, e->out);
+	free(bin);
+	free(inst);
+	return pid;
+}
+
+/* First cell of sql on the store, "" for no row or NULL.  Caller frees. */
+static char *
+db_text(const struct env *e, const char *sql)
+{
+	char *v = tu_sql(e->db, sql);
+
+	return v != NULL ? v : xstrdup("");
+}
+
+static int64_t
+db_int(const struct env *e, const char *sql)
+{
+	char *v = db_text(e, sql);
+	int64_t n = strtoll(v, NULL, 10);
+
+	free(v);
+	return n;
+}
+
+/* The stored ids of instance, sorted, joined with ','. Caller frees. */
+static char *
+db_ids(const struct env *e, const char *instance)
+{
+	char *sql, *v;
+
+	sql = xasprintf("SELECT coalesce(group_concat(id, ','), '') FROM"
+	    " (SELECT id FROM refunds WHERE instance_id = '%s' ORDER BY id)",
+	    instance);
+	v = db_text(e, sql);
+	free(sql);
+	return v;
+}
+
+/* backfill|pages|refunds|cursor?|last_error of instance. */
+static char *
+db_state(const struct env *e, const char *instance)
+{
+	char *sql, *v;
+
+	sql = xasprintf("SELECT backfill || '|' || backfill_pages || '|' ||"
+	    " backfill_refunds || '|' || (backfill_cursor IS NOT NULL) ||"
+	    " '|' || coalesce(last_error, '-') FROM instances WHERE"
+	    " instance_id = '%s'", instance);
+	v = db_text(e, sql);
+	free(sql);
+	return v;
+}
+
+#define ck_str(got, want) do {						\
+	char *g_ = (got);						\
+	ck_assert_msg(strcmp(g_, (want)) == 0, "%s:\n got: %.300s\nwant: " \
+	    "%.300s", #got, g_, (want));				\
+	free(g_);							\
+} while (0)
+
+/* The stored set of instance equals want exactly, all from the
+ * backfill (or the webhook where a test says so). */
+static void
+expect_set(const struct env *e, const char *instance, const char *want)
+{
+	char *got = db_ids(e, instance);
+
+	ck_assert_msg(strcmp(got, want) == 0, "instance %s: stored set "
+	    "differs (%zu vs %zu bytes of ids)", instance, strlen(got),
+	    strlen(want));
+	free(got);
+}
+
+/* Wait up to ms for sql to give at least min. */
+static bool
+wait_db_int(const struct env *e, const char *sql, int64_t min, int ms)
+{
+	int64_t end = clock_mono_ms() + ms;
+
+	while (clock_mono_ms() < end) {
+		if (db_int(e, sql) >= min)
+			return true;
+		tu_sleep_ms(20);
+	}
+	return false;
+}
+
+/* ---- tests: complete sets ---------------------------------------------- */
+
+static const int sizes[] = { 0, 1, 99, 100, 101 };
+
+START_TEST(test_exact_sets)
+{
+	struct env e;
+	char *want, *out = NULL, *err = NULL, state[64];
+	size_t n;
+	int seed = sizes[_i];
+
+	env_open(&e, seed, "inst-a", NULL, 100, 100000, 0);
+	want = sb_ids(&e.sb, "inst-a", &n);
+	ck_assert_uint_eq(n, (size_t)seed);
+	ck_assert_msg(backfill_cmd(&e, "inst-a", false, &out, &err) == 0,
+	    "stdout: %s\nstderr: %s", out, err);
+	expect_set(&e, "inst-a", want);
+	snprintf(state, sizeof(state), "done|%d|%d|0|-", seed > 100 ? 2 : 1,
+	    seed);
+	ck_str(db_state(&e, "inst-a"), state);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds WHERE"
+	    " source <> 'backfill'"), 0);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM changes"), seed);
+	ck_assert_ptr_nonnull(strstr(out, "inst-a: done:"));
+	/* The secret is never printed. */
+	ck_assert_ptr_null(strstr(err, APP_SECRET));
+	free(out);
+	free(err);
+
+	/* Again without --restart: already done, nothing asked. */
+	n = sb_count(&e.sb, "inst-a", "/refunds/query", 0);
+	ck_assert_int_eq(backfill_cmd(&e, "inst-a", false, &out, &err), 0);
+	ck_assert_ptr_nonnull(strstr(out, "inst-a: already done"));
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-a", "/refunds/query", 0), n);
+	free(out);
+	free(err);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/* 10,000 refunds, 100 a page. */
+START_TEST(test_ten_thousand)
+{
+	struct env e;
+	char *want, *out = NULL, *err = NULL;
+	size_t n;
+
+	env_open(&e, 10000, "inst-big", NULL, 100, 100000, 0);
+	want = sb_ids(&e.sb, "inst-big", &n);
+	ck_assert_uint_eq(n, 10000);
+	ck_assert_msg(backfill_cmd(&e, "inst-big", false, &out, &err) == 0,
+	    "stderr: %s", err);
+	expect_set(&e, "inst-big", want);
+	ck_str(db_state(&e, "inst-big"), "done|100|10000|0|-");
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-big", "/refunds/query", 0),
+	    100 + 100 /* our own walk */);
+	free(out);
+	free(err);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/* ---- tests: faults ------------------------------------------------------- */
+
+struct fault_case {
+	const char	*fault;		/* for POST /_sandbox/faults */
+	const char	*name;		/* the log's "fault" */
+	size_t		 hits;		/* requests it hit */
+	int		 exit;		/* of the backfill command */
+	const char	*message;	/* in stderr (and last_error if it
+					   failed) */
+};
+
+#define Q	",\"endpoint\":\"query\""
+
+static const struct fault_case fault_cases[] = {
+	{ "{\"fault\":\"429\",\"count\":3" Q "}", "429", 3, 0,
+	    "HTTP 429" },
+	{ "{\"fault\":\"429\",\"count\":2,\"retry_after\":1" Q "}", "429",
+	    2, 0, "(Retry-After)" },
+	{ "{\"fault\":\"500\",\"count\":2" Q "}", "500", 2, 0, "HTTP 500" },
+	{ "{\"fault\":\"503\",\"count\":1,\"endpoint\":\"token\"}", "503",
+	    1, 0, "POST /oauth2/token: HTTP 503" },
+	{ "{\"fault\":\"stall\",\"count\":1,\"ms\":1500" Q "}", "stall", 1,
+	    0, "done: 10 pages" },
+	{ "{\"fault\":\"stall_body\",\"count\":1,\"ms\":1500" Q "}",
+	    "stall_body", 1, 0, "done: 10 pages" },
+	{ "{\"fault\":\"truncate\",\"count\":2" Q "}", "truncate", 2, 0,
+	    "transfer closed" },
+	{ "{\"fault\":\"truncate\",\"count\":1,\"chunked\":true" Q "}",
+	    "truncate", 1, 0, "retrying" },
+	{ "{\"fault\":\"oversize\",\"count\":1,\"bytes\":9437184" Q "}",
+	    "oversize", 1, 0, "oversized page" },
+	{ "{\"fault\":\"invalid_json\",\"count\":2" Q "}", "invalid_json",
+	    2, 0, "malformed page, HTTP 200" },
+	{ "{\"fault\":\"expire_cursor\",\"count\":1}", "expire_cursor", 1,
+	    0, "Wix rejected the cursor (HTTP 400: INVALID_CURSOR" },
+	{ "{\"fault\":\"repeat_cursor\",\"count\":1}", "repeat_cursor", 1,
+	    1, "Query Refunds repeated cursor" },
+	{ "{\"fault\":\"has_next_no_cursor\",\"count\":1}",
+	    "has_next_no_cursor", 1, 1, "has hasNext true but no next cursor" },
+	{ "{\"fault\":\"empty_page_has_next\",\"count\":1}",
+	    "empty_page_has_next", 1, 1, "returned an empty page" },
+};
+
+START_TEST(test_faults)
+{
+	const struct fault_case *fc = &fault_cases[_i];
+	struct env e;
+	char *want, *out = NULL, *err = NULL, *state;
+	int rc;
+
+	env_open(&e, 95, "inst-f", NULL, 10, 100000, 0);
+	want = sb_ids(&e.sb, "inst-f", NULL);
+	sb_fault(&e.sb, fc->fault);
+	rc = backfill_cmd(&e, "inst-f", false, &out, &err);
+	ck_assert_msg(rc == fc->exit, "%s: exit %d\nstderr: %s", fc->fault,
+	    rc, err);
+	ck_assert_uint_eq(sb_faulted(&e.sb, "inst-f", fc->name), fc->hits);
+	ck_assert_msg(strstr(err, fc->message) != NULL, "%s: want \"%s\" in "
+	    "stderr: %s", fc->fault, fc->message, err);
+	if (fc->exit == 0) {
+		expect_set(&e, "inst-f", want);
+		ck_str(db_state(&e, "inst-f"), "done|10|95|0|-");
+	} else {
+		ck_assert_msg(strstr(err, "refundsync: backfill inst-f: "
+		    "failed: ") != NULL, "stderr: %s", err);
+		state = db_state(&e, "inst-f");
+		ck_assert_msg(strncmp(state, "failed|", 7) == 0 &&
+		    strstr(state, fc->message) != NULL, "state %s", state);
+		free(state);
+		/* Stopped, not looping: a handful of queries. */
+		ck_assert_uint_le(sb_count(&e.sb, "inst-f", "/refunds/query",
+		    0), 10 + 2 + 1);
+		/* Once Wix behaves, a new run resumes and completes. */
+		free(out);
+		free(err);
+		ck_assert_int_eq(backfill_cmd(&e, "inst-f", false, &out, &err),
+		    0);
+		expect_set(&e, "inst-f", want);
+	}
+	free(out);
+	free(err);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/* ---- tests: kill -9 and resume ----------------------------------------- */
+
+START_TEST(test_kill9_resume)
+{
+	struct env e;
+	char *want, *out = NULL, *err = NULL, *state;
+	int64_t pages;
+	pid_t pid;
+
+	env_open(&e, 1000, "inst-k", NULL, 5, 100000, 0);
+	want = sb_ids(&e.sb, "inst-k", NULL);
+	/* 200 pages, 20 ms each: the kill lands mid-run. */
+	sb_slow(&e.sb, 20);
+	pid = backfill_spawn(&e, "inst-k");
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    20, 30000));
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(wait_exit(pid, 5000), 128 + SIGKILL);
+	sb_clear(&e.sb);
+	pages = db_int(&e, "SELECT backfill_pages FROM instances");
+	ck_assert_int_lt(pages, 200);
+	state = db_state(&e, "inst-k");
+	ck_assert_msg(strncmp(state, "running|", 8) == 0 &&
+	    strstr(state, "|1|-") != NULL, "state %s", state);
+	free(state);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds"),
+	    pages * 5);
+
+	ck_assert_msg(backfill_cmd(&e, "inst-k", false, &out, &err) == 0,
+	    "stderr: %s", err);
+	ck_assert_ptr_nonnull(strstr(err, "resuming after page"));
+	expect_set(&e, "inst-k", want);
+	ck_str(db_state(&e, "inst-k"), "done|200|1000|0|-");
+	/* Every refund has exactly one change-log entry: nothing was
+	 * stored twice or lost. */
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM changes"), 1000);
+	free(out);
+	free(err);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/* ---- tests: the daemon --------------------------------------------- */
+
+/* A daemon for e's sandbox, backfilling cfg_instances at start. */
+static struct tu_daemon *
+daemon_for(struct env *e, const char *cfg_instances, int page_size,
+    int rpm)
+{
+	struct tu_conf conf;
+	struct tu_daemon *d;
+	char *wix, *tail, *secret;
+
+	secret = xasprintf("%s/app-secret", e->dir);
+	wix = xasprintf("app_id = " APP_ID "\napp_secret_file = %s\n"
+	    "api_base = %s\n%s%s", secret, e->sb.base,
+	    cfg_instances != NULL ? "instances = " : "",
+	    cfg_instances != NULL ? cfg_instances : "");
+	tail = xasprintf("[backfill]\npage_size = %d\n"
+	    "requests_per_minute = %d", page_size, rpm);
+	memset(&conf, 0, sizeof(conf));
+	conf.wix = wix;
+	conf.tail = tail;
+	d = tu_daemon_start(&conf, NULL);
+	ck_assert_msg(d != NULL, "the daemon did not start");
+	free(wix);
+	free(tail);
+	free(secret);
+	/* The checks below read the daemon's store. */
+	free(e->db);
+	e->db = xstrdup(d->db_path);
+	return d;
+}
+
+/* Like testutil's refund builder, from an id and revision. */
+static char *
+newer_webhook(const struct tu_daemon *d, const char *instance,
+    const char *id, int64_t rev)
+{
+	struct tu_refund r;
+	struct tu_event ev;
+	char *evid = tu_random_id("ev-"), *now = tu_now_iso(), *tok;
+
+	memset(&r, 0, sizeof(r));
+	r.id = id;
+	r.charge_id = "ch-webhook";
+	r.currency = "USD";
+	r.amount = "7.00";
+	r.status = "REVERSED";
+	r.revision = rev;
+	r.created_date = "2020-01-01T00:00:00Z";
+	r.updated_date = now;
+	memset(&ev, 0, sizeof(ev));
+	ev.id = evid;
+	ev.slug = TU_UPDATED;
+	ev.seq = -1;
+	tok = tu_refund_webhook(d->key.priv_pem, &ev, &r, instance);
+	free(evid);
+	free(now);
+	return tok;
+}
+
+/*
+ * The daemon backfills a configured instance at start; a webhook with a
+ * newer revision of a refund of a page not yet fetched arrives
+ * meanwhile and survives; live webhooks keep flowing; the metrics count
+ * the pages.
+ */
+START_TEST(test_daemon_webhook_mid_backfill)
+{
+	struct tu_daemon *d;
+	struct env e;
+	char *want, *tok, *last, *metrics, *comma;
+	const char *lbl[] = { "instance=\"inst-d\"", NULL };
+	int64_t t0;
+
+	env_open(&e, 600, "inst-d", NULL, 10, 100000, 0);
+	want = sb_ids(&e.sb, "inst-d", NULL);
+	comma = strrchr(want, ',');
+	ck_assert_ptr_nonnull(comma);
+	last = xstrdup(comma + 1);
+	/* 60 pages of 100 ms: the last page comes seconds later. */
+	sb_slow(&e.sb, 100);
+	d = daemon_for(&e, "inst-d", 10, 100000);
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    2, 20000));
+	ck_assert_int_lt(db_int(&e, "SELECT backfill_pages FROM instances"),
+	    40);
+	/* Revision 1000 is newer than anything the sandbox has. */
+	tok = newer_webhook(d, "inst-d", last, 1000);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ck_assert_int_lt(clock_mono_ms() - t0, 1250);
+	free(tok);
+	ck_assert_int_eq(db_int(&e, "SELECT backfill = 'running' FROM"
+	    " instances"), 1);
+	sb_clear(&e.sb);
+	ck_assert(wait_db_int(&e, "SELECT backfill = 'done' FROM instances",
+	    1, 40000));
+	expect_set(&e, "inst-d", want);
+	ck_str(db_text(&e, "SELECT 'x' || status || '|' || revision || '|'"
+	    " || source FROM refunds WHERE revision = 1000"),
+	    "xREVERSED|1000|webhook");
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds WHERE"
+	    " source = 'backfill'"), 599);
+	/* The backfill's older version was stale: one change, the
+	 * webhook's. */
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM changes WHERE"
+	    " revision = 1000"), 1);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM changes"), 600);
+	metrics = tu_daemon_metrics(d);
+	ck_assert_int_eq((int)tu_metric(metrics,
+	    "refundsync_backfill_pages_total", lbl), 60);
+	ck_assert_int_eq((int)tu_metric(metrics,
+	    "refundsync_backfill_refunds_total", lbl), 600);
+	ck_assert_int_eq((int)tu_metric(metrics,
+	    "refundsync_backfill_running", lbl), 0);
+	free(metrics);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+	free(last);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/* AppInstalled starts a backfill in the background (the webhook is
+ * answered at once); SIGTERM mid-backfill leaves it running with the
+ * cursor committed, and the next start resumes it. */
+START_TEST(test_daemon_install_stop_resume)
+{
+	struct tu_daemon *d;
+	struct env e;
+	char *want, *tok;
+	int64_t t0, pages;
+
+	env_open(&e, 400, "inst-i", NULL, 5, 100000, 0);
+	want = sb_ids(&e.sb, "inst-i", NULL);
+	/* 80 pages of 50 ms: SIGTERM lands mid-run. */
+	sb_slow(&e.sb, 50);
+	d = daemon_for(&e, NULL, 5, 100000);
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-i", APP_ID);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	ck_assert_int_lt(clock_mono_ms() - t0, 1250);
+	free(tok);
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    5, 20000));
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	pages = db_int(&e, "SELECT backfill_pages FROM instances");
+	ck_assert_int_lt(pages, 80);
+	ck_assert_int_eq(db_int(&e, "SELECT backfill = 'running' AND"
+	    " backfill_cursor IS NOT NULL FROM instances"), 1);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds"),
+	    pages * 5);
+	sb_clear(&e.sb);
+	ck_assert(tu_daemon_restart(d));
+	ck_assert(wait_db_int(&e, "SELECT backfill = 'done' FROM instances",
+	    1, 40000));
+	expect_set(&e, "inst-i", want);
+	ck_assert_int_eq(db_int(&e, "SELECT backfill_pages FROM instances"),
+	    80);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM changes"), 400);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/* Without credentials, AppInstalled only records the instance, and the
+ * daemon says once that backfill is off. */
+START_TEST(test_daemon_no_credentials)
+{
+	static const struct tu_conf conf = { .tail = "[backfill]\n"
+	    "on_install = yes" };
+	static const char *const off[] = { "backfill is off", NULL };
+	struct tu_daemon *d;
+	char *tok, *log, *p;
+
+	d = tu_daemon_start(&conf, NULL);
+	ck_assert_ptr_nonnull(d);
+	ck_assert(tu_daemon_wait_log(d, 0, off, 5000));
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-n", APP_ID);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert_int_eq(tu_sql_int(d, -1, "SELECT count(*) FROM instances"
+	    " WHERE instance_id = 'inst-n' AND backfill = 'pending'"), 1);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	log = tu_daemon_log(d);
+	p = strstr(log, "backfill is off");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_ptr_null(strstr(p + 1, "backfill is off"));
+	free(log);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* ---- tests: two instances, tokens, budget ------------------------------ */
+
+/* The most entries of v (in time order) inside any window of ms. */
+static size_t
+max_in_window(const struct sb_entry *v, size_t n, int64_t ms)
+{
+	size_t i, j = 0, best = 0;
+
+	for (i = 0; i < n; i++) {
+		while (v[i].t_ms - v[j].t_ms >= ms)
+			j++;
+		if (i - j + 1 > best)
+			best = i - j + 1;
+	}
+	return best;
+}
+
+START_TEST(test_two_instances)
+{
+	struct sb_entry *a, *b;
+	struct env e;
+	char *wa, *wb, *out = NULL, *err = NULL;
+	size_t na, nb;
+
+	env_open(&e, 300, "inst-x,inst-y", "inst-x, inst-y", 5, 100000, 0);
+	wa = sb_ids(&e.sb, "inst-x", NULL);
+	wb = sb_ids(&e.sb, "inst-y", NULL);
+	ck_assert_str_ne(wa, wb);
+	ck_assert_msg(backfill_cmd(&e, NULL, false, &out, &err) == 0,
+	    "stderr: %s", err);
+	expect_set(&e, "inst-x", wa);
+	expect_set(&e, "inst-y", wb);
+	ck_str(db_state(&e, "inst-x"), "done|60|300|0|-");
+	ck_str(db_state(&e, "inst-y"), "done|60|300|0|-");
+	ck_assert_ptr_nonnull(strstr(out, "inst-x: done:"));
+	ck_assert_ptr_nonnull(strstr(out, "inst-y: done:"));
+	/* At once: each started before the other finished. */
+	a = sb_entries(&e.sb, "inst-x", "/refunds/query", &na);
+	b = sb_entries(&e.sb, "inst-y", "/refunds/query", &nb);
+	ck_assert_uint_eq(na, 60 + 3);
+	ck_assert_uint_eq(nb, 60 + 3);
+	/* Skip our own walks (the first 3 of each). */
+	ck_assert_int_lt(a[3].t_ms, b[nb - 1].t_ms);
+	ck_assert_int_lt(b[3].t_ms, a[na - 1].t_ms);
+	free(a);
+	free(b);
+	free(out);
+	free(err);
+	free(wa);
+	free(wb);
+	env_close(&e);
+}
+END_TEST
+
+/* Tokens that expire mid-run are refreshed and the run completes; a
+ * token endpoint that refuses the credentials is a clear failure. */
+START_TEST(test_tokens)
+{
+	struct env e;
+	char *want, *out = NULL, *err = NULL, *state;
+	pid_t pid;
+	int rc;
+
+	env_open(&e, 500, "inst-t", NULL, 5, 100000, 0);
+	want = sb_ids(&e.sb, "inst-t", NULL);
+	/* 100 pages of 20 ms; every token expires after page 10. */
+	sb_slow(&e.sb, 20);
+	pid = backfill_spawn(&e, "inst-t");
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    10, 20000));
+	sb_fault(&e.sb, "{\"fault\":\"expire_tokens\"}");
+	ck_assert_int_lt(db_int(&e, "SELECT backfill_pages FROM instances"),
+	    90);
+	sb_clear(&e.sb);
+	ck_assert_int_eq(wait_exit(pid, CLI_MS), 0);
+	expect_set(&e, "inst-t", want);
+	ck_str(db_state(&e, "inst-t"), "done|100|500|0|-");
+	ck_assert_uint_ge(sb_count(&e.sb, "inst-t", "/oauth2/token", 200),
+	    2 + 1);
+	ck_assert_uint_ge(sb_count(&e.sb, "inst-t", "/refunds/query", 401),
+	    1);
+
+	sb_fault(&e.sb, "{\"fault\":\"token_401\",\"count\":100}");
+	rc = backfill_cmd(&e, "inst-t", true, &out, &err);
+	ck_assert_int_eq(rc, 1);
+	ck_assert_msg(strstr(err, "refused the app credentials") != NULL,
+	    "stderr: %s", err);
+	ck_assert_ptr_null(strstr(err, APP_SECRET));
+	state = db_state(&e, "inst-t");
+	ck_assert_msg(strncmp(state, "failed|", 7) == 0, "%s", state);
+	free(state);
+	free(out);
+	free(err);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * The budget: requests_per_minute = 10 against a sandbox limiting at 10.
+ * The first 10 requests (a token and 9 pages) go at once; the 11th waits
+ * for the window, so none has gone 4 s later, and no 429 was answered.
+ */
+START_TEST(test_budget)
+{
+	struct sb_entry *v;
+	struct env e;
+	size_t n, i;
+	pid_t pid;
+
+	env_open(&e, 40, "inst-b", NULL, 1, 10, 10);
+	pid = backfill_spawn(&e, "inst-b");
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    9, 20000));
+	tu_sleep_ms(4000);
+	v = sb_entries(&e.sb, "inst-b", NULL, &n);
+	ck_assert_uint_eq(n, 10);
+	for (i = 0; i < n; i++)
+		ck_assert_int_ne(v[i].status, 429);
+	/* The ten went within a short burst, and no minute holds more
+	 * than the budget. */
+	ck_assert_int_lt(v[n - 1].t_ms - v[0].t_ms, 3000);
+	ck_assert_uint_le(max_in_window(v, n, 60000), 10);
+	free(v);
+	ck_assert_int_eq(db_int(&e, "SELECT backfill_pages FROM instances"),
+	    9);
+	kill(pid, SIGKILL);
+	(void)wait_exit(pid, 5000);
+	env_close(&e);
+}
+END_TEST
+
+/* Usage and config errors: exit 2. */
+START_TEST(test_cli_usage)
+{
+	struct env e;
+	char *out = NULL, *err = NULL, *argv[6], *bin = xstrdup(tu_binary());
+
+	env_open(&e, 0, "inst-u", NULL, 10, 100000, 0);
+	argv[0] = bin;
+	argv[1] = (char *)"backfill";
+	argv[2] = (char *)"-c";
+	argv[3] = e.conf;
+	argv[4] = (char *)"extra";
+	argv[5] = NULL;
+	ck_assert_int_eq(tu_run(argv, 10000, &out, &err), 2);
+	free(out);
+	free(err);
+	argv[4] = (char *)"--bogus";
+	ck_assert_int_eq(tu_run(argv, 10000, &out, &err), 2);
+	free(out);
+	free(err);
+	/* No credentials. */
+	ck_assert(tu_write_file(e.conf, "[wix]\npublic_key_file = /x.pem\n",
+	    false));
+	argv[4] = NULL;
+	ck_assert_int_eq(tu_run(argv, 10000, &out, &err), 2);
+	ck_assert_ptr_nonnull(strstr(err, "no Wix credentials"));
+	free(out);
+	free(err);
+	free(bin);
+	env_close(&e);
+}
+END_TEST
+
+static Suite *
+sandbox_suite(void)
+{
+	Suite *s = suite_create("backfill_sandbox");
+	TCase *tc = tcase_create("sandbox");
+
+	tcase_set_timeout(tc, 90);
+	tcase_add_loop_test(tc, test_exact_sets, 0,
+	    (int)(sizeof(sizes) / sizeof(sizes[0])));
+	tcase_add_test(tc, test_ten_thousand);
+	tcase_add_loop_test(tc, test_faults, 0,
+	    (int)(sizeof(fault_cases) / sizeof(fault_cases[0])));
+	tcase_add_test(tc, test_kill9_resume);
+	tcase_add_test(tc, test_daemon_webhook_mid_backfill);
+	tcase_add_test(tc, test_daemon_install_stop_resume);
+	tcase_add_test(tc, test_daemon_no_credentials);
+	tcase_add_test(tc, test_two_instances);
+	tcase_add_test(tc, test_tokens);
+	tcase_add_test(tc, test_budget);
+	tcase_add_test(tc, test_cli_usage);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	xmalloc_init_json();
+	sr = srunner_create(sandbox_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed != 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
