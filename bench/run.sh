@@ -108,7 +108,7 @@ function kv(s, k,   i, n, f) {
 	n = split(s, f, " ")
 	for (i = 1; i <= n; i++)
 		if (index(f[i], k "=") == 1)
-			return substr(f[i], length(k) + 2)
+			return substr(f[i], length(k) + 2) + 0	# a number
 	return 0
 }
 function median(arr, n,   i, j, t) {
@@ -121,6 +121,7 @@ $1 == "a" { na++; ar[na] = kv($0, "requests") / (kv($0, "duration_us") / 1e6)
 	ap50[na] = kv($0, "p50_us"); ap99[na] = kv($0, "p99_us") }
 $1 == "b" { nb++; br[nb] = kv($0, "requests") / (kv($0, "duration_us") / 1e6)
 	bp50[nb] = kv($0, "p50_us"); bp99[nb] = kv($0, "p99_us")
+	kv2[nb] = bp99[nb] / 1000
 	bidle[nb] = kv($0, "idle_kib"); bpeak[nb] = kv($0, "peak_kib")
 	c = kv($0, "commits"); bb[nb] = c > 0 ? kv($0, "batched") / c : 0
 	app[nb] = kv($0, "applied"); dupl[nb] = kv($0, "duplicate")
@@ -135,6 +136,8 @@ END {
 	printf "mean commit batch (median over rounds) = %.1f webhooks per durable transaction\n", median(bb, nb)
 	printf "events per round (applied / duplicate): "
 	for (i = 1; i <= nb; i++) printf "%s/%s ", app[i], dupl[i]
+	printf "\np99 of (b) per round, ms: "
+	for (i = 1; i <= nb; i++) printf "%.2f ", kv2[i]
 	printf "\nnon-2xx or socket errors in (b) per round: "
 	for (i = 1; i <= nb; i++) printf "%s ", berr[i]
 	printf "\n"
