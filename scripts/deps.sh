@@ -6,7 +6,8 @@ set -e
 
 build="gcc make autoconf automake pkg-config libmicrohttpd-dev libjwt-dev
 libssl-dev libcjson-dev libsqlite3-dev libcurl4-openssl-dev libinih-dev"
-test="check faketime sqlite3 cppcheck clang systemd groff-base hledger beancount"
+test="check faketime sqlite3 cppcheck clang systemd groff-base hledger beancount
+chromium"
 bench="wrk"
 
 want="$build"

@@ -237,6 +237,17 @@ store_counts(struct store *st, struct store_counts *out)
 	return st->ops->counts(st->ctx, out);
 }
 
+enum rs_status
+store_refunds_by_day(struct store *st, const char *since, store_day_fn fn,
+    void *arg)
+{
+	if (since == NULL || strlen(since) != 10 || fn == NULL) {
+		log_warnx("%s: since must be YYYY-MM-DD", __func__);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->refunds_by_day(st->ctx, since, fn, arg);
+}
+
 /* ---- instances and their backfill ------------------------------------ */
 
 const char *

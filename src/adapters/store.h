@@ -150,6 +150,33 @@ struct store_counts {
 };
 enum rs_status	store_counts(struct store *st, struct store_counts *out /* OUT */);
 
+/*
+ * Refunds per day and currency, for status pages: one row per (day,
+ * currency) with day (the refund's createdDate, else when it was stored,
+ * as YYYY-MM-DD in UTC) >= since, newest day first, then by currency.
+ * Every refund counts whatever its status.
+ */
+struct store_day_total {
+	const char	*day;		/* "YYYY-MM-DD" */
+	const char	*currency;
+	int64_t		 count;		/* refunds */
+	int64_t		 sum_minor;	/* sum of the exact amounts, in
+					   minor units */
+	int		 exponent;	/* ISO 4217 digits; -1 if unknown */
+	int64_t		 inexact;	/* refunds left out of sum_minor
+					   (no exact minor amount) */
+};
+
+/*
+ * Call fn for each row as described above (since: "YYYY-MM-DD").  fn
+ * borrows d for the call only and must not write to the store; a non-RS_OK
+ * return from fn stops the walk and is returned.
+ */
+typedef enum rs_status (*store_day_fn)(void *arg,
+		    const struct store_day_total *d);
+enum rs_status	store_refunds_by_day(struct store *st, const char *since,
+		    store_day_fn fn, void *arg);
+
 /* ---- instances and their backfill ------------------------------------ */
 
 /*

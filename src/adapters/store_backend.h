@@ -30,7 +30,7 @@ extern const struct store_migration store_migrations[];
 extern const unsigned store_migration_count;
 
 /* Bumped when struct store_ops changes shape. */
-#define STORE_OPS_VERSION	3
+#define STORE_OPS_VERSION	4
 
 struct store_ops {
 	int		 version;	/* STORE_OPS_VERSION */
@@ -117,6 +117,10 @@ struct store_ops {
 			    store_dead_fn fn, void *arg);
 	enum rs_status	(*export_was_delivered)(void *ctx, const char *name,
 			    int64_t seq, bool *yes);
+
+	/* Status pages (version 4).  store.c has checked since. */
+	enum rs_status	(*refunds_by_day)(void *ctx, const char *since,
+			    store_day_fn fn, void *arg);
 };
 
 /* The SQLite backend (store_sqlite.c). */

@@ -88,6 +88,7 @@ enum sq_stmt {
 	SQ_EX_DEAD_ALL,
 	SQ_EX_DEAD_BY,
 	SQ_EX_WAS,
+	SQ_RF_DAILY,
 	SQ_NSTMT
 };
 
@@ -348,7 +349,15 @@ static const struct {
 	    " WHERE exporter = ?1 ORDER BY seq" },
 	[SQ_EX_WAS] = { "look up delivery",
 	    "SELECT 1 FROM exporter_deliveries"
-	    " WHERE exporter = ?1 AND seq = ?2" }
+	    " WHERE exporter = ?1 AND seq = ?2" },
+	/* A scan, like the other listings: status pages are not the hot
+	 * path.  One day's refunds of one currency share an exponent. */
+	[SQ_RF_DAILY] = { "count refunds per day",
+	    "SELECT substr(coalesce(created_date, stored_at), 1, 10) AS day,"
+	    " currency, count(*), coalesce(sum(amount_minor), 0),"
+	    " max(amount_exponent), count(*) - count(amount_minor)"
+	    " FROM refunds WHERE day >= ?1"
+	    " GROUP BY day, currency ORDER BY day DESC, currency" }
 };
 
 struct sq {
@@ -1503,6 +1512,7 @@ sq_export_get(void *ctx, const char *name, struct store_export *out)
 struct sq_walker {
 	store_export_fn	 export_fn;
 	store_dead_fn	 dead_fn;
+	store_day_fn	 day_fn;
 	void		*arg;
 };
 
@@ -1600,6 +1610,32 @@ sq_dead_foreach(void *ctx, const char *name, store_dead_fn fn, void *arg)
 
 	return sq_walk(ctx, name != NULL ? SQ_EX_DEAD_BY : SQ_EX_DEAD_ALL,
 	    name, sq_dead_each, &w);
+}
+
+static enum rs_status
+sq_day_each(sqlite3_stmt *stmt, const struct sq_walker *w)
+{
+	struct store_day_total d;
+	const char *day, *cur;
+
+	day = (const char *)sqlite3_column_text(stmt, 0);
+	cur = (const char *)sqlite3_column_text(stmt, 1);
+	d.day = day != NULL ? day : "";
+	d.currency = cur != NULL ? cur : "";
+	d.count = sqlite3_column_int64(stmt, 2);
+	d.sum_minor = sqlite3_column_int64(stmt, 3);
+	d.exponent = sqlite3_column_type(stmt, 4) == SQLITE_NULL ? -1 :
+	    sqlite3_column_int(stmt, 4);
+	d.inexact = sqlite3_column_int64(stmt, 5);
+	return w->day_fn(w->arg, &d);
+}
+
+static enum rs_status
+sq_refunds_by_day(void *ctx, const char *since, store_day_fn fn, void *arg)
+{
+	struct sq_walker w = { .day_fn = fn, .arg = arg };
+
+	return sq_walk(ctx, SQ_RF_DAILY, since, sq_day_each, &w);
 }
 
 static enum rs_status
@@ -2206,7 +2242,8 @@ const struct store_ops store_sqlite_ops = {
 	.export_replay = sq_export_replay,
 	.export_retry_dead = sq_export_retry_dead,
 	.dead_foreach = sq_dead_foreach,
-	.export_was_delivered = sq_export_was_delivered
+	.export_was_delivered = sq_export_was_delivered,
+	.refunds_by_day = sq_refunds_by_day
 };
 
 struct sqlite3 *

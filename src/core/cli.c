@@ -29,7 +29,9 @@
 #include "core/backfill.h"
 #include "core/cli.h"
 #include "core/export.h"
+#include "core/refundcmd.h"
 #include "core/server.h"
+#include "core/statuspage.h"
 #include "domain/money.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -42,9 +44,13 @@ static const char usage_text[] =
 "       refundsync backfill [-c FILE] [--instance ID] [--restart]\n"
 "       refundsync refunds [-c FILE] list [--instance ID] [--status S] [--json]\n"
 "       refundsync refunds [-c FILE] show ID [--json]\n"
+"       refundsync refund  [-c FILE] create --instance ID --charge ID\n"
+"                          [--amount DEC --currency CUR] [--reason TEXT]\n"
+"                          [--note TEXT] [--yes] [--json]\n"
 "       refundsync export  [-c FILE] status [--json]\n"
 "       refundsync export  [-c FILE] replay --exporter NAME [--from SEQ]\n"
 "       refundsync export  [-c FILE] dead | retry-dead [--exporter NAME]\n"
+"       refundsync status  [-c FILE] [--json]\n"
 "       refundsync version\n"
 "\n"
 "The config is -c FILE, else $REFUNDSYNC_CONFIG, else " CONFIG_DEFAULT_PATH ".\n"
@@ -891,6 +897,40 @@ out:
 	return status;
 }
 
+/* `refundsync status`: the facts of GET /status, from the store. */
+static int
+cmd_status(int argc, char *argv[])
+{
+	struct cli_args a;
+	struct config *cfg;
+	struct store *st;
+	int r;
+
+	if ((r = parse_args(argc, argv, "cj", &a)) != 0)
+		return r;
+	if (a.nargs != 0)
+		return usage("status takes no arguments");
+	if ((cfg = load_config(a.config)) == NULL)
+		return CLI_EXIT_USAGE;
+	r = CLI_EXIT_FAILURE;
+	if ((st = open_store_ro(cfg)) != NULL &&
+	    statuspage_cmd(st, a.json, stdout, stderr) == RS_OK)
+		r = CLI_EXIT_OK;
+	store_close(st);
+	config_free(cfg);
+	return r;
+}
+
+/*
+ * `refundsync refund [-c FILE] create ...`: the work, its options and
+ * its exit statuses (3: Wix refused) are in core/refundcmd.c.
+ */
+static int
+cmd_refund(int argc, char *argv[])
+{
+	return refundcmd_main(argc, argv);
+}
+
 static const struct {
 	const char	*name;
 	int		(*fn)(int, char *[]);
@@ -899,7 +939,9 @@ static const struct {
 	{ "check",	cmd_check },
 	{ "export",	cmd_export },
 	{ "refunds",	cmd_refunds },
+	{ "refund",	cmd_refund },
 	{ "backfill",	cmd_backfill },
+	{ "status",	cmd_status },
 	{ "version",	cmd_version },
 };
 

@@ -36,6 +36,7 @@
 #include "core/export.h"
 #include "core/ingest.h"
 #include "core/server.h"
+#include "core/statuspage.h"
 #include "domain/event.h"
 #include "util/buf.h"
 #include "util/clock.h"
@@ -65,10 +66,11 @@ struct server {
 	struct httpd		*admin;
 	char			*webhook_path;	/* owned copy for the routes */
 	struct httpd_route	 pub_routes[2];
-	struct httpd_route	 admin_routes[2];
+	struct httpd_route	 admin_routes[3];
 	struct wixapi		*wix;		/* or NULL */
 	struct backfiller	*bf;		/* NULL: backfill is off */
 	struct export_engine	*exp;		/* the exporters' workers */
+	struct statuspage	*status;	/* GET /status */
 };
 
 /* A webhook on its way through the writer. */
@@ -647,11 +649,15 @@ server_run(struct config *cfg)
 	    "readyz", on_readyz, &srv };
 	srv.admin_routes[1] = (struct httpd_route){ "GET", "/metrics",
 	    "metrics", on_metrics, &srv };
+	srv.status = statuspage_new(cfg->store_path,
+	    (int)cfg->busy_timeout_ms);
+	srv.admin_routes[2] = (struct httpd_route){ "GET", "/status",
+	    "status", statuspage_http, srv.status };
 	if (start_listener(&srv, "public", cfg->listen, srv.pub_routes, 2,
 	    &srv.pub) != RS_OK)
 		goto out;
 	if (cfg->admin_listen[0] != '\0' && start_listener(&srv, "admin",
-	    cfg->admin_listen, srv.admin_routes, 2, &srv.admin) != RS_OK)
+	    cfg->admin_listen, srv.admin_routes, 3, &srv.admin) != RS_OK)
 		goto out;
 	log_info("refundsync %s ready: %zu public keys, webhooks at %s",
 	    PACKAGE_VERSION, jwtv_keys_count(keys), cfg->webhook_path);
@@ -695,6 +701,7 @@ out:
 	backfill_free(&srv);
 	httpd_stop(srv.pub);
 	httpd_stop(srv.admin);
+	statuspage_free(srv.status);
 	runtime_release(srv.rt);
 	free(srv.webhook_path);
 	pthread_mutex_destroy(&srv.rt_mtx);

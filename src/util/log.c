@@ -4,8 +4,13 @@
  * The level is a plain int read without a lock: a torn read can at worst
  * log one line too many or too few while -v changes, which never happens
  * after start-up.
+ *
+ * Warnings and errors are also kept, the last LOG_RECENT_MAX of them, in
+ * a ring under its own mutex for the status page.  A line is copied into
+ * a fixed slot, so keeping it never allocates.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +20,16 @@
 
 #include "util/log.h"
 
+/* Longest line kept in the ring; longer ones are cut. */
+#define LOG_RECENT_LEN	512
+
 static int	log_verbose;
 static bool	log_journald;
+
+static pthread_mutex_t	log_recent_mtx = PTHREAD_MUTEX_INITIALIZER;
+static char		log_recent[LOG_RECENT_MAX][LOG_RECENT_LEN];
+static size_t		log_recent_next;	/* the slot to write next */
+static size_t		log_recent_n;		/* slots in use */
 
 void
 log_init(int verbose, bool journald)
@@ -43,35 +56,84 @@ log_enabled(enum log_level lvl)
 	return lvl != LOG_LVL_DEBUG || log_verbose > 0;
 }
 
+/* Keep stamp + text (len bytes, no newline) in the ring. */
+static void
+log_recent_keep(const char *stamp, const char *text, size_t len)
+{
+	char *slot;
+
+	pthread_mutex_lock(&log_recent_mtx);
+	slot = log_recent[log_recent_next];
+	(void)snprintf(slot, LOG_RECENT_LEN, "%s%.*s", stamp,
+	    len > LOG_RECENT_LEN ? LOG_RECENT_LEN : (int)len, text);
+	log_recent_next = (log_recent_next + 1) % LOG_RECENT_MAX;
+	if (log_recent_n < LOG_RECENT_MAX)
+		log_recent_n++;
+	pthread_mutex_unlock(&log_recent_mtx);
+}
+
+size_t
+log_recent_copy(char **out, size_t max)
+{
+	size_t first, i, n;
+
+	pthread_mutex_lock(&log_recent_mtx);
+	n = log_recent_n < max ? log_recent_n : max;
+	/* The oldest of the n newest lines. */
+	first = (log_recent_next + LOG_RECENT_MAX - n) % LOG_RECENT_MAX;
+	for (i = 0; i < n; i++) {
+		const char *line = log_recent[(first + i) % LOG_RECENT_MAX];
+		size_t len = strlen(line) + 1;
+
+		/* Not xmalloc: util/log.c sits below it. */
+		if ((out[i] = malloc(len)) == NULL)
+			break;
+		memcpy(out[i], line, len);
+	}
+	pthread_mutex_unlock(&log_recent_mtx);
+	return i;
+}
+
+void
+log_recent_clear(void)
+{
+	pthread_mutex_lock(&log_recent_mtx);
+	log_recent_next = 0;
+	log_recent_n = 0;
+	pthread_mutex_unlock(&log_recent_mtx);
+}
+
 static void vlog(enum log_level, int, const char *, va_list)
     __attribute__((format(printf, 3, 0)));
 
 static void
 vlog(enum log_level lvl, int errnum, const char *fmt, va_list ap)
 {
-	char line[2048];
-	size_t n = 0;
+	char line[2048], stamp[64];
+	struct timespec ts;
+	struct tm tm;
+	size_t n = 0, text;
 	int r;
 
 	if (!log_enabled(lvl))
 		return;
-	if (log_journald) {
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	(void)snprintf(stamp, sizeof(stamp),
+	    "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s: ",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	    tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
+	    lvl == LOG_LVL_ERR ? "error" : lvl == LOG_LVL_WARN ?
+	    "warning" : lvl == LOG_LVL_INFO ? "info" : "debug");
+	if (log_journald)
 		r = snprintf(line, sizeof(line), "<%d>", (int)lvl);
-	} else {
-		struct timespec ts;
-		struct tm tm;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
-		r = snprintf(line, sizeof(line),
-		    "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s: ",
-		    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		    tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
-		    lvl == LOG_LVL_ERR ? "error" : lvl == LOG_LVL_WARN ?
-		    "warning" : lvl == LOG_LVL_INFO ? "info" : "debug");
-	}
+	else
+		r = snprintf(line, sizeof(line), "%s", stamp);
 	if (r > 0)
 		n = (size_t)r;
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	text = n;
 	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	if (r > 0)
 		n += (size_t)r;
@@ -89,6 +151,8 @@ vlog(enum log_level lvl, int errnum, const char *fmt, va_list ap)
 	for (size_t i = 0; i < n; i++)
 		if (line[i] == '\n' || line[i] == '\r')
 			line[i] = ' ';
+	if (lvl <= LOG_LVL_WARN)
+		log_recent_keep(stamp, line + text, n - text);
 	line[n++] = '\n';
 	(void)!write(STDERR_FILENO, line, n);
 }

@@ -11,6 +11,7 @@
 #define RS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level {
 	LOG_LVL_ERR = 3,	/* sd-daemon priorities */
@@ -35,6 +36,19 @@ void	fatal(const char *fmt, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
 void	fatalx(const char *fmt, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
+
+/*
+ * The last LOG_RECENT_MAX warning and error lines, kept in memory for the
+ * daemon's status page (never debug or info lines; like every line, they
+ * hold no secrets).  Copies up to max of them, oldest first, into
+ * out[0..max) as "YYYY-MM-DDTHH:MM:SS.mmmZ warning: text" without the
+ * newline, and returns how many it copied.  The caller owns each string
+ * (free()).  Thread-safe.
+ */
+#define LOG_RECENT_MAX	20
+size_t	log_recent_copy(char **out /* OUT */, size_t max);
+/* Forget the lines kept so far (tests). */
+void	log_recent_clear(void);
 
 /* Always-on invariant check: logs __func__ and aborts. */
 #define RS_PANIC(msg) fatalx("%s: invariant broken: %s", __func__, (msg))

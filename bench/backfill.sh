@@ -1,0 +1,301 @@
+#!/bin/bash
+# make bench: backfill throughput, memory and use of the Wix budget
+# (issue #3), against tests/sandbox/wix-sandbox on loopback.
+#
+# Part 1, throughput and memory.  One sandbox holds NREFUNDS (1,000,000)
+# refunds for one instance, with no rate limit; refundsync runs with
+# requests_per_minute = 100000 (the most the config allows) and
+# page_size = 100.  ROUNDS (3) times, with a fresh database each time,
+# `refundsync backfill` runs to completion under /usr/bin/time.  Per
+# round: wall time, refunds/s, refundsync's CPU (user + sys) in all and
+# per 1000 refunds, the sandbox's CPU over the same run (it builds every
+# page; on a 2-core machine the two processes compete for the cores, so
+# the sandbox's share is not free), peak RSS (maximum resident set size,
+# i.e. VmHWM) and VmRSS sampled once a second: min / median / max of the
+# samples after the first 10% of them, to show whether memory stays flat.
+# The summary gives the median over rounds.
+#
+# Part 2, the budget.  A second sandbox enforces --rate-limit 200 (200
+# API requests per instance in any sliding 60 s; the token endpoint is
+# not counted) and holds BUDGET_PAGES (400) pages of 100 refunds, twice
+# the budget, so the run must wait for the window.  refundsync runs with
+# requests_per_minute = 200 to completion, and the sandbox's request log
+# (--log, arrival times on the monotonic clock) is analysed.  With t0 the
+# first API request and N = 200:
+#   - 429s: answers 429 of any kind.  Target: 0.
+#   - first minute: API requests in [t0, t0 + 60 s) / N.  The budget
+#     allows a burst of N at once, so a client that uses it fully sends
+#     N here.  (refundsync charges its OAuth token request to the same
+#     budget, to stay on the safe side, so 199 of 200 is its best.)
+#   - after the burst: request i > N may go no sooner than 60 s after
+#     request i - N, so 60 s / mean(t[i] - t[i - N]) over i > N is the
+#     share of the sustained rate (N a minute) the client achieved.  It
+#     is 100% when every request goes the moment the sliding window lets
+#     it, and it counts every late request, not just the typical one.
+#   - busiest 60 s: the most requests in any sliding 60 s window (the
+#     sandbox's own rule); must not exceed N.
+# "Share of the budget used" is the lower of the first-minute and the
+# after-the-burst shares.  Target: >= 95%, with zero 429s.
+#
+# The run takes about ROUNDS x (wall time of one backfill) + 65 s.
+# Environment: ROUNDS (3), NREFUNDS (1000000), BUDGET_PAGES (400).
+# Needs /usr/bin/time (Debian package "time").  Use an optimised build
+# (the default CFLAGS, -g -O2), not a sanitizer build.
+set -e
+B=${1:?build dir}
+top=$(cd "$(dirname "$0")/.." && pwd)
+"$top/scripts/deps.sh" bench
+ROUNDS=${ROUNDS:-3}
+NREFUNDS=${NREFUNDS:-1000000}
+BUDGET_PAGES=${BUDGET_PAGES:-400}
+PAGE=100
+RPM=200
+INST=bench-instance
+W="$B/bench-work/backfill"
+SANDBOX="$B/tests/sandbox/wix-sandbox"
+RS="$B/refundsync"
+TIME=/usr/bin/time
+
+if [ ! -x "$TIME" ]; then
+	echo "bench: $TIME is missing (apt-get install time)" >&2
+	exit 1
+fi
+for f in "$RS" "$SANDBOX"; do
+	if [ ! -x "$f" ]; then
+		echo "bench: $f is missing; make refundsync" \
+		    "tests/sandbox/wix-sandbox first" >&2
+		exit 1
+	fi
+done
+if grep -q '^SAN_CFLAGS = .*-fsanitize' "$B/Makefile" 2>/dev/null; then
+	echo "bench: warning: $B is a sanitizer build; the figures will" \
+	    "not mean much" >&2
+fi
+rm -rf "$W"
+mkdir -p "$W"
+printf 'sandbox-secret\n' > "$W/app-secret"
+chmod 600 "$W/app-secret"
+hz=$(getconf CLK_TCK)
+
+sbpid=""
+rspid=""
+cleanup() {
+	[ -n "$rspid" ] && kill -TERM "$rspid" 2>/dev/null
+	[ -n "$sbpid" ] && kill -TERM "$sbpid" 2>/dev/null
+	wait 2>/dev/null
+	return 0
+}
+trap cleanup EXIT
+
+wait_port() { # LOGFILE NAME -> port
+	i=0
+	while [ $i -lt 100 ]; do
+		p=$(sed -n "s/.*$2 on 127\.0\.0\.1:\([0-9]*\).*/\1/p" "$1" | head -1)
+		[ -n "$p" ] && { echo "$p"; return 0; }
+		sleep 0.1
+		i=$((i + 1))
+	done
+	echo "bench: server did not start; log:" >&2
+	cat "$1" >&2
+	return 1
+}
+cpu_ticks() { # PID -> utime + stime of the process, in clock ticks
+	# Fields after the ")" that ends the command name: 12 and 13.
+	sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+write_conf() { # PORT RPM
+	cat > "$W/bench.conf" <<CONF
+[store]
+path = db/refundsync.db
+[wix]
+app_id = sandbox-app
+app_secret_file = app-secret
+api_base = http://127.0.0.1:$1
+[backfill]
+page_size = $PAGE
+requests_per_minute = $2
+CONF
+}
+# Run refundsync backfill to completion under /usr/bin/time, sampling its
+# VmRSS once a second into $W/rss.TAG.  TAG -> $W/time.TAG holds
+# "wall user sys maxrss_kib".
+run_backfill() {
+	rm -rf "$W/db" "$W/pid"
+	mkdir -p "$W/db"
+	# The inner shell writes its pid, which exec hands to refundsync.
+	# shellcheck disable=SC2016
+	"$TIME" -f '%e %U %S %M' -o "$W/time.$1" \
+	    sh -c 'echo $$ > "$0" && exec "$@"' "$W/pid" \
+	    "$RS" backfill -c "$W/bench.conf" --instance "$INST" \
+	    > "$W/out.$1" 2> "$W/err.$1" &
+	tpid=$!
+	while [ ! -s "$W/pid" ]; do
+		sleep 0.01
+	done
+	rspid=$(cat "$W/pid")
+	# A zombie's status has no VmRSS line: it adds no sample.
+	while [ -r "/proc/$rspid/status" ]; do
+		awk '/^VmRSS/ { print $2 }' "/proc/$rspid/status" \
+		    2>/dev/null || true
+		sleep 1
+	done > "$W/rss.$1" &
+	spid=$!
+	rc=0
+	wait "$tpid" || rc=$?
+	wait "$spid" || true
+	rspid=""
+	if [ "$rc" -ne 0 ] || ! grep -q "done: .* $2 refunds" "$W/out.$1"; then
+		echo "bench: backfill $1 failed (exit $rc):" >&2
+		cat "$W/out.$1" >&2
+		tail -20 "$W/err.$1" >&2
+		exit 1
+	fi
+}
+
+# ---- part 1: throughput and memory ---------------------------------------
+echo "bench: backfill throughput, $ROUNDS rounds of $NREFUNDS refunds..." >&2
+"$SANDBOX" --listen 127.0.0.1:0 --seed "$NREFUNDS" --instances "$INST" \
+    --max-seconds 3600 -q 2> "$W/sandbox1.log" &
+sbpid=$!
+port=$(wait_port "$W/sandbox1.log" "wix-sandbox listening")
+write_conf "$port" 100000
+: > "$W/results.txt"
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+	sb0=$(cpu_ticks "$sbpid")
+	run_backfill "t$r" "$NREFUNDS"
+	sb1=$(cpu_ticks "$sbpid")
+	rss=$(awk '{ v[++n] = $1 }
+	    END {
+		skip = int(n / 10); m = 0
+		for (i = skip + 1; i <= n; i++) s[++m] = v[i]
+		for (i = 1; i <= m; i++)
+			for (j = i + 1; j <= m; j++)
+				if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t }
+		if (m == 0) { print "rss_n=0 rss_min=0 rss_med=0 rss_max=0"; exit }
+		med = (m % 2) ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
+		printf "rss_n=%d rss_min=%d rss_med=%d rss_max=%d\n", m, s[1], med, s[m]
+	    }' "$W/rss.t$r")
+	read -r wall user sys maxrss < "$W/time.t$r"
+	echo "t wall=$wall user=$user sys=$sys maxrss=$maxrss" \
+	    "sbcpu=$(awk -v a="$sb0" -v b="$sb1" -v hz="$hz" \
+	    'BEGIN { printf "%.2f", (b - a) / hz }') $rss" >> "$W/results.txt"
+	r=$((r + 1))
+done
+kill -TERM "$sbpid"
+wait "$sbpid" || true
+sbpid=""
+rm -rf "$W/db"
+
+# ---- part 2: the budget ---------------------------------------------------
+# Whole windows to wait for, then a few seconds: truncation is meant.
+# shellcheck disable=SC2017
+est=$(( (BUDGET_PAGES - 1) / RPM * 60 + 5 ))
+echo "bench: backfill budget, $BUDGET_PAGES pages at $RPM requests/min" \
+    "(about $est s)..." >&2
+"$SANDBOX" --listen 127.0.0.1:0 --seed $((BUDGET_PAGES * PAGE)) \
+    --instances "$INST" --rate-limit "$RPM" --log "$W/requests.jsonl" \
+    --max-seconds 900 -q 2> "$W/sandbox2.log" &
+sbpid=$!
+port=$(wait_port "$W/sandbox2.log" "wix-sandbox listening")
+write_conf "$port" "$RPM"
+run_backfill budget $((BUDGET_PAGES * PAGE))
+kill -TERM "$sbpid"
+wait "$sbpid" || true
+sbpid=""
+rm -rf "$W/db"
+read -r bwall _ _ _ < "$W/time.budget"
+awk -v n="$RPM" '
+function num(k,   s) {
+	if (!match($0, "\"" k "\":[0-9]+"))
+		return -1
+	s = substr($0, RSTART, RLENGTH)
+	return substr(s, index(s, ":") + 1) + 0
+}
+{ st = num("status") }
+st == 429 { n429++ }
+/"path":"\/payments\// { t[++m] = num("t_ms") }
+END {
+	if (m == 0) { print "b api=0"; exit }
+	t0 = t[1]; w1 = 0
+	for (i = 1; i <= m; i++)
+		if (t[i] < t0 + 60000)
+			w1++
+	# The busiest sliding window (t - 60 s, t].
+	busy = 0; j = 1
+	for (i = 1; i <= m; i++) {
+		while (t[j] <= t[i] - 60000)
+			j++
+		if (i - j + 1 > busy)
+			busy = i - j + 1
+	}
+	gaps = 0; ng = 0
+	for (i = n + 1; i <= m; i++) {
+		gaps += t[i] - t[i - n]; ng++
+	}
+	printf "b api=%d n429=%d first=%d busy=%d span_ms=%d", m, n429 + 0, w1, busy, t[m] - t0
+	if (ng > 0)
+		printf " after=%.4f nafter=%d", 60000 * ng / gaps, ng
+	printf "\n"
+}' "$W/requests.jsonl" | sed "s/\$/ wall=$bwall/" >> "$W/results.txt"
+
+# ---- the table --------------------------------------------------------------
+awk -v rounds="$ROUNDS" -v nref="$NREFUNDS" -v n="$RPM" -v pages="$BUDGET_PAGES" '
+function kv(s, k,   i, c, f) {
+	c = split(s, f, " ")
+	for (i = 1; i <= c; i++)
+		if (index(f[i], k "=") == 1)
+			return substr(f[i], length(k) + 2) + 0	# a number
+	return 0
+}
+function median(arr, c,   i, j, t) {
+	for (i = 1; i <= c; i++)
+		for (j = i + 1; j <= c; j++)
+			if (arr[j] < arr[i]) { t = arr[i]; arr[i] = arr[j]; arr[j] = t }
+	return (c % 2) ? arr[(c + 1) / 2] : (arr[c / 2] + arr[c / 2 + 1]) / 2
+}
+$1 == "t" { k++
+	wall[k] = kv($0, "wall"); cpu[k] = kv($0, "user") + kv($0, "sys")
+	usr[k] = kv($0, "user"); sy[k] = kv($0, "sys")
+	rate[k] = nref / wall[k]; per[k] = 1000 * cpu[k] / nref * 1000
+	cpurate[k] = nref / cpu[k]
+	sb[k] = kv($0, "sbcpu"); peak[k] = kv($0, "maxrss") / 1024
+	rmin[k] = kv($0, "rss_min") / 1024; rmed[k] = kv($0, "rss_med") / 1024
+	rmax[k] = kv($0, "rss_max") / 1024; rn[k] = kv($0, "rss_n")
+	line[k] = sprintf("| %d | %.1f | %.0f | %.1f (%.1f + %.1f) | %.1f | %.0f | %.1f | %.1f | %.1f / %.1f / %.1f (%d) |", \
+	    k, wall[k], rate[k], cpu[k], usr[k], sy[k], per[k], cpurate[k], \
+	    sb[k], peak[k], rmin[k], rmed[k], rmax[k], rn[k]) }
+$1 == "b" { b = $0 }
+END {
+	printf "Backfill of %d refunds (page_size 100, no rate limit), %d rounds:\n\n", nref, rounds
+	printf "| round | wall s | refunds/s | refundsync CPU s (user + sys) | CPU ms per 1000 refunds | refunds per CPU-second | sandbox CPU s | peak RSS MiB | RSS MiB min / median / max (samples) |\n"
+	printf "|---|---|---|---|---|---|---|---|---|\n"
+	for (i = 1; i <= k; i++)
+		print line[i]
+	printf "| **median** | %.1f | **%.0f** | %.1f | %.1f | %.0f | %.1f | **%.1f** | %.1f / %.1f / %.1f |\n", \
+	    median(wall, k), median(rate, k), median(cpu, k), median(per, k), \
+	    median(cpurate, k), median(sb, k), median(peak, k), \
+	    median(rmin, k), median(rmed, k), median(rmax, k)
+	printf "\nTargets: >= 50000 refunds/s (median %.0f: %s); peak RSS <= 64 MiB and flat (median peak %.1f MiB: %s).\n", \
+	    median(rate, k), (median(rate, k) >= 50000 ? "met" : "MISSED"), \
+	    median(peak, k), (median(peak, k) <= 64 ? "met" : "MISSED")
+	printf "RSS samples: once a second, the first 10%% of each round left out.\n"
+
+	api = kv(b, "api"); first = kv(b, "first"); after = kv(b, "after")
+	share = first / n
+	if (kv(b, "nafter") > 0 && after < share)
+		share = after
+	printf "\nBudget: %d pages at %d requests/min (sandbox --rate-limit %d), one run:\n\n", pages, n, n
+	printf "| API requests | 429s | in the first 60 s | after the burst (60 s / mean gap to request i-%d) | busiest sliding 60 s | first to last request s | backfill wall s | share of the budget used |\n", n
+	printf "|---|---|---|---|---|---|---|---|\n"
+	if (kv(b, "nafter") > 0)
+		ab = sprintf("%.1f%% (%d requests)", 100 * after, kv(b, "nafter"))
+	else
+		ab = "n/a (no more than " n " requests)"
+	printf "| %d | %d | %d (%.1f%%) | %s | %d | %.1f | %.1f | **%.1f%%** |\n", \
+	    api, kv(b, "n429"), first, 100 * first / n, ab, kv(b, "busy"), \
+	    kv(b, "span_ms") / 1000, kv(b, "wall"), 100 * share
+	printf "\nTargets: share >= 95%% (%s), zero 429s (%s), busiest 60 s <= %d (%s).\n", \
+	    (share >= 0.95 ? "met" : "MISSED"), (kv(b, "n429") == 0 ? "met" : "MISSED"), \
+	    n, (kv(b, "busy") <= n ? "met" : "MISSED")
+}' "$W/results.txt" | tee "$W/summary.md"
