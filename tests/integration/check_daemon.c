@@ -898,6 +898,81 @@ START_TEST(test_sighup_key_rotation)
 }
 END_TEST
 
+static void *
+burst_thread(void *arg)
+{
+	(void)run_burst(arg, 4);
+	return NULL;
+}
+
+/*
+ * Reloads under load: while four clients post webhooks signed by the old
+ * and the new key alternately, the daemon is sent SIGHUP ten times.  No
+ * request is dropped or refused, and every one is stored.
+ */
+START_TEST(test_sighup_under_load)
+{
+	struct tu_daemon *d = start(NULL);
+	struct tu_keypair k2;
+	struct tu_conf conf;
+	struct burst b;
+	struct tu_refund r;
+	struct tu_event ev;
+	pthread_t th;
+	char *pub2, *both, evid[32], rid[32];
+	size_t i, ok = 0;
+	int n;
+
+	tu_keypair_generate(&k2);
+	pub2 = xasprintf("%s/wix-public-2.pem", d->dir);
+	ck_assert(tu_write_file(pub2, k2.pub_pem, false));
+	both = xasprintf("%s, %s", d->pub_path, pub2);
+	memset(&conf, 0, sizeof(conf));
+	conf.public_key_file = both;
+	ck_assert(tu_daemon_write_config(d, &conf));
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_int_eq(post_until(d, k2.priv_pem, 200, 5000), 200);
+
+	memset(&b, 0, sizeof(b));
+	b.d = d;
+	b.n = 300;
+	b.toks = xcalloc(b.n, sizeof(*b.toks));
+	b.status = xcalloc(b.n, sizeof(*b.status));
+	for (i = 0; i < b.n; i++) {
+		snprintf(evid, sizeof(evid), "evt-hup-%03zu", i);
+		snprintf(rid, sizeof(rid), "rf-hup-%03zu", i);
+		r = refund(rid, "1.00", "USD", "SUCCEEDED", 1);
+		memset(&ev, 0, sizeof(ev));
+		ev.id = evid;
+		ev.slug = TU_CREATED;
+		ev.seq = -1;
+		b.toks[i] = tu_refund_webhook(i % 2 ? k2.priv_pem :
+		    d->key.priv_pem, &ev, &r, INST);
+	}
+	ck_assert_int_eq(pthread_create(&th, NULL, burst_thread, &b), 0);
+	for (n = 0; n < 10; n++) {
+		tu_sleep_ms(40);
+		ck_assert(tu_daemon_signal(d, SIGHUP));
+	}
+	pthread_join(th, NULL);
+	for (i = 0; i < b.n; i++)
+		if (b.status[i] == 200)
+			ok++;
+	ck_assert_uint_eq(ok, b.n);
+	/* post_until's probe webhook is one more row. */
+	ASSERT_SQL_INT(d, 300, "SELECT count(*) FROM refunds WHERE id LIKE "
+	    "'rf-hup-%%'");
+	ck_assert_int_ge(metric(d, "refundsync_reloads_total",
+	    "result=\"applied\""), 2);
+	burst_free(&b);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	free(pub2);
+	free(both);
+	tu_keypair_cleanup(&k2);
+	tu_daemon_free(d);
+}
+END_TEST
+
 START_TEST(test_sighup_broken_config)
 {
 	static const char *const refused[] = { "reload", "refused", NULL };
@@ -1192,6 +1267,7 @@ daemon_suite(void)
 	tcase_add_test(tc, test_sigterm_exit0);
 	tcase_add_test(tc, test_store_locked_503_and_recovery);
 	tcase_add_test(tc, test_sighup_key_rotation);
+	tcase_add_test(tc, test_sighup_under_load);
 	tcase_add_test(tc, test_sighup_broken_config);
 	tcase_add_test(tc, test_key_one_line_base64);
 	suite_add_tcase(s, tc);
