@@ -619,24 +619,28 @@ inst_get(struct wixapi *w, const char *id, bool create)
 
 /*
  * Take a slot in in's budget: at most rpm requests in any window of
- * WIXAPI_WINDOW_MS.  The ring holds the last rpm send times in order; a
- * request may go once the oldest is a whole window old.  Sleeps with no
- * lock held, then looks again (another thread may have taken the slot).
+ * WIXAPI_WINDOW_MS.  The ring holds the times of the last rpm requests;
+ * a request may go once the slot it replaces is a whole window old.
+ * Sleeps with no lock held, then looks again (another thread may have
+ * taken the slot).  Returns the slot, for budget_done().
  */
-static void
+static size_t
 budget_take(struct wixapi *w, struct wixapi_inst *in)
 {
 	int64_t now, wait;
+	size_t slot;
 
 	for (;;) {
 		pthread_mutex_lock(&in->mu);
 		now = w_now(w);
 		if (in->nsent < w->rpm) {
+			slot = in->nsent;
 			in->sent[in->nsent++] = now;
 			break;
 		}
 		wait = in->sent[in->oldest] + WIXAPI_WINDOW_MS - now;
 		if (wait <= 0) {
+			slot = in->oldest;
 			in->sent[in->oldest] = now;
 			in->oldest = (in->oldest + 1) % w->rpm;
 			break;
@@ -649,6 +653,29 @@ budget_take(struct wixapi *w, struct wixapi_inst *in)
 		w_sleep(w, wait);
 	}
 	in->requests++;
+	pthread_mutex_unlock(&in->mu);
+	return slot;
+}
+
+/*
+ * The request of slot has its answer: count it from now on.  Wix counts
+ * a request when it arrives, which is some time after we send it; with
+ * the send time, a request a full window after another by our clock
+ * could arrive a few ms inside Wix's window and get a 429 (the
+ * benchmark saw one per minute boundary).  The answer's time is never
+ * earlier than the arrival, so counting from it never overruns.  The
+ * ring need not stay sorted for that: a slot is only reused once its
+ * own time is a window old.
+ */
+static void
+budget_done(struct wixapi *w, struct wixapi_inst *in, size_t slot)
+{
+	int64_t now;
+
+	pthread_mutex_lock(&in->mu);
+	now = w_now(w);
+	if (in->sent[slot] < now)
+		in->sent[slot] = now;
 	pthread_mutex_unlock(&in->mu);
 }
 
@@ -687,10 +714,12 @@ send_once(struct wixapi *w, struct wixapi_inst *in,
     const struct wixapi_http_request *req, struct wixapi_http_response *resp)
 {
 	enum rs_status st;
+	size_t slot;
 
-	budget_take(w, in);
+	slot = budget_take(w, in);
 	resp_init(resp);
 	st = w->transport(w->transport_ctx, req, resp);
+	budget_done(w, in, slot);
 	if (st != RS_OK && st != RS_ERR_TOOBIG)
 		st = RS_ERR_IO;
 	if (st == RS_OK && (resp->status < 100 || resp->status > 599)) {

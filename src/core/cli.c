@@ -949,6 +949,7 @@ int
 cli_main(int argc, char *argv[])
 {
 	log_init(0, false);
+	xmalloc_init_tuning();
 	xmalloc_init_json();
 	if (argc < 2)
 		return usage(NULL);

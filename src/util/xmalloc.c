@@ -2,6 +2,7 @@
  * xmalloc.c: allocation wrappers that abort on failure.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -112,6 +113,17 @@ static void *
 json_malloc(size_t size)
 {
 	return xmalloc(size);
+}
+
+void
+xmalloc_init_tuning(void)
+{
+	/* 64 MiB: far above any one free, far below the 64 MiB RSS goal
+	 * being at risk (freed memory is reused before new is mapped). */
+	(void)mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+	/* Fix the mmap threshold too, or glibc raises the trim threshold
+	 * and mmap threshold dynamically and the setting above is moot. */
+	(void)mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
 }
 
 void

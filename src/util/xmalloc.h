@@ -23,6 +23,16 @@ char	*xasprintf(const char *fmt, ...)
 void	 freezero(void *p, size_t len);
 /* Wipe a NUL-terminated secret, then free it.  NULL is fine. */
 void	 freezero_str(char *s);
+/*
+ * Tune the allocator once at start, before threads: keep freed memory in
+ * the process instead of handing it back to the kernel after every large
+ * free.  Worker threads get their own glibc arenas, and SQLite's
+ * per-event savepoints free 20-28 KiB at a time; with the default trim
+ * threshold each such free became an madvise() plus page faults on the
+ * next event, about half the writer's and the backfill's CPU.  Memory
+ * stays bounded by the peak actually used.
+ */
+void	 xmalloc_init_tuning(void);
 /* Route cJSON's allocations through xmalloc/free.  Call once at start,
  * before any thread starts. */
 void	 xmalloc_init_json(void);
