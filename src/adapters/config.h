@@ -18,7 +18,12 @@
 
 #include "util/status.h"
 
-#define CONFIG_DEFAULT_PATH	SYSCONFDIR "/refundsync/refundsync.conf"
+/*
+ * SPEC §1 fixes the default path, whatever --sysconfdir the build used:
+ * `make install` into another prefix writes that prefix's path into the
+ * unit's `serve -c` instead.
+ */
+#define CONFIG_DEFAULT_PATH	"/etc/refundsync/refundsync.conf"
 #define CONFIG_ENV		"REFUNDSYNC_CONFIG"
 
 /* One "key = value" of an [exporter NAME] section. */
