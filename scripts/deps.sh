@@ -6,8 +6,11 @@ set -e
 
 build="gcc make autoconf automake pkg-config libmicrohttpd-dev libjwt-dev
 libssl-dev libcjson-dev libsqlite3-dev libcurl4-openssl-dev libinih-dev"
-test="check faketime sqlite3 cppcheck clang systemd groff-base hledger beancount
-chromium"
+# libclang-rt-14-dev: libFuzzer and the sanitizer runtimes for clang
+# (only Recommended, by clang's libclang-common-14-dev, so
+# --no-install-recommends would skip it).
+test="check faketime sqlite3 cppcheck clang libclang-rt-14-dev systemd
+groff-base hledger beancount chromium"
 bench="wrk"
 
 want="$build"
