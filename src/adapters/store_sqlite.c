@@ -976,22 +976,35 @@ sq_row_read(struct sq *s, sqlite3_stmt *stmt, struct store_refund_row *row)
 	row->sequence = sqlite3_column_int64(stmt, SQ_COL_SEQ);
 }
 
+/*
+ * Step statement id (parameters bound; brc is the binding result) for at
+ * most one row: RS_OK with the row ready to read, RS_ERR_NOTFOUND, or the
+ * mapped error (logged, naming which).  The caller reads the row, then
+ * calls sq_done() in every case.
+ */
+static enum rs_status
+sq_step_one(struct sq *s, enum sq_stmt id, int brc, const char *which)
+{
+	int rc = brc == SQLITE_OK ? sqlite3_step(s->stmt[id]) : brc;
+
+	if (rc == SQLITE_ROW)
+		return RS_OK;
+	if (rc == SQLITE_DONE)
+		return RS_ERR_NOTFOUND;
+	return sq_status(s, rc, sq_defs[id].name, which);
+}
+
 static enum rs_status
 sq_refund_get(void *ctx, const char *id, struct store_refund_row *row)
 {
 	struct sq *s = ctx;
 	sqlite3_stmt *stmt = s->stmt[SQ_RF_GET];
 	enum rs_status st = RS_OK;
-	int brc = SQLITE_OK, rc;
+	int brc = SQLITE_OK;
 
 	sq_bind_text(stmt, 1, id, &brc);
-	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
-	if (rc == SQLITE_ROW)
+	if ((st = sq_step_one(s, SQ_RF_GET, brc, id)) == RS_OK)
 		sq_row_read(s, stmt, row);
-	else if (rc == SQLITE_DONE)
-		st = RS_ERR_NOTFOUND;
-	else
-		st = sq_status(s, rc, sq_defs[SQ_RF_GET].name, id);
 	sq_done(stmt);
 	return st;
 }
@@ -1113,16 +1126,11 @@ sq_instance_get(void *ctx, const char *id, struct store_instance *out)
 	struct sq *s = ctx;
 	sqlite3_stmt *stmt = s->stmt[SQ_IN_GET];
 	enum rs_status st = RS_OK;
-	int brc = SQLITE_OK, rc;
+	int brc = SQLITE_OK;
 
 	sq_bind_text(stmt, 1, id, &brc);
-	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
-	if (rc == SQLITE_ROW)
+	if ((st = sq_step_one(s, SQ_IN_GET, brc, id)) == RS_OK)
 		sq_instance_read(stmt, out);
-	else if (rc == SQLITE_DONE)
-		st = RS_ERR_NOTFOUND;
-	else
-		st = sq_status(s, rc, sq_defs[SQ_IN_GET].name, id);
 	sq_done(stmt);
 	return st;
 }
@@ -1436,16 +1444,11 @@ sq_change_get(void *ctx, int64_t seq, struct store_change *out)
 	struct sq *s = ctx;
 	sqlite3_stmt *stmt = s->stmt[SQ_CH_GET];
 	enum rs_status st = RS_OK;
-	int brc = SQLITE_OK, rc;
+	int brc = SQLITE_OK;
 
 	sq_bind_i64(stmt, 1, true, seq, &brc);
-	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
-	if (rc == SQLITE_ROW)
+	if ((st = sq_step_one(s, SQ_CH_GET, brc, NULL)) == RS_OK)
 		sq_change_read(s, stmt, out);
-	else if (rc == SQLITE_DONE)
-		st = RS_ERR_NOTFOUND;
-	else
-		st = sq_status(s, rc, sq_defs[SQ_CH_GET].name, NULL);
 	sq_done(stmt);
 	return st;
 }
@@ -1494,16 +1497,11 @@ sq_export_get(void *ctx, const char *name, struct store_export *out)
 	struct sq *s = ctx;
 	sqlite3_stmt *stmt = s->stmt[SQ_EX_GET];
 	enum rs_status st = RS_OK;
-	int brc = SQLITE_OK, rc;
+	int brc = SQLITE_OK;
 
 	sq_bind_text(stmt, 1, name, &brc);
-	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
-	if (rc == SQLITE_ROW)
+	if ((st = sq_step_one(s, SQ_EX_GET, brc, name)) == RS_OK)
 		sq_export_read(stmt, out);
-	else if (rc == SQLITE_DONE)
-		st = RS_ERR_NOTFOUND;
-	else
-		st = sq_status(s, rc, sq_defs[SQ_EX_GET].name, name);
 	sq_done(stmt);
 	return st;
 }
@@ -1778,17 +1776,13 @@ sq_export_pos(struct sq *s, const char *name, int64_t *position,
 {
 	sqlite3_stmt *stmt = s->stmt[SQ_EX_POS];
 	enum rs_status st = RS_OK;
-	int brc = SQLITE_OK, rc;
+	int brc = SQLITE_OK;
 
 	sq_bind_text(stmt, 1, name, &brc);
-	rc = brc == SQLITE_OK ? sqlite3_step(stmt) : brc;
-	if (rc == SQLITE_ROW) {
+	if ((st = sq_step_one(s, SQ_EX_POS, brc, name)) == RS_OK) {
 		*position = sqlite3_column_int64(stmt, 0);
 		*epoch = sqlite3_column_int64(stmt, 1);
-	} else if (rc == SQLITE_DONE)
-		st = RS_ERR_NOTFOUND;
-	else
-		st = sq_status(s, rc, sq_defs[SQ_EX_POS].name, name);
+	}
 	sq_done(stmt);
 	return st;
 }
