@@ -422,6 +422,18 @@ store_exporter_ok(const char *name, const char *func)
 	return false;
 }
 
+/* Does dl hold what a dead letter needs?  Logs when not. */
+static bool
+store_dead_letter_ok(const struct store_dead_letter *dl, const char *name,
+    const char *func)
+{
+	if (dl != NULL && dl->seq > 0 && dl->refund_id != NULL &&
+	    dl->idempotency_key != NULL && dl->reason != NULL)
+		return true;
+	log_warnx("%s: %s: incomplete dead letter", func, name);
+	return false;
+}
+
 enum rs_status
 store_changes_read(struct store *st, int64_t after, size_t max,
     struct store_change *out, size_t *n)
@@ -513,11 +525,8 @@ store_export_dead(struct store *st, const char *name, int64_t epoch,
 {
 	if (!store_exporter_ok(name, __func__))
 		return RS_ERR_INPUT;
-	if (dl == NULL || dl->seq <= 0 || dl->refund_id == NULL ||
-	    dl->idempotency_key == NULL || dl->reason == NULL) {
-		log_warnx("%s: %s: incomplete dead letter", __func__, name);
+	if (!store_dead_letter_ok(dl, name, __func__))
 		return RS_ERR_INPUT;
-	}
 	return st->ops->export_dead(st->ctx, name, epoch, dl, position);
 }
 
@@ -586,4 +595,119 @@ store_export_was_delivered(struct store *st, const char *name, int64_t seq,
 	if (!store_exporter_ok(name, __func__))
 		return RS_ERR_INPUT;
 	return st->ops->export_was_delivered(st->ctx, name, seq, yes);
+}
+
+/* ---- reconcile ------------------------------------------------------- */
+
+/* Does r hold what a reconcile_repairs row needs?  Logs when not. */
+static bool
+store_repair_ok(const struct store_repair *r, const char *func)
+{
+	if (r != NULL && r->kind != NULL && *r->kind != '\0' && r->seq >= 0)
+		return true;
+	log_warnx("%s: repair without kind, or with a negative seq", func);
+	return false;
+}
+
+enum rs_status
+store_changes_foreach(struct store *st, const char *instance_id,
+    store_change_fn fn, void *arg)
+{
+	if (fn == NULL) {
+		log_warnx("%s: no callback", __func__);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->changes_foreach(st->ctx, instance_id, fn, arg);
+}
+
+enum rs_status
+store_export_deliveries_foreach(struct store *st, const char *name,
+    store_seq_fn fn, void *arg)
+{
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	if (fn == NULL) {
+		log_warnx("%s: %s: no callback", __func__, name);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->export_deliveries_foreach(st->ctx, name, fn, arg);
+}
+
+enum rs_status
+store_repair_log(struct store *st, const struct store_repair *r)
+{
+	if (!store_repair_ok(r, __func__))
+		return RS_ERR_INPUT;
+	return st->ops->repair_log(st->ctx, r);
+}
+
+enum rs_status
+store_export_requeue(struct store *st, const char *name,
+    const struct store_dead_letter *dl, const struct store_repair *rep)
+{
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	if (!store_dead_letter_ok(dl, name, __func__))
+		return RS_ERR_INPUT;
+	if (rep != NULL && !store_repair_ok(rep, __func__))
+		return RS_ERR_INPUT;
+	return st->ops->export_requeue(st->ctx, name, dl, rep);
+}
+
+enum rs_status
+store_repair_counts(struct store *st, store_kind_count_fn fn, void *arg)
+{
+	if (fn == NULL) {
+		log_warnx("%s: no callback", __func__);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->repair_counts(st->ctx, fn, arg);
+}
+
+/* The values reconcile_runs.outcome may take. */
+static const char *const store_run_outcomes[] = {
+	"clean", "drift", "failed"
+};
+
+enum rs_status
+store_reconcile_record(struct store *st, const struct store_reconcile_run *r)
+{
+	const char *why = NULL;
+	size_t i;
+
+	if (r == NULL)
+		why = "no run";
+	else if (r->started_at == NULL || *r->started_at == '\0')
+		why = "run without start time";
+	else if (r->wix_refunds < 0 || r->store_refunds < 0 ||
+	    r->drift < 0 || r->repaired < 0)
+		why = "run with a negative count";
+	else {
+		why = "run with an unknown outcome";
+		for (i = 0; r->outcome != NULL && i <
+		    sizeof(store_run_outcomes) / sizeof(store_run_outcomes[0]);
+		    i++)
+			if (strcmp(r->outcome, store_run_outcomes[i]) == 0) {
+				why = NULL;
+				break;
+			}
+	}
+	if (why != NULL) {
+		log_warnx("%s: instance %s: %s", __func__,
+		    r != NULL && r->instance_id != NULL ? r->instance_id :
+		    "(none)", why);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->reconcile_record(st->ctx, r);
+}
+
+enum rs_status
+store_reconcile_last_foreach(struct store *st, store_reconcile_fn fn,
+    void *arg)
+{
+	if (fn == NULL) {
+		log_warnx("%s: no callback", __func__);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->reconcile_last_foreach(st->ctx, fn, arg);
 }

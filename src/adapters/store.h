@@ -474,4 +474,106 @@ enum rs_status	store_dead_foreach(struct store *st, const char *name,
 enum rs_status	store_export_was_delivered(struct store *st, const char *name,
 		    int64_t seq, bool *yes /* OUT */);
 
+/* ---- reconcile (sql/003_reconcile.sql) --------------------------------- */
+
+/*
+ * Call fn for each change-log entry of instance_id (NULL: every entry,
+ * whatever its instance), in seq order, WITHOUT its body (c->body is
+ * NULL; every other field is as store_changes_read() gives it, the
+ * fallbacks from the body for pre-002 rows included).  fn borrows c for
+ * the call only and must not write to the store; a non-RS_OK return
+ * from fn stops the walk and is returned.  One read transaction.
+ */
+typedef enum rs_status (*store_change_fn)(void *arg,
+		    const struct store_change *c);
+enum rs_status	store_changes_foreach(struct store *st,
+		    const char *instance_id, store_change_fn fn, void *arg);
+
+/*
+ * Call fn for each row of exporter name's delivery log (the seqs it has
+ * delivered), in seq order.  Same rules for fn.
+ */
+typedef enum rs_status (*store_seq_fn)(void *arg, int64_t seq);
+enum rs_status	store_export_deliveries_foreach(struct store *st,
+		    const char *name, store_seq_fn fn, void *arg);
+
+/*
+ * One repair that reconcile made, for the audit table reconcile_repairs
+ * (one row each, with the time it was made).  Strings are borrowed; the
+ * optional ones may be NULL.
+ */
+struct store_repair {
+	const char	*instance_id;	/* may be NULL */
+	const char	*kind;		/* "refund_missing", "refund_stale",
+					   "posting_requeued", ... */
+	const char	*refund_id;	/* may be NULL */
+	const char	*exporter;	/* may be NULL */
+	int64_t		 seq;		/* the change concerned; 0: none */
+	const char	*detail;	/* one line for people; may be NULL */
+};
+
+/*
+ * Inside an open transaction (else RS_ERR_INTERNAL): record repair r, so
+ * that it is durable exactly when the repair itself is (a reconcile
+ * upsert logs its repair in the same transaction).
+ */
+enum rs_status	store_repair_log(struct store *st,
+		    const struct store_repair *r);
+
+/*
+ * In a write transaction of its own: queue change dl->seq again for
+ * exporter name, as `export retry-dead` would for a dead letter.  The
+ * change becomes (or replaces) a dead letter with queued = 1, reason
+ * dl->reason and the other fields of dl; its row in the delivery log is
+ * removed (it is no longer known to be delivered); the exporter's row is
+ * created if absent and its epoch moves on, so its worker reloads and
+ * delivers the record before new ones.  rep (may be NULL) is logged as
+ * by store_repair_log() in the same transaction.  RS_ERR_NOTFOUND if
+ * change dl->seq does not exist.
+ */
+enum rs_status	store_export_requeue(struct store *st, const char *name,
+		    const struct store_dead_letter *dl,
+		    const struct store_repair *rep);
+
+/*
+ * Call fn once per repair kind with the number of repairs of that kind
+ * ever recorded, ordered by kind (for /metrics).
+ */
+typedef enum rs_status (*store_kind_count_fn)(void *arg, const char *kind,
+		    int64_t count);
+enum rs_status	store_repair_counts(struct store *st,
+		    store_kind_count_fn fn, void *arg);
+
+/* The summary of one reconcile run, for reconcile_runs.  Borrowed. */
+struct store_reconcile_run {
+	const char	*instance_id;
+	const char	*started_at;	/* UTC ISO-8601 */
+	const char	*outcome;	/* "clean", "drift" or "failed" */
+	bool		 heal;		/* --heal was given */
+	int64_t		 wix_refunds;	/* refunds Wix returned */
+	int64_t		 store_refunds;	/* refunds the store holds */
+	int64_t		 drift;		/* discrepancies found */
+	int64_t		 repaired;	/* repairs made */
+	const char	*error;		/* why it failed, or NULL */
+	const char	*report;	/* the JSON report, or NULL */
+};
+
+/*
+ * In a write transaction of its own: record run r (finished now).  Only
+ * the last 100 runs of each instance are kept.
+ */
+enum rs_status	store_reconcile_record(struct store *st,
+		    const struct store_reconcile_run *r);
+
+/*
+ * The last recorded run of each instance, ordered by instance: fn gets
+ * r with every string borrowed for the call (report is NULL here) and
+ * finished_at.  Same rules for fn.
+ */
+typedef enum rs_status (*store_reconcile_fn)(void *arg,
+		    const struct store_reconcile_run *r,
+		    const char *finished_at);
+enum rs_status	store_reconcile_last_foreach(struct store *st,
+		    store_reconcile_fn fn, void *arg);
+
 #endif

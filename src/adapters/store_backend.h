@@ -30,7 +30,7 @@ extern const struct store_migration store_migrations[];
 extern const unsigned store_migration_count;
 
 /* Bumped when struct store_ops changes shape. */
-#define STORE_OPS_VERSION	4
+#define STORE_OPS_VERSION	5
 
 struct store_ops {
 	int		 version;	/* STORE_OPS_VERSION */
@@ -121,6 +121,24 @@ struct store_ops {
 	/* Status pages (version 4).  store.c has checked since. */
 	enum rs_status	(*refunds_by_day)(void *ctx, const char *since,
 			    store_day_fn fn, void *arg);
+
+	/* Reconcile (version 5).  store.c has checked that names are not
+	 * empty, that r, dl and rep hold what a row needs, and that fn is
+	 * set. */
+	enum rs_status	(*changes_foreach)(void *ctx, const char *instance_id,
+			    store_change_fn fn, void *arg);
+	enum rs_status	(*export_deliveries_foreach)(void *ctx,
+			    const char *name, store_seq_fn fn, void *arg);
+	enum rs_status	(*repair_log)(void *ctx, const struct store_repair *r);
+	enum rs_status	(*export_requeue)(void *ctx, const char *name,
+			    const struct store_dead_letter *dl,
+			    const struct store_repair *rep);
+	enum rs_status	(*repair_counts)(void *ctx, store_kind_count_fn fn,
+			    void *arg);
+	enum rs_status	(*reconcile_record)(void *ctx,
+			    const struct store_reconcile_run *r);
+	enum rs_status	(*reconcile_last_foreach)(void *ctx,
+			    store_reconcile_fn fn, void *arg);
 };
 
 /* The SQLite backend (store_sqlite.c). */

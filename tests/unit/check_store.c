@@ -3,7 +3,10 @@
  * schema, the version rule and the change log, deduplication, instances,
  * savepoints and rollback, the failure modes a caller must turn into
  * 503 (lock held past busy_timeout, read-only database), and the
- * instances API the backfill drives (one transaction per page).
+ * instances API the backfill drives (one transaction per page), and
+ * what reconcile needs (003_reconcile): walks of the change log and the
+ * delivery logs, the repair log, re-queuing a change for an exporter,
+ * and the record of runs.
  *
  * Every test works in its own directory under one mkdtemp() directory
  * per test case ($TMPDIR or /tmp), removed at the end.  The database is
@@ -367,26 +370,28 @@ START_TEST(test_open_migrate_reopen)
 	struct store_refund_row row;
 	sqlite3 *db;
 
-	ck_assert_uint_eq(store_migration_count, 2);
+	ck_assert_uint_eq(store_migration_count, 3);
 	ck_assert_int_eq(store_migrations[0].version, 1);
 	ck_assert_str_eq(store_migrations[0].name, "001_initial");
 	ck_assert_int_eq(store_migrations[1].version, 2);
 	ck_assert_str_eq(store_migrations[1].name, "002_exporters");
+	ck_assert_int_eq(store_migrations[2].version, 3);
+	ck_assert_str_eq(store_migrations[2].name, "003_reconcile");
 
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 2);
+	ck_assert_int_eq(store_schema_version(st), 3);
 	expect_counts(st, 0, 0, 0, 0, 0);
 	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-1", 1, "r1",
 	    "PENDING", 1, NULL), STORE_APPLIED);
 	store_close(st);
 
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 2);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 3);
 	sqlite3_close(db);
 
 	/* Reopening migrates nothing and keeps the data. */
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 2);
+	ck_assert_int_eq(store_schema_version(st), 3);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	ck_assert_int_eq(store_refund_get(st, "r1", &row), RS_OK);
 	ck_assert_str_eq(row.refund.status, "PENDING");
@@ -397,12 +402,12 @@ START_TEST(test_open_migrate_reopen)
 
 	/* Read-only opens of a current database work, and read. */
 	st = open_store(path, true);
-	ck_assert_int_eq(store_schema_version(st), 2);
+	ck_assert_int_eq(store_schema_version(st), 3);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	store_close(st);
 
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 2);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 3);
 	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master"
 	    " WHERE type = 'table' AND name IN ('refunds', 'webhook_events',"
 	    " 'instances', 'changes', 'meta')"), 5);
@@ -431,7 +436,10 @@ START_TEST(test_pragmas)
 	ck_assert_ptr_nonnull(own);
 	ck_assert_int_eq(raw_int(own, "PRAGMA synchronous"), 2);  /* FULL */
 	ck_assert_int_eq(raw_int(own, "PRAGMA foreign_keys"), 1);
-	ck_assert_int_eq(raw_int(own, "PRAGMA busy_timeout"), BUSY_MS);
+	/* The lock wait is the store's own busy handler (a 1 ms poll up to
+	 * busy_timeout, store_sqlite.c), not SQLite's busy_timeout, which
+	 * PRAGMA busy_timeout would show; test_busy checks the wait. */
+	ck_assert_int_eq(raw_int(own, "PRAGMA busy_timeout"), 0);
 	ck_assert_int_eq(sqlite3_get_autocommit(own), 1);
 	store_close(st);
 	free(path);
@@ -550,6 +558,31 @@ START_TEST(test_schema)
 		{ "key", "TEXT", 0, 1 },
 		{ "value", "TEXT", 0, 0 }
 	};
+	/* 003_reconcile */
+	static const struct col repairs[] = {
+		{ "id", "INTEGER", 0, 1 },
+		{ "at", "TEXT", 1, 0 },
+		{ "instance_id", "TEXT", 0, 0 },
+		{ "kind", "TEXT", 1, 0 },
+		{ "refund_id", "TEXT", 0, 0 },
+		{ "exporter", "TEXT", 0, 0 },
+		{ "seq", "INTEGER", 0, 0 },
+		{ "detail", "TEXT", 0, 0 }
+	};
+	static const struct col runs[] = {
+		{ "id", "INTEGER", 0, 1 },
+		{ "instance_id", "TEXT", 0, 0 },
+		{ "started_at", "TEXT", 1, 0 },
+		{ "finished_at", "TEXT", 1, 0 },
+		{ "outcome", "TEXT", 1, 0 },
+		{ "heal", "INTEGER", 1, 0 },
+		{ "wix_refunds", "INTEGER", 1, 0 },
+		{ "store_refunds", "INTEGER", 1, 0 },
+		{ "drift", "INTEGER", 1, 0 },
+		{ "repaired", "INTEGER", 1, 0 },
+		{ "error", "TEXT", 0, 0 },
+		{ "report", "TEXT", 0, 0 }
+	};
 	char *path = test_db(NULL), *v;
 	struct store *st;
 	sqlite3 *db;
@@ -565,6 +598,10 @@ START_TEST(test_schema)
 	expect_columns(db, "changes", changes, 12,
 	    sizeof(changes) / sizeof(changes[0]));
 	expect_columns(db, "meta", meta, 2, sizeof(meta) / sizeof(meta[0]));
+	expect_columns(db, "reconcile_repairs", repairs, 0,
+	    sizeof(repairs) / sizeof(repairs[0]));
+	expect_columns(db, "reconcile_runs", runs, 0,
+	    sizeof(runs) / sizeof(runs[0]));
 
 	/* backfill_refunds defaults to 0 (SPEC). */
 	v = raw_text(db, "SELECT dflt_value FROM pragma_table_info('instances')"
@@ -577,9 +614,30 @@ START_TEST(test_schema)
 	/* The indexes the reads use. */
 	ck_assert_rows(db, "SELECT name FROM sqlite_master WHERE type ="
 	    " 'index' AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY name",
+	    "reconcile_repairs_kind\nreconcile_runs_instance\n"
 	    "refunds_instance\n");
 	ck_assert_rows(db, "SELECT name FROM pragma_index_info("
 	    "'refunds_instance')", "instance_id\ncreated_date\nid\n");
+	ck_assert_rows(db, "SELECT name FROM pragma_index_info("
+	    "'reconcile_repairs_kind')", "kind\n");
+	ck_assert_rows(db, "SELECT name FROM pragma_index_info("
+	    "'reconcile_runs_instance')", "instance_id\nid\n");
+	/* Pruning the runs of an instance, and counting repairs per kind,
+	 * use their indexes. */
+	v = raw_rows(db, "EXPLAIN QUERY PLAN DELETE FROM reconcile_runs"
+	    " WHERE instance_id IS 'A' AND id <= (SELECT id FROM"
+	    " reconcile_runs WHERE instance_id IS 'A' ORDER BY id DESC"
+	    " LIMIT 1 OFFSET 100)");
+	ck_assert_msg(strstr(v, "SEARCH reconcile_runs USING INDEX"
+	    " reconcile_runs_instance (instance_id=? AND id<?)") != NULL &&
+	    strstr(v, "TEMP B-TREE") == NULL, "plan: %s", v);
+	free(v);
+	v = raw_rows(db, "EXPLAIN QUERY PLAN SELECT kind, count(*) FROM"
+	    " reconcile_repairs GROUP BY kind ORDER BY kind");
+	ck_assert_msg(strstr(v, "SCAN reconcile_repairs USING COVERING INDEX"
+	    " reconcile_repairs_kind") != NULL &&
+	    strstr(v, "TEMP B-TREE") == NULL, "plan: %s", v);
+	free(v);
 	/* Listing by instance uses its index, and needs no sort. */
 	v = raw_rows(db, "EXPLAIN QUERY PLAN SELECT body FROM refunds WHERE"
 	    " instance_id = 'A' ORDER BY created_date, id");
@@ -1512,14 +1570,14 @@ START_TEST(test_open_errors)
 	st = open_store(path, false);
 	store_close(st);
 	db = raw_open(path);
-	raw_exec(db, "PRAGMA user_version = 3");
+	raw_exec(db, "PRAGMA user_version = 4");
 	sqlite3_close(db);
 	st = NULL;
 	ck_assert_int_eq(store_open(path, &opt, &st, &why), RS_ERR_IO);
 	ck_assert_ptr_null(st);
 	ck_assert_ptr_nonnull(why);
-	ck_assert_msg(strstr(why, "schema version 3 is newer than this "
-	    "program knows (2)") != NULL, "why: %s", why);
+	ck_assert_msg(strstr(why, "schema version 4 is newer than this "
+	    "program knows (3)") != NULL, "why: %s", why);
 	ck_assert_ptr_nonnull(strstr(why, path));
 	free(why);
 	why = NULL;
@@ -1530,7 +1588,7 @@ START_TEST(test_open_errors)
 	why = NULL;
 	/* ... and left as it was. */
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 3);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
 	sqlite3_close(db);
 
 	/* Read-only: no database, or one not yet migrated. */
@@ -1545,7 +1603,7 @@ START_TEST(test_open_errors)
 	raw_exec(db, "CREATE TABLE x (y)");
 	sqlite3_close(db);
 	ck_assert_int_eq(store_open(p2, &opt, &st, &why), RS_ERR_IO);
-	ck_assert_msg(strstr(why, "schema version 0, this program needs 2")
+	ck_assert_msg(strstr(why, "schema version 0, this program needs 3")
 	    != NULL, "why: %s", why);
 	free(why);
 	why = NULL;
@@ -2029,6 +2087,997 @@ START_TEST(test_backfill_page_atomic)
 }
 END_TEST
 
+/* ---- reconcile (003_reconcile) ----------------------------------------- */
+
+static const char *
+nz(const char *s)
+{
+	return s != NULL ? s : "NULL";
+}
+
+/* Append one line to *out (owned). */
+static void
+append(char **out, const char *line)
+{
+	char *t = xasprintf("%s%s\n", *out, line);
+
+	free(*out);
+	*out = t;
+}
+
+/* What a walk of the change log saw. */
+struct chg_walk {
+	struct store	*st;
+	char		*out;		/* one line per entry */
+	int		 calls;
+	int		 stop_after;	/* return RS_ERR_NOTFOUND then; 0:
+					   never */
+	int64_t		 nested;	/* entries a nested walk saw */
+};
+
+static enum rs_status
+chg_count_fn(void *arg, const struct store_change *c)
+{
+	int64_t *n = arg;
+
+	ck_assert_ptr_null(c->body);
+	(*n)++;
+	return RS_OK;
+}
+
+static enum rs_status
+chg_walk_fn(void *arg, const struct store_change *c)
+{
+	struct chg_walk *w = arg;
+	struct store_change full;
+	char *line;
+
+	w->calls++;
+	ck_assert_ptr_null(c->body);
+	/* Every other field is as store_change_get() reads it (a read
+	 * while the walk is open). */
+	ck_assert_int_eq(store_change_get(w->st, c->seq, &full), RS_OK);
+	ck_assert_ptr_nonnull(full.body);
+	ck_assert_str_eq(c->refund_id, full.refund_id);
+	ck_assert_str_eq(nz(c->instance_id), nz(full.instance_id));
+	ck_assert_str_eq(c->charge_id, full.charge_id);
+	ck_assert_int_eq(c->has_revision, full.has_revision);
+	ck_assert_int_eq(c->revision, full.revision);
+	ck_assert_str_eq(c->status, full.status);
+	ck_assert_str_eq(nz(c->prev_status), nz(full.prev_status));
+	ck_assert_str_eq(c->currency, full.currency);
+	ck_assert_str_eq(c->amount, full.amount);
+	ck_assert_int_eq(c->amount_exact, full.amount_exact);
+	ck_assert_int_eq(c->amount_minor, full.amount_minor);
+	ck_assert_int_eq(c->exponent, full.exponent);
+	ck_assert_str_eq(nz(c->returned_application_fee),
+	    nz(full.returned_application_fee));
+	ck_assert_str_eq(nz(c->returned_processing_fee),
+	    nz(full.returned_processing_fee));
+	ck_assert_str_eq(nz(c->created_date), nz(full.created_date));
+	ck_assert_str_eq(nz(c->updated_date), nz(full.updated_date));
+	ck_assert_str_eq(c->source, full.source);
+	ck_assert_str_eq(c->changed_at, full.changed_at);
+	store_change_cleanup(&full);
+	/* A nested walk gets its own statement. */
+	if (w->calls == 1 && w->nested == 0)
+		ck_assert_int_eq(store_changes_foreach(w->st, NULL,
+		    chg_count_fn, &w->nested), RS_OK);
+
+	line = xasprintf("%lld|%s|%s|%s|%s|%s|%s|%s|%s|%s|%d|%s|%s|%s|%s",
+	    (long long)c->seq, c->refund_id, nz(c->instance_id), c->charge_id,
+	    c->has_revision ? "rev" : "norev", c->status, nz(c->prev_status),
+	    c->currency, c->amount, c->amount_exact ? "exact" : "inexact",
+	    c->exponent, nz(c->created_date), nz(c->updated_date),
+	    nz(c->returned_application_fee), c->source);
+	append(&w->out, line);
+	free(line);
+	if (w->stop_after > 0 && w->calls == w->stop_after)
+		return RS_ERR_NOTFOUND;
+	return RS_OK;
+}
+
+/* Walk the changes of instance; return the lines, check the status. */
+static char *
+walk_changes(struct store *st, const char *instance, int stop_after,
+    enum rs_status want, int64_t *nested)
+{
+	struct chg_walk w;
+
+	memset(&w, 0, sizeof(w));
+	w.st = st;
+	w.out = xstrdup("");
+	w.stop_after = stop_after;
+	ck_assert_int_eq(store_changes_foreach(st, instance, chg_walk_fn, &w),
+	    want);
+	if (stop_after > 0)
+		ck_assert_int_eq(w.calls, stop_after);
+	/* The walk's read transaction ended with it. */
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	if (nested != NULL)
+		*nested = w.nested;
+	return w.out;
+}
+
+#define ck_assert_walk(st, inst, stop, want_rc, want) do {		\
+	char *got_ = walk_changes((st), (inst), (stop), (want_rc), NULL); \
+	ck_assert_msg(strcmp(got_, (want)) == 0,			\
+	    "walk %s:\n--- got ---\n%s--- want ---\n%s", nz(inst), got_, \
+	    (want));							\
+	free(got_);							\
+} while (0)
+
+#define CHG_1	"1|r1|inst-A|ch-r1|rev|PENDING|NULL|USD|12.95|exact|2|" \
+		"2024-05-01T10:00:00Z|NULL|NULL|webhook\n"
+#define CHG_2	"2|r2|inst-B|ch-r2|rev|PENDING|NULL|USD|12.95|exact|2|" \
+		"2024-05-01T10:00:00Z|NULL|NULL|webhook\n"
+#define CHG_3	"3|r1|inst-A|ch-r1|rev|SUCCEEDED|PENDING|USD|12.95|exact|2|" \
+		"2024-05-01T10:00:00Z|2024-05-02T00:00:00Z|NULL|webhook\n"
+#define CHG_4	"4|r3|NULL|ch-r3|rev|PENDING|NULL|JPY|500|exact|0|" \
+		"2024-05-03T00:00:00Z|NULL|NULL|cli\n"
+/* Written before 002: charge, dates and fee from the body. */
+#define CHG_5	"5|r1|inst-A|ch-old|norev|REFUNDED|SUCCEEDED|USD|12.95|" \
+		"inexact|-1|2024-04-01T00:00:00Z|2024-04-02T00:00:00Z|0.30|" \
+		"webhook\n"
+
+START_TEST(test_changes_foreach)
+{
+	char *path = test_db(NULL), *got;
+	struct store *st;
+	struct refund r;
+	enum store_outcome o;
+	int64_t nested = 0;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	/* An empty log: fn is never called. */
+	ck_assert_walk(st, NULL, 0, RS_OK, "");
+
+	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-A", 1, "r1",
+	    "PENDING", 1, NULL), STORE_APPLIED);
+	ck_assert_int_eq(apply_refund_event(st, "e2", "inst-B", 1, "r2",
+	    "PENDING", 1, NULL), STORE_APPLIED);
+	ck_assert_int_eq(apply_refund_event(st, "e3", "inst-A", 2, "r1",
+	    "SUCCEEDED", 2, "2024-05-02T00:00:00Z"), STORE_APPLIED);
+	mk_refund(&r, "r3", "PENDING", 1, "500", "JPY",
+	    "2024-05-03T00:00:00Z", NULL);
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_apply_refund(st, &r, NULL, false, 0, "cli",
+	    &o), RS_OK);
+	ck_assert_int_eq(o, STORE_APPLIED);
+	ck_assert_int_eq(store_commit(st), RS_OK);
+	refund_cleanup(&r);
+	/* An entry as migration 001 wrote it: no entity columns. */
+	db = raw_open(path);
+	raw_exec(db, "INSERT INTO changes (refund_id, instance_id, revision,"
+	    " status, prev_status, currency, amount, amount_minor, source,"
+	    " changed_at, body) VALUES ('r1', 'inst-A', NULL, 'REFUNDED',"
+	    " 'SUCCEEDED', 'USD', '12.95', NULL, 'webhook',"
+	    " '2024-04-02T00:00:00.000Z', '{\"id\":\"r1\",\"chargeId\":"
+	    "\"ch-old\",\"currencyCode\":\"USD\",\"amount\":\"12.95\","
+	    "\"status\":\"REFUNDED\",\"createdDate\":\"2024-04-01T00:00:00Z\","
+	    "\"updatedDate\":\"2024-04-02T00:00:00Z\","
+	    "\"returnedApplicationFee\":\"0.30\"}')");
+
+	/* Everything, whatever the instance, in seq order; a nested walk
+	 * from inside fn sees the same log. */
+	got = walk_changes(st, NULL, 0, RS_OK, &nested);
+	ck_assert_str_eq(got, CHG_1 CHG_2 CHG_3 CHG_4 CHG_5);
+	free(got);
+	ck_assert_int_eq(nested, 5);
+	/* One instance. */
+	ck_assert_walk(st, "inst-A", 0, RS_OK, CHG_1 CHG_3 CHG_5);
+	ck_assert_walk(st, "inst-B", 0, RS_OK, CHG_2);
+	ck_assert_walk(st, "inst-C", 0, RS_OK, "");
+	/* fn stops the walk: its status comes back. */
+	ck_assert_walk(st, NULL, 2, RS_ERR_NOTFOUND, CHG_1 CHG_2);
+	ck_assert_walk(st, "inst-A", 1, RS_ERR_NOTFOUND, CHG_1);
+	/* The store is usable after a stopped walk. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	store_rollback(st);
+	ck_assert_int_eq(store_changes_foreach(st, NULL, NULL, NULL),
+	    RS_ERR_INPUT);
+
+	/* It reads inside a caller's transaction too, and sees its work. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	raw_exec(store_sqlite_handle(st), "DELETE FROM changes WHERE seq > 1");
+	{
+		int64_t n = 0;
+
+		ck_assert_int_eq(store_changes_foreach(st, NULL, chg_count_fn,
+		    &n), RS_OK);
+		ck_assert_int_eq(n, 1);
+	}
+	store_rollback(st);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM changes"), 5);
+	sqlite3_close(db);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* What a walk of a big log checks as it goes. */
+struct big_walk {
+	sqlite3	*db;	/* the store's connection */
+	int64_t	 n;
+	int64_t	 last;
+	int64_t	 step;	/* expected seq gap */
+	int	 probes;
+};
+
+/*
+ * The walk's statement, seen from inside the walk: it has read no
+ * further than the entry in hand (rows stream, none are collected), it
+ * sorts nothing, and its memory does not grow with the log.
+ */
+static void
+big_walk_probe(struct big_walk *w)
+{
+	sqlite3_stmt *stmt = NULL;
+	const char *sql;
+	int found = 0;
+
+	while ((stmt = sqlite3_next_stmt(w->db, stmt)) != NULL) {
+		sql = sqlite3_sql(stmt);
+		if (!sqlite3_stmt_busy(stmt) || sql == NULL ||
+		    strstr(sql, "FROM changes") == NULL)
+			continue;
+		found++;
+		ck_assert_int_le(sqlite3_stmt_status(stmt,
+		    SQLITE_STMTSTATUS_FULLSCAN_STEP, 0), w->last + 1);
+		ck_assert_int_eq(sqlite3_stmt_status(stmt,
+		    SQLITE_STMTSTATUS_SORT, 0), 0);
+		ck_assert_int_eq(sqlite3_stmt_status(stmt,
+		    SQLITE_STMTSTATUS_AUTOINDEX, 0), 0);
+		ck_assert_int_lt(sqlite3_stmt_status(stmt,
+		    SQLITE_STMTSTATUS_MEMUSED, 0), 64 * 1024);
+	}
+	ck_assert_int_eq(found, 1);
+	w->probes++;
+}
+
+static enum rs_status
+big_walk_fn(void *arg, const struct store_change *c)
+{
+	struct big_walk *w = arg;
+
+	if (c->body != NULL || c->seq != w->last + w->step ||
+	    c->charge_id == NULL || strcmp(c->charge_id, "ch") != 0)
+		return RS_ERR_INTERNAL;
+	w->last = c->seq;
+	w->n++;
+	if (w->n == 1 || w->n % 250000 == 0)
+		big_walk_probe(w);
+	return RS_OK;
+}
+
+/* A million entries are walked one at a time (the statement is stepped,
+ * nothing is collected), their bodies never read. */
+START_TEST(test_changes_foreach_million)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	struct big_walk w;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	db = raw_open(path);
+	raw_exec(db, "BEGIN");
+	raw_exec(db, "INSERT INTO changes (refund_id, instance_id, revision,"
+	    " status, currency, amount, amount_minor, source, changed_at,"
+	    " body, amount_exponent, charge_id) WITH RECURSIVE n(i) AS"
+	    " (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000)"
+	    " SELECT 'r' || i, CASE i % 2 WHEN 0 THEN 'A' ELSE 'B' END, 1,"
+	    " 'SUCCEEDED', 'USD', '1.00', 100, 'webhook',"
+	    " '2024-05-01T00:00:00.000Z', hex(zeroblob(100)), 2, 'ch' FROM n");
+	raw_exec(db, "COMMIT");
+	sqlite3_close(db);
+
+	memset(&w, 0, sizeof(w));
+	w.db = store_sqlite_handle(st);
+	w.step = 1;
+	ck_assert_int_eq(store_changes_foreach(st, NULL, big_walk_fn, &w),
+	    RS_OK);
+	ck_assert_int_eq(w.n, 1000000);
+	ck_assert_int_eq(w.last, 1000000);
+	ck_assert_int_eq(w.probes, 5);
+	memset(&w, 0, sizeof(w));
+	w.db = store_sqlite_handle(st);
+	w.step = 2;
+	ck_assert_int_eq(store_changes_foreach(st, "A", big_walk_fn, &w),
+	    RS_OK);
+	ck_assert_int_eq(w.n, 500000);
+	ck_assert_int_eq(w.last, 1000000);
+	ck_assert_int_eq(w.probes, 3);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* Collects seqs as "1,2,3". */
+struct seq_walk {
+	char	*out;
+	int	 calls;
+	int	 stop_after;
+};
+
+static enum rs_status
+seq_walk_fn(void *arg, int64_t seq)
+{
+	struct seq_walk *w = arg;
+	char *t;
+
+	t = xasprintf("%s%s%lld", w->out, w->calls > 0 ? "," : "",
+	    (long long)seq);
+	free(w->out);
+	w->out = t;
+	w->calls++;
+	return w->stop_after > 0 && w->calls == w->stop_after ?
+	    RS_ERR_INPUT : RS_OK;
+}
+
+static void
+expect_deliveries(struct store *st, const char *name, int stop_after,
+    enum rs_status want_rc, const char *want)
+{
+	struct seq_walk w = { .out = xstrdup(""), .stop_after = stop_after };
+
+	ck_assert_int_eq(store_export_deliveries_foreach(st, name,
+	    seq_walk_fn, &w), want_rc);
+	ck_assert_msg(strcmp(w.out, want) == 0, "%s: got %s, want %s", name,
+	    w.out, want);
+	free(w.out);
+}
+
+/* Apply n refund events r1..rn on inst-A: changes 1..n. */
+static void
+mk_changes(struct store *st, int n)
+{
+	char key[32], id[32];
+	int i;
+
+	for (i = 1; i <= n; i++) {
+		snprintf(key, sizeof(key), "e%d", i);
+		snprintf(id, sizeof(id), "r%d", i);
+		ck_assert_int_eq(apply_refund_event(st, key, "inst-A", 1, id,
+		    "SUCCEEDED", 1, NULL), STORE_APPLIED);
+	}
+}
+
+START_TEST(test_deliveries_foreach)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	const int64_t a[] = { 5, 2, 4 }, b[] = { 1 }, c[] = { 3 };
+
+	st = open_store(path, false);
+	mk_changes(st, 5);
+	expect_deliveries(st, "led", 0, RS_OK, "");
+	ck_assert_int_eq(store_export_ensure(st, "led"), RS_OK);
+	ck_assert_int_eq(store_export_ensure(st, "csv"), RS_OK);
+	ck_assert_int_eq(store_export_delivered(st, "led", 0, a, 3, 5), RS_OK);
+	ck_assert_int_eq(store_export_delivered(st, "led", 0, b, 1, -1),
+	    RS_OK);
+	ck_assert_int_eq(store_export_delivered(st, "csv", 0, c, 1, 3), RS_OK);
+	/* In seq order, whatever the order of delivery; only its own. */
+	expect_deliveries(st, "led", 0, RS_OK, "1,2,4,5");
+	expect_deliveries(st, "csv", 0, RS_OK, "3");
+	expect_deliveries(st, "nobody", 0, RS_OK, "");
+	/* fn stops it. */
+	expect_deliveries(st, "led", 2, RS_ERR_INPUT, "1,2");
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	/* No name, no callback. */
+	expect_deliveries(st, "", 0, RS_ERR_INPUT, "");
+	expect_deliveries(st, NULL, 0, RS_ERR_INPUT, "");
+	ck_assert_int_eq(store_export_deliveries_foreach(st, "led", NULL,
+	    NULL), RS_ERR_INPUT);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+#define REPAIR_ROWS	"SELECT instance_id, kind, refund_id, exporter, seq," \
+	" detail FROM reconcile_repairs ORDER BY id"
+
+START_TEST(test_repair_log)
+{
+	char *path = test_db(NULL), *at;
+	struct store *st;
+	struct store_repair full = { .instance_id = "inst-A",
+	    .kind = "refund_missing", .refund_id = "r1", .exporter = "led",
+	    .seq = 7, .detail = "in Wix, not in the store" };
+	struct store_repair bare = { .kind = "refund_stale" };
+	struct store_repair bad;
+	struct refund r;
+	enum store_outcome o;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	db = raw_open(path);
+
+	/* Outside a transaction: refused, nothing written. */
+	ck_assert_int_eq(store_repair_log(st, &full), RS_ERR_INTERNAL);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM"
+	    " reconcile_repairs"), 0);
+
+	/* Inside one: durable at the commit, not before. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_repair_log(st, &full), RS_OK);
+	ck_assert_int_eq(store_repair_log(st, &bare), RS_OK);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM"
+	    " reconcile_repairs"), 0);
+	ck_assert_int_eq(store_commit(st), RS_OK);
+	ck_assert_rows(db, REPAIR_ROWS,
+	    "inst-A|refund_missing|r1|led|7|in Wix, not in the store\n"
+	    "NULL|refund_stale|NULL|NULL|NULL|NULL\n");
+	at = raw_text(db, "SELECT at FROM reconcile_repairs WHERE id = 1");
+	ck_assert_msg(is_iso_ms(at), "at: %s", nz(at));
+	free(at);
+
+	/* Rolled back with the repair it records: neither remains. */
+	mk_refund(&r, "r9", "SUCCEEDED", 1, "1.00", "USD",
+	    "2024-05-01T00:00:00Z", NULL);
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_apply_refund(st, &r, "inst-A", false, 0,
+	    "reconcile", &o), RS_OK);
+	ck_assert_int_eq(o, STORE_APPLIED);
+	ck_assert_int_eq(store_repair_log(st, &full), RS_OK);
+	store_rollback(st);
+	refund_cleanup(&r);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM"
+	    " reconcile_repairs"), 2);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM refunds"), 0);
+
+	/* What a row needs. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_repair_log(st, NULL), RS_ERR_INPUT);
+	bad = full;
+	bad.kind = NULL;
+	ck_assert_int_eq(store_repair_log(st, &bad), RS_ERR_INPUT);
+	bad.kind = "";
+	ck_assert_int_eq(store_repair_log(st, &bad), RS_ERR_INPUT);
+	bad = full;
+	bad.seq = -1;
+	ck_assert_int_eq(store_repair_log(st, &bad), RS_ERR_INPUT);
+	/* The transaction is still usable. */
+	ck_assert_int_eq(store_repair_log(st, &bare), RS_OK);
+	ck_assert_int_eq(store_commit(st), RS_OK);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM"
+	    " reconcile_repairs"), 3);
+	sqlite3_close(db);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* Everything store_export_requeue() may touch, as text. */
+static char *
+requeue_state(sqlite3 *db)
+{
+	static const char *const q[] = {
+		"SELECT * FROM exporter_positions ORDER BY exporter",
+		"SELECT * FROM exporter_dead_letters ORDER BY exporter, seq",
+		"SELECT * FROM exporter_deliveries ORDER BY exporter, seq",
+		"SELECT * FROM reconcile_repairs ORDER BY id",
+		"SELECT seq FROM changes ORDER BY seq"
+	};
+	char *out = xstrdup(""), *rows, *t;
+	size_t i;
+
+	for (i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
+		rows = raw_rows(db, q[i]);
+		t = xasprintf("%s--\n%s", out, rows);
+		free(rows);
+		free(out);
+		out = t;
+	}
+	return out;
+}
+
+static void
+expect_export(struct store *st, const char *name, int64_t position,
+    int64_t epoch, int64_t dead, int64_t queued, int64_t next_queued)
+{
+	struct store_export e;
+
+	ck_assert_int_eq(store_export_get(st, name, &e), RS_OK);
+	ck_assert_int_eq(e.position, position);
+	ck_assert_int_eq(e.epoch, epoch);
+	ck_assert_int_eq(e.dead, dead);
+	ck_assert_int_eq(e.queued, queued);
+	ck_assert_int_eq(e.next_queued, next_queued);
+	store_export_cleanup(&e);
+}
+
+#define DEAD_ROWS	"SELECT exporter, seq, refund_id, revision," \
+	" idempotency_key, reason, last_response, attempts, queued" \
+	" FROM exporter_dead_letters ORDER BY exporter, seq"
+#define LOG_ROWS	"SELECT exporter, seq FROM exporter_deliveries" \
+	" ORDER BY exporter, seq"
+
+START_TEST(test_export_requeue)
+{
+	char *path = test_db(NULL), *before, *after, *t1, *t2;
+	struct store *st;
+	const int64_t a[] = { 1, 2, 3 }, b[] = { 1, 2 }, two[] = { 2 },
+	    rest[] = { 4, 5 };
+	struct store_dead_letter dl = { .seq = 2, .refund_id = "r2",
+	    .has_revision = true, .revision = 1, .idempotency_key = "k-2",
+	    .reason = "missing from the file", .attempts = 0, .since = 0 };
+	struct store_repair rep = { .instance_id = "inst-A",
+	    .kind = "posting_requeued", .refund_id = "r2", .exporter = "led",
+	    .seq = 2, .detail = "absent from led's file" };
+	struct store_dead_letter bad;
+	struct store_repair badrep;
+	bool yes = true;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	db = raw_open(path);
+	mk_changes(st, 5);
+	ck_assert_int_eq(store_export_ensure(st, "led"), RS_OK);
+	ck_assert_int_eq(store_export_ensure(st, "csv"), RS_OK);
+	ck_assert_int_eq(store_export_delivered(st, "led", 0, a, 3, 3), RS_OK);
+	ck_assert_int_eq(store_export_delivered(st, "csv", 0, b, 2, 2), RS_OK);
+	expect_export(st, "led", 3, 0, 0, 0, 0);
+
+	/* A delivered change at or below the position: queued, out of the
+	 * delivery log, the epoch moved, and next for the worker. */
+	ck_assert_int_eq(store_export_requeue(st, "led", &dl, &rep), RS_OK);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	ck_assert_rows(db, DEAD_ROWS,
+	    "led|2|r2|1|k-2|missing from the file|NULL|0|1\n");
+	t1 = raw_text(db, "SELECT first_failure_at FROM"
+	    " exporter_dead_letters WHERE seq = 2");
+	t2 = raw_text(db, "SELECT dead_at FROM exporter_dead_letters"
+	    " WHERE seq = 2");
+	ck_assert_msg(is_iso_ms(t2), "dead_at: %s", nz(t2));
+	ck_assert_str_eq(t1, t2);
+	free(t1);
+	free(t2);
+	ck_assert_rows(db, LOG_ROWS, "csv|1\ncsv|2\nled|1\nled|3\n");
+	ck_assert_int_eq(store_export_was_delivered(st, "led", 2, &yes),
+	    RS_OK);
+	ck_assert_int_eq(yes, false);
+	expect_export(st, "led", 3, 1, 0, 1, 2);
+	expect_export(st, "csv", 2, 0, 0, 0, 0);
+	ck_assert_rows(db, REPAIR_ROWS,
+	    "inst-A|posting_requeued|r2|led|2|absent from led's file\n");
+	t1 = raw_text(db, "SELECT updated_at FROM exporter_positions"
+	    " WHERE exporter = 'led'");
+	t2 = raw_text(db, "SELECT at FROM reconcile_repairs");
+	ck_assert_str_eq(t1, t2);
+	free(t1);
+	free(t2);
+
+	/* Above the position (never delivered): queued, comes in the
+	 * normal flow, so it is not next_queued.  No repair to log. */
+	dl.seq = 5;
+	dl.refund_id = "r5";
+	dl.idempotency_key = "k-5";
+	dl.last_response = "HTTP 500";
+	dl.attempts = 3;
+	dl.since = 1714558800;		/* 2024-05-01T10:20:00Z */
+	ck_assert_int_eq(store_export_requeue(st, "led", &dl, NULL), RS_OK);
+	ck_assert_rows(db, DEAD_ROWS,
+	    "led|2|r2|1|k-2|missing from the file|NULL|0|1\n"
+	    "led|5|r5|1|k-5|missing from the file|HTTP 500|3|1\n");
+	ck_assert_rows(db, "SELECT first_failure_at FROM exporter_dead_letters"
+	    " WHERE seq = 5", "2024-05-01T10:20:00Z\n");
+	expect_export(st, "led", 3, 2, 0, 2, 2);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM"
+	    " reconcile_repairs"), 1);
+
+	/* A dead letter that exists is replaced (and queued). */
+	raw_exec(db, "UPDATE exporter_dead_letters SET queued = 0"
+	    " WHERE seq = 2");
+	expect_export(st, "led", 3, 2, 1, 1, 0);
+	dl.seq = 2;
+	dl.refund_id = "r2";
+	dl.idempotency_key = "k-2";
+	dl.reason = "again";
+	dl.last_response = NULL;
+	dl.attempts = 4;
+	dl.since = 0;
+	ck_assert_int_eq(store_export_requeue(st, "led", &dl, &rep), RS_OK);
+	ck_assert_rows(db, DEAD_ROWS,
+	    "led|2|r2|1|k-2|again|NULL|4|1\n"
+	    "led|5|r5|1|k-5|missing from the file|HTTP 500|3|1\n");
+	expect_export(st, "led", 3, 3, 0, 2, 2);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM"
+	    " reconcile_repairs"), 2);
+
+	/* The worker's flow: the queued one goes out on its own and
+	 * leaves the dead letters; the normal flow takes 4 and 5 and
+	 * clears 5. */
+	ck_assert_int_eq(store_export_delivered(st, "led", 2, two, 1, -1),
+	    RS_ERR_NOTFOUND);		/* an old epoch */
+	ck_assert_int_eq(store_export_delivered(st, "led", 3, two, 1, -1),
+	    RS_OK);
+	expect_export(st, "led", 3, 3, 0, 1, 0);
+	ck_assert_int_eq(store_export_delivered(st, "led", 3, rest, 2, 5),
+	    RS_OK);
+	expect_export(st, "led", 5, 3, 0, 0, 0);
+	ck_assert_rows(db, DEAD_ROWS, "");
+	ck_assert_rows(db, LOG_ROWS, "csv|1\ncsv|2\nled|1\nled|2\nled|3\n"
+	    "led|4\nled|5\n");
+
+	/* An exporter that never ran gets its row (position 0). */
+	dl.seq = 1;
+	dl.refund_id = "r1";
+	dl.idempotency_key = "k-1";
+	ck_assert_int_eq(store_export_requeue(st, "fresh", &dl, NULL), RS_OK);
+	expect_export(st, "fresh", 0, 1, 0, 1, 0);
+
+	/* A change that does not exist: NOTFOUND, nothing changed (not
+	 * even a row for a new exporter). */
+	before = requeue_state(db);
+	dl.seq = 99;
+	ck_assert_int_eq(store_export_requeue(st, "led", &dl, &rep),
+	    RS_ERR_NOTFOUND);
+	ck_assert_int_eq(store_export_requeue(st, "other", &dl, &rep),
+	    RS_ERR_NOTFOUND);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	after = requeue_state(db);
+	ck_assert_str_eq(after, before);
+	free(after);
+
+	/* Bad arguments change nothing either. */
+	dl.seq = 2;
+	ck_assert_int_eq(store_export_requeue(st, "", &dl, NULL),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(store_export_requeue(st, NULL, &dl, NULL),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(store_export_requeue(st, "led", NULL, NULL),
+	    RS_ERR_INPUT);
+	bad = dl;
+	bad.reason = NULL;
+	ck_assert_int_eq(store_export_requeue(st, "led", &bad, NULL),
+	    RS_ERR_INPUT);
+	bad = dl;
+	bad.seq = 0;
+	ck_assert_int_eq(store_export_requeue(st, "led", &bad, NULL),
+	    RS_ERR_INPUT);
+	badrep = rep;
+	badrep.kind = NULL;
+	ck_assert_int_eq(store_export_requeue(st, "led", &dl, &badrep),
+	    RS_ERR_INPUT);
+
+	/* Inside a caller's transaction: refused, the caller's stays. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_export_requeue(st, "led", &dl, &rep),
+	    RS_ERR_INTERNAL);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 0);
+	store_rollback(st);
+
+	/* Locked: busy, nothing kept. */
+	raw_exec(db, "BEGIN IMMEDIATE");
+	ck_assert_int_eq(store_export_requeue(st, "led", &dl, &rep),
+	    RS_ERR_BUSY);
+	raw_exec(db, "ROLLBACK");
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+
+	/* A failure after the first writes undoes them all. */
+	raw_exec(db, "CREATE TRIGGER no_repair BEFORE INSERT ON"
+	    " reconcile_repairs BEGIN SELECT RAISE(ABORT, 'refused'); END");
+	ck_assert_int_eq(store_export_requeue(st, "led", &dl, &rep),
+	    RS_ERR_INPUT);
+	raw_exec(db, "DROP TRIGGER no_repair");
+	after = requeue_state(db);
+	ck_assert_str_eq(after, before);
+	free(after);
+	free(before);
+	sqlite3_close(db);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* Collects "kind=count" lines. */
+struct kind_walk {
+	char	*out;
+	int	 calls;
+	int	 stop_after;
+};
+
+static enum rs_status
+kind_walk_fn(void *arg, const char *kind, int64_t count)
+{
+	struct kind_walk *w = arg;
+	char *line;
+
+	line = xasprintf("%s=%lld", kind, (long long)count);
+	append(&w->out, line);
+	free(line);
+	w->calls++;
+	return w->stop_after > 0 && w->calls == w->stop_after ?
+	    RS_ERR_BUSY : RS_OK;
+}
+
+static void
+expect_kinds(struct store *st, int stop_after, enum rs_status want_rc,
+    const char *want)
+{
+	struct kind_walk w = { .out = xstrdup(""), .stop_after = stop_after };
+
+	ck_assert_int_eq(store_repair_counts(st, kind_walk_fn, &w), want_rc);
+	ck_assert_msg(strcmp(w.out, want) == 0, "got:\n%swant:\n%s", w.out,
+	    want);
+	free(w.out);
+}
+
+START_TEST(test_repair_counts)
+{
+	static const char *const kinds[] = { "refund_stale", "refund_missing",
+	    "posting_requeued", "refund_missing", "refund_stale",
+	    "refund_missing" };
+	char *path = test_db(NULL);
+	struct store *st;
+	struct store_repair r;
+	size_t i;
+
+	st = open_store(path, false);
+	expect_kinds(st, 0, RS_OK, "");
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		memset(&r, 0, sizeof(r));
+		r.kind = kinds[i];
+		ck_assert_int_eq(store_repair_log(st, &r), RS_OK);
+	}
+	ck_assert_int_eq(store_commit(st), RS_OK);
+	expect_kinds(st, 0, RS_OK,
+	    "posting_requeued=1\nrefund_missing=3\nrefund_stale=2\n");
+	expect_kinds(st, 2, RS_ERR_BUSY,
+	    "posting_requeued=1\nrefund_missing=3\n");
+	ck_assert_int_eq(store_repair_counts(st, NULL, NULL), RS_ERR_INPUT);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* Collects the last runs, one line each. */
+struct run_walk {
+	char	*out;
+	int	 calls;
+	int	 stop_after;
+};
+
+static enum rs_status
+run_walk_fn(void *arg, const struct store_reconcile_run *r,
+    const char *finished_at)
+{
+	struct run_walk *w = arg;
+	char *line;
+
+	ck_assert_ptr_null(r->report);
+	ck_assert_msg(is_iso_ms(finished_at), "finished_at: %s", finished_at);
+	line = xasprintf("%s|%s|%s|%d|%lld|%lld|%lld|%lld|%s",
+	    nz(r->instance_id), r->started_at, r->outcome, r->heal ? 1 : 0,
+	    (long long)r->wix_refunds, (long long)r->store_refunds,
+	    (long long)r->drift, (long long)r->repaired, nz(r->error));
+	append(&w->out, line);
+	free(line);
+	w->calls++;
+	return w->stop_after > 0 && w->calls == w->stop_after ?
+	    RS_ERR_IO : RS_OK;
+}
+
+static void
+expect_last_runs(struct store *st, int stop_after, enum rs_status want_rc,
+    const char *want)
+{
+	struct run_walk w = { .out = xstrdup(""), .stop_after = stop_after };
+
+	ck_assert_int_eq(store_reconcile_last_foreach(st, run_walk_fn, &w),
+	    want_rc);
+	ck_assert_msg(strcmp(w.out, want) == 0, "got:\n%swant:\n%s", w.out,
+	    want);
+	free(w.out);
+}
+
+/* Record a run of instance with drift d; the rest fixed. */
+static void
+record_run(struct store *st, const char *instance, const char *outcome,
+    int64_t d, const char *error)
+{
+	struct store_reconcile_run r = { .instance_id = instance,
+	    .started_at = "2024-05-01T10:00:00.000Z", .outcome = outcome,
+	    .heal = d % 2 == 0, .wix_refunds = 10 + d, .store_refunds = 9 + d,
+	    .drift = d, .repaired = d / 2, .error = error,
+	    .report = "{\"outcome\":\"drift\"}" };
+
+	ck_assert_int_eq(store_reconcile_record(st, &r), RS_OK);
+}
+
+#define RUN_COUNT(inst)	"SELECT count(*), min(drift), max(drift) FROM" \
+	" reconcile_runs WHERE instance_id IS " inst
+
+START_TEST(test_reconcile_record)
+{
+	char *path = test_db(NULL), *t;
+	struct store *st;
+	struct store_reconcile_run r, bad;
+	int64_t i;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	db = raw_open(path);
+	expect_last_runs(st, 0, RS_OK, "");
+
+	/* One run, as written. */
+	memset(&r, 0, sizeof(r));
+	r.instance_id = "inst-A";
+	r.started_at = "2024-05-01T09:00:00.000Z";
+	r.outcome = "drift";
+	r.heal = true;
+	r.wix_refunds = 12;
+	r.store_refunds = 11;
+	r.drift = 2;
+	r.repaired = 1;
+	r.report = "{\"outcome\":\"drift\",\"drift\":2}";
+	ck_assert_int_eq(store_reconcile_record(st, &r), RS_OK);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	ck_assert_rows(db, "SELECT id, instance_id, started_at, outcome, heal,"
+	    " wix_refunds, store_refunds, drift, repaired, error, report"
+	    " FROM reconcile_runs",
+	    "1|inst-A|2024-05-01T09:00:00.000Z|drift|1|12|11|2|1|NULL|"
+	    "{\"outcome\":\"drift\",\"drift\":2}\n");
+	t = raw_text(db, "SELECT finished_at FROM reconcile_runs");
+	ck_assert_msg(is_iso_ms(t), "finished_at: %s", nz(t));
+	free(t);
+	expect_last_runs(st, 0, RS_OK,
+	    "inst-A|2024-05-01T09:00:00.000Z|drift|1|12|11|2|1|NULL\n");
+
+	/* What a row needs; the schema says the same of outcome. */
+	ck_assert_int_eq(store_reconcile_record(st, NULL), RS_ERR_INPUT);
+	bad = r;
+	bad.outcome = "fine";
+	ck_assert_int_eq(store_reconcile_record(st, &bad), RS_ERR_INPUT);
+	bad.outcome = NULL;
+	ck_assert_int_eq(store_reconcile_record(st, &bad), RS_ERR_INPUT);
+	bad = r;
+	bad.started_at = NULL;
+	ck_assert_int_eq(store_reconcile_record(st, &bad), RS_ERR_INPUT);
+	bad = r;
+	bad.drift = -1;
+	ck_assert_int_eq(store_reconcile_record(st, &bad), RS_ERR_INPUT);
+	ck_assert_int_ne(sqlite3_exec(db, "INSERT INTO reconcile_runs"
+	    " (started_at, finished_at, outcome, heal, wix_refunds,"
+	    " store_refunds, drift, repaired) VALUES ('a', 'b', 'fine', 0, 0,"
+	    " 0, 0, 0)", NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM reconcile_runs"),
+	    1);
+
+	/* 105 runs of inst-A in all keep the newest 100; the others'
+	 * runs, and those over no instance (one group), are counted
+	 * apart. */
+	for (i = 0; i < 104; i++)
+		record_run(st, "inst-A", "drift", 100 + i, NULL);
+	ck_assert_rows(db, RUN_COUNT("'inst-A'"), "100|104|203\n");
+	record_run(st, "inst-B", "clean", 0, NULL);
+	record_run(st, "inst-B", "clean", 1, NULL);
+	record_run(st, NULL, "failed", 7, "Wix unreachable");
+	record_run(st, NULL, "failed", 8, "Wix unreachable again");
+	record_run(st, "inst-A", "clean", 300, NULL);
+	ck_assert_rows(db, RUN_COUNT("'inst-A'"), "100|105|300\n");
+	ck_assert_rows(db, RUN_COUNT("'inst-B'"), "2|0|1\n");
+	ck_assert_rows(db, RUN_COUNT("NULL"), "2|7|8\n");
+	for (i = 0; i < 100; i++)
+		record_run(st, NULL, "failed", 1000 + i, "x");
+	ck_assert_rows(db, RUN_COUNT("NULL"), "100|1000|1099\n");
+	ck_assert_rows(db, RUN_COUNT("'inst-A'"), "100|105|300\n");
+	ck_assert_rows(db, RUN_COUNT("'inst-B'"), "2|0|1\n");
+
+	/* The newest of each, by instance, no instance first. */
+	expect_last_runs(st, 0, RS_OK,
+	    "NULL|2024-05-01T10:00:00.000Z|failed|0|1109|1108|1099|549|x\n"
+	    "inst-A|2024-05-01T10:00:00.000Z|clean|1|310|309|300|150|NULL\n"
+	    "inst-B|2024-05-01T10:00:00.000Z|clean|0|11|10|1|0|NULL\n");
+	expect_last_runs(st, 2, RS_ERR_IO,
+	    "NULL|2024-05-01T10:00:00.000Z|failed|0|1109|1108|1099|549|x\n"
+	    "inst-A|2024-05-01T10:00:00.000Z|clean|1|310|309|300|150|NULL\n");
+	ck_assert_int_eq(store_reconcile_last_foreach(st, NULL, NULL),
+	    RS_ERR_INPUT);
+
+	/* Inside a caller's transaction: refused.  Locked: busy.  Neither
+	 * writes anything. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_reconcile_record(st, &r), RS_ERR_INTERNAL);
+	store_rollback(st);
+	raw_exec(db, "BEGIN IMMEDIATE");
+	ck_assert_int_eq(store_reconcile_record(st, &r), RS_ERR_BUSY);
+	raw_exec(db, "ROLLBACK");
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM reconcile_runs"),
+	    202);
+	store_close(st);
+
+	/* A read-only store lists, and cannot record. */
+	st = open_store(path, true);
+	expect_last_runs(st, 1, RS_ERR_IO,
+	    "NULL|2024-05-01T10:00:00.000Z|failed|0|1109|1108|1099|549|x\n");
+	ck_assert_int_eq(store_reconcile_record(st, &r), RS_ERR_BUSY);
+	store_close(st);
+	sqlite3_close(db);
+	free(path);
+}
+END_TEST
+
+/* A database written by a program that knew 002 only. */
+START_TEST(test_migrate_2_to_3)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	struct store_export e;
+	int64_t n = 0;
+	sqlite3 *db = NULL;
+
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	raw_exec(db, "PRAGMA journal_mode = WAL");
+	raw_exec(db, "BEGIN");
+	raw_exec(db, store_migrations[0].sql);
+	raw_exec(db, store_migrations[1].sql);
+	raw_exec(db, "PRAGMA user_version = 2");
+	raw_exec(db, "COMMIT");
+	raw_exec(db, "INSERT INTO refunds (id, charge_id, currency, amount,"
+	    " status, body, source, stored_at) VALUES ('r1', 'ch-r1', 'USD',"
+	    " '1.00', 'SUCCEEDED', '{}', 'webhook', '2024-05-01T00:00:00Z')");
+	raw_exec(db, "INSERT INTO changes (refund_id, instance_id, status,"
+	    " currency, amount, source, changed_at, body, charge_id) VALUES"
+	    " ('r1', 'inst-A', 'SUCCEEDED', 'USD', '1.00', 'webhook',"
+	    " '2024-05-01T00:00:00Z', '{}', 'ch-r1')");
+	raw_exec(db, "INSERT INTO exporter_positions (exporter, position,"
+	    " epoch, created_at, updated_at) VALUES ('led', 1, 4, 'x', 'x')");
+	raw_exec(db, "INSERT INTO exporter_deliveries VALUES ('led', 1,"
+	    " '2024-05-01T00:00:00Z')");
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master"
+	    " WHERE name LIKE 'reconcile_%'"), 0);
+	sqlite3_close(db);
+
+	/* Read-only cannot use it yet. */
+	{
+		struct store_options opt = { .busy_timeout_ms = BUSY_MS,
+		    .readonly = true };
+		char *why = NULL;
+
+		st = NULL;
+		ck_assert_int_eq(store_open(path, &opt, &st, &why),
+		    RS_ERR_IO);
+		ck_assert_msg(strstr(why, "schema version 2, this program "
+		    "needs 3") != NULL, "why: %s", why);
+		free(why);
+	}
+
+	st = open_store(path, false);
+	ck_assert_int_eq(store_schema_version(st), 3);
+	db = raw_open(path);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 3);
+	ck_assert_rows(db, "SELECT name FROM sqlite_master WHERE name LIKE"
+	    " 'reconcile_%' ORDER BY name", "reconcile_repairs\n"
+	    "reconcile_repairs_kind\nreconcile_runs\n"
+	    "reconcile_runs_instance\n");
+	/* The data of 002 is kept, and the new calls work on it. */
+	ck_assert_int_eq(store_changes_foreach(st, "inst-A", chg_count_fn, &n),
+	    RS_OK);
+	ck_assert_int_eq(n, 1);
+	expect_deliveries(st, "led", 0, RS_OK, "1");
+	ck_assert_int_eq(store_export_get(st, "led", &e), RS_OK);
+	ck_assert_int_eq(e.position, 1);
+	ck_assert_int_eq(e.epoch, 4);
+	store_export_cleanup(&e);
+	record_run(st, "inst-A", "clean", 0, NULL);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM reconcile_runs"),
+	    1);
+	sqlite3_close(db);
+	store_close(st);
+
+	/* Reopening migrates nothing more. */
+	st = open_store(path, false);
+	ck_assert_int_eq(store_schema_version(st), 3);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
 static Suite *
 store_suite(void)
 {
@@ -2065,6 +3114,14 @@ store_suite(void)
 	tcase_add_test(tc, test_backfill_lifecycle);
 	tcase_add_test(tc, test_backfill_version_rule);
 	tcase_add_test(tc, test_backfill_page_atomic);
+	tcase_add_test(tc, test_changes_foreach);
+	tcase_add_test(tc, test_changes_foreach_million);
+	tcase_add_test(tc, test_deliveries_foreach);
+	tcase_add_test(tc, test_repair_log);
+	tcase_add_test(tc, test_export_requeue);
+	tcase_add_test(tc, test_repair_counts);
+	tcase_add_test(tc, test_reconcile_record);
+	tcase_add_test(tc, test_migrate_2_to_3);
 	suite_add_tcase(s, tc);
 	return s;
 }
