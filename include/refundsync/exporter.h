@@ -14,8 +14,10 @@
  *
  * Contract, in short:
  *  - Records come in change-log order (seq strictly increasing), in
- *    batches, at least once.  A record may come again after a crash or a
- *    retry: use idempotency_key to make its effect happen once.
+ *    batches, at least once, except that a dead letter queued again
+ *    (`export retry-dead`, reconcile) comes alone, after later records.
+ *    A record may come again after a crash or a retry: use
+ *    idempotency_key to make its effect happen once.
  *  - deliver() reports how many records of the batch, from the first,
  *    are done (durably delivered); refundsync advances its position past
  *    exactly those.  Nothing is skipped.

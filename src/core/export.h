@@ -44,11 +44,17 @@
  *    again with its original idempotency key, so a receiver that honours
  *    the key sees no effect twice.
  *  - retry-dead [--exporter NAME]: dead letters are queued; the worker
- *    delivers queued ones first, one at a time, oldest first.  One that
- *    succeeds leaves the dead letters; one that fails again is a dead
- *    letter again.  A target whose recover() already holds a later seq
- *    cannot take an older record (a file is in seq order): such a dead
- *    letter stays, with a reason that says to replay instead.
+ *    delivers queued ones first, one at a time, oldest first, each alone
+ *    and so after later records (reconcile's re-queued postings,
+ *    store_export_requeue(), go the same way).  One that succeeds leaves
+ *    the dead letters; one that fails again is a dead letter again.  The
+ *    exporter decides whether it can take a record older than what it
+ *    holds: a ledger or beancount file appends it (and skips it if the
+ *    file holds it already); a jsonl or csv file is in seq order and
+ *    refuses it (RS_EXPORT_PERMANENT), so it is a dead letter again with
+ *    a reason that says to move the file away and replay.  Only when
+ *    recover() reports exactly that seq is it taken as delivered without
+ *    a call (it got there before a crash).
  *  - dead [--exporter NAME], status.
  *
  * While a worker backs off, it still refreshes its gauges every poll_ms,

@@ -8,6 +8,11 @@
  * Account names must be beancount names: the first component Assets,
  * Liabilities, Equity, Income or Expenses, every component starting with
  * an upper-case letter or a digit.
+ *
+ * Like the ledger file, it takes back a record that was removed from it
+ * (queued again by reconcile or `export retry-dead`): the transaction is
+ * appended, followed by `; rs-seq: HI` naming the file's highest seq;
+ * beancount does not care about the order of entries.
  */
 #include <stdbool.h>
 #include <stddef.h>

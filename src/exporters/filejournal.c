@@ -109,12 +109,12 @@ sync_dir(const char *path)
 /*
  * Look for the last complete commit line in data[0..len), which is the
  * file from byte off on.  A line counts only if it starts inside the
- * window (or the window starts at 0).  Sets *end to the offset in data
- * just past its '\n'.
+ * window (or the window starts at 0).  Sets *start to the offset in data
+ * of its first byte and *end to the offset just past its '\n'.
  */
 static bool
 scan_window(const char *data, size_t len, bool at_start,
-    filejournal_commit_fn commit, size_t *end, int64_t *seq)
+    filejournal_commit_fn commit, size_t *start, size_t *end, int64_t *seq)
 {
 	size_t line_end = len, s;
 
@@ -133,6 +133,7 @@ scan_window(const char *data, size_t len, bool at_start,
 		if (s == 0 && !at_start)
 			return false;	/* the line may start before data */
 		if (commit(data + s, line_end - s, seq)) {
+			*start = s;
 			*end = line_end + 1;
 			return true;
 		}
@@ -162,14 +163,20 @@ cut_to(struct filejournal *fj, uint64_t keep, uint64_t size, int64_t seq,
  * Find the committed end of fj's file of size bytes; truncate the rest.
  * A file with no commit line that starts like header (see
  * filejournal_open()) is a torn first write: it is emptied.
+ *
+ * The file's last seq is that of its last commit line, or of the commit
+ * line before it when that one is higher: a record older than the file's
+ * last seq is followed by a mark naming the highest seq (see
+ * filejournal.h), and a crash may have kept the record without its mark.
+ * The record is whole (its commit line is), so it stays.
  */
 static enum rs_status
 recover_tail(struct filejournal *fj, uint64_t size, const char *header,
     size_t hlen, char *err, size_t errlen)
 {
-	uint64_t win = FJ_FIRST_WINDOW, off;
-	size_t end = 0;
-	int64_t seq = 0;
+	uint64_t win = FJ_FIRST_WINDOW, off, line_at = 0;
+	size_t start = 0, end = 0, pstart, pend;
+	int64_t seq = 0, pseq = 0;
 	char *data = NULL;
 	bool found = false;
 	enum rs_status st = RS_OK;
@@ -189,9 +196,18 @@ recover_tail(struct filejournal *fj, uint64_t size, const char *header,
 			st = RS_ERR_IO;
 			goto out;
 		}
-		if (scan_window(data, (size_t)win, off == 0, fj->commit, &end,
-		    &seq)) {
+		if (!found && scan_window(data, (size_t)win, off == 0,
+		    fj->commit, &start, &end, &seq)) {
 			found = true;
+			line_at = off + start;
+			fj->committed = fj->written = off + end;
+		}
+		/* Then the commit line before it, in what the window holds
+		 * before the last one. */
+		if (found && scan_window(data, (size_t)(line_at - off),
+		    off == 0, fj->commit, &pstart, &pend, &pseq)) {
+			if (pseq > seq)
+				seq = pseq;
 			break;
 		}
 		if (off == 0 || win >= FILEJOURNAL_MAX_TAIL)
@@ -215,7 +231,6 @@ recover_tail(struct filejournal *fj, uint64_t size, const char *header,
 		st = RS_ERR_INPUT;
 		goto out;
 	}
-	fj->committed = fj->written = off + end;
 	fj->last_seq = seq;
 	if (fj->committed < size)
 		st = cut_to(fj, fj->committed, size, seq, err, errlen);
@@ -630,6 +645,24 @@ filejournal_put_money(struct buf *b, int64_t minor, int exponent)
 
 /* ---- the generic file exporter ------------------------------------------ */
 
+/*
+ * The seqs a file holds, for records at or below its last seq (a dead
+ * letter queued again): held[0..nheld) sorted, built from the whole file
+ * the first time such a record comes (built), then kept up to date: the
+ * seqs written since the last commit wait in pend[0..npend) until the
+ * commit (or are dropped with the text).  8 bytes per record of the
+ * file, and nothing at all until the first such record.
+ */
+struct fjexp_held {
+	bool		 built;
+	int64_t		*held;
+	size_t		 nheld;
+	size_t		 cap;
+	int64_t		*pend;
+	size_t		 npend;
+	size_t		 pcap;
+};
+
 struct fjexp {
 	const struct filejournal_format *fmt;
 	void			*state;
@@ -637,6 +670,7 @@ struct fjexp {
 	char			*path;
 	struct filejournal	*fj;
 	struct buf		 out;
+	struct fjexp_held	 h;
 };
 
 const char *
@@ -677,11 +711,146 @@ result_of(enum rs_status st)
 	    RS_EXPORT_PERMANENT : RS_EXPORT_RETRY;
 }
 
+/* ---- the seqs a file holds -------------------------------------------- */
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The index of the first element of v[0..n) that is >= seq. */
+static size_t
+lower_bound(const int64_t *v, size_t n, int64_t seq)
+{
+	size_t lo = 0, hi = n, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (v[mid] < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void
+held_push(int64_t **v, size_t *n, size_t *cap, int64_t seq)
+{
+	if (*n == *cap) {
+		*cap = *cap != 0 ? *cap * 2 : 64;
+		*v = xreallocarray(*v, *cap, sizeof(**v));
+	}
+	(*v)[(*n)++] = seq;
+}
+
+static void
+held_free(struct fjexp_held *h)
+{
+	free(h->held);
+	free(h->pend);
+	memset(h, 0, sizeof(*h));
+}
+
+/* Does the file (or the text written since the last commit) hold seq? */
+static bool
+held_has(const struct fjexp_held *h, int64_t seq)
+{
+	size_t i;
+
+	i = lower_bound(h->held, h->nheld, seq);
+	if (i < h->nheld && h->held[i] == seq)
+		return true;
+	for (i = 0; i < h->npend; i++)
+		if (h->pend[i] == seq)
+			return true;
+	return false;
+}
+
+/* seq was formatted into the text under way (only kept once built). */
+static void
+held_pending(struct fjexp_held *h, int64_t seq)
+{
+	if (h->built)
+		held_push(&h->pend, &h->npend, &h->pcap, seq);
+}
+
+/* The text under way was committed (its seqs join the set) or not. */
+static void
+held_settle(struct fjexp_held *h, bool committed)
+{
+	size_t k, i;
+	int64_t seq;
+
+	for (k = 0; committed && k < h->npend; k++) {
+		seq = h->pend[k];
+		if (h->nheld == 0 || seq > h->held[h->nheld - 1]) {
+			held_push(&h->held, &h->nheld, &h->cap, seq);
+			continue;
+		}
+		i = lower_bound(h->held, h->nheld, seq);
+		if (h->held[i] == seq)
+			continue;
+		held_push(&h->held, &h->nheld, &h->cap, seq);	/* room */
+		memmove(h->held + i + 1, h->held + i,
+		    (h->nheld - 1 - i) * sizeof(*h->held));
+		h->held[i] = seq;
+	}
+	h->npend = 0;
+}
+
+static void
+held_line(void *arg, const char *line, size_t len)
+{
+	struct fjexp *x = arg;
+	filejournal_commit_fn fn = x->fmt->record_seq != NULL ?
+	    x->fmt->record_seq : x->fmt->commit_line;
+	int64_t seq;
+
+	if (fn(line, len, &seq))
+		held_push(&x->h.held, &x->h.nheld, &x->h.cap, seq);
+}
+
+/*
+ * Build the set from the committed file; recs[0..n) are the records
+ * formatted since the last commit (appended, at or above the file's last
+ * seq).  RS_ERR_IO on a read error (the set stays unbuilt).
+ */
+static enum rs_status
+held_build(struct fjexp *x, const struct rs_export_record *recs, size_t n)
+{
+	struct fjexp_held *h = &x->h;
+	size_t i, k;
+	bool sorted = true;
+
+	if (filejournal_foreach_line(x->fj, held_line, x) != RS_OK) {
+		held_free(h);
+		return RS_ERR_IO;
+	}
+	for (i = 1; i < h->nheld && sorted; i++)
+		sorted = h->held[i - 1] < h->held[i];
+	if (!sorted) {
+		qsort(h->held, h->nheld, sizeof(*h->held), cmp_i64);
+		for (k = i = 0; i < h->nheld; i++)
+			if (k == 0 || h->held[k - 1] != h->held[i])
+				h->held[k++] = h->held[i];
+		h->nheld = k;
+	}
+	h->built = true;
+	for (i = 0; i < n; i++)
+		held_pending(h, recs[i].seq);
+	return RS_OK;
+}
+
 static void
 settle(struct fjexp *x, bool committed)
 {
 	if (x->fmt->settle != NULL)
 		x->fmt->settle(x->state, committed);
+	held_settle(&x->h, committed);
 }
 
 static void
@@ -733,10 +902,10 @@ attach(struct fjexp *x, char *err, size_t errlen)
 		return RS_EXPORT_PERMANENT;
 	}
 	if (x->out.len > 0 &&
-	    ((st = filejournal_write(x->fj, x->out.data, x->out.len, err,
-	    errlen)) != RS_OK ||
-	    (st = filejournal_commit(x->fj, filejournal_last_seq(x->fj), err,
-	    errlen)) != RS_OK)) {
+	    (filejournal_write(x->fj, x->out.data, x->out.len, err,
+	    errlen) != RS_OK ||
+	    filejournal_commit(x->fj, filejournal_last_seq(x->fj), err,
+	    errlen) != RS_OK)) {
 		filejournal_rollback(x->fj);
 		settle(x, false);
 		return RS_EXPORT_RETRY;
@@ -806,6 +975,52 @@ flush(struct fjexp *x, char *err, size_t errlen)
 	return st;
 }
 
+/*
+ * Record rec is at or below hi, the file's highest seq, and the file does
+ * not hold it (a dead letter queued again, say after someone removed it
+ * from the file).  A format with a mark appends it and then a mark of hi,
+ * so the file's last commit line still names hi; one without fails it.
+ * The text goes to x->out; *wrote says whether there was any.
+ */
+static int
+deliver_old(struct fjexp *x, const struct rs_export_record *rec, int64_t hi,
+    bool *wrote, char *err, size_t errlen)
+{
+	size_t at = x->out.len;
+	int r;
+
+	*wrote = false;
+	if (x->fmt->mark == NULL) {
+		snprintf(err, errlen, "cannot write seq %lld out of order: %s "
+		    "is in seq order and already holds records up to seq "
+		    "%lld; move it away and run `refundsync export replay "
+		    "--exporter %s --from %lld`", (long long)rec->seq, x->path,
+		    (long long)hi, x->name, (long long)rec->seq);
+		return RS_EXPORT_PERMANENT;
+	}
+	r = x->fmt->format(x->state, rec, &x->out, err, errlen);
+	if (r == RS_EXPORT_OK && x->out.len - at > FILEJOURNAL_MAX_RECORD) {
+		snprintf(err, errlen, "seq %lld: record over %u bytes",
+		    (long long)rec->seq, FILEJOURNAL_MAX_RECORD);
+		r = RS_EXPORT_PERMANENT;
+	}
+	/* A record that writes nothing (posts nothing) needs no mark. */
+	if (r == RS_EXPORT_OK && x->out.len > at &&
+	    x->fmt->mark(x->state, hi, &x->out) != RS_OK) {
+		snprintf(err, errlen, "seq %lld: no room for the line after "
+		    "it", (long long)rec->seq);
+		r = RS_EXPORT_PERMANENT;
+	}
+	if (r != RS_EXPORT_OK) {
+		x->out.len = at;
+		if (x->out.data != NULL)
+			x->out.data[at] = '\0';
+		return r;
+	}
+	*wrote = x->out.len > at;
+	return RS_EXPORT_OK;
+}
+
 int
 filejournal_exporter_deliver(void *ctx, const struct rs_export_record *recs,
     size_t n, size_t *done, char *err, size_t errlen)
@@ -813,7 +1028,8 @@ filejournal_exporter_deliver(void *ctx, const struct rs_export_record *recs,
 	struct fjexp *x = ctx;
 	int64_t hi;
 	uint64_t synced;
-	size_t i, mark, upto = 0;
+	size_t i, mark, upto = 0, from = 0;
+	bool wrote;
 	int r = RS_EXPORT_OK;
 
 	*done = 0;
@@ -821,24 +1037,42 @@ filejournal_exporter_deliver(void *ctx, const struct rs_export_record *recs,
 	synced = filejournal_size(x->fj);
 	buf_reset(&x->out);
 	for (i = 0; i < n; i++) {
-		/* Already in the file: a redelivery or a replay. */
-		if (recs[i].seq <= hi)
-			continue;
-		mark = x->out.len;
-		r = x->fmt->format(x->state, &recs[i], &x->out, err, errlen);
-		if (r == RS_EXPORT_OK && x->out.len - mark >
-		    FILEJOURNAL_MAX_RECORD) {
-			snprintf(err, errlen, "seq %lld: record over %u bytes",
-			    (long long)recs[i].seq, FILEJOURNAL_MAX_RECORD);
-			r = RS_EXPORT_PERMANENT;
+		if (recs[i].seq <= hi) {
+			/* Learn what the file holds, once. */
+			if (!x->h.built && held_build(x, recs + from,
+			    i - from) != RS_OK) {
+				snprintf(err, errlen, "%s: read: %s", x->path,
+				    rs_strstatus(RS_ERR_IO));
+				goto fail;
+			}
+			/* Already in the file: a redelivery or a replay. */
+			if (held_has(&x->h, recs[i].seq))
+				continue;
+			r = deliver_old(x, &recs[i], hi, &wrote, err, errlen);
+			if (r != RS_EXPORT_OK)
+				break;
+			if (wrote)
+				held_pending(&x->h, recs[i].seq);
+		} else {
+			mark = x->out.len;
+			r = x->fmt->format(x->state, &recs[i], &x->out, err,
+			    errlen);
+			if (r == RS_EXPORT_OK && x->out.len - mark >
+			    FILEJOURNAL_MAX_RECORD) {
+				snprintf(err, errlen, "seq %lld: record over "
+				    "%u bytes", (long long)recs[i].seq,
+				    FILEJOURNAL_MAX_RECORD);
+				r = RS_EXPORT_PERMANENT;
+			}
+			if (r != RS_EXPORT_OK) {
+				x->out.len = mark;
+				if (x->out.data != NULL)
+					x->out.data[mark] = '\0';
+				break;
+			}
+			held_pending(&x->h, recs[i].seq);
+			hi = recs[i].seq;
 		}
-		if (r != RS_EXPORT_OK) {
-			x->out.len = mark;
-			if (x->out.data != NULL)
-				x->out.data[mark] = '\0';
-			break;
-		}
-		hi = recs[i].seq;
 		if (x->out.len < FJ_FLUSH)
 			continue;
 		if (flush(x, err, errlen) != RS_OK)
@@ -849,7 +1083,7 @@ filejournal_exporter_deliver(void *ctx, const struct rs_export_record *recs,
 				goto fail;
 			settle(x, true);
 			synced = filejournal_size(x->fj);
-			upto = i + 1;
+			upto = from = i + 1;
 		}
 	}
 	if (flush(x, err, errlen) != RS_OK ||
@@ -889,6 +1123,7 @@ filejournal_exporter_close(void *ctx)
 	if (x->state != NULL && x->fmt->free != NULL)
 		x->fmt->free(x->state);
 	buf_cleanup(&x->out);
+	held_free(&x->h);
 	free(x->name);
 	free(x->path);
 	free(x);

@@ -14,14 +14,31 @@
  * Recovery (on open): the committed part of the file ends with its last
  * complete commit line; anything after it is the remains of a write that
  * a crash cut short and is truncated away (and logged).  The seq of that
- * line is the last seq the file holds: the engine fast-forwards past it
- * (recover op) and deliver() skips records at or below it, so a record is
- * never written twice.  In particular `export replay --from SEQ` into a
- * file exporter writes only the records past the file's last seq; to
- * write a file again from scratch, move it away first.  A non-empty file
- * with no commit line in its last FILEJOURNAL_MAX_TAIL bytes is refused,
- * never truncated: it was not written by this exporter, or was changed by
- * hand.
+ * line (or of the commit line before it, when that one is higher: see
+ * below) is the file's last seq: the engine fast-forwards past it
+ * (recover op), so `export replay --from SEQ` into a file exporter writes
+ * only the records past the file's last seq; to write a file again from
+ * scratch, move it away first.  A non-empty file with no commit line in
+ * its last FILEJOURNAL_MAX_TAIL bytes is refused, never truncated: it was
+ * not written by this exporter, or was changed by hand.
+ *
+ * Records at or below the last seq (a redelivery, or a dead letter queued
+ * again by `export retry-dead` or reconcile, which come alone and out of
+ * seq order): deliver() skips the ones the file holds, so a record is
+ * never written twice.  To know which it holds, the exporter reads the
+ * whole file once, when the first such record comes, and then keeps the
+ * set of its seqs up to date (8 bytes per record; normal appends never
+ * build it).  A record the file does not hold (removed by hand, say) is
+ * appended if the format has a mark (ledger, beancount), followed by a
+ * mark line naming the file's highest seq, so the last commit line still
+ * names it and recovery fast-forwards as before.  If a crash keeps the
+ * record but not its mark, the commit line before the record's names the
+ * highest seq, hence the rule above; the record is whole and stays.  (A
+ * record for which the format writes nothing, a ledger record that posts
+ * nothing, is simply done.)  A format without a mark (jsonl, csv: files
+ * in seq order) fails such a record with RS_EXPORT_PERMANENT and a
+ * reason that says to move the file away and replay; the records after
+ * it in the batch are not done.
  *
  * Durability: deliver() writes a batch, fsync()s the file and only then
  * reports the records done (a large batch is fsync()ed every
@@ -129,6 +146,22 @@ struct filejournal_format {
 	 * NULL-terminated. */
 	const char *const *keys;
 	filejournal_commit_fn commit_line;
+	/*
+	 * Optional: append to out a commit line for seq that is no record
+	 * (ledger, beancount: "; rs-seq: N\n"), which also parses as no
+	 * record for record_seq.  A format with a mark takes records older
+	 * than its file's last seq (see recovery above); one without keeps
+	 * its file in seq order and refuses them.
+	 */
+	enum rs_status (*mark)(void *state, int64_t seq, struct buf *out);
+	/*
+	 * Optional: is line the line of a record that names the record's
+	 * seq (ledger: a transaction's "    ; rs-seq: N" metadata)?  Which
+	 * seqs a file holds is read from these lines; NULL: from its commit
+	 * lines, for a format whose every commit line ends a record (a
+	 * format with a header commit line or a mark needs it).
+	 */
+	filejournal_commit_fn record_seq;
 	/* How a file begins when start is NULL (jsonl: the first record's
 	 * "{\"seq\":"), so that a torn first write is recognised; else
 	 * NULL, and start()'s text for an empty file is used. */

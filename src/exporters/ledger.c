@@ -38,6 +38,15 @@
  * line, `; rs-seq: N` at column 0, is the record's commit line
  * (filejournal.h); tools read it as a comment.
  *
+ * Out of order: a record older than the file's last seq that the file
+ * does not hold (its transaction was removed by hand, and reconcile or
+ * `export retry-dead` queued it again) is appended at the end like any
+ * other, followed by the mark `; rs-seq: HI` (HI: the file's highest
+ * seq), so the file's last commit line still names HI.  Neither tool
+ * minds a transaction dated before the one above it.  Which records the
+ * file holds is read from the transactions' rs-seq metadata lines, not
+ * from the commit lines, which the header and marks repeat.
+ *
  * Declarations: a new file starts with a comment and `account`
  * directives (beancount: `1970-01-01 open`) for the four accounts; an
  * account configured later is declared when the exporter opens, and a
@@ -99,6 +108,34 @@ journal_commit_line(const char *line, size_t len, int64_t *seq)
 
 	if (len <= n || len - n >= sizeof(num) ||
 	    memcmp(line, COMMIT_PREFIX, n) != 0)
+		return false;
+	memcpy(num, line + n, len - n);
+	num[len - n] = '\0';
+	return strnum_i64(num, 0, INT64_MAX, seq) == NULL;
+}
+
+/*
+ * A transaction's own rs-seq: "    ; rs-seq: N" (ledger) or
+ * "  rs-seq: N" (beancount).  Text from Wix cannot forge it: it is
+ * percent-encoded and never starts a line.
+ */
+static bool
+journal_record_seq(const char *line, size_t len, int64_t *seq)
+{
+	static const char ledger[] = "    ; rs-seq: ";
+	static const char bean[] = "  rs-seq: ";
+	char num[24];
+	size_t n;
+
+	if (len > sizeof(ledger) - 1 &&
+	    memcmp(line, ledger, sizeof(ledger) - 1) == 0)
+		n = sizeof(ledger) - 1;
+	else if (len > sizeof(bean) - 1 &&
+	    memcmp(line, bean, sizeof(bean) - 1) == 0)
+		n = sizeof(bean) - 1;
+	else
+		return false;
+	if (len - n >= sizeof(num))
 		return false;
 	memcpy(num, line + n, len - n);
 	num[len - n] = '\0';
@@ -271,6 +308,14 @@ put_commit(struct buf *out, int64_t seq)
 	    (st = filejournal_put_i64(out, seq)) == RS_OK)
 		st = buf_append(out, "\n", 1);
 	return st;
+}
+
+/* The mark after an out-of-order transaction: a bare commit line. */
+static enum rs_status
+journal_mark(void *state, int64_t seq, struct buf *out)
+{
+	(void)state;
+	return put_commit(out, seq);
 }
 
 static enum rs_status
@@ -467,6 +512,8 @@ static const struct filejournal_format ledger_format_def = {
 	.type = "ledger",
 	.keys = exporter_ledger_keys,
 	.commit_line = journal_commit_line,
+	.mark = journal_mark,
+	.record_seq = journal_record_seq,
 	.init = ledger_init,
 	.scan = journal_scan,
 	.start = journal_start,
@@ -479,6 +526,8 @@ static const struct filejournal_format beancount_format_def = {
 	.type = "beancount",
 	.keys = exporter_beancount_keys,
 	.commit_line = journal_commit_line,
+	.mark = journal_mark,
+	.record_seq = journal_record_seq,
 	.init = beancount_init,
 	.scan = journal_scan,
 	.start = journal_start,

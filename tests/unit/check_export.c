@@ -8,7 +8,9 @@
  * monotonic time, so backoff is checked to the millisecond without
  * sleeping; the retry horizon runs on clock_set_fake_wall().  One test
  * runs the threaded engine with two exporters.  The fake records every
- * record it accepts; its behaviour is scripted per test.
+ * record it accepts; its behaviour is scripted per test.  Two tests use
+ * the real ledger and jsonl exporters, for a queued dead letter older
+ * than what the file holds.
  *
  * The plugin tests load the .so files `make check` builds into the build
  * directory ($RS_BUILDDIR): examples/plugin/rs-example-exporter.so and
@@ -919,19 +921,23 @@ START_TEST(test_retry_dead_fails_again)
 	ck_assert_str_eq(d, "1|fake0:r1:1|permanent failure (attempt 1)|"
 	    "HTTP 400: {\"error\":\"bad\"}|0\n");
 	free(d);
-	/* A target that holds a later seq cannot take it back. */
+	/* A target that holds a later seq gets it all the same: the
+	 * exporter decides whether it can take an older record. */
 	fakes[0].mode = FAKE_OK;
 	fakes[0].has_recover = true;
 	fakes[0].recover_last = 2;
 	ck_assert_int_eq(store_export_retry_dead(st, "fake0", &n), RS_OK);
+	ck_assert_int_eq(n, 1);
 	ck_assert_int_eq(run(w, T0 + 2, &next), EXPORT_STEP_IDLE);
-	ck_assert_uint_eq(fakes[0].n, 1);	/* only seq 2, long ago */
+	ck_assert_uint_eq(fakes[0].n, 2);	/* seq 2 long ago, then 1 */
+	ck_assert_int_eq(fakes[0].seqs[1], 1);
+	ck_assert_str_eq(fakes[0].keys[1], "fake0:r1:1");
+	ck_assert_uint_eq(fakes[0].batch[fakes[0].calls - 1], 1);
 	d = dead_of("fake0");
-	ck_assert_msg(strstr(d, "1|fake0:r1:1|cannot retry: the target "
-	    "already holds later records (up to seq 2)") != NULL &&
-	    strstr(d, "replay --exporter fake0 --from 1") != NULL &&
-	    strstr(d, "|0\n") != NULL, "dead: %s", d);
+	ck_assert_str_eq(d, "");
 	free(d);
+	ck_assert_int_eq(sql_int("SELECT count(*) FROM exporter_deliveries"
+	    " WHERE exporter = 'fake0'"), 2);
 	export_worker_free(w);
 }
 END_TEST
@@ -1657,6 +1663,249 @@ START_TEST(test_commands)
 }
 END_TEST
 
+/* ---- a queued record older than what a file holds ----------------------- */
+
+/* A worker "books" of a real file exporter of type writing to file. */
+static struct export_worker *
+file_worker(const struct rs_exporter_ops *ops, const char *type,
+    const char *file)
+{
+	struct rs_export_kv kv[2];
+	struct export_spec spec;
+	struct export_worker *w = NULL;
+	char *why = NULL;
+
+	kv[0].key = "type";
+	kv[0].value = type;
+	kv[1].key = "path";
+	kv[1].value = file;
+	export_spec_init(&spec, "books", ops);
+	spec.kv = kv;
+	spec.nkv = 2;
+	spec.batch = 10;
+	spec.retry_initial_ms = 100;
+	spec.retry_max_ms = 1000;
+	spec.retry_horizon_s = 60;
+	spec.poll_ms = 50;
+	ck_assert_msg(export_worker_new(db, 5000, &spec, &w, &why) == RS_OK,
+	    "worker: %s", why != NULL ? why : "?");
+	return w;
+}
+
+/*
+ * Take a record out of file by hand: from the start of the line holding
+ * first to the end of the first end after it.  Returns the file as it
+ * is now and sets *removed (caller frees both).
+ */
+static char *
+cut_record(const char *file, const char *first, const char *end,
+    char **removed)
+{
+	char *text = tu_read_file(file, NULL), *a, *b;
+
+	ck_assert_ptr_nonnull(text);
+	a = strstr(text, first);
+	ck_assert_msg(a != NULL, "no %s in %s", first, text);
+	while (a > text && a[-1] != '\n')
+		a--;
+	b = strstr(a, end);
+	ck_assert_ptr_nonnull(b);
+	b += strlen(end);
+	*removed = xstrndup(a, (size_t)(b - a));
+	memmove(a, b, strlen(b) + 1);
+	ck_assert(tu_write_file(file, text, false));
+	return text;
+}
+
+static void
+file_is(const char *file, const char *want)
+{
+	char *got = tu_read_file(file, NULL);
+
+	ck_assert_ptr_nonnull(got);
+	ck_assert_msg(strcmp(got, want) == 0, "%s:\n%.1500s\n--- want\n"
+	    "%.1500s", file, got, want);
+	free(got);
+}
+
+/* Make seq (refund r<seq>, revision 1) a dead letter of books, queued as
+ * `export retry-dead` does. */
+static void
+dead_and_queued(int64_t seq)
+{
+	struct store_dead_letter dl;
+	struct store_export e = state("books");
+	char id[16], key[32];
+	int64_t n = 0;
+
+	snprintf(id, sizeof(id), "r%lld", (long long)seq);
+	snprintf(key, sizeof(key), "books:r%lld:1", (long long)seq);
+	memset(&dl, 0, sizeof(dl));
+	dl.seq = seq;
+	dl.refund_id = id;
+	dl.has_revision = true;
+	dl.revision = 1;
+	dl.idempotency_key = key;
+	dl.reason = "permanent failure (attempt 1)";
+	dl.attempts = 1;
+	ck_assert_int_eq(store_export_dead(st, "books", e.epoch, &dl, -1),
+	    RS_OK);
+	store_export_cleanup(&e);
+	ck_assert_int_eq(store_export_retry_dead(st, "books", &n), RS_OK);
+	ck_assert_int_eq(n, 1);
+}
+
+/* The same, as reconcile re-queues a posting missing from the file. */
+static void
+requeued_by_reconcile(int64_t seq)
+{
+	struct store_dead_letter dl;
+	char id[16], key[32];
+
+	snprintf(id, sizeof(id), "r%lld", (long long)seq);
+	snprintf(key, sizeof(key), "books:r%lld:1", (long long)seq);
+	memset(&dl, 0, sizeof(dl));
+	dl.seq = seq;
+	dl.refund_id = id;
+	dl.has_revision = true;
+	dl.revision = 1;
+	dl.idempotency_key = key;
+	dl.reason = "missing from the file (reconcile)";
+	ck_assert_int_eq(store_export_requeue(st, "books", &dl, NULL), RS_OK);
+}
+
+static void
+books_clean(int64_t position, int64_t delivered)
+{
+	struct store_export e = state("books");
+	char *d = dead_of("books");
+
+	ck_assert_str_eq(d, "");
+	ck_assert_int_eq(e.position, position);
+	ck_assert_int_eq(e.dead, 0);
+	ck_assert_int_eq(e.queued, 0);
+	ck_assert_int_eq(sql_int("SELECT count(*) FROM exporter_deliveries"
+	    " WHERE exporter = 'books'"), delivered);
+	store_export_cleanup(&e);
+	free(d);
+}
+
+/* A ledger file that lost a transaction by hand takes it back. */
+START_TEST(test_requeued_into_ledger)
+{
+	struct export_worker *w;
+	char *file = xasprintf("%s/books.journal", dir), *before, *block;
+	char *want, *want2;
+	int64_t next;
+
+	put_many(1, 5);
+	w = file_worker(&exporter_ledger_ops, "ledger", file);
+	ck_assert_int_eq(run(w, T0, &next), EXPORT_STEP_IDLE);
+	books_clean(5, 5);
+	export_worker_free(w);
+
+	/* retry-dead: one step writes it, at the end, and the dead letter
+	 * is gone. */
+	before = cut_record(file, "* Wix refund r3\n", "\n; rs-seq: 3\n",
+	    &block);
+	ck_assert_ptr_null(strstr(before, "r3"));
+	dead_and_queued(3);
+	w = file_worker(&exporter_ledger_ops, "ledger", file);
+	ck_assert_int_eq(export_worker_step(w, T0 + 10, &next),
+	    EXPORT_STEP_PROGRESS);
+	want = xasprintf("%s\n%s; rs-seq: 5\n", before, block);
+	file_is(file, want);
+	books_clean(5, 5);
+	ck_assert_int_eq(sql_int("SELECT count(*) FROM exporter_deliveries"
+	    " WHERE exporter = 'books' AND seq = 3"), 1);
+	ck_assert_int_eq(run(w, T0 + 20, &next), EXPORT_STEP_IDLE);
+	file_is(file, want);
+	export_worker_free(w);
+	free(block);
+	free(before);
+
+	/* reconcile's re-queue of another one, removed by hand too. */
+	before = cut_record(file, "* Wix refund r2\n", "\n; rs-seq: 2\n",
+	    &block);
+	requeued_by_reconcile(2);
+	w = file_worker(&exporter_ledger_ops, "ledger", file);
+	ck_assert_int_eq(export_worker_step(w, T0 + 30, &next),
+	    EXPORT_STEP_PROGRESS);
+	want2 = xasprintf("%s\n%s; rs-seq: 5\n", before, block);
+	file_is(file, want2);
+	books_clean(5, 5);
+
+	/* One the file holds, re-queued: delivered, nothing written. */
+	requeued_by_reconcile(3);
+	ck_assert_int_eq(run(w, T0 + 40, &next), EXPORT_STEP_IDLE);
+	file_is(file, want2);
+	books_clean(5, 5);
+
+	/* New records follow as usual. */
+	put_many(6, 1);
+	ck_assert_int_eq(run(w, T0 + 50, &next), EXPORT_STEP_IDLE);
+	books_clean(6, 6);
+	export_worker_free(w);
+	free(want2);
+	free(want);
+	free(block);
+	free(before);
+	free(file);
+}
+END_TEST
+
+/* A jsonl file is in seq order: the queued record is a dead letter
+ * again, with a reason that says what to do. */
+START_TEST(test_requeued_into_jsonl_refused)
+{
+	struct export_worker *w;
+	struct store_export e;
+	char *file = xasprintf("%s/books.jsonl", dir), *before, *line;
+	char *d, *want;
+	int64_t next;
+
+	put_many(1, 5);
+	w = file_worker(&exporter_jsonl_ops, "jsonl", file);
+	ck_assert_int_eq(run(w, T0, &next), EXPORT_STEP_IDLE);
+	export_worker_free(w);
+	before = cut_record(file, "{\"seq\":3,", "\n", &line);
+	ck_assert_ptr_null(strstr(before, "\"r3\""));
+	dead_and_queued(3);
+	w = file_worker(&exporter_jsonl_ops, "jsonl", file);
+	ck_assert_int_eq(export_worker_step(w, T0 + 10, &next),
+	    EXPORT_STEP_PROGRESS);
+	d = dead_of("books");
+	want = xasprintf("3|books:r3:1|permanent failure (attempt 1)|cannot "
+	    "write seq 3 out of order: %s is in seq order and already holds "
+	    "records up to seq 5; move it away and run `refundsync export "
+	    "replay --exporter books --from 3`|0\n", file);
+	ck_assert_str_eq(d, want);
+	free(d);
+	file_is(file, before);
+	e = state("books");
+	ck_assert_int_eq(e.position, 5);
+	ck_assert_int_eq(e.dead, 1);
+	ck_assert_int_eq(e.queued, 0);
+	store_export_cleanup(&e);
+
+	/* It stays a dead letter; later records still flow. */
+	put_many(6, 1);
+	ck_assert_int_eq(run(w, T0 + 20, &next), EXPORT_STEP_IDLE);
+	d = dead_of("books");
+	ck_assert_str_eq(d, want);
+	free(d);
+	d = tu_read_file(file, NULL);
+	ck_assert_ptr_nonnull(strstr(d, "{\"seq\":6,"));
+	ck_assert_ptr_null(strstr(d, "{\"seq\":3,"));
+	free(d);
+	export_worker_free(w);
+	free(want);
+	free(line);
+	free(before);
+	free(file);
+}
+END_TEST
+
 static Suite *
 export_suite(void)
 {
@@ -1684,6 +1933,8 @@ export_suite(void)
 	tcase_add_test(tc, test_replay_during_backoff);
 	tcase_add_test(tc, test_recover_fast_forward);
 	tcase_add_test(tc, test_failing_exporter_does_not_stop_another);
+	tcase_add_test(tc, test_requeued_into_ledger);
+	tcase_add_test(tc, test_requeued_into_jsonl_refused);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("plugins");

@@ -3,7 +3,9 @@
  * through their ops tables: golden files (tests/data/golden/<type>.golden,
  * under $RS_SRCDIR), recovery of a torn tail, no duplicates on redelivery
  * or replay, hostile text that must not forge a record end, write
- * failures rolled back, locking, and the section keys.
+ * failures rolled back, locking, the section keys, and records older
+ * than the file's last seq (taken back by ledger and beancount, checked
+ * with the real hledger and bean-check; refused by jsonl and csv).
  *
  * RS_UPDATE_GOLDEN=1 rewrites the golden files from the current output
  * (then review the diff).
@@ -337,7 +339,8 @@ expect_file(const char *path, const char *want, size_t wantlen)
 	char *got = slurp(path, &len);
 
 	ck_assert_msg(len == wantlen && memcmp(got, want, len) == 0,
-	    "%s differs from what was expected:\n--- got\n%s\n--- want\n%s",
+	    "%s differs from what was expected:\n--- got\n%.1500s\n"
+	    "--- want\n%.1500s",
 	    path, got, want);
 	free(got);
 }
@@ -905,6 +908,418 @@ START_TEST(test_journal_rollback_commodity)
 }
 END_TEST
 
+/* ---- records out of seq order ------------------------------------------- */
+
+#define NOOO	6
+#define TOOL_MS	60000
+
+/* Seqs 1..6, refunds r-a1..r-a6, each posts, dated 2024-05-01..06. */
+static struct rs_export_record ooo[NOOO];
+static char ooo_id[NOOO][16], ooo_key[NOOO][32], ooo_date[NOOO][32];
+static char ooo_body[NOOO][32];
+
+static void
+make_ooo(void)
+{
+	int k;
+
+	for (k = 0; k < NOOO; k++) {
+		snprintf(ooo_id[k], sizeof(ooo_id[k]), "r-a%d", k + 1);
+		snprintf(ooo_key[k], sizeof(ooo_key[k]), "books:r-a%d:1",
+		    k + 1);
+		snprintf(ooo_date[k], sizeof(ooo_date[k]),
+		    "2024-05-0%dT10:00:00Z", k + 1);
+		snprintf(ooo_body[k], sizeof(ooo_body[k]), "{\"id\":\"r-a%d\"}",
+		    k + 1);
+		rec_set(&ooo[k], k + 1, ooo_key[k], ooo_id[k], "SUCCEEDED",
+		    NULL, "USD", "2.50", 250, 2);
+		ooo[k].has_revision = 1;
+		ooo[k].revision = 1;
+		ooo[k].updated_date = ooo_date[k];
+		ooo[k].body = ooo_body[k];
+	}
+}
+
+/* The text that starts seq's record in a file of type i. */
+static char *
+ooo_start(int i, int64_t seq)
+{
+	switch (i) {
+	case 0:
+		return xasprintf("{\"seq\":%lld,", (long long)seq);
+	case 1:
+		return xasprintf("%lld,books:r-a%lld:1,", (long long)seq,
+		    (long long)seq);
+	case 2:
+		return xasprintf("* Wix refund r-a%lld\n", (long long)seq);
+	default:
+		return xasprintf("* \"Wix\" \"Refund r-a%lld\"\n",
+		    (long long)seq);
+	}
+}
+
+/* How many times needle occurs in s. */
+static size_t
+count_of(const char *s, const char *needle)
+{
+	size_t n = 0;
+
+	while ((s = strstr(s, needle)) != NULL) {
+		n++;
+		s++;
+	}
+	return n;
+}
+
+/*
+ * Remove seq's record from the file of type i at path as a person would:
+ * the whole line (jsonl, csv), or the whole transaction from its date
+ * line to its "; rs-seq: N" commit line.  Returns the file as it is now
+ * and sets *removed to what was taken out (caller frees both).
+ */
+static char *
+remove_record(int i, const char *path, int64_t seq, char **removed)
+{
+	char *text = slurp(path, NULL), *start = ooo_start(i, seq);
+	char *end = i < 2 ? xstrdup("\n") : xasprintf("\n; rs-seq: %lld\n",
+	    (long long)seq);
+	char *a, *b;
+
+	a = strstr(text, start);
+	ck_assert_msg(a != NULL, "no %s in %s", start, text);
+	ck_assert_msg(strstr(a + 1, start) == NULL, "%s twice", start);
+	while (a > text && a[-1] != '\n')
+		a--;
+	b = strstr(a, end);
+	ck_assert_ptr_nonnull(b);
+	b += strlen(end);
+	*removed = xstrndup(a, (size_t)(b - a));
+	memmove(a, b, strlen(b) + 1);
+	ck_assert(tu_write_file(path, text, false));
+	free(start);
+	free(end);
+	return text;
+}
+
+/* Run a real tool (argv[0] a name in /usr/bin or /usr/local/bin) on a
+ * file; assert it exits 0. */
+static void
+tool_ok(const char *const *args)
+{
+	static const char *const dirs[] = { "/usr/bin", "/usr/local/bin" };
+	char *argv[8], *out = NULL, *err = NULL;
+	size_t i, d;
+	int rc;
+
+	argv[0] = NULL;
+	for (d = 0; d < 2 && argv[0] == NULL; d++) {
+		char *p = xasprintf("%s/%s", dirs[d], args[0]);
+
+		if (access(p, X_OK) == 0)
+			argv[0] = p;
+		else
+			free(p);
+	}
+	ck_assert_msg(argv[0] != NULL, "%s is not installed: run "
+	    "scripts/deps.sh test (Debian packages hledger and beancount)",
+	    args[0]);
+	for (i = 1; i < 7 && args[i] != NULL; i++)
+		argv[i] = xstrdup(args[i]);
+	argv[i] = NULL;
+	rc = tu_run(argv, TOOL_MS, &out, &err);
+	ck_assert_msg(rc == 0, "%s exited %d:\n%s\n%s", args[0], rc,
+	    out != NULL ? out : "", err != NULL ? err : "");
+	for (i = 0; argv[i] != NULL; i++)
+		free(argv[i]);
+	free(out);
+	free(err);
+}
+
+/* hledger (ledger) or bean-check (beancount) accepts the file. */
+static void
+tools_accept(int i, const char *path)
+{
+	const char *check[] = { "hledger", "-f", path, "check", NULL };
+	const char *strict[] = { "hledger", "-f", path, "check", "--strict",
+	    NULL };
+	const char *bean[] = { "bean-check", path, NULL };
+
+	if (i == 2) {
+		tool_ok(check);
+		tool_ok(strict);
+	} else
+		tool_ok(bean);
+}
+
+/* Write seqs 1..5 to a new file of type i at path. */
+static void
+write_five(int i, const char *path, const char *const *extra)
+{
+	void *ctx = open_ok(i, path, extra);
+
+	deliver_ok(i, ctx, ooo, 5);
+	ck_assert_int_eq(recover_seq(i, ctx), 5);
+	ops_of(i)->close(ctx);
+}
+
+/*
+ * A ledger or beancount file that lost a transaction by hand takes it
+ * back, once, at its end, followed by the mark of its highest seq.
+ */
+START_TEST(test_out_of_order_journal)
+{
+	int i = _i + 2;
+	char *path = path_in_tmp(types[i]), *before, *block, *want, *got;
+	char *start = ooo_start(i, 3);
+	void *ctx;
+
+	make_ooo();
+	write_five(i, path, NULL);
+	before = remove_record(i, path, 3, &block);
+	ck_assert_ptr_null(strstr(before, "r-a3"));
+	want = xasprintf("2024-05-03 %s", start);
+	ck_assert_msg(strncmp(block, want, strlen(want)) == 0, "%s", block);
+	free(want);
+
+	ctx = open_ok(i, path, NULL);
+	ck_assert_int_eq(recover_seq(i, ctx), 5);
+	deliver_ok(i, ctx, &ooo[2], 1);
+	want = xasprintf("%s\n%s; rs-seq: 5\n", before, block);
+	expect_file(path, want, strlen(want));
+	got = slurp(path, NULL);
+	ck_assert_uint_eq(count_of(got, start), 1);
+	ck_assert_uint_eq(count_of(got, "r-a3"), 3);
+	ck_assert_uint_eq(count_of(block, "r-a3"), 3);
+	free(got);
+	ck_assert_int_eq(recover_seq(i, ctx), 5);
+
+	/* Again, and a record the file holds: nothing is written. */
+	deliver_ok(i, ctx, &ooo[2], 1);
+	deliver_ok(i, ctx, &ooo[1], 1);
+	expect_file(path, want, strlen(want));
+	ops_of(i)->close(ctx);
+
+	/* After reopening: the last seq is still 5, 3 and 2 are held. */
+	ctx = open_ok(i, path, NULL);
+	ck_assert_int_eq(recover_seq(i, ctx), 5);
+	deliver_ok(i, ctx, &ooo[2], 1);
+	deliver_ok(i, ctx, &ooo[1], 1);
+	deliver_ok(i, ctx, ooo, 5);
+	expect_file(path, want, strlen(want));
+	ops_of(i)->close(ctx);
+	tools_accept(i, path);
+
+	free(want);
+	free(block);
+	free(before);
+	free(start);
+	free(path);
+}
+END_TEST
+
+/* A batch with an old record and a new one; then both again. */
+START_TEST(test_out_of_order_batch)
+{
+	int i = _i + 2;
+	char *path = path_in_tmp(types[i]), *before, *block, *got, *tail;
+	struct rs_export_record batch[2];
+	void *ctx;
+
+	make_ooo();
+	write_five(i, path, NULL);
+	before = remove_record(i, path, 3, &block);
+	batch[0] = ooo[2];
+	batch[1] = ooo[5];
+	ctx = open_ok(i, path, NULL);
+	deliver_ok(i, ctx, batch, 2);
+	ck_assert_int_eq(recover_seq(i, ctx), 6);
+	got = slurp(path, NULL);
+	ck_assert_int_eq(strncmp(got, before, strlen(before)), 0);
+	tail = got + strlen(before);
+	ck_assert_int_eq(tail[0], '\n');
+	ck_assert_int_eq(strncmp(tail + 1, block, strlen(block)), 0);
+	tail += 1 + strlen(block);
+	ck_assert_msg(strncmp(tail, "; rs-seq: 5\n\n", 13) == 0, "%s", tail);
+	ck_assert_ptr_nonnull(strstr(tail, i == 2 ? "* Wix refund r-a6\n" :
+	    "* \"Wix\" \"Refund r-a6\"\n"));
+	ck_assert_uint_eq(count_of(tail, "; rs-seq: "), i == 2 ? 3 : 2);
+	ck_assert_str_eq(got + strlen(got) - 12, "; rs-seq: 6\n");
+	deliver_ok(i, ctx, batch, 2);
+	ops_of(i)->close(ctx);
+	ctx = open_ok(i, path, NULL);
+	ck_assert_int_eq(recover_seq(i, ctx), 6);
+	deliver_ok(i, ctx, batch, 2);
+	ops_of(i)->close(ctx);
+	expect_file(path, got, strlen(got));
+	tools_accept(i, path);
+	free(got);
+	free(block);
+	free(before);
+	free(path);
+}
+END_TEST
+
+static bool
+test_commit_line(const char *line, size_t len, int64_t *seq)
+{
+	char num[24];
+
+	if (len <= 10 || len - 10 >= sizeof(num) ||
+	    memcmp(line, "; rs-seq: ", 10) != 0)
+		return false;
+	memcpy(num, line + 10, len - 10);
+	num[len - 10] = '\0';
+	*seq = strtoll(num, NULL, 10);
+	return true;
+}
+
+/*
+ * A crash after the old record but before its mark: the commit line
+ * before the record names the highest seq, the record stays.  A torn
+ * mark is cut.
+ */
+START_TEST(test_out_of_order_crash)
+{
+	int i = _i + 2;
+	char *path = path_in_tmp(types[i]), *before, *block, *full, *nomark;
+	char *torn, err[512];
+	struct filejournal *fj = NULL;
+	size_t flen;
+	void *ctx;
+
+	make_ooo();
+	write_five(i, path, NULL);
+	before = remove_record(i, path, 3, &block);
+	ctx = open_ok(i, path, NULL);
+	deliver_ok(i, ctx, &ooo[2], 1);
+	ops_of(i)->close(ctx);
+	full = slurp(path, &flen);
+	ck_assert_str_eq(full + flen - 24, "; rs-seq: 3\n; rs-seq: 5\n");
+
+	/* The mark never reached the disk. */
+	nomark = xstrndup(full, flen - 12);
+	ck_assert(tu_write_file(path, nomark, false));
+	ck_assert_int_eq(filejournal_open(path, test_commit_line, NULL, 0,
+	    &fj, err, sizeof(err)), RS_OK);
+	ck_assert_int_eq(filejournal_last_seq(fj), 5);
+	ck_assert_uint_eq(filejournal_size(fj), flen - 12);
+	filejournal_close(fj);
+	ctx = open_ok(i, path, NULL);
+	ck_assert_int_eq(recover_seq(i, ctx), 5);
+	deliver_ok(i, ctx, &ooo[2], 1);		/* held: not again */
+	deliver_ok(i, ctx, &ooo[4], 1);
+	ops_of(i)->close(ctx);
+	expect_file(path, nomark, flen - 12);
+
+	/* Half of the mark: cut back to the record's commit line. */
+	torn = xasprintf("%s; rs-se", nomark);
+	ck_assert(tu_write_file(path, torn, false));
+	ctx = open_ok(i, path, NULL);
+	ck_assert_int_eq(recover_seq(i, ctx), 5);
+	expect_file(path, nomark, flen - 12);
+	deliver_ok(i, ctx, &ooo[5], 1);
+	ck_assert_int_eq(recover_seq(i, ctx), 6);
+	ops_of(i)->close(ctx);
+	ctx = open_ok(i, path, NULL);
+	ck_assert_int_eq(recover_seq(i, ctx), 6);
+	ops_of(i)->close(ctx);
+	free(full);
+	full = slurp(path, NULL);
+	ck_assert_uint_eq(count_of(full, "r-a3"), 3);
+	ck_assert_uint_eq(count_of(full, "r-a6"), 3);
+	free(full);
+	tools_accept(i, path);
+
+	free(torn);
+	free(nomark);
+	free(block);
+	free(before);
+	free(path);
+}
+END_TEST
+
+/*
+ * The header repeats the last seq in a commit line (an account configured
+ * later): the record of that seq, removed by hand, is still taken back.
+ */
+START_TEST(test_out_of_order_after_header)
+{
+	static const char *const acct[] = { "refund_account",
+	    "Expenses:Returns", NULL };
+	int i = _i + 2;
+	char *path = path_in_tmp(types[i]), *before, *block, *want;
+	void *ctx;
+
+	make_ooo();
+	write_five(i, path, NULL);
+	ctx = open_ok(i, path, acct);
+	ops_of(i)->close(ctx);
+	before = remove_record(i, path, 5, &block);
+	ck_assert_msg(strcmp(before + strlen(before) - 12, "; rs-seq: 5\n") ==
+	    0, "%s", before);
+	ctx = open_ok(i, path, NULL);
+	ck_assert_int_eq(recover_seq(i, ctx), 5);
+	deliver_ok(i, ctx, &ooo[4], 1);
+	deliver_ok(i, ctx, &ooo[4], 1);
+	ops_of(i)->close(ctx);
+	want = xasprintf("%s\n%s; rs-seq: 5\n", before, block);
+	expect_file(path, want, strlen(want));
+	tools_accept(i, path);
+	free(want);
+	free(block);
+	free(before);
+	free(path);
+}
+END_TEST
+
+/* A jsonl or csv file is in seq order: it refuses the old record. */
+START_TEST(test_out_of_order_refused)
+{
+	char *path = path_in_tmp(types[_i]), *before, *block, *want;
+	struct rs_export_record batch[3];
+	char err[512] = "";
+	size_t done = 99;
+	void *ctx;
+
+	make_ooo();
+	write_five(_i, path, NULL);
+	before = remove_record(_i, path, 3, &block);
+	ck_assert_ptr_null(strstr(before, "r-a3"));
+	ctx = open_ok(_i, path, NULL);
+	ck_assert_int_eq(recover_seq(_i, ctx), 5);
+	ck_assert_int_eq(ops_of(_i)->deliver(ctx, &ooo[2], 1, &done, err,
+	    sizeof(err)), RS_EXPORT_PERMANENT);
+	ck_assert_uint_eq(done, 0);
+	want = xasprintf("cannot write seq 3 out of order: %s is in seq order "
+	    "and already holds records up to seq 5; move it away and run "
+	    "`refundsync export replay --exporter books --from 3`", path);
+	ck_assert_str_eq(err, want);
+	expect_file(path, before, strlen(before));
+
+	/* In a batch: the held record before it is done, none after it. */
+	batch[0] = ooo[1];
+	batch[1] = ooo[2];
+	batch[2] = ooo[5];
+	done = 99;
+	err[0] = '\0';
+	ck_assert_int_eq(ops_of(_i)->deliver(ctx, batch, 3, &done, err,
+	    sizeof(err)), RS_EXPORT_PERMANENT);
+	ck_assert_uint_eq(done, 1);
+	ck_assert_str_eq(err, want);
+	expect_file(path, before, strlen(before));
+	ck_assert_int_eq(recover_seq(_i, ctx), 5);
+
+	/* New records still go on. */
+	deliver_ok(_i, ctx, &ooo[5], 1);
+	ck_assert_int_eq(recover_seq(_i, ctx), 6);
+	ops_of(_i)->close(ctx);
+	free(want);
+	free(block);
+	free(before);
+	free(path);
+}
+END_TEST
+
 /* ---- the text helpers -------------------------------------------------- */
 
 START_TEST(test_text_helpers)
@@ -976,6 +1391,7 @@ file_exporters_suite(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);	/* hledger and bean-check run */
 	tcase_add_loop_test(tc, test_golden, 0, NTYPES);
 	tcase_add_test(tc, test_jsonl_lines_parse);
 	tcase_add_test(tc, test_jsonl_no_body);
@@ -995,6 +1411,11 @@ file_exporters_suite(void)
 	tcase_add_loop_test(tc, test_journal_permanent, 0, 2);
 	tcase_add_loop_test(tc, test_journal_new_account, 0, 2);
 	tcase_add_loop_test(tc, test_journal_rollback_commodity, 0, 2);
+	tcase_add_loop_test(tc, test_out_of_order_journal, 0, 2);
+	tcase_add_loop_test(tc, test_out_of_order_batch, 0, 2);
+	tcase_add_loop_test(tc, test_out_of_order_crash, 0, 2);
+	tcase_add_loop_test(tc, test_out_of_order_after_header, 0, 2);
+	tcase_add_loop_test(tc, test_out_of_order_refused, 0, 2);
 	tcase_add_test(tc, test_text_helpers);
 	tcase_add_test(tc, test_names_set);
 	suite_add_tcase(s, tc);
