@@ -16,7 +16,10 @@
  * keeps the send times of its last N requests in a ring; a request may
  * go when the oldest of them is at least 60 s old, which bounds every
  * 60 s window to N exactly and still allows a burst of N.  Waiting for a
- * slot sleeps on the monotonic clock with no lock held.
+ * slot sleeps on the monotonic clock with no lock held.  With
+ * budget_path the same log lives in a file shared by every process on
+ * the host (adapters/budget.c), keyed "instance:<id>" or "site:<id>";
+ * the waiting is the same.
  *
  * Secrets (the app secret, the API key and access tokens) are copied,
  * wiped before they are freed, and never logged: log lines name the
@@ -46,6 +49,7 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "adapters/budget.h"
 #include "adapters/wixapi.h"
 #include "domain/json.h"
 #include "domain/refund.h"
@@ -85,6 +89,9 @@
 #define WIXAPI_QUERY_PATH	"/payments/refunds/v1/refunds/query"
 #define WIXAPI_USER_AGENT	"refundsync/" PACKAGE_VERSION
 
+/* "instance:<id>" and "site:<id>" fit a shared budget's ids. */
+_Static_assert(WIXAPI_MAX_ID + 9 <= BUDGET_ID_MAX, "budget id too short");
+
 /* One app instance (or, in API-key mode, the one site). */
 struct wixapi_inst {
 	struct wixapi_inst	*next;
@@ -95,7 +102,9 @@ struct wixapi_inst {
 	int64_t			 token_exp;	/* monotonic ms: stale from */
 	uint64_t		 token_gen;	/* +1 per new token */
 	pthread_mutex_t		 mu;		/* the budget and counter */
-	int64_t			*sent;		/* ring of rpm send times */
+	char			*bkey;		/* id in the shared budget */
+	int64_t			*sent;		/* ring of rpm send times, or
+						   NULL with a shared budget */
 	size_t			 nsent;		/* slots used, up to rpm */
 	size_t			 oldest;	/* ring index, once full */
 	uint64_t		 requests;	/* requests sent */
@@ -109,6 +118,8 @@ struct wixapi {
 	char			*site_id;
 	bool			 oauth;
 	size_t			 rpm;
+	int64_t			 window_ms;	/* the budget's */
+	struct budget		*budget;	/* shared, or NULL */
 	long			 connect_ms;
 	long			 timeout_ms;
 	size_t			 max_response;
@@ -323,7 +334,7 @@ clean_copy(const char *s, size_t len, size_t max)
 		len = max;
 	c = xmalloc(len + 1);
 	for (i = 0; i < len; i++)
-		c[i] = s[i] >= 0x21 && s[i] <= 0x7e ? s[i] : '?';
+		c[i] = (char)(s[i] >= 0x21 && s[i] <= 0x7e ? s[i] : '?');
 	c[len] = '\0';
 	return c;
 }
@@ -570,11 +581,15 @@ inst_new(struct wixapi *w, const char *id)
 
 	in = xcalloc(1, sizeof(*in));
 	in->id = xstrdup(id);
-	if (id[0] != '\0')
+	if (id[0] != '\0') {
 		in->label = xasprintf("instance %s", id);
-	else
+		in->bkey = xasprintf("instance:%s", id);
+	} else {
 		in->label = xasprintf("site %s", w->site_id);
-	in->sent = xcalloc(w->rpm, sizeof(*in->sent));
+		in->bkey = xasprintf("site:%s", w->site_id);
+	}
+	if (w->budget == NULL)
+		in->sent = xcalloc(w->rpm, sizeof(*in->sent));
 	if (pthread_mutex_init(&in->tok_mu, NULL) != 0 ||
 	    pthread_mutex_init(&in->mu, NULL) != 0)
 		fatalx("%s: pthread_mutex_init failed", __func__);
@@ -590,6 +605,7 @@ inst_free(struct wixapi_inst *in)
 	pthread_mutex_destroy(&in->tok_mu);
 	pthread_mutex_destroy(&in->mu);
 	free(in->sent);
+	free(in->bkey);
 	free(in->label);
 	free(in->id);
 	free(in);
@@ -618,43 +634,63 @@ inst_get(struct wixapi *w, const char *id, bool create)
 }
 
 /*
- * Take a slot in in's budget: at most rpm requests in any window of
- * WIXAPI_WINDOW_MS.  The ring holds the times of the last rpm requests;
- * a request may go once the slot it replaces is a whole window old.
- * Sleeps with no lock held, then looks again (another thread may have
- * taken the slot).  Returns the slot, for budget_done().
+ * Try the private ring: at most rpm requests in any window of window_ms.
+ * The ring holds the times of the last rpm requests; a request may go
+ * once the slot it replaces is a whole window old.  0 and *slot: taken.
+ * Otherwise the ms to wait.
  */
-static size_t
-budget_take(struct wixapi *w, struct wixapi_inst *in)
+static int64_t
+ring_try_take(struct wixapi *w, struct wixapi_inst *in, size_t *slot)
 {
-	int64_t now, wait;
-	size_t slot;
+	int64_t now, wait = 0;
+
+	pthread_mutex_lock(&in->mu);
+	now = w_now(w);
+	if (in->nsent < w->rpm) {
+		*slot = in->nsent;
+		in->sent[in->nsent++] = now;
+	} else if ((wait = in->sent[in->oldest] + w->window_ms - now) <= 0) {
+		wait = 0;
+		*slot = in->oldest;
+		in->sent[in->oldest] = now;
+		in->oldest = (in->oldest + 1) % w->rpm;
+	}
+	pthread_mutex_unlock(&in->mu);
+	return wait;
+}
+
+/*
+ * Take a slot in in's budget, the shared one (budget_path) or the
+ * private ring.  Sleeps with no lock held, then looks again (another
+ * thread or process may have taken the slot).  RS_OK and *slot, for
+ * inst_done(), or RS_ERR_IO when the shared budget cannot be used
+ * (logged by it; nothing was taken).
+ */
+static enum rs_status
+inst_take(struct wixapi *w, struct wixapi_inst *in, size_t *slot)
+{
+	enum rs_status st;
+	int64_t wait;
 
 	for (;;) {
-		pthread_mutex_lock(&in->mu);
-		now = w_now(w);
-		if (in->nsent < w->rpm) {
-			slot = in->nsent;
-			in->sent[in->nsent++] = now;
+		if (w->budget != NULL) {
+			st = budget_try_take(w->budget, in->bkey, &wait, slot);
+			if (st != RS_OK)
+				return st;
+		} else
+			wait = ring_try_take(w, in, slot);
+		if (wait == 0)
 			break;
-		}
-		wait = in->sent[in->oldest] + WIXAPI_WINDOW_MS - now;
-		if (wait <= 0) {
-			slot = in->oldest;
-			in->sent[in->oldest] = now;
-			in->oldest = (in->oldest + 1) % w->rpm;
-			break;
-		}
-		pthread_mutex_unlock(&in->mu);
 		if (log_enabled(LOG_LVL_DEBUG))
 			log_debug("wixapi: %s: %zu requests in the last "
 			    "minute, waiting %lld ms", in->label, w->rpm,
 			    (long long)wait);
 		w_sleep(w, wait);
 	}
+	pthread_mutex_lock(&in->mu);
 	in->requests++;
 	pthread_mutex_unlock(&in->mu);
-	return slot;
+	return RS_OK;
 }
 
 /*
@@ -665,13 +701,17 @@ budget_take(struct wixapi *w, struct wixapi_inst *in)
  * benchmark saw one per minute boundary).  The answer's time is never
  * earlier than the arrival, so counting from it never overruns.  The
  * ring need not stay sorted for that: a slot is only reused once its
- * own time is a window old.
+ * own time is a window old.  The shared budget does the same.
  */
 static void
-budget_done(struct wixapi *w, struct wixapi_inst *in, size_t slot)
+inst_done(struct wixapi *w, struct wixapi_inst *in, size_t slot)
 {
 	int64_t now;
 
+	if (w->budget != NULL) {
+		budget_done(w->budget, in->bkey, slot);
+		return;
+	}
 	pthread_mutex_lock(&in->mu);
 	now = w_now(w);
 	if (in->sent[slot] < now)
@@ -716,10 +756,16 @@ send_once(struct wixapi *w, struct wixapi_inst *in,
 	enum rs_status st;
 	size_t slot;
 
-	slot = budget_take(w, in);
 	resp_init(resp);
+	if (inst_take(w, in, &slot) != RS_OK) {
+		/* Never send past a budget we cannot read: retried like a
+		 * transport error. */
+		resp->error = xasprintf("request budget %s unusable",
+		    budget_path(w->budget));
+		return RS_ERR_IO;
+	}
 	st = w->transport(w->transport_ctx, req, resp);
-	budget_done(w, in, slot);
+	inst_done(w, in, slot);
 	if (st != RS_OK && st != RS_ERR_TOOBIG)
 		st = RS_ERR_IO;
 	if (st == RS_OK && (resp->status < 100 || resp->status > 599)) {
@@ -1213,7 +1259,8 @@ page_parse(const char *text, size_t len, struct wixapi_page *p,
 		*why = "pagingMetadata.cursors.next is not a string";
 		goto out;
 	}
-	if (cJSON_IsString(next) && next->valuestring[0] != '\0')
+	if (next != NULL && cJSON_IsString(next) &&
+	    next->valuestring[0] != '\0')
 		p->next_cursor = xstrdup(next->valuestring);
 	rc = json_get_bool(pm, "hasNext", &has_next);
 	if (rc == RS_ERR_NOTFOUND)
@@ -1342,6 +1389,7 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 {
 	struct wixapi *w = NULL;
 	const curl_version_info_data *vi;
+	char *bwhy = NULL;
 	bool oauth, key;
 	size_t n;
 
@@ -1378,12 +1426,18 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 	    opt->max_attempts < 0 || opt->max_attempts > WIXAPI_MAX_ATTEMPTS ||
 	    opt->backoff_base_ms < 0 || opt->backoff_max_ms < 0 ||
 	    opt->backoff_base_ms > INT64_MAX / 4 ||
-	    opt->backoff_max_ms > INT64_MAX / 4) {
+	    opt->backoff_max_ms > INT64_MAX / 4 ||
+	    opt->budget_window_ms < 0 ||
+	    opt->budget_window_ms > WIXAPI_WINDOW_MS) {
 		*why = xstrdup("a limit, timeout or backoff is out of range");
 		goto fail;
 	}
 	if ((opt->now_ms == NULL) != (opt->sleep_ms == NULL)) {
 		*why = xstrdup("now_ms and sleep_ms go together");
+		goto fail;
+	}
+	if (opt->budget_path != NULL && opt->budget_path[0] == '\0') {
+		*why = xstrdup("budget_path is empty");
 		goto fail;
 	}
 	if (opt->transport == NULL) {
@@ -1416,6 +1470,8 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 	}
 	w->rpm = opt->requests_per_minute > 0 ?
 	    (size_t)opt->requests_per_minute : WIXAPI_DEF_RPM;
+	w->window_ms = opt->budget_window_ms > 0 ?
+	    opt->budget_window_ms : WIXAPI_WINDOW_MS;
 	w->connect_ms = opt->connect_timeout_ms > 0 ?
 	    opt->connect_timeout_ms : WIXAPI_DEF_CONNECT_MS;
 	w->timeout_ms = opt->timeout_ms > 0 ?
@@ -1447,6 +1503,19 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 		w->now_fn = real_now;
 		w->sleep_fn = real_sleep;
 	}
+	if (opt->budget_path != NULL && budget_open(opt->budget_path,
+	    (int64_t)w->rpm, w->window_ms, w->now_fn, w->clock_ctx,
+	    &w->budget, &bwhy) != RS_OK) {
+		/* Its message starts with the path, as a rule. */
+		n = strlen(opt->budget_path);
+		if (bwhy != NULL && strncmp(bwhy, opt->budget_path, n) == 0)
+			*why = xasprintf("request budget file %s", bwhy);
+		else
+			*why = xasprintf("request budget file %s: %s",
+			    opt->budget_path, str_or(bwhy, "cannot be used"));
+		free(bwhy);
+		goto fail;
+	}
 	atomic_init(&w->rng, (uint64_t)clock_mono_ms() ^
 	    ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)w);
 	if (pthread_mutex_init(&w->mu, NULL) != 0 ||
@@ -1458,6 +1527,7 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 	return RS_OK;
 fail:
 	if (w != NULL) {
+		budget_close(w->budget);
 		freezero_str(w->app_secret);
 		freezero_str(w->api_key);
 		free(w->app_id);
@@ -1481,6 +1551,7 @@ wixapi_free(struct wixapi *w)
 		inst_free(in);
 	}
 	inst_free(w->key_inst);
+	budget_close(w->budget);
 	for (i = 0; i < w->npool; i++)
 		curl_easy_cleanup(w->pool[i]);
 	pthread_mutex_destroy(&w->mu);

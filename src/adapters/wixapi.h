@@ -8,7 +8,13 @@
  * instance (a backfill, a reconcile and the refund CLI in one process).
  * The budget is exact: a burst of at most requests_per_minute, and never
  * more than requests_per_minute requests sent in any 60 s window (a
- * sliding-window log of send times; token requests count too).
+ * sliding-window log of request times, each counted from its answer's
+ * arrival; token requests count too).  With budget_path set, the log
+ * lives in that file (adapters/budget.h) and is shared with every other
+ * client, in this process or another on the host, opened on the same
+ * file: a CLI reconcile beside the daemon's backfill then shares the
+ * instance's budget instead of doubling the rate.  Without it the log
+ * is private to this struct wixapi.
  * 429 and 5xx are retried with capped exponential backoff and full
  * jitter, honouring Retry-After (a negative or past one is clamped to 0;
  * a huge one to the cap).  Every transfer has connect and total timeouts
@@ -22,7 +28,10 @@
  * Test seams: the HTTP transport and the clock.  wixapi_options.transport,
  * when set, replaces libcurl, so unit tests can answer requests without
  * sockets.  wixapi_options.now_ms and .sleep_ms, when set, replace the
- * monotonic clock used for backoff, the budget and token expiry.
+ * monotonic clock used for backoff, the budget and token expiry (with a
+ * shared budget, every client on the file must use the same clock).
+ * wixapi_options.budget_window_ms shortens the budget's window, so a test
+ * with real processes and the real clock stays short.
  */
 #ifndef RS_WIXAPI_H
 #define RS_WIXAPI_H
@@ -106,11 +115,20 @@ struct wixapi_options {
 	wixapi_now_fn	 now_ms;
 	wixapi_sleep_fn	 sleep_ms;
 	void		*clock_ctx;
+	/* The file of the request budget shared with other processes
+	 * (created mode 0600 if missing; see adapters/budget.h), or NULL:
+	 * a budget private to this client. */
+	const char	*budget_path;
+	/* Test seam: the budget's window in ms, 1..60000; 0: 60000, Wix's
+	 * minute.  Only tests set it; every client on one budget file must
+	 * use the same. */
+	int64_t		 budget_window_ms;
 };
 
 /*
  * RS_OK and *out (caller owns; wixapi_free()), or RS_ERR_CONFIG and a
- * message in *why (caller frees).  Initialises libcurl once per process
+ * message in *why (caller frees), also when the budget file cannot be
+ * opened (the message names it).  Initialises libcurl once per process
  * (thread-safe) when the libcurl transport is used.
  */
 enum rs_status	wixapi_new(const struct wixapi_options *opt,
@@ -150,7 +168,9 @@ void	wixapi_error_cleanup(struct wixapi_error *e);
  * RS_ERR_AUTH: the token endpoint refused the credentials (any answer
  *   but a 2xx, 429 or 5xx), or answered a 2xx without a usable
  *   access_token; *err filled.
- * RS_ERR_BUSY: retries exhausted on 429/5xx/transport errors.
+ * RS_ERR_BUSY: retries exhausted on 429/5xx/transport errors (a shared
+ *   budget file that cannot be used at the moment, such as on a full
+ *   disk, counts as a transport error: nothing is sent past it).
  * RS_ERR_TOOBIG: the response passed max_response (not retried).
  */
 enum rs_status	wixapi_call(struct wixapi *w, const char *instance_id,
