@@ -1,7 +1,7 @@
 /*
- * testutil.c: JWT material, Wix layer builders, a raw HTTP client and a
- * harness that runs the real daemon, shared by every test and by
- * wix-sign.
+ * testutil.c: JWT material, Wix layer builders, a raw HTTP client and
+ * harnesses that run the real daemon and the Wix sandbox, shared by
+ * every test and by wix-sign.
  *
  * Key decision: nothing here trusts the code under test.  Tokens are
  * signed with OpenSSL directly (never through libjwt or the daemon's
@@ -11,10 +11,12 @@
  * Functions are called from the test's main thread, except the HTTP
  * client, which is thread-safe (it keeps no state).
  *
- * A daemon dies with the test process (PR_SET_PDEATHSIG), so a failed
- * assertion, which ends a forked check test at once, leaves no daemon
- * behind; it does leave the temporary directory with daemon.log for a
- * look (RS_TEST_VERBOSE=1 prints which directory each daemon uses).
+ * A daemon, a sandbox or any child of tu_spawn() dies with the test
+ * process (PR_SET_PDEATHSIG), so a failed assertion, which ends a forked
+ * check test at once, leaves no process behind (a sandbox also exits by
+ * itself after --max-seconds).  A daemon's temporary directory is left
+ * behind with daemon.log for a look (RS_TEST_VERBOSE=1 prints which
+ * directory each daemon uses).
  */
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -1176,6 +1178,29 @@ drain_fd(int fd, struct buf *b)
 	return n == -1 && (errno == EINTR || errno == EAGAIN);
 }
 
+/*
+ * In a child just forked by parent: die with the test, even when an
+ * assertion kills it (PR_SET_PDEATHSIG); take in (-1: keep stdin), out
+ * and err as the standard streams; exec argv with envp (NULL: this
+ * environment).  Never returns.
+ */
+static void __attribute__((noreturn))
+child_exec(pid_t parent, int in, int out, int err, char *const argv[],
+    char *const envp[])
+{
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+	if ((in != -1 && dup2(in, STDIN_FILENO) == -1) ||
+	    dup2(out, STDOUT_FILENO) == -1 || dup2(err, STDERR_FILENO) == -1)
+		_exit(127);
+	if (envp != NULL)
+		execve(argv[0], argv, envp);
+	else
+		execv(argv[0], argv);
+	_exit(127);
+}
+
 int
 tu_run(char *const argv[], int timeout_ms, char **out, char **err)
 {
@@ -1191,16 +1216,8 @@ tu_run(char *const argv[], int timeout_ms, char **out, char **err)
 	parent = getpid();
 	if ((pid = fork()) == -1)
 		tu_die("fork");
-	if (pid == 0) {
-		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (dup2(po[1], STDOUT_FILENO) == -1 ||
-		    dup2(pe[1], STDERR_FILENO) == -1)
-			_exit(127);
-		execv(argv[0], argv);
-		_exit(127);
-	}
+	if (pid == 0)
+		child_exec(parent, -1, po[1], pe[1], argv, NULL);
 	close(po[1]);
 	close(pe[1]);
 	buf_init(&bo, 64u * 1024 * 1024);
@@ -1236,6 +1253,53 @@ tu_run(char *const argv[], int timeout_ms, char **out, char **err)
 	buf_cleanup(&bo);
 	buf_cleanup(&be);
 	return rc;
+}
+
+pid_t
+tu_spawn(char *const argv[], const char *out_path, const char *err_path)
+{
+	pid_t pid, parent = getpid();
+	int fo, fe, nul;
+
+	fo = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	fe = open(err_path != NULL ? err_path : out_path, O_WRONLY | O_CREAT |
+	    O_APPEND | O_CLOEXEC, 0644);
+	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	pid = -1;
+	if (fo == -1 || fe == -1 || nul == -1) {
+		fprintf(stderr, "testutil: spawn %s: open: %s\n", argv[0],
+		    strerror(errno));
+		goto out;
+	}
+	if ((pid = fork()) == -1) {
+		fprintf(stderr, "testutil: spawn %s: fork: %s\n", argv[0],
+		    strerror(errno));
+		goto out;
+	}
+	if (pid == 0)
+		child_exec(parent, nul, fo, fe, argv, NULL);
+out:
+	if (fo != -1)
+		close(fo);
+	if (fe != -1)
+		close(fe);
+	if (nul != -1)
+		close(nul);
+	return pid;
+}
+
+int
+tu_wait_exit(pid_t pid, int timeout_ms)
+{
+	int status;
+
+	if (pid <= 0)
+		return -1;
+	if (wait_pid(pid, timeout_ms, &status))
+		return exit_code(status);
+	kill(pid, SIGKILL);
+	(void)waitpid(pid, &status, 0);
+	return -1;
 }
 
 /* ---- the daemon ---------------------------------------------------- */
@@ -1511,18 +1575,8 @@ spawn(struct tu_daemon *d)
 	parent = getpid();
 	if ((pid = fork()) == -1)
 		tu_die("fork");
-	if (pid == 0) {
-		/* Die with the test, even when an assertion kills it. */
-		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (dup2(nul, STDIN_FILENO) == -1 ||
-		    dup2(fd, STDOUT_FILENO) == -1 ||
-		    dup2(fd, STDERR_FILENO) == -1)
-			_exit(127);
-		execve(argv[0], argv, envp);
-		_exit(127);
-	}
+	if (pid == 0)
+		child_exec(parent, nul, fd, fd, argv, envp);
 	close(fd);
 	close(nul);
 	free(envp);
@@ -1753,6 +1807,258 @@ tu_daemon_free(struct tu_daemon *d)
 	free(d->pub_path);
 	tu_keypair_cleanup(&d->key);
 	free(d);
+}
+
+/* ---- the Wix sandbox ---------------------------------------------- */
+
+#define TU_SANDBOX_READY_MS	10000
+#define TU_SANDBOX_STOP_MS	5000
+#define TU_SANDBOX_HTTP_MS	30000
+#define TU_SANDBOX_MAX_PAGES	200000	/* a walk that goes on is a loop */
+#define TU_SANDBOX_LISTENING	"wix-sandbox listening on 127.0.0.1:"
+
+char *
+tu_sandbox_binary(void)
+{
+	const char *env = getenv("RS_SANDBOX"), *bin = tu_binary();
+	const char *slash = strrchr(bin, '/');
+
+	if (env != NULL && *env != '\0')
+		return xstrdup(env);
+	if (slash == NULL)
+		return xstrdup("./tests/sandbox/wix-sandbox");
+	return xasprintf("%.*s/tests/sandbox/wix-sandbox",
+	    (int)(slash - bin), bin);
+}
+
+/* The port of the sandbox's "listening" line in its log, or 0. */
+static int
+sandbox_port(const char *log_path)
+{
+	char *text = tu_read_file(log_path, NULL), *p;
+	long port = 0;
+
+	p = text != NULL ? strstr(text, TU_SANDBOX_LISTENING) : NULL;
+	if (p != NULL && strchr(p, '\n') != NULL)
+		port = strtol(p + strlen(TU_SANDBOX_LISTENING), NULL, 10);
+	free(text);
+	return port > 0 && port < 65536 ? (int)port : 0;
+}
+
+bool
+tu_sandbox_start(struct tu_sandbox *sb, const char *dir, int seed,
+    const char *instances, const char *const *extra)
+{
+	char *argv[64], seeds[24], *log;
+	int64_t deadline;
+	int n = 0, status;
+	size_t i;
+
+	memset(sb, 0, sizeof(*sb));
+	sb->log_path = xasprintf("%s/sandbox.log", dir);
+	snprintf(seeds, sizeof(seeds), "%d", seed);
+	argv[n++] = tu_sandbox_binary();
+	argv[n++] = (char *)"--listen";
+	argv[n++] = (char *)"127.0.0.1:0";
+	argv[n++] = (char *)"--seed";
+	argv[n++] = seeds;
+	argv[n++] = (char *)"--instances";
+	argv[n++] = (char *)(uintptr_t)instances;
+	argv[n++] = (char *)"--max-seconds";
+	argv[n++] = (char *)"300";
+	for (i = 0; extra != NULL && extra[i] != NULL && n < 63; i++)
+		argv[n++] = (char *)(uintptr_t)extra[i];
+	argv[n] = NULL;
+	sb->pid = tu_spawn(argv, sb->log_path, NULL);
+	free(argv[0]);
+	deadline = clock_mono_ms() + TU_SANDBOX_READY_MS;
+	while (sb->pid > 0 && (sb->port = sandbox_port(sb->log_path)) == 0 &&
+	    clock_mono_ms() < deadline) {
+		if (waitpid(sb->pid, &status, WNOHANG) == sb->pid) {
+			sb->pid = 0;	/* it gave up: reaped */
+			break;
+		}
+		tu_sleep_ms(10);
+	}
+	if (sb->port == 0) {
+		log = tu_read_file(sb->log_path, NULL);
+		fprintf(stderr, "testutil: the sandbox did not start; its "
+		    "log %s:\n%s\n", sb->log_path, log != NULL ? log : "");
+		free(log);
+		tu_sandbox_stop(sb);
+		return false;
+	}
+	sb->base = xasprintf("http://127.0.0.1:%d", sb->port);
+	return true;
+}
+
+void
+tu_sandbox_stop(struct tu_sandbox *sb)
+{
+	if (sb->pid > 0) {
+		kill(sb->pid, SIGTERM);
+		if (tu_wait_exit(sb->pid, TU_SANDBOX_STOP_MS) == -1)
+			fprintf(stderr, "testutil: sandbox: killed\n");
+	}
+	free(sb->log_path);
+	free(sb->base);
+	memset(sb, 0, sizeof(*sb));
+}
+
+int
+tu_sandbox_request(const struct tu_sandbox *sb, const char *method,
+    const char *path, const char *auth, const char *body,
+    struct tu_http_resp *resp)
+{
+	char *req, *ah;
+	int st;
+
+	ah = auth != NULL ? xasprintf("Authorization: %s\r\n", auth) :
+	    xstrdup("");
+	req = xasprintf("%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+	    "Content-Type: application/json\r\n%sContent-Length: %zu\r\n"
+	    "Connection: close\r\n\r\n%s", method, path, sb->port, ah,
+	    body != NULL ? strlen(body) : 0, body != NULL ? body : "");
+	st = tu_http_raw(sb->port, req, strlen(req), TU_SANDBOX_HTTP_MS,
+	    resp);
+	free(req);
+	free(ah);
+	return st;
+}
+
+bool
+tu_sandbox_control(const struct tu_sandbox *sb, const char *path,
+    const char *json)
+{
+	struct tu_http_resp resp;
+	int st;
+
+	memset(&resp, 0, sizeof(resp));
+	st = tu_sandbox_request(sb, "POST", path, NULL, json, &resp);
+	if (st != 200)
+		fprintf(stderr, "testutil: sandbox POST %s %s: HTTP %d %s\n",
+		    path, json, st, resp.body != NULL ? resp.body : "");
+	tu_http_resp_cleanup(&resp);
+	return st == 200;
+}
+
+char *
+tu_sandbox_token(const struct tu_sandbox *sb, const char *instance)
+{
+	struct tu_http_resp resp;
+	const cJSON *t;
+	cJSON *o = NULL;
+	char *body, *tok = NULL;
+	int st;
+
+	memset(&resp, 0, sizeof(resp));
+	body = xasprintf("{\"grant_type\":\"client_credentials\","
+	    "\"client_id\":\"" TU_SANDBOX_APP_ID "\",\"client_secret\":\""
+	    TU_SANDBOX_APP_SECRET "\",\"instance_id\":\"%s\"}", instance);
+	st = tu_sandbox_request(sb, "POST", "/oauth2/token", NULL, body,
+	    &resp);
+	if (st == 200 && (o = cJSON_Parse(resp.body)) != NULL &&
+	    cJSON_IsString(t = cJSON_GetObjectItemCaseSensitive(o,
+	    "access_token")))
+		tok = xstrdup(t->valuestring);
+	else
+		fprintf(stderr, "testutil: sandbox token for %s: HTTP %d %s\n",
+		    instance, st, resp.body != NULL ? resp.body : "");
+	cJSON_Delete(o);
+	tu_http_resp_cleanup(&resp);
+	free(body);
+	return tok;
+}
+
+/* One Query Refunds page: its refunds moved to all, and *cursor set to
+ * the next page's cursor (NULL: the last page).  false on an error. */
+static bool
+sandbox_page(const struct tu_sandbox *sb, const char *tok, int limit,
+    char **cursor, cJSON *all)
+{
+	struct tu_http_resp resp;
+	cJSON *o = NULL, *arr, *r;
+	const cJSON *pm, *hn, *next;
+	char *body;
+	bool ok = false;
+	int st;
+
+	if (*cursor == NULL)
+		body = xasprintf("{\"query\":{\"sort\":[{\"fieldName\":"
+		    "\"createdDate\",\"order\":\"ASC\"}],"
+		    "\"cursorPaging\":{\"limit\":%d}}}", limit);
+	else
+		body = xasprintf("{\"query\":{\"cursorPaging\":"
+		    "{\"limit\":%d,\"cursor\":\"%s\"}}}", limit, *cursor);
+	free(*cursor);
+	*cursor = NULL;
+	memset(&resp, 0, sizeof(resp));
+	st = tu_sandbox_request(sb, "POST",
+	    "/payments/refunds/v1/refunds/query", tok, body, &resp);
+	if (st != 200 || (o = cJSON_Parse(resp.body)) == NULL ||
+	    !cJSON_IsArray(arr = cJSON_GetObjectItemCaseSensitive(o,
+	    "refunds"))) {
+		fprintf(stderr, "testutil: Query Refunds: HTTP %d %.300s\n",
+		    st, resp.body != NULL ? resp.body : "");
+		goto out;
+	}
+	while ((r = cJSON_DetachItemFromArray(arr, 0)) != NULL)
+		cJSON_AddItemToArray(all, r);
+	pm = cJSON_GetObjectItemCaseSensitive(o, "pagingMetadata");
+	hn = cJSON_GetObjectItemCaseSensitive(pm, "hasNext");
+	next = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(pm, "cursors"), "next");
+	if (cJSON_IsTrue(hn) && cJSON_IsString(next))
+		*cursor = xstrdup(next->valuestring);
+	ok = true;
+out:
+	cJSON_Delete(o);
+	tu_http_resp_cleanup(&resp);
+	free(body);
+	return ok;
+}
+
+cJSON *
+tu_sandbox_refunds(const struct tu_sandbox *sb, const char *instance,
+    int limit)
+{
+	cJSON *all = cJSON_CreateArray();
+	char *tok, *cursor = NULL;
+	int pages = 0;
+
+	if ((tok = tu_sandbox_token(sb, instance)) == NULL)
+		goto fail;
+	do {
+		if (++pages > TU_SANDBOX_MAX_PAGES) {
+			fprintf(stderr, "testutil: Query Refunds of %s: more "
+			    "than %d pages\n", instance,
+			    TU_SANDBOX_MAX_PAGES);
+			goto fail;
+		}
+		if (!sandbox_page(sb, tok, limit, &cursor, all))
+			goto fail;
+	} while (cursor != NULL);
+	free(tok);
+	return all;
+fail:
+	free(cursor);
+	free(tok);
+	cJSON_Delete(all);
+	return NULL;
+}
+
+char *
+tu_sandbox_wix_keys(const struct tu_sandbox *sb, const char *dir)
+{
+	char *secret, *keys = NULL;
+
+	secret = xasprintf("%s/app-secret", dir);
+	if (tu_write_file(secret, TU_SANDBOX_APP_SECRET "\n", true))
+		keys = xasprintf("app_id = " TU_SANDBOX_APP_ID "\n"
+		    "app_secret_file = %s\napi_base = %s\n", secret,
+		    sb->base);
+	free(secret);
+	return keys;
 }
 
 /* ---- the store ----------------------------------------------------- */

@@ -1,14 +1,16 @@
 /*
  * testutil.h: shared helpers for the tests and for tests/tools/wix-sign.
  *
- * Four parts: JWT material (RSA keys, base64url, signing any header and
+ * Five parts: JWT material (RSA keys, base64url, signing any header and
  * payload bytes with RS256/RS512/PS256/ES256/HS256, so tests can build
  * hostile tokens); builders for the three nested Wix layers (WIX.md §1)
- * and the refund entity; a raw HTTP/1.1 client on plain TCP sockets; and
- * a harness that runs the real daemon ($RS_BINARY) in a temporary
- * directory.  The library links OpenSSL, sqlite3 and cJSON but not check,
- * so it never asserts: functions report failure through their result and
- * print the reason on stderr.
+ * and the refund entity; a raw HTTP/1.1 client on plain TCP sockets; a
+ * harness that runs the real daemon ($RS_BINARY) in a temporary
+ * directory; and one that runs the Wix sandbox (tests/sandbox) on
+ * loopback, with its control API and a Query Refunds walk.  The library
+ * links OpenSSL, sqlite3 and cJSON but not check, so it never asserts:
+ * functions report failure through their result and print the reason on
+ * stderr.
  *
  * Every wait is bounded: connects, reads, process waits and log polls all
  * take a timeout, so a broken daemon fails a test instead of hanging it.
@@ -365,6 +367,97 @@ char	*tu_sqlf(const struct tu_daemon *d, const char *fmt, ...)
 /* The first cell as an integer; def if NULL or not a number. */
 int64_t	tu_sql_int(const struct tu_daemon *d, int64_t def,
 	    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- child processes ------------------------------------------------ */
+
+/*
+ * Fork and exec argv (argv[0] is a path) with stdin /dev/null, stdout
+ * appended to out_path and stderr to err_path (NULL: out_path too).  The
+ * child dies with the test process (PR_SET_PDEATHSIG).  Returns its pid,
+ * or -1 (with a message on stderr) if a file cannot be opened or fork
+ * fails.  Reap it with tu_wait_exit().
+ */
+pid_t	tu_spawn(char *const argv[], const char *out_path,
+	    const char *err_path);
+
+/*
+ * Wait up to timeout_ms for the child pid.  Returns its exit status,
+ * 128 + signal if a signal ended it, or -1 if it was still running at the
+ * deadline (it is then killed with SIGKILL and reaped).
+ */
+int	tu_wait_exit(pid_t pid, int timeout_ms);
+
+/* ---- the Wix sandbox (tests/sandbox/wix-sandbox) ------------------- */
+
+/* The sandbox's default app credentials. */
+#define TU_SANDBOX_APP_ID	"sandbox-app"
+#define TU_SANDBOX_APP_SECRET	"sandbox-secret"
+
+/* A running sandbox.  Strings are owned; tu_sandbox_stop() frees them. */
+struct tu_sandbox {
+	pid_t	 pid;		/* 0 when not running */
+	int	 port;		/* on 127.0.0.1 */
+	char	*log_path;	/* its stdout and stderr: DIR/sandbox.log */
+	char	*base;		/* "http://127.0.0.1:PORT" */
+};
+
+/* The sandbox binary: $RS_SANDBOX, else tests/sandbox/wix-sandbox next
+ * to $RS_BINARY.  Caller frees. */
+char	*tu_sandbox_binary(void);
+
+/*
+ * Start a sandbox on 127.0.0.1:0 with seed refunds for each of instances
+ * (a comma list), --max-seconds 300 (it exits by itself, so a test
+ * cannot leak it), plus the NULL-terminated extra arguments (NULL: none;
+ * e.g. "--rate-limit", "10"), logging to dir/sandbox.log.  Waits up to
+ * 10 s for its "listening" line.  Returns true with sb filled in; false
+ * (sb zeroed, the log on stderr) if it did not start.
+ */
+bool	tu_sandbox_start(struct tu_sandbox *sb, const char *dir, int seed,
+	    const char *instances, const char *const *extra);
+
+/* SIGTERM, wait up to 5 s (then SIGKILL), and free sb's strings.  A
+ * zeroed sb is fine. */
+void	tu_sandbox_stop(struct tu_sandbox *sb);
+
+/*
+ * One request to the sandbox: method path with a JSON body (NULL: none)
+ * and "Authorization: auth" (NULL: none); 30 s timeout.  Returns the
+ * status, or -1 if there was no answer.  resp may be NULL.
+ */
+int	tu_sandbox_request(const struct tu_sandbox *sb, const char *method,
+	    const char *path, const char *auth, const char *body,
+	    struct tu_http_resp *resp /* OUT, may be NULL */);
+
+/*
+ * POST json to a control path (/_sandbox/faults, /_sandbox/refunds,
+ * ...).  true if it answered 200; otherwise false, with the status and
+ * body on stderr.
+ */
+bool	tu_sandbox_control(const struct tu_sandbox *sb, const char *path,
+	    const char *json);
+
+/* An access token for instance from the sandbox's token endpoint, with
+ * the default credentials.  Caller frees; NULL (stderr says why) on
+ * failure. */
+char	*tu_sandbox_token(const struct tu_sandbox *sb, const char *instance);
+
+/*
+ * Every refund of instance as Wix returns them, walking Query Refunds
+ * with a token of its own (one token request, then pages of limit
+ * refunds, createdDate ascending).  Returns a cJSON array of the refund
+ * objects (caller frees with cJSON_Delete()), or NULL (stderr says why)
+ * if a request failed or the paging did not end.
+ */
+struct cJSON *tu_sandbox_refunds(const struct tu_sandbox *sb,
+	    const char *instance, int limit);
+
+/*
+ * Write dir/app-secret (mode 0600) and return the [wix] keys that use
+ * the sandbox with it: "app_id = ...\napp_secret_file = ...\napi_base =
+ * ...\n".  Caller frees; NULL if the file cannot be written.
+ */
+char	*tu_sandbox_wix_keys(const struct tu_sandbox *sb, const char *dir);
 
 /* ---- misc ---------------------------------------------------------- */
 

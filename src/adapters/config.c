@@ -185,6 +185,11 @@ static const struct config_row rows[] = {
 	    "refunds asked for per Query Refunds page"),
 	ROW_INT("backfill", "requests_per_minute", requests_per_minute, 1,
 	    100000, "200", "Wix allows 200 per minute per instance"),
+
+	ROW_INT("reconcile", "interval", reconcile_interval, 0, 31622400, "0",
+	    "seconds between the daemon's reconcile runs; 0 = off"),
+	ROW_BOOL("reconcile", "heal", reconcile_heal, "no",
+	    "let those runs make the safe repairs"),
 };
 
 #define NROWS	nitems(rows)
@@ -271,6 +276,7 @@ static const struct section_kind section_kinds[] = {
 	{ "store", false, NULL },
 	{ "wix", false, NULL },
 	{ "backfill", false, NULL },
+	{ "reconcile", false, NULL },
 	{ "exporter", true, section_exporter },
 };
 
@@ -563,7 +569,7 @@ row_set(struct config *cfg, const struct config_row *row, const char *v)
 	static const char *const yes[] = { "yes", "true", "on", "1" };
 	static const char *const no[] = { "no", "false", "off", "0" };
 	const char *why;
-	char *q, *r, *s;
+	char *q, *r, *s = NULL;
 	int64_t n;
 	size_t i;
 
@@ -931,7 +937,7 @@ config_reader(char *str, int num, void *arg)
 		line[--n] = '\0';
 
 	s = line;
-	if (p->lineno == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+	if (p->lineno == 1 && n >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
 		s += 3;
 	while (*s == ' ' || *s == '\t')
 		s++;

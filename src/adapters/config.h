@@ -102,6 +102,10 @@ struct config {
 	int64_t	 page_size;
 	int64_t	 requests_per_minute;
 
+	/* [reconcile] (the daemon's periodic job) */
+	int64_t	 reconcile_interval;	/* seconds; 0 = off */
+	bool	 reconcile_heal;
+
 	/* [exporter NAME] sections, in file order; names are unique. */
 	struct config_exporter *exporters;
 	size_t	 nexporters;

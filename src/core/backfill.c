@@ -192,6 +192,11 @@ struct bf_run {
 	int64_t			 refunds;
 	int64_t			 run_pages;
 	int64_t			 applied;
+	/* A walk (backfill_walk()) hands pages to these instead of
+	 * storing them; st is NULL then. */
+	backfill_page_fn	 page_fn;
+	backfill_restart_fn	 restart_fn;
+	void			*walk_arg;
 };
 
 static bool
@@ -362,7 +367,8 @@ bf_fetch(struct bf_run *r, struct wixapi_page *page, char **why)
 			    rc == RS_ERR_INPUT ? "malformed page, " :
 			    rc == RS_ERR_TOOBIG ? "oversized page, " : "",
 			    what, (long long)bf_backoff(r, n));
-			log_warnx("backfill %s: page %lld: %s", r->id,
+			log_warnx("%s %s: page %lld: %s", r->page_fn != NULL ?
+			    "query refunds" : "backfill", r->id,
 			    (long long)r->pages + 1, note);
 			bf_progress(r, false, note);
 			free(note);
@@ -441,6 +447,19 @@ bf_commit(struct bf_run *r, const struct wixapi_page *p, char **why)
 	size_t applied = 0;
 	int n;
 
+	if (r->page_fn != NULL) {
+		if ((rc = r->page_fn(r->walk_arg, p)) != RS_OK) {
+			if (rc != RS_ERR_STOPPING)
+				*why = xasprintf("page %lld: %s",
+				    (long long)r->pages + 1,
+				    rs_strstatus(rc));
+			return rc;
+		}
+		r->pages++;
+		r->run_pages++;
+		r->refunds += (int64_t)p->n;
+		return RS_OK;
+	}
 	for (n = 1;; n++) {
 		rc = store_backfill_page(r->st, r->id, p->refunds, p->n, next,
 		    &applied);
@@ -508,8 +527,14 @@ bf_reset(struct bf_run *r, const char *what, char **why)
 
 	note = xasprintf("Wix rejected the cursor (%s): starting again from "
 	    "the first page", what);
-	log_warnx("backfill %s: %s", r->id, note);
-	rc = bf_store_op(r, 1, false, note);
+	log_warnx("%s %s: %s", r->page_fn != NULL ? "query refunds" :
+	    "backfill", r->id, note);
+	if (r->page_fn != NULL) {
+		if (r->restart_fn != NULL)
+			r->restart_fn(r->walk_arg);
+		rc = RS_OK;
+	} else
+		rc = bf_store_op(r, 1, false, note);
 	if (rc == RS_OK) {
 		free(r->cursor);
 		r->cursor = NULL;
@@ -606,6 +631,25 @@ bf_loop(struct bf_run *r, char **why)
 	}
 }
 
+/* Fill r's tuning from opt, as a run and a walk both do. */
+static void
+bf_tune(struct bf_run *r, const struct backfill_options *opt)
+{
+	r->opt = opt;
+	r->page_size = opt->page_size > 0 && opt->page_size <= 100 ?
+	    opt->page_size : BF_DEF_PAGE_SIZE;
+	r->attempts = opt->page_attempts > 0 ? opt->page_attempts :
+	    BF_DEF_ATTEMPTS;
+	r->max_restarts = opt->max_restarts > 0 ? opt->max_restarts :
+	    BF_DEF_RESTARTS;
+	r->base_ms = opt->retry_base_ms > 0 ? opt->retry_base_ms :
+	    BF_DEF_BASE_MS;
+	r->max_ms = opt->retry_max_ms > 0 ? opt->retry_max_ms : BF_DEF_MAX_MS;
+	if (r->max_ms < r->base_ms)
+		r->max_ms = r->base_ms;
+	r->t0 = clock_mono_ms();
+}
+
 enum rs_status
 backfill_run(struct store *st, struct wixapi *w, const char *instance_id,
     const struct backfill_options *opt, char **why)
@@ -628,19 +672,7 @@ backfill_run(struct store *st, struct wixapi *w, const char *instance_id,
 	r.st = st;
 	r.w = w;
 	r.id = instance_id;
-	r.opt = opt;
-	r.page_size = opt->page_size > 0 && opt->page_size <= 100 ?
-	    opt->page_size : BF_DEF_PAGE_SIZE;
-	r.attempts = opt->page_attempts > 0 ? opt->page_attempts :
-	    BF_DEF_ATTEMPTS;
-	r.max_restarts = opt->max_restarts > 0 ? opt->max_restarts :
-	    BF_DEF_RESTARTS;
-	r.base_ms = opt->retry_base_ms > 0 ? opt->retry_base_ms :
-	    BF_DEF_BASE_MS;
-	r.max_ms = opt->retry_max_ms > 0 ? opt->retry_max_ms : BF_DEF_MAX_MS;
-	if (r.max_ms < r.base_ms)
-		r.max_ms = r.base_ms;
-	r.t0 = clock_mono_ms();
+	bf_tune(&r, opt);
 	r.label = bf_label(instance_id);
 
 	if ((rc = bf_store_op(&r, 0, opt->restart, NULL)) != RS_OK) {
@@ -713,6 +745,43 @@ out:
 	return rc;
 }
 
+enum rs_status
+backfill_walk(struct wixapi *w, const char *instance_id,
+    const struct backfill_options *opt, backfill_page_fn page,
+    backfill_restart_fn restart, void *arg, char **why)
+{
+	static const struct backfill_options defaults;
+	struct bf_run r;
+	enum rs_status rc;
+	char *err = NULL;
+
+	*why = NULL;
+	if (instance_id == NULL || *instance_id == '\0' || page == NULL) {
+		*why = xstrdup(page == NULL ? "no page callback" :
+		    "no instance id");
+		return RS_ERR_INPUT;
+	}
+	memset(&r, 0, sizeof(r));
+	r.w = w;
+	r.id = instance_id;
+	bf_tune(&r, opt != NULL ? opt : &defaults);
+	r.page_fn = page;
+	r.restart_fn = restart;
+	r.walk_arg = arg;
+	rc = bf_loop(&r, &err);
+	if (rc == RS_OK)
+		bf_progress(&r, true, NULL);
+	else if (rc == RS_ERR_STOPPING && err == NULL)
+		err = xasprintf("stopped after page %lld", (long long)r.pages);
+	else if (err == NULL)
+		err = xstrdup(rs_strstatus(rc));
+	*why = err;
+	free(r.cursor);
+	free(r.prev_last);
+	cs_clear(&r.seen);
+	return rc;
+}
+
 /* ---- credentials -------------------------------------------------------- */
 
 enum rs_status
@@ -720,7 +789,7 @@ backfill_wixapi_new(const struct config *cfg, struct wixapi **out,
     char **why)
 {
 	struct wixapi_options opt;
-	char *secret = NULL, *rwhy = NULL, *cwhy = NULL;
+	char *secret = NULL, *rwhy = NULL, *cwhy = NULL, *bpath;
 	const char *key, *file;
 	enum rs_status rc;
 	bool oauth;
@@ -758,8 +827,13 @@ backfill_wixapi_new(const struct config *cfg, struct wixapi **out,
 		opt.site_id = cfg->site_id;
 	}
 	opt.requests_per_minute = cfg->requests_per_minute;
+	/* One budget per store, so the daemon and every CLI command
+	 * working on it share each instance's requests per minute. */
+	bpath = xasprintf("%s-wixbudget", cfg->store_path);
+	opt.budget_path = bpath;
 	rc = wixapi_new(&opt, out, &cwhy);
 	freezero_str(secret);
+	free(bpath);
 	if (rc != RS_OK) {
 		*why = xasprintf("[wix]: %s", cwhy != NULL ? cwhy :
 		    rs_strstatus(rc));

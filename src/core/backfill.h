@@ -87,6 +87,28 @@ enum rs_status	backfill_run(struct store *st, struct wixapi *w,
 		    char **why /* OUT */);
 
 /*
+ * Walk every page of Query Refunds for instance_id from the first, with
+ * what a backfill run does around each page (fetch retries with backoff,
+ * the loop checks, starting again when Wix rejects a cursor, the stop
+ * flag and the progress callback of opt; opt->restart is ignored) but
+ * without storing anything: each page goes to page(arg, p), which
+ * borrows p for the call.  When Wix rejects a cursor, restart(arg) (may
+ * be NULL) is called before the first page comes again, so the caller
+ * can forget what the earlier pages gave.  A non-RS_OK return from page
+ * ends the walk and is returned.  Used by reconcile, so its requests
+ * share the instance's budget in w with any backfill of this process.
+ * RS_OK once the last page was handed over; otherwise *why (caller
+ * frees) says why, as for backfill_run().
+ */
+typedef enum rs_status (*backfill_page_fn)(void *arg,
+		    const struct wixapi_page *p);
+typedef void	(*backfill_restart_fn)(void *arg);
+enum rs_status	backfill_walk(struct wixapi *w, const char *instance_id,
+		    const struct backfill_options *opt, backfill_page_fn page,
+		    backfill_restart_fn restart, void *arg,
+		    char **why /* OUT */);
+
+/*
  * A REST client from the [wix] section of cfg: OAuth (app_id and the
  * secret in app_secret_file) or API-key mode (api_key_file and site_id),
  * api_base, and [backfill] requests_per_minute.  The secret file is read

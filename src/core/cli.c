@@ -29,6 +29,7 @@
 #include "core/backfill.h"
 #include "core/cli.h"
 #include "core/export.h"
+#include "core/reconcile.h"
 #include "core/refundcmd.h"
 #include "core/server.h"
 #include "core/statuspage.h"
@@ -50,6 +51,7 @@ static const char usage_text[] =
 "       refundsync export  [-c FILE] status [--json]\n"
 "       refundsync export  [-c FILE] replay --exporter NAME [--from SEQ]\n"
 "       refundsync export  [-c FILE] dead | retry-dead [--exporter NAME]\n"
+"       refundsync reconcile [-c FILE] [--instance ID] [--heal] [--json]\n"
 "       refundsync status  [-c FILE] [--json]\n"
 "       refundsync version\n"
 "\n"
@@ -93,6 +95,7 @@ static const struct option common_opts[] = {
 	{ "restart",	no_argument,		NULL, 'r' },
 	{ "exporter",	required_argument,	NULL, 'e' },
 	{ "from",	required_argument,	NULL, 'f' },
+	{ "heal",	no_argument,		NULL, 'H' },
 	{ "help",	no_argument,		NULL, 'h' },
 	{ NULL, 0, NULL, 0 }
 };
@@ -104,6 +107,7 @@ struct cli_args {
 	const char	*instance;
 	const char	*status;
 	bool		 restart;
+	bool		 heal;		/* --heal */
 	const char	*exporter;	/* --exporter */
 	const char	*from;		/* --from */
 	int		 nargs;		/* positional arguments left */
@@ -152,6 +156,9 @@ parse_args(int argc, char *argv[], const char *allowed, struct cli_args *a)
 			break;
 		case 'r':
 			a->restart = true;
+			break;
+		case 'H':
+			a->heal = true;
 			break;
 		}
 	}
@@ -596,7 +603,7 @@ cli_bf_draw(struct cli_bf *bf, int64_t t0)
 	/* Drawn, then the cursor back at the start of the line, so a log
 	 * line from a worker writes over it rather than after it. */
 	fprintf(stderr, "\r\033[K%s\r", line);
-	fflush(stderr);
+	(void)fflush(stderr);
 }
 
 /* Collects the instances a bare `backfill` runs. */
@@ -763,9 +770,9 @@ cmd_backfill(int argc, char *argv[])
 			/* A second signal: go now.  Every committed page
 			 * stays; the page in flight is asked for again. */
 			log_info("backfill: second signal: exiting now");
-			signal(sig, SIG_DFL);
+			(void)signal(sig, SIG_DFL);
 			pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-			raise(sig);
+			(void)raise(sig);
 		}
 		log_info("backfill: %s: stopping at the next page boundary "
 		    "(again to exit now)", sig == SIGINT ? "SIGINT" :
@@ -813,6 +820,87 @@ out:
 	free(list.ids);
 	free(why);
 	wixapi_free(bf.w);
+	config_free(cfg);
+	return status;
+}
+
+/*
+ * `refundsync reconcile [-c FILE] [--instance ID] [--heal] [--json]`: the
+ * work is in core/reconcile.c.  0: everything matches; 4: drift found
+ * (healed or not); 1: an instance could not be reconciled (Wix or the
+ * store failed) or the run was interrupted; 2: usage or config.
+ */
+static int
+cmd_reconcile(int argc, char *argv[])
+{
+	struct cli_args a;
+	struct config *cfg = NULL;
+	struct store *st = NULL;
+	struct store_options so;
+	struct wixapi *w = NULL;
+	struct reconcile_options opt;
+	struct reconcile_report *rep = NULL;
+	const char *outcome;
+	char *why = NULL;
+	int status = CLI_EXIT_FAILURE, r;
+
+	if ((r = parse_args(argc, argv, "cvijH", &a)) != 0)
+		return r;
+	if (a.nargs != 0)
+		return usage("reconcile takes no arguments");
+	if (a.instance != NULL && a.instance[0] == '\0')
+		return usage("reconcile: --instance needs an instance id");
+	log_setverbose(a.verbose);
+	if ((cfg = load_config(a.config)) == NULL)
+		return CLI_EXIT_USAGE;
+	switch (backfill_wixapi_new(cfg, &w, &why)) {
+	case RS_OK:
+		break;
+	case RS_ERR_NOTFOUND:
+		fprintf(stderr, "refundsync: reconcile: no Wix credentials in "
+		    "%s: set [wix] app_id and app_secret_file, or api_key_file "
+		    "and site_id\n", cfg->path);
+		status = CLI_EXIT_USAGE;
+		goto out;
+	default:
+		fprintf(stderr, "refundsync: reconcile: %s\n", why);
+		status = CLI_EXIT_USAGE;
+		goto out;
+	}
+	memset(&so, 0, sizeof(so));
+	so.busy_timeout_ms = (int)cfg->busy_timeout_ms;
+	free(why);
+	why = NULL;
+	if (store_open(cfg->store_path, &so, &st, &why) != RS_OK) {
+		fprintf(stderr, "refundsync: reconcile: store %s: %s\n",
+		    cfg->store_path, why != NULL ? why : "cannot open");
+		goto out;
+	}
+	memset(&opt, 0, sizeof(opt));
+	opt.instance_id = a.instance;
+	opt.heal = a.heal;
+	opt.progress = !a.json && isatty(STDERR_FILENO) == 1;
+	if (reconcile_run(cfg, st, w, &opt, &rep, &why) != RS_OK) {
+		fprintf(stderr, "refundsync: reconcile: %s\n", why != NULL ?
+		    why : "failed");
+		goto out;
+	}
+	if (a.json)
+		reconcile_report_json(rep, stdout);
+	else
+		reconcile_report_print(rep, stdout);
+	outcome = reconcile_report_outcome(rep);
+	if (strcmp(outcome, "failed") == 0)
+		status = CLI_EXIT_FAILURE;
+	else if (strcmp(outcome, "drift") == 0)
+		status = RECONCILE_EXIT_DRIFT;
+	else
+		status = CLI_EXIT_OK;
+out:
+	reconcile_report_free(rep);
+	store_close(st);
+	wixapi_free(w);
+	free(why);
 	config_free(cfg);
 	return status;
 }
@@ -941,6 +1029,7 @@ static const struct {
 	{ "refunds",	cmd_refunds },
 	{ "refund",	cmd_refund },
 	{ "backfill",	cmd_backfill },
+	{ "reconcile",	cmd_reconcile },
 	{ "status",	cmd_status },
 	{ "version",	cmd_version },
 };

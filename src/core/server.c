@@ -35,6 +35,7 @@
 #include "core/backfill.h"
 #include "core/export.h"
 #include "core/ingest.h"
+#include "core/reconcile.h"
 #include "core/server.h"
 #include "core/statuspage.h"
 #include "domain/event.h"
@@ -69,6 +70,10 @@ struct server {
 	struct httpd_route	 admin_routes[3];
 	struct wixapi		*wix;		/* or NULL */
 	struct backfiller	*bf;		/* NULL: backfill is off */
+	struct reconciler	*rec;		/* NULL: periodic reconcile off */
+	bool			 rec_running;	/* its thread outlived a stop */
+	char			*store_path;	/* owned: for /metrics */
+	int			 busy_ms;
 	struct export_engine	*exp;		/* the exporters' workers */
 	struct statuspage	*status;	/* GET /status */
 };
@@ -302,8 +307,20 @@ on_readyz(void *arg, struct httpd_request *req)
 static void
 on_metrics(void *arg, struct httpd_request *req)
 {
+	struct server *srv = arg;
+	struct store_options so;
+	struct store *st = NULL;
+	char *why = NULL;
 	struct buf b;
 
+	/* Repairs by reconcile, whichever process made them. */
+	memset(&so, 0, sizeof(so));
+	so.busy_timeout_ms = srv->busy_ms;
+	so.readonly = true;
+	if (store_open(srv->store_path, &so, &st, &why) == RS_OK)
+		reconcile_metrics_refresh(st);
+	store_close(st);
+	free(why);
 	buf_init(&b, 16 * 1024 * 1024);
 	metrics_render(&b);
 	httpd_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8",
@@ -418,6 +435,9 @@ reload_warn_restart(const struct config *o, const struct config *n)
 		{ "[backfill] page_size", o->page_size != n->page_size },
 		{ "[backfill] requests_per_minute",
 		    o->requests_per_minute != n->requests_per_minute },
+		{ "[reconcile] interval",
+		    o->reconcile_interval != n->reconcile_interval },
+		{ "[reconcile] heal", o->reconcile_heal != n->reconcile_heal },
 		{ "[exporter NAME] sections", !config_exporters_equal(o, n) },
 	};
 
@@ -487,6 +507,10 @@ backfill_start(struct server *srv, struct store *st)
 
 	rc = backfill_wixapi_new(cfg, &srv->wix, &why);
 	if (rc == RS_ERR_NOTFOUND) {
+		if (cfg->reconcile_interval > 0)
+			log_warnx("reconcile: [reconcile] interval is set but "
+			    "no Wix credentials are configured: the periodic "
+			    "reconcile is off");
 		log_info("backfill is off: no Wix credentials are configured "
 		    "([wix] app_id and app_secret_file, or api_key_file and "
 		    "site_id); AppInstalled only records the instance");
@@ -500,6 +524,9 @@ backfill_start(struct server *srv, struct store *st)
 	srv->bf = backfiller_start(cfg, srv->wix, NULL);
 	n = backfiller_kick_startup(srv->bf, cfg, st, cfg->on_install);
 	log_info("backfill on: %zu instances to backfill or resume", n);
+	/* Shares the REST client, so its requests come out of the same
+	 * per-instance budget as the backfills'. */
+	srv->rec = reconciler_start(cfg, srv->wix);
 	return RS_OK;
 }
 
@@ -509,7 +536,12 @@ backfill_start(struct server *srv, struct store *st)
 static void
 backfill_free(struct server *srv)
 {
-	if (backfiller_free(srv->bf))
+	if (srv->rec != NULL)
+		srv->rec_running = !reconciler_stop(srv->rec,
+		    SERVER_BACKFILL_WAIT_MS);
+	srv->rec = NULL;
+	/* A reconcile still inside a Wix call uses the client too. */
+	if (backfiller_free(srv->bf) && !srv->rec_running)
 		wixapi_free(srv->wix);
 	srv->bf = NULL;
 	srv->wix = NULL;
@@ -534,6 +566,11 @@ server_drain(struct server *srv)
 	/* Backfills stop at a page boundary, with their cursors committed;
 	 * kicks from ingest are ignored from here on. */
 	(void)backfiller_stop(srv->bf, SERVER_BACKFILL_WAIT_MS);
+	/* A reconcile run stops between two pages. */
+	if (srv->rec != NULL)
+		srv->rec_running = !reconciler_stop(srv->rec,
+		    SERVER_BACKFILL_WAIT_MS);
+	srv->rec = NULL;
 	/* Exporters stop at a record boundary: a batch in flight is
 	 * delivered and recorded first. */
 	export_engine_halt(srv->exp);
@@ -596,7 +633,7 @@ server_run(struct config *cfg)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	(void)signal(SIGPIPE, SIG_IGN);
 
 	if (load_keys(cfg, &keys, &why) != RS_OK) {
 		log_warnx("cannot start: %s", why);
@@ -651,6 +688,9 @@ server_run(struct config *cfg)
 	    "metrics", on_metrics, &srv };
 	srv.status = statuspage_new(cfg->store_path,
 	    (int)cfg->busy_timeout_ms);
+	srv.store_path = xstrdup(cfg->store_path);
+	srv.busy_ms = (int)cfg->busy_timeout_ms;
+	reconcile_metrics_refresh(NULL);
 	srv.admin_routes[2] = (struct httpd_route){ "GET", "/status",
 	    "status", statuspage_http, srv.status };
 	if (start_listener(&srv, "public", cfg->listen, srv.pub_routes, 2,
@@ -702,6 +742,7 @@ out:
 	httpd_stop(srv.pub);
 	httpd_stop(srv.admin);
 	statuspage_free(srv.status);
+	free(srv.store_path);
 	runtime_release(srv.rt);
 	free(srv.webhook_path);
 	pthread_mutex_destroy(&srv.rt_mtx);

@@ -18,17 +18,12 @@
  * zero 429 from a sandbox limiting at 10 too.  The whole file runs in
  * one to two minutes under the sanitizers; each test has 90 s.
  */
-#include <sys/prctl.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -39,193 +34,41 @@
 
 #include "../testutil.h"
 
-#define APP_ID		"sandbox-app"
-#define APP_SECRET	"sandbox-secret"
+#define APP_ID		TU_SANDBOX_APP_ID
+#define APP_SECRET	TU_SANDBOX_APP_SECRET
 #define CLI_MS		60000	/* a `backfill` command's limit */
 
-/* ---- processes -------------------------------------------------------- */
-
-/* Fork and exec argv with stdout and stderr appended to out_path.
- * Returns the pid. */
-static pid_t
-spawn_to(char *const argv[], const char *out_path)
-{
-	pid_t pid, parent = getpid();
-	int fd, nul;
-
-	fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_ge(nul, 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (dup2(nul, STDIN_FILENO) == -1 ||
-		    dup2(fd, STDOUT_FILENO) == -1 ||
-		    dup2(fd, STDERR_FILENO) == -1)
-			_exit(127);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(fd);
-	close(nul);
-	return pid;
-}
-
-/* Wait up to ms for pid; its exit status, 128 + signal, or -1 (then it
- * is killed). */
-static int
-wait_exit(pid_t pid, int ms)
-{
-	int64_t end = clock_mono_ms() + ms;
-	int status;
-
-	for (;;) {
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			if (WIFEXITED(status))
-				return WEXITSTATUS(status);
-			return WIFSIGNALED(status) ? 128 + WTERMSIG(status) :
-			    -1;
-		}
-		if (clock_mono_ms() >= end) {
-			kill(pid, SIGKILL);
-			(void)waitpid(pid, &status, 0);
-			return -1;
-		}
-		tu_sleep_ms(10);
-	}
-}
-
 /* ---- the sandbox --------------------------------------------------------- */
-
-struct sandbox {
-	pid_t	 pid;
-	int	 port;
-	char	*log_path;	/* its stdout and stderr */
-	char	*base;		/* "http://127.0.0.1:PORT" */
-};
-
-/* The sandbox binary: $RS_SANDBOX, else next to $RS_BINARY. */
-static char *
-sandbox_binary(void)
-{
-	const char *env = getenv("RS_SANDBOX"), *bin = tu_binary();
-	const char *slash = strrchr(bin, '/');
-
-	if (env != NULL && *env != '\0')
-		return xstrdup(env);
-	if (slash == NULL)
-		return xstrdup("./tests/sandbox/wix-sandbox");
-	return xasprintf("%.*s/tests/sandbox/wix-sandbox",
-	    (int)(slash - bin), bin);
-}
 
 /*
  * Start a sandbox with seed refunds per instance for instances (a comma
  * list), rate_limit requests per minute (0: its default), writing into
- * dir.  Waits for its "listening" line.
+ * dir.
  */
 static void
-sandbox_start(struct sandbox *sb, const char *dir, int seed,
+sandbox_start(struct tu_sandbox *sb, const char *dir, int seed,
     const char *instances, int rate_limit)
 {
-	char *argv[12], seeds[16], rates[16], *text, *p, *inst;
-	int64_t end;
-	int n = 0;
+	char rates[16];
+	const char *extra[] = { "--rate-limit", rates, NULL };
 
-	memset(sb, 0, sizeof(*sb));
-	sb->log_path = xasprintf("%s/sandbox.log", dir);
-	snprintf(seeds, sizeof(seeds), "%d", seed);
 	snprintf(rates, sizeof(rates), "%d", rate_limit);
-	argv[n++] = sandbox_binary();
-	argv[n++] = (char *)"--listen";
-	argv[n++] = (char *)"127.0.0.1:0";
-	argv[n++] = (char *)"--seed";
-	argv[n++] = seeds;
-	argv[n++] = (char *)"--instances";
-	inst = xstrdup(instances);
-	argv[n++] = inst;
-	if (rate_limit > 0) {
-		argv[n++] = (char *)"--rate-limit";
-		argv[n++] = rates;
-	}
-	argv[n++] = (char *)"--max-seconds";
-	argv[n++] = (char *)"300";
-	argv[n] = NULL;
-	sb->pid = spawn_to(argv, sb->log_path);
-	free(argv[0]);
-	free(inst);
-	end = clock_mono_ms() + 10000;
-	while (sb->port == 0 && clock_mono_ms() < end) {
-		text = tu_read_file(sb->log_path, NULL);
-		p = text != NULL ? strstr(text,
-		    "wix-sandbox listening on 127.0.0.1:") : NULL;
-		if (p != NULL && strchr(p, '\n') != NULL)
-			sb->port = (int)strtol(p + strlen(
-			    "wix-sandbox listening on 127.0.0.1:"), NULL, 10);
-		free(text);
-		if (sb->port == 0)
-			tu_sleep_ms(10);
-	}
-	ck_assert_msg(sb->port > 0, "the sandbox did not start (see %s)",
-	    sb->log_path);
-	sb->base = xasprintf("http://127.0.0.1:%d", sb->port);
-}
-
-static void
-sandbox_stop(struct sandbox *sb)
-{
-	if (sb->pid > 0) {
-		kill(sb->pid, SIGTERM);
-		if (wait_exit(sb->pid, 5000) == -1)
-			fprintf(stderr, "sandbox: killed\n");
-	}
-	free(sb->log_path);
-	free(sb->base);
-	memset(sb, 0, sizeof(*sb));
-}
-
-/* One request to the sandbox; the status (-1: no answer). */
-static int
-sb_request(const struct sandbox *sb, const char *method, const char *path,
-    const char *auth, const char *body, struct tu_http_resp *resp)
-{
-	char *req, *ah;
-	int st;
-
-	ah = auth != NULL ? xasprintf("Authorization: %s\r\n", auth) :
-	    xstrdup("");
-	req = xasprintf("%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-	    "Content-Type: application/json\r\n%sContent-Length: %zu\r\n"
-	    "Connection: close\r\n\r\n%s", method, path, sb->port, ah,
-	    body != NULL ? strlen(body) : 0, body != NULL ? body : "");
-	st = tu_http_raw(sb->port, req, strlen(req), 30000, resp);
-	free(req);
-	free(ah);
-	return st;
+	ck_assert_msg(tu_sandbox_start(sb, dir, seed, instances,
+	    rate_limit > 0 ? extra : NULL), "the sandbox did not start");
 }
 
 /* Arm a fault (the JSON of POST /_sandbox/faults). */
 static void
-sb_fault(const struct sandbox *sb, const char *json)
+sb_fault(const struct tu_sandbox *sb, const char *json)
 {
-	struct tu_http_resp resp;
-	int st;
-
-	memset(&resp, 0, sizeof(resp));
-	st = sb_request(sb, "POST", "/_sandbox/faults", NULL, json, &resp);
-	ck_assert_msg(st == 200, "fault %s: HTTP %d %s", json, st,
-	    resp.body != NULL ? resp.body : "");
-	tu_http_resp_cleanup(&resp);
+	ck_assert_msg(tu_sandbox_control(sb, "/_sandbox/faults", json),
+	    "fault %s refused", json);
 }
 
 /* Slow every Query Refunds page down by ms (until sb_clear()), so a
  * test can act while a backfill is surely under way. */
 static void
-sb_slow(const struct sandbox *sb, int ms)
+sb_slow(const struct tu_sandbox *sb, int ms)
 {
 	char *json;
 
@@ -237,22 +80,22 @@ sb_slow(const struct sandbox *sb, int ms)
 
 /* Drop every fault. */
 static void
-sb_clear(const struct sandbox *sb)
+sb_clear(const struct tu_sandbox *sb)
 {
-	ck_assert_int_eq(sb_request(sb, "DELETE", "/_sandbox/faults", NULL,
-	    NULL, NULL), 200);
+	ck_assert_int_eq(tu_sandbox_request(sb, "DELETE", "/_sandbox/faults",
+	    NULL, NULL, NULL), 200);
 }
 
 /* The request log (JSON lines).  Caller frees. */
 static char *
-sb_log(const struct sandbox *sb)
+sb_log(const struct tu_sandbox *sb)
 {
 	struct tu_http_resp resp;
 	char *text;
 
 	memset(&resp, 0, sizeof(resp));
-	ck_assert_int_eq(sb_request(sb, "GET", "/_sandbox/log", NULL, NULL,
-	    &resp), 200);
+	ck_assert_int_eq(tu_sandbox_request(sb, "GET", "/_sandbox/log", NULL,
+	    NULL, &resp), 200);
 	text = xstrdup(resp.body != NULL ? resp.body : "");
 	tu_http_resp_cleanup(&resp);
 	return text;
@@ -270,7 +113,7 @@ struct sb_entry {
 /* The log entries for instance (NULL: all) whose path contains part
  * (NULL: any).  *n set; caller frees. */
 static struct sb_entry *
-sb_entries(const struct sandbox *sb, const char *instance, const char *part,
+sb_entries(const struct tu_sandbox *sb, const char *instance, const char *part,
     size_t *n)
 {
 	struct sb_entry *v = NULL;
@@ -314,7 +157,7 @@ sb_entries(const struct sandbox *sb, const char *instance, const char *part,
 
 /* How many log entries for instance have this status (0: any). */
 static size_t
-sb_count(const struct sandbox *sb, const char *instance, const char *part,
+sb_count(const struct tu_sandbox *sb, const char *instance, const char *part,
     int status)
 {
 	struct sb_entry *v;
@@ -330,7 +173,7 @@ sb_count(const struct sandbox *sb, const char *instance, const char *part,
 
 /* How many log entries for instance got the fault named fault. */
 static size_t
-sb_faulted(const struct sandbox *sb, const char *instance, const char *fault)
+sb_faulted(const struct tu_sandbox *sb, const char *instance, const char *fault)
 {
 	struct sb_entry *v;
 	size_t n, i, c = 0;
@@ -341,31 +184,6 @@ sb_faulted(const struct sandbox *sb, const char *instance, const char *fault)
 			c++;
 	free(v);
 	return c;
-}
-
-/* An access token for instance, from the sandbox's token endpoint. */
-static char *
-sb_token(const struct sandbox *sb, const char *instance)
-{
-	struct tu_http_resp resp;
-	const cJSON *t;
-	cJSON *o;
-	char *body, *tok;
-
-	memset(&resp, 0, sizeof(resp));
-	body = xasprintf("{\"grant_type\":\"client_credentials\","
-	    "\"client_id\":\"" APP_ID "\",\"client_secret\":\"" APP_SECRET
-	    "\",\"instance_id\":\"%s\"}", instance);
-	ck_assert_int_eq(sb_request(sb, "POST", "/oauth2/token", NULL, body,
-	    &resp), 200);
-	o = cJSON_Parse(resp.body);
-	t = cJSON_GetObjectItemCaseSensitive(o, "access_token");
-	ck_assert(cJSON_IsString(t));
-	tok = xstrdup(t->valuestring);
-	cJSON_Delete(o);
-	tu_http_resp_cleanup(&resp);
-	free(body);
-	return tok;
 }
 
 static int
@@ -395,57 +213,25 @@ join_sorted(char **ids, size_t n)
 
 /*
  * Every refund id of instance, walking Query Refunds ourselves (100 a
- * page), sorted and joined with ','; *revs (may be NULL) gets "id:rev"
- * likewise.  Do it before arming faults.  Caller frees.
+ * page), sorted and joined with ','.  Do it before arming faults.
+ * Caller frees.
  */
 static char *
-sb_ids(const struct sandbox *sb, const char *instance, size_t *count)
+sb_ids(const struct tu_sandbox *sb, const char *instance, size_t *count)
 {
-	struct tu_http_resp resp;
-	const cJSON *arr, *r, *id, *pm, *next, *hn;
-	char *tok = sb_token(sb, instance), *cursor = NULL, *body;
+	cJSON *all = tu_sandbox_refunds(sb, instance, 100);
+	const cJSON *r, *id;
 	char **ids = NULL;
 	size_t n = 0;
-	int pages = 0;
-	cJSON *o;
-	bool more = true;
 
-	while (more) {
-		ck_assert_int_lt(++pages, 1000);
-		if (cursor == NULL)
-			body = xstrdup("{\"query\":{\"sort\":[{\"fieldName\":"
-			    "\"createdDate\",\"order\":\"ASC\"}],"
-			    "\"cursorPaging\":{\"limit\":100}}}");
-		else
-			body = xasprintf("{\"query\":{\"cursorPaging\":"
-			    "{\"limit\":100,\"cursor\":\"%s\"}}}", cursor);
-		memset(&resp, 0, sizeof(resp));
-		ck_assert_int_eq(sb_request(sb, "POST",
-		    "/payments/refunds/v1/refunds/query", tok, body, &resp),
-		    200);
-		free(body);
-		o = cJSON_Parse(resp.body);
-		ck_assert_ptr_nonnull(o);
-		arr = cJSON_GetObjectItemCaseSensitive(o, "refunds");
-		cJSON_ArrayForEach(r, arr) {
-			id = cJSON_GetObjectItemCaseSensitive(r, "id");
-			ck_assert(cJSON_IsString(id));
-			ids = xreallocarray(ids, n + 1, sizeof(*ids));
-			ids[n++] = xstrdup(id->valuestring);
-		}
-		pm = cJSON_GetObjectItemCaseSensitive(o, "pagingMetadata");
-		hn = cJSON_GetObjectItemCaseSensitive(pm, "hasNext");
-		next = cJSON_GetObjectItemCaseSensitive(
-		    cJSON_GetObjectItemCaseSensitive(pm, "cursors"), "next");
-		free(cursor);
-		cursor = NULL;
-		more = cJSON_IsTrue(hn) && cJSON_IsString(next);
-		if (more)
-			cursor = xstrdup(next->valuestring);
-		cJSON_Delete(o);
-		tu_http_resp_cleanup(&resp);
+	ck_assert_msg(all != NULL, "Query Refunds of %s failed", instance);
+	cJSON_ArrayForEach(r, all) {
+		id = cJSON_GetObjectItemCaseSensitive(r, "id");
+		ck_assert(cJSON_IsString(id));
+		ids = xreallocarray(ids, n + 1, sizeof(*ids));
+		ids[n++] = xstrdup(id->valuestring);
 	}
-	free(tok);
+	cJSON_Delete(all);
 	if (count != NULL)
 		*count = n;
 	return join_sorted(ids, n);
@@ -458,7 +244,7 @@ struct env {
 	char		*conf;
 	char		*db;
 	char		*out;		/* backfill_spawn()'s output */
-	struct sandbox	 sb;
+	struct tu_sandbox sb;
 };
 
 /*
@@ -469,32 +255,31 @@ static void
 env_open(struct env *e, int seed, const char *instances,
     const char *cfg_instances, int page_size, int rpm, int rate_limit)
 {
-	char *secret, *text;
+	char *keys, *text;
 
 	memset(e, 0, sizeof(*e));
 	e->dir = tu_tempdir();
 	e->conf = xasprintf("%s/refundsync.conf", e->dir);
 	e->db = xasprintf("%s/refundsync.db", e->dir);
 	e->out = xasprintf("%s/backfill.out", e->dir);
-	secret = xasprintf("%s/app-secret", e->dir);
-	ck_assert(tu_write_file(secret, APP_SECRET "\n", true));
 	sandbox_start(&e->sb, e->dir, seed, instances, rate_limit);
+	keys = tu_sandbox_wix_keys(&e->sb, e->dir);
+	ck_assert_ptr_nonnull(keys);
 	text = xasprintf("[store]\npath = %s\n[wix]\npublic_key_file = "
-	    "%s/unused.pem\napp_id = " APP_ID "\napp_secret_file = %s\n"
-	    "api_base = %s\n%s%s%s[backfill]\npage_size = %d\n"
-	    "requests_per_minute = %d\n", e->db, e->dir, secret, e->sb.base,
+	    "%s/unused.pem\n%s%s%s%s[backfill]\npage_size = %d\n"
+	    "requests_per_minute = %d\n", e->db, e->dir, keys,
 	    cfg_instances != NULL ? "instances = " : "",
 	    cfg_instances != NULL ? cfg_instances : "",
 	    cfg_instances != NULL ? "\n" : "", page_size, rpm);
 	ck_assert(tu_write_file(e->conf, text, false));
 	free(text);
-	free(secret);
+	free(keys);
 }
 
 static void
 env_close(struct env *e)
 {
-	sandbox_stop(&e->sb);
+	tu_sandbox_stop(&e->sb);
 	tu_rmtree(e->dir);
 	free(e->dir);
 	free(e->conf);
@@ -542,7 +327,8 @@ backfill_spawn(struct env *e, const char *instance)
 	argv[4] = (char *)"--instance";
 	argv[5] = inst;
 	argv[6] = NULL;
-	pid = spawn_to(argv, e->out);
+	pid = tu_spawn(argv, e->out, NULL);
+	ck_assert_int_gt(pid, 0);
 	free(bin);
 	free(inst);
 	return pid;
@@ -797,7 +583,7 @@ START_TEST(test_kill9_resume)
 	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
 	    20, 30000));
 	kill(pid, SIGKILL);
-	ck_assert_int_eq(wait_exit(pid, 5000), 128 + SIGKILL);
+	ck_assert_int_eq(tu_wait_exit(pid, 5000), 128 + SIGKILL);
 	sb_clear(&e.sb);
 	pages = db_int(&e, "SELECT backfill_pages FROM instances");
 	ck_assert_int_lt(pages, 200);
@@ -832,11 +618,11 @@ daemon_for(struct env *e, const char *cfg_instances, int page_size,
 {
 	struct tu_conf conf;
 	struct tu_daemon *d;
-	char *wix, *tail, *secret;
+	char *wix, *tail, *keys;
 
-	secret = xasprintf("%s/app-secret", e->dir);
-	wix = xasprintf("app_id = " APP_ID "\napp_secret_file = %s\n"
-	    "api_base = %s\n%s%s", secret, e->sb.base,
+	keys = tu_sandbox_wix_keys(&e->sb, e->dir);
+	ck_assert_ptr_nonnull(keys);
+	wix = xasprintf("%s%s%s", keys,
 	    cfg_instances != NULL ? "instances = " : "",
 	    cfg_instances != NULL ? cfg_instances : "");
 	tail = xasprintf("[backfill]\npage_size = %d\n"
@@ -848,7 +634,7 @@ daemon_for(struct env *e, const char *cfg_instances, int page_size,
 	ck_assert_msg(d != NULL, "the daemon did not start");
 	free(wix);
 	free(tail);
-	free(secret);
+	free(keys);
 	/* The checks below read the daemon's store. */
 	free(e->db);
 	e->db = xstrdup(d->db_path);
@@ -1093,7 +879,7 @@ START_TEST(test_tokens)
 	ck_assert_int_lt(db_int(&e, "SELECT backfill_pages FROM instances"),
 	    90);
 	sb_clear(&e.sb);
-	ck_assert_int_eq(wait_exit(pid, CLI_MS), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, CLI_MS), 0);
 	expect_set(&e, "inst-t", want);
 	ck_str(db_state(&e, "inst-t"), "done|100|500|0|-");
 	ck_assert_uint_ge(sb_count(&e.sb, "inst-t", "/oauth2/token", 200),
@@ -1146,7 +932,7 @@ START_TEST(test_budget)
 	ck_assert_int_eq(db_int(&e, "SELECT backfill_pages FROM instances"),
 	    9);
 	kill(pid, SIGKILL);
-	(void)wait_exit(pid, 5000);
+	(void)tu_wait_exit(pid, 5000);
 	env_close(&e);
 }
 END_TEST

@@ -17,10 +17,7 @@
  */
 #include <sys/prctl.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
@@ -28,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -42,181 +38,26 @@
 
 #include "../testutil.h"
 
-#define APP_ID		"sandbox-app"
-#define APP_SECRET	"sandbox-secret"
+#define APP_ID		TU_SANDBOX_APP_ID
+#define APP_SECRET	TU_SANDBOX_APP_SECRET
 #define INST		"shop"
 #define CLI_MS		60000
 #define PATH_CREATE	"/payments/refunds/v1/refunds"
 
-/* ---- processes -------------------------------------------------------- */
-
-/* Fork and exec argv with stdin /dev/null and stdout, stderr to the
- * files out_path and err_path (err_path NULL: out_path).  The pid. */
-static pid_t
-spawn_to(char *const argv[], const char *out_path, const char *err_path)
-{
-	pid_t pid, parent = getpid();
-	int fo, fe, nul;
-
-	fo = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	fe = open(err_path != NULL ? err_path : out_path, O_WRONLY | O_CREAT |
-	    O_APPEND | O_CLOEXEC, 0644);
-	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(fo, 0);
-	ck_assert_int_ge(fe, 0);
-	ck_assert_int_ge(nul, 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (dup2(nul, STDIN_FILENO) == -1 ||
-		    dup2(fo, STDOUT_FILENO) == -1 ||
-		    dup2(fe, STDERR_FILENO) == -1)
-			_exit(127);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(fo);
-	close(fe);
-	close(nul);
-	return pid;
-}
-
-/* Wait up to ms for pid; its exit status, 128 + signal, or -1 (then it
- * is killed). */
-static int
-wait_exit(pid_t pid, int ms)
-{
-	int64_t end = clock_mono_ms() + ms;
-	int status;
-
-	for (;;) {
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			if (WIFEXITED(status))
-				return WEXITSTATUS(status);
-			return WIFSIGNALED(status) ? 128 + WTERMSIG(status) :
-			    -1;
-		}
-		if (clock_mono_ms() >= end) {
-			kill(pid, SIGKILL);
-			(void)waitpid(pid, &status, 0);
-			return -1;
-		}
-		tu_sleep_ms(10);
-	}
-}
-
 /* ---- the sandbox --------------------------------------------------------- */
-
-struct sandbox {
-	pid_t	 pid;
-	int	 port;
-	char	*log_path;
-	char	*base;
-};
-
-static char *
-sandbox_binary(void)
-{
-	const char *env = getenv("RS_SANDBOX"), *bin = tu_binary();
-	const char *slash = strrchr(bin, '/');
-
-	if (env != NULL && *env != '\0')
-		return xstrdup(env);
-	if (slash == NULL)
-		return xstrdup("./tests/sandbox/wix-sandbox");
-	return xasprintf("%.*s/tests/sandbox/wix-sandbox",
-	    (int)(slash - bin), bin);
-}
-
-static void
-sandbox_start(struct sandbox *sb, const char *dir)
-{
-	char *argv[12], *text, *p;
-	int64_t end;
-	int n = 0;
-
-	memset(sb, 0, sizeof(*sb));
-	sb->log_path = xasprintf("%s/sandbox.log", dir);
-	argv[n++] = sandbox_binary();
-	argv[n++] = (char *)"--listen";
-	argv[n++] = (char *)"127.0.0.1:0";
-	argv[n++] = (char *)"--seed";
-	argv[n++] = (char *)"4";
-	argv[n++] = (char *)"--instances";
-	argv[n++] = (char *)INST;
-	argv[n++] = (char *)"--max-seconds";
-	argv[n++] = (char *)"300";
-	argv[n] = NULL;
-	sb->pid = spawn_to(argv, sb->log_path, NULL);
-	free(argv[0]);
-	end = clock_mono_ms() + 10000;
-	while (sb->port == 0 && clock_mono_ms() < end) {
-		text = tu_read_file(sb->log_path, NULL);
-		p = text != NULL ? strstr(text,
-		    "wix-sandbox listening on 127.0.0.1:") : NULL;
-		if (p != NULL && strchr(p, '\n') != NULL)
-			sb->port = (int)strtol(p + strlen(
-			    "wix-sandbox listening on 127.0.0.1:"), NULL, 10);
-		free(text);
-		if (sb->port == 0)
-			tu_sleep_ms(10);
-	}
-	ck_assert_msg(sb->port > 0, "the sandbox did not start (see %s)",
-	    sb->log_path);
-	sb->base = xasprintf("http://127.0.0.1:%d", sb->port);
-}
-
-static void
-sandbox_stop(struct sandbox *sb)
-{
-	if (sb->pid > 0) {
-		kill(sb->pid, SIGTERM);
-		if (wait_exit(sb->pid, 5000) == -1)
-			fprintf(stderr, "sandbox: killed\n");
-	}
-	free(sb->log_path);
-	free(sb->base);
-	memset(sb, 0, sizeof(*sb));
-}
-
-/* One request to the sandbox; the status (-1: no answer). */
-static int
-sb_request(const struct sandbox *sb, const char *method, const char *path,
-    const char *body, struct tu_http_resp *resp)
-{
-	char *req;
-	int st;
-
-	req = xasprintf("%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-	    "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-	    "Connection: close\r\n\r\n%s", method, path, sb->port,
-	    body != NULL ? strlen(body) : 0, body != NULL ? body : "");
-	st = tu_http_raw(sb->port, req, strlen(req), 30000, resp);
-	free(req);
-	return st;
-}
 
 /* POST json to a control path; asserts 200. */
 static void
-sb_post(const struct sandbox *sb, const char *path, const char *json)
+sb_post(const struct tu_sandbox *sb, const char *path, const char *json)
 {
-	struct tu_http_resp resp;
-	int st;
-
-	memset(&resp, 0, sizeof(resp));
-	st = sb_request(sb, "POST", path, json, &resp);
-	ck_assert_msg(st == 200, "%s %s: HTTP %d %s", path, json, st,
-	    resp.body != NULL ? resp.body : "");
-	tu_http_resp_cleanup(&resp);
+	ck_assert_msg(tu_sandbox_control(sb, path, json), "%s %s refused",
+	    path, json);
 }
 
 /* Make a charge: total in currency (both as the sandbox takes them),
  * plus extra members (may be ""). */
 static void
-sb_charge(const struct sandbox *sb, const char *id, const char *total,
+sb_charge(const struct tu_sandbox *sb, const char *id, const char *total,
     const char *currency, const char *extra)
 {
 	char *json;
@@ -230,7 +71,7 @@ sb_charge(const struct sandbox *sb, const char *id, const char *total,
 
 /* The sandbox's view of charge id.  Caller deletes. */
 static cJSON *
-sb_charge_get(const struct sandbox *sb, const char *id)
+sb_charge_get(const struct tu_sandbox *sb, const char *id)
 {
 	struct tu_http_resp resp;
 	char *path;
@@ -238,7 +79,8 @@ sb_charge_get(const struct sandbox *sb, const char *id)
 
 	memset(&resp, 0, sizeof(resp));
 	path = xasprintf("/_sandbox/charges?instance=" INST "&id=%s", id);
-	ck_assert_int_eq(sb_request(sb, "GET", path, NULL, &resp), 200);
+	ck_assert_int_eq(tu_sandbox_request(sb, "GET", path, NULL, NULL,
+	    &resp), 200);
 	o = cJSON_Parse(resp.body);
 	ck_assert_ptr_nonnull(o);
 	tu_http_resp_cleanup(&resp);
@@ -249,7 +91,7 @@ sb_charge_get(const struct sandbox *sb, const char *id)
 /* How many refunds charge id has at the sandbox, and (refunded may be
  * NULL) the SUCCEEDED total as its text, into refunded[32]. */
 static int
-sb_refunds(const struct sandbox *sb, const char *id, char *refunded)
+sb_refunds(const struct tu_sandbox *sb, const char *id, char *refunded)
 {
 	cJSON *o = sb_charge_get(sb, id);
 	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "refunds");
@@ -267,7 +109,7 @@ sb_refunds(const struct sandbox *sb, const char *id, char *refunded)
 
 /* Create Refund requests the sandbox has seen (any answer). */
 static int
-sb_creates(const struct sandbox *sb)
+sb_creates(const struct tu_sandbox *sb)
 {
 	struct tu_http_resp resp;
 	char *line, *nl;
@@ -276,8 +118,8 @@ sb_creates(const struct sandbox *sb)
 	int n = 0;
 
 	memset(&resp, 0, sizeof(resp));
-	ck_assert_int_eq(sb_request(sb, "GET", "/_sandbox/log", NULL, &resp),
-	    200);
+	ck_assert_int_eq(tu_sandbox_request(sb, "GET", "/_sandbox/log", NULL,
+	    NULL, &resp), 200);
 	for (line = resp.body; line != NULL && *line != '\0'; line = nl) {
 		nl = strchr(line, '\n');
 		if (nl != NULL)
@@ -298,14 +140,15 @@ sb_creates(const struct sandbox *sb)
 
 /* Has a request got the fault named fault? */
 static bool
-sb_faulted(const struct sandbox *sb, const char *fault)
+sb_faulted(const struct tu_sandbox *sb, const char *fault)
 {
 	struct tu_http_resp resp;
 	char *needle;
 	bool yes;
 
 	memset(&resp, 0, sizeof(resp));
-	if (sb_request(sb, "GET", "/_sandbox/log", NULL, &resp) != 200) {
+	if (tu_sandbox_request(sb, "GET", "/_sandbox/log", NULL, NULL,
+	    &resp) != 200) {
 		tu_http_resp_cleanup(&resp);
 		return false;
 	}
@@ -322,35 +165,35 @@ struct env {
 	char		*dir;
 	char		*conf;
 	char		*db;
-	struct sandbox	 sb;
+	struct tu_sandbox sb;
 	int		 runs;
 };
 
 static void
 env_open(struct env *e)
 {
-	char *secret, *text;
+	char *keys, *text;
 
 	memset(e, 0, sizeof(*e));
 	e->dir = tu_tempdir();
 	e->conf = xasprintf("%s/refundsync.conf", e->dir);
 	e->db = xasprintf("%s/refundsync.db", e->dir);
-	secret = xasprintf("%s/app-secret", e->dir);
-	ck_assert(tu_write_file(secret, APP_SECRET "\n", true));
-	sandbox_start(&e->sb, e->dir);
+	ck_assert_msg(tu_sandbox_start(&e->sb, e->dir, 4, INST, NULL),
+	    "the sandbox did not start");
+	keys = tu_sandbox_wix_keys(&e->sb, e->dir);
+	ck_assert_ptr_nonnull(keys);
 	text = xasprintf("[store]\npath = %s\n[wix]\npublic_key_file = "
-	    "%s/unused.pem\napp_id = " APP_ID "\napp_secret_file = %s\n"
-	    "api_base = %s\n[backfill]\nrequests_per_minute = 100000\n",
-	    e->db, e->dir, secret, e->sb.base);
+	    "%s/unused.pem\n%s[backfill]\nrequests_per_minute = 100000\n",
+	    e->db, e->dir, keys);
 	ck_assert(tu_write_file(e->conf, text, false));
 	free(text);
-	free(secret);
+	free(keys);
 }
 
 static void
 env_close(struct env *e)
 {
-	sandbox_stop(&e->sb);
+	tu_sandbox_stop(&e->sb);
 	tu_rmtree(e->dir);
 	free(e->dir);
 	free(e->conf);
@@ -391,7 +234,8 @@ cli_start(struct env *e, const char *const *args, char **out_path,
 	e->runs++;
 	*out_path = xasprintf("%s/run%d.out", e->dir, e->runs);
 	*err_path = xasprintf("%s/run%d.err", e->dir, e->runs);
-	pid = spawn_to(argv, *out_path, *err_path);
+	pid = tu_spawn(argv, *out_path, *err_path);
+	ck_assert_int_gt(pid, 0);
 	free(argv[0]);
 	free(argv);
 	return pid;
@@ -418,7 +262,7 @@ cli_run(struct env *e, const char *const *args, char **out, char **err)
 {
 	char *op, *ep;
 	pid_t pid = cli_start(e, args, &op, &ep);
-	int rc = wait_exit(pid, CLI_MS);
+	int rc = tu_wait_exit(pid, CLI_MS);
 
 	cli_collect(op, ep, out, err);
 	/* Nothing secret is ever printed or logged. */
@@ -653,7 +497,7 @@ START_TEST(test_concurrent_yes)
 	pid = cli_start(&e, ARGS("--charge", "ch-conc", "--amount", "20",
 	    "--currency", "USD", "--yes", "--json"), &op, &ep);
 	concurrent_land(&e);
-	rc = wait_exit(pid, CLI_MS);
+	rc = tu_wait_exit(pid, CLI_MS);
 	cli_collect(op, ep, &out, &err);
 	ck_assert_msg(rc == 3, "rc %d\n%s\n%s", rc, out, err);
 	d = parse_doc(out);
@@ -724,7 +568,7 @@ pty_run(struct env *e, const char *const *args, const char *answer,
 			    (ssize_t)strlen(answer));
 		}
 	}
-	rc = wait_exit(pid, 5000);
+	rc = tu_wait_exit(pid, 5000);
 	close(fd);
 	ck_assert_msg(answered, "no question was asked:\n%s", *text);
 	return rc;

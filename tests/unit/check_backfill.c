@@ -468,6 +468,10 @@ env_open(struct env *e, int n)
 	char *why = NULL;
 
 	memset(e, 0, sizeof(*e));
+	/* The backfill counters are process-wide: start each test from
+	 * zero, so its exact counts hold when check does not fork
+	 * (CK_FORK=no, as scripts/valgrind.sh runs it). */
+	metrics_reset();
 	e->dir = test_dir();
 	e->db_path = xasprintf("%s/refundsync.db", e->dir);
 	ck_assert_int_eq(store_open(e->db_path, &so, &e->st, &why), RS_OK);
@@ -892,6 +896,123 @@ START_TEST(test_cursor_rejected_forever)
 	    " backfill_cursor = 'c10' AND last_error LIKE 'Wix rejected the"
 	    " cursor 3 times%' FROM instances"), 1);
 	free(why);
+	env_close(&e);
+}
+END_TEST
+
+/* ---- backfill_walk(): the pager without the store ------------------------ */
+
+struct walk_seen {
+	int	 pages;
+	int	 refunds;
+	int	 restarts;
+	int	 stop_at;	/* return RS_ERR_IO at this page; 0: never */
+	char	*ids;		/* "r-00000,r-00001,..." as handed over */
+};
+
+static enum rs_status
+walk_page(void *arg, const struct wixapi_page *p)
+{
+	struct walk_seen *ws = arg;
+	char *t;
+	size_t i;
+
+	ws->pages++;
+	if (ws->stop_at != 0 && ws->pages == ws->stop_at)
+		return RS_ERR_IO;
+	for (i = 0; i < p->n; i++) {
+		t = xasprintf("%s%s%s", ws->ids, ws->ids[0] != '\0' ? "," : "",
+		    p->refunds[i].id);
+		free(ws->ids);
+		ws->ids = t;
+		ws->refunds++;
+	}
+	return RS_OK;
+}
+
+static void
+walk_restart(void *arg)
+{
+	struct walk_seen *ws = arg;
+
+	ws->restarts++;
+	ws->refunds = 0;
+	free(ws->ids);
+	ws->ids = xstrdup("");
+}
+
+/* A walk hands every page over, stores nothing, and a rejected cursor
+ * makes the caller forget what it had before the first page comes
+ * again. */
+START_TEST(test_walk)
+{
+	struct backfill_options o = fast_opts(10);
+	struct walk_seen ws;
+	struct env e;
+	char *why = NULL, *want;
+
+	env_open(&e, 35);
+	memset(&ws, 0, sizeof(ws));
+	ws.ids = xstrdup("");
+	fake_fault(&e.fake, 3, F_STATUS, 400, CURSOR_400);
+	ck_assert_int_eq(backfill_walk(e.w, INST, &o, walk_page,
+	    walk_restart, &ws, &why), RS_OK);
+	ck_assert_ptr_null(why);
+	ck_assert_str_eq(e.fake.cursors, "-,c10,c20,-,c10,c20,c30");
+	ck_assert_int_eq(ws.restarts, 1);
+	ck_assert_int_eq(ws.pages, 6);
+	ck_assert_int_eq(ws.refunds, 35);
+	want = ids_upto(35);
+	ck_assert_str_eq(ws.ids, want);
+	free(want);
+	/* Nothing stored, no instance row, no backfill counters. */
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM refunds"), 0);
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM instances"), 0);
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"), 0);
+	free(ws.ids);
+	env_close(&e);
+}
+END_TEST
+
+/* The page callback's error ends the walk and is returned; the loop
+ * checks of a backfill hold for a walk too. */
+START_TEST(test_walk_errors)
+{
+	struct backfill_options o = fast_opts(10);
+	struct walk_seen ws;
+	struct env e;
+	char *why = NULL;
+
+	env_open(&e, 35);
+	memset(&ws, 0, sizeof(ws));
+	ws.ids = xstrdup("");
+	ws.stop_at = 2;
+	ck_assert_int_eq(backfill_walk(e.w, INST, &o, walk_page, NULL, &ws,
+	    &why), RS_ERR_IO);
+	ck_assert_msg(why != NULL && strstr(why, "page 2") != NULL, "%s",
+	    why != NULL ? why : "(null)");
+	ck_assert_str_eq(e.fake.cursors, "-,c10");
+	ck_assert_int_eq(ws.refunds, 10);
+	free(why);
+	why = NULL;
+	free(ws.ids);
+	env_close(&e);
+
+	env_open(&e, 35);
+	memset(&ws, 0, sizeof(ws));
+	ws.ids = xstrdup("");
+	fake_fault(&e.fake, 3, F_REPEAT, 0, NULL);
+	ck_assert_int_eq(backfill_walk(e.w, INST, &o, walk_page, NULL, &ws,
+	    &why), RS_ERR_INPUT);
+	ck_assert_msg(why != NULL && strstr(why, "repeated cursor") != NULL,
+	    "%s", why != NULL ? why : "(null)");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM instances"), 0);
+	free(why);
+	why = NULL;
+	ck_assert_int_eq(backfill_walk(e.w, NULL, &o, walk_page, NULL, &ws,
+	    &why), RS_ERR_INPUT);
+	free(why);
+	free(ws.ids);
 	env_close(&e);
 }
 END_TEST
@@ -1376,6 +1497,8 @@ backfill_suite(void)
 	tcase_add_loop_test(tc, test_exact_sets, 0,
 	    (int)(sizeof(set_sizes) / sizeof(set_sizes[0])));
 	tcase_add_test(tc, test_small_pages);
+	tcase_add_test(tc, test_walk);
+	tcase_add_test(tc, test_walk_errors);
 	tcase_add_test(tc, test_webhook_newer_survives);
 	tcase_add_test(tc, test_stop_resume);
 	tcase_add_test(tc, test_stop_before_start);

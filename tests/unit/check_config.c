@@ -168,6 +168,8 @@ assert_defaults(const struct config *cfg)
 	ck_assert(cfg->on_install);
 	ck_assert_int_eq(cfg->page_size, 100);
 	ck_assert_int_eq(cfg->requests_per_minute, 200);
+	ck_assert_int_eq(cfg->reconcile_interval, 0);
+	ck_assert(!cfg->reconcile_heal);
 }
 
 START_TEST(test_empty_file)
@@ -231,7 +233,10 @@ START_TEST(test_every_key_set)
 	    "[backfill]\n"
 	    "on_install = no\n"
 	    "page_size = 1\n"
-	    "requests_per_minute = 100000\n");
+	    "requests_per_minute = 100000\n"
+	    "[reconcile]\n"
+	    "interval = 3600\n"
+	    "heal = yes\n");
 
 	ck_assert_str_eq(cfg->listen, "0.0.0.0:80");
 	ck_assert_str_eq(cfg->admin_listen, "");
@@ -260,6 +265,8 @@ START_TEST(test_every_key_set)
 	ck_assert(!cfg->on_install);
 	ck_assert_int_eq(cfg->page_size, 1);
 	ck_assert_int_eq(cfg->requests_per_minute, 100000);
+	ck_assert_int_eq(cfg->reconcile_interval, 3600);
+	ck_assert(cfg->reconcile_heal);
 	config_free(cfg);
 }
 END_TEST
@@ -284,11 +291,11 @@ START_TEST(test_table_defaults_load)
 		config_free(cfg);
 		free(text);
 	}
-	ck_assert_uint_eq(n, 22);
+	ck_assert_uint_eq(n, 24);
 	ck_assert_str_eq(config_keys()[0].section, "server");
 	ck_assert_str_eq(config_keys()[0].name, "listen");
 	ck_assert_str_eq(config_keys()[0].def, "127.0.0.1:8080");
-	ck_assert_ptr_null(config_keys()[22].name);
+	ck_assert_ptr_null(config_keys()[24].name);
 }
 END_TEST
 
@@ -1272,7 +1279,7 @@ START_TEST(test_sample_uncommented_loads)
 		ck_assert_int_eq(buf_printf(&b, "%s\n",
 		    key != NULL ? key : lines[i]), RS_OK);
 	}
-	ck_assert_uint_eq(n, 22);
+	ck_assert_uint_eq(n, 24);
 	out = buf_detach(&b, NULL);
 	cfg = load_ok(out);
 	assert_defaults(cfg);
