@@ -9,9 +9,10 @@ libssl-dev libcjson-dev libsqlite3-dev libcurl4-openssl-dev libinih-dev"
 # libclang-rt-14-dev: libFuzzer and the sanitizer runtimes for clang
 # (only Recommended, by clang's libclang-common-14-dev, so
 # --no-install-recommends would skip it).
+# valgrind and clang-tidy: scripts/valgrind.sh and scripts/tidy.sh.
 test="check faketime sqlite3 cppcheck clang libclang-rt-14-dev systemd
-groff-base hledger beancount chromium"
-bench="wrk"
+groff-base hledger beancount chromium valgrind clang-tidy"
+bench="wrk time openssl"
 
 want="$build"
 case "${1:-build}" in

@@ -473,6 +473,7 @@ bound_port(struct MHD_Daemon *mhd)
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
+	memset(&ss, 0, sizeof(ss));
 	di = MHD_get_daemon_info(mhd, MHD_DAEMON_INFO_LISTEN_FD);
 	if (di == NULL || getsockname(di->listen_fd, (struct sockaddr *)&ss,
 	    &len) != 0)

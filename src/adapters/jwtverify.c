@@ -308,6 +308,8 @@ jwtv_keys_add_pem(struct jwtv_keys **keys, const char *text, size_t len,
 		k->sha256 = md;
 		*keys = k;
 	}
+	/* An array of EVP_PKEY pointers: sizeof(EVP_PKEY *) is meant. */
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
 	k->pkeys = xreallocarray(k->pkeys, k->nkeys + 1, sizeof(*k->pkeys));
 	k->pkeys[k->nkeys++] = pkey;
 	*why = NULL;
@@ -348,7 +350,7 @@ jwtv_keys_add_file(struct jwtv_keys **keys, const char *path,
 	st = jwtv_keys_add_pem(keys, text, len, why);
 out:
 	if (fp != NULL)
-		fclose(fp);
+		(void)fclose(fp);	/* only read: nothing to lose */
 	free(text);
 	return st;
 }

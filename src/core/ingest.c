@@ -141,8 +141,8 @@ writer_main(void *arg)
 	(void)pthread_setname_np(pthread_self(), "rs-writer");
 	pthread_mutex_lock(&in->mtx);
 	for (;;) {
-		struct ingest_job *batch, *j, *last = NULL;
-		size_t n = 0;
+		struct ingest_job *batch, *last;
+		size_t n;
 
 		while (in->head == NULL && !in->stopping) {
 			if (atomic_load(&in->ready)) {
@@ -177,11 +177,10 @@ writer_main(void *arg)
 		}
 		if (in->head == NULL && in->stopping)
 			break;
-		batch = in->head;
-		for (j = batch; j != NULL && n < in->max_batch; j = j->next) {
-			last = j;
-			n++;
-		}
+		/* Up to max_batch jobs, and at least one: head is set. */
+		batch = last = in->head;
+		for (n = 1; last->next != NULL && n < in->max_batch; n++)
+			last = last->next;
 		in->head = last->next;
 		if (in->head == NULL)
 			in->tail = NULL;

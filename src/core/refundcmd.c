@@ -120,8 +120,8 @@ safe(const char *s, char *buf, size_t len)
 	if (s == NULL)
 		s = "";
 	for (i = 0; s[i] != '\0' && i + 1 < len; i++)
-		buf[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' :
-		    s[i];
+		buf[i] = (char)((unsigned char)s[i] < 0x20 || s[i] == 0x7f ?
+		    '?' : s[i]);
 	buf[i] = '\0';
 	return buf;
 }
@@ -567,9 +567,10 @@ ask(struct rc *c, const char *question)
 	char line[64];
 	size_t n;
 
-	fflush(c->out);
+	/* A prompt: if the terminal is gone, fgets() below says so. */
+	(void)fflush(c->out);
 	fprintf(c->err, "%s [y/N] ", question);
-	fflush(c->err);
+	(void)fflush(c->err);
 	if (fgets(line, sizeof(line), c->in) == NULL)
 		return false;
 	n = strlen(line);
@@ -1034,7 +1035,10 @@ out:
 		fprintf(out, "%s\n", text);
 		free(text);
 	}
-	fflush(out);
+	/* The refund's outcome is decided and stays the exit code; a
+	 * result that could not be written is still worth a line. */
+	if (fflush(out) != 0)
+		log_warn("refund create: writing the result");
 	cJSON_Delete(c.doc);
 	free(why);
 	hist_cleanup(&h);

@@ -360,7 +360,7 @@ html_exporters(struct buf *b, const struct status_snapshot *s)
 		    (long long)e->position, e->lag > 0 ? "warn" : "ok",
 		    (long long)e->lag, (long long)e->delivered,
 		    (long long)e->failures, e->dead + e->queued > 0 ? "bad" :
-		    "ok", (long long)(e->dead + e->queued));
+		    "ok", (long long)e->dead + (long long)e->queued);
 		if (e->queued > 0)
 			(void)buf_printf(b, " (%lld queued)",
 			    (long long)e->queued);
@@ -419,7 +419,7 @@ html_days(struct buf *b, const struct status_snapshot *s)
 			    (long long)d->inexact);
 		(void)buf_printf(b, "</td><td><span class=\"daybar\" "
 		    "style=\"width:%lldpx\"></span></td></tr>\n",
-		    (long long)(1 + d->count * 200 / most));
+		    1 + (long long)d->count * 200 / most);
 	}
 	(void)buf_appends(b, "</table>\n");
 }
@@ -645,7 +645,7 @@ statuspage_text(const struct status_snapshot *s, FILE *out)
 		fprintf(out, "  %8lld %6lld %9lld %8lld %4lld  ",
 		    (long long)e->position, (long long)e->lag,
 		    (long long)e->delivered, (long long)e->failures,
-		    (long long)(e->dead + e->queued));
+		    (long long)e->dead + (long long)e->queued);
 		text_field(out, e->last_error, 0);
 		fputc('\n', out);
 	}

@@ -450,7 +450,7 @@ printable(const char *s, char *out, size_t outlen)
 	size_t o = 0;
 
 	for (; *s != '\0' && o + 1 < outlen; s++)
-		out[o++] = *s >= 0x20 && *s < 0x7f ? *s : '?';
+		out[o++] = (char)(*s >= 0x20 && *s < 0x7f ? *s : '?');
 	out[o] = '\0';
 }
 

@@ -116,6 +116,11 @@ json_number(const char *p)
 	return p;
 }
 
+/*
+ * json_container and json_value recurse once per nesting level, and stop
+ * past JSONL_MAX_DEPTH.
+ * NOLINTBEGIN(misc-no-recursion)
+ */
 static const char *
 json_container(const char *p, int depth)
 {
@@ -164,6 +169,7 @@ json_value(const char *p, int depth)
 		return json_number(p);
 	}
 }
+/* NOLINTEND(misc-no-recursion) */
 
 /* Is s exactly one JSON object with no raw newline anywhere? */
 static bool

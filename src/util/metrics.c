@@ -55,7 +55,7 @@ family_add(const char *name, enum metric_type type, const char *help)
 {
 	struct family *f;
 
-	if ((f = family_find(name)) != NULL)
+	if (family_find(name) != NULL)
 		return NULL;
 	if (nfamilies == METRICS_MAX_FAMILIES)
 		RS_PANIC("too many metric families");

@@ -113,8 +113,8 @@ status_line(const char *status, char *out, size_t outlen)
 
 	for (i = 0; status != NULL && status[i] != '\0' && i + 1 < outlen;
 	    i++)
-		out[i] = status[i] == '\n' || status[i] == '\r' ? ' ' :
-		    status[i];
+		out[i] = (char)(status[i] == '\n' || status[i] == '\r' ? ' ' :
+		    status[i]);
 	out[i] = '\0';
 }
 
