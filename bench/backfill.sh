@@ -52,6 +52,7 @@
 # Needs /usr/bin/time (Debian package "time").  Use an optimised build
 # (the default CFLAGS, -g -O2), not a sanitizer build.
 set -e
+. "$(dirname "$0")/lib.sh"
 B=${1:?build dir}
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh" bench
@@ -98,22 +99,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { # LOGFILE NAME -> port
-	i=0
-	while [ $i -lt 100 ]; do
-		p=$(sed -n "s/.*$2 on 127\.0\.0\.1:\([0-9]*\).*/\1/p" "$1" | head -1)
-		[ -n "$p" ] && { echo "$p"; return 0; }
-		sleep 0.1
-		i=$((i + 1))
-	done
-	echo "bench: server did not start; log:" >&2
-	cat "$1" >&2
-	return 1
-}
-cpu_ticks() { # PID -> utime + stime of the process, in clock ticks
-	# Fields after the ")" that ends the command name: 12 and 13.
-	sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
 start_sandbox() { # TAG SANDBOX-ARGS... -> sets sbpid, writes bench.conf
 	tag=$1
 	shift

@@ -11,6 +11,7 @@
 # Environment: ROUNDS (3), DURATION (8s), CONNS (64), WRK_THREADS (1),
 # NTOKENS (120000).
 set -e
+. "$(dirname "$0")/lib.sh"
 B=${1:?build dir}
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh" bench
@@ -40,18 +41,6 @@ export TOKENS="$W/tokens.txt"
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
-wait_port() { # LOGFILE NAME -> port
-	i=0
-	while [ $i -lt 100 ]; do
-		p=$(sed -n "s/.*$2 on 127\.0\.0\.1:\([0-9]*\).*/\1/p" "$1" | head -1)
-		[ -n "$p" ] && { echo "$p"; return 0; }
-		sleep 0.1
-		i=$((i + 1))
-	done
-	echo "bench: server did not start; log:" >&2
-	cat "$1" >&2
-	return 1
-}
 run_wrk() { # PORT PATH -> BENCH line
 	wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency \
 	    -s "$top/bench/post.lua" "http://127.0.0.1:$1$2" 2>&1 |
