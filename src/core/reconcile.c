@@ -1388,6 +1388,74 @@ rc_exporters(struct rc_run *run, cJSON *arr)
 
 /* ---- the table ----------------------------------------------------------- */
 
+/* One difference: what minus Wix, for status. */
+static void
+rc_diff(cJSON *arr, const char *what, const char *status,
+    const struct rc_cell *have, const struct rc_cell *wix, int exponent)
+{
+	struct rc_cell d;
+	cJSON *o;
+	char sum[64];
+
+	memset(&d, 0, sizeof(d));
+	d.count = (have != NULL ? have->count : 0) -
+	    (wix != NULL ? wix->count : 0);
+	d.inexact = (have != NULL ? have->inexact : 0) -
+	    (wix != NULL ? wix->inexact : 0);
+	d.overflow = (have != NULL && have->overflow) ||
+	    (wix != NULL && wix->overflow) ||
+	    __builtin_sub_overflow(have != NULL ? have->sum : 0,
+	    wix != NULL ? wix->sum : 0, &d.sum);
+	if (d.count == 0 && d.sum == 0 && d.inexact == 0 && !d.overflow)
+		return;
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "source", what);
+	cJSON_AddStringToObject(o, "status", status);
+	j_int(o, "count", d.count);
+	if (d.overflow)
+		cJSON_AddStringToObject(o, "sum", "overflow");
+	else {
+		rc_money(d.sum, exponent, sum, sizeof(sum));
+		cJSON_AddStringToObject(o, "sum", sum);
+	}
+	if (d.inexact != 0)
+		j_int(o, "inexact", d.inexact);
+	cJSON_AddItemToArray(arr, o);
+}
+
+/*
+ * The differences of row d against Wix: the store per status (store
+ * minus Wix), and each ledger against Wix's SUCCEEDED, unless its records
+ * are still pending (skip).
+ */
+static void
+rc_day_differences(const struct rc_run *run, const struct rc_day *d,
+    const bool *skip, cJSON *arr)
+{
+	const struct rc_cell *w;
+	char *what;
+	size_t i, k;
+
+	for (i = 0; i < d->wix.n; i++)
+		rc_diff(arr, "store", d->wix.v[i].status, rc_cells_find(
+		    &d->store, d->wix.v[i].status), &d->wix.v[i], d->exponent);
+	for (i = 0; i < d->store.n; i++)
+		if (rc_cells_find(&d->wix, d->store.v[i].status) == NULL)
+			rc_diff(arr, "store", d->store.v[i].status,
+			    &d->store.v[i], NULL, d->exponent);
+	w = rc_cells_find(&d->wix, POSTING_STATUS_SUCCEEDED);
+	for (k = 0; k < run->nexps; k++) {
+		int col = run->exps[k].ledger_col;
+
+		if (col < 0 || skip[col])
+			continue;
+		what = xasprintf("ledger %s", run->exps[k].cfg->name);
+		rc_diff(arr, what, POSTING_STATUS_SUCCEEDED, &d->ledgers[col],
+		    w, d->exponent);
+		free(what);
+	}
+}
+
 static void
 rc_table(struct rc_run *run, cJSON *arr)
 {
@@ -1444,6 +1512,8 @@ rc_table(struct rc_run *run, cJSON *arr)
 			}
 		match = rc_day_match(d, run->nledgers, skip);
 		cJSON_AddBoolToObject(o, "match", match);
+		rc_day_differences(run, d, skip, cJSON_AddArrayToObject(o,
+		    "differences"));
 		cJSON_AddItemToArray(arr, o);
 	}
 	free(skip);
@@ -1882,6 +1952,14 @@ rc_print_instance(const cJSON *in, FILE *out)
 			    j_get_int(l, "count"), j_get_str(l, "sum"),
 			    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(l,
 			    "pending")) ? " (records pending)" : "");
+		if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o,
+		    "differences")) > 0)
+			fprintf(out, " minus Wix:");
+		RC_EACH(l, cJSON_GetObjectItemCaseSensitive(o,
+		    "differences"))
+			fprintf(out, " %s %s %+" PRId64 "=%s;",
+			    j_get_str(l, "source"), j_get_str(l, "status"),
+			    j_get_int(l, "count"), j_get_str(l, "sum"));
 		fputc('\n', out);
 	}
 }

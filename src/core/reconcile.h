@@ -99,6 +99,11 @@
  *                          (per refund of the day, its net postings in
  *                           the file and their net amount: a refund
  *                           posted twice by hand counts twice)
+ *       "differences": [{"source": "store"|"ledger NAME", "status",
+ *                        "count": N, "sum": "-12.34"}],
+ *                                      (what minus Wix, where non-zero;
+ *                                       a ledger against Wix's
+ *                                       SUCCEEDED)
  *       "match": bool}]                (match: the store equals Wix for
  *                                       every status and each ledger
  *                                       equals Wix's SUCCEEDED; a ledger

@@ -576,6 +576,45 @@ day_row(const cJSON *days, const struct daycur *dc)
 }
 
 /*
+ * The "differences" of a table row: for each status in its "wix" or
+ * "store" map, one {"source": "store"} entry with the store's count and
+ * sum minus Wix's, exactly when they differ, and none otherwise.
+ */
+static void
+check_store_differences(const cJSON *row, const struct view *wix,
+    const struct view *store, const struct daycur *dc)
+{
+	const cJSON *diffs = jarr(row, "differences"), *maps[2], *m, *d;
+	int64_t nw, ns, sw, ss, found;
+	char what[96];
+	int k;
+
+	maps[0] = member(row, "wix");
+	maps[1] = member(row, "store");
+	for (k = 0; k < 2; k++) {
+		cJSON_ArrayForEach(m, maps[k]) {
+			nw = tally(wix, dc->day, dc->cur, m->string, &sw);
+			ns = tally(store, dc->day, dc->cur, m->string, &ss);
+			found = 0;
+			cJSON_ArrayForEach(d, diffs) {
+				if (strcmp(jstr(d, "source"), "store") != 0 ||
+				    strcmp(jstr(d, "status"), m->string) != 0)
+					continue;
+				found++;
+				snprintf(what, sizeof(what), "%s store minus Wix "
+				    "%s", dc->label, m->string);
+				check_count_sum(d, what, ns - nw, ss - sw,
+				    dc->cur);
+			}
+			ck_assert_msg(found == (ns != nw || ss != sw ? 1 : 0),
+			    "%s: %lld store differences for %s, want %d",
+			    dc->label, (long long)found, m->string,
+			    ns != nw || ss != sw);
+		}
+	}
+}
+
+/*
  * The completeness table of inst: one row per (day, currency) of the
  * refunds of wix and store; each row's "wix" and "store" exact; its match
  * false exactly for the "DAY CUR" strings of mismatched (NULL-terminated;
@@ -617,6 +656,7 @@ check_days(const cJSON *inst, const struct view *wix,
 			    member(ledgers, "books"), "pending"));
 		} else
 			(void)member(ledgers, "books");
+		check_store_differences(row, wix, store, dc);
 		want_match = true;
 		for (i = 0; mismatched != NULL && mismatched[i] != NULL; i++)
 			if (strcmp(mismatched[i], dc->label) == 0)
