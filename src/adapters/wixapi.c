@@ -162,8 +162,11 @@ static void
 real_sleep(void *ctx, int64_t ms)
 {
 	struct timespec ts;
+	int64_t end, left;
+	int rc;
 
 	(void)ctx;
+	end = clock_mono_ms() + ms;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += (time_t)(ms / 1000);
 	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
@@ -171,9 +174,21 @@ real_sleep(void *ctx, int64_t ms)
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000L;
 	}
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
-	    EINTR)
+	while ((rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts,
+	    NULL)) == EINTR)
 		continue;
+	if (rc == 0)
+		return;
+	/*
+	 * Refused (libfaketime's wrapper answers EINVAL when it leaves
+	 * CLOCK_MONOTONIC alone): never skip the wait, sleep relative
+	 * slices up to the same monotonic deadline.
+	 */
+	while ((left = end - clock_mono_ms()) > 0) {
+		ts.tv_sec = (time_t)(left / 1000);
+		ts.tv_nsec = (long)(left % 1000) * 1000000L;
+		(void)nanosleep(&ts, NULL);
+	}
 }
 
 static int64_t
