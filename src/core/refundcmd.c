@@ -17,6 +17,7 @@
  */
 #include <ctype.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -449,6 +450,17 @@ fmt_refund_amount(const struct refund *r, char *buf, size_t len)
 	return safe(r->amount, buf, len);
 }
 
+/* An integer as a raw JSON number: a count never goes through a
+ * double. */
+static void
+rc_json_int(cJSON *o, const char *name, int64_t v)
+{
+	char tmp[32];
+
+	snprintf(tmp, sizeof(tmp), "%" PRId64, v);
+	cJSON_AddRawToObject(o, name, tmp);
+}
+
 /* The --json form of h. */
 static cJSON *
 hist_json(const struct rc_hist *h)
@@ -464,12 +476,11 @@ hist_json(const struct rc_hist *h)
 	if (h->summed) {
 		cJSON_AddStringToObject(o, "succeeded", fmt_minor(h->succeeded,
 		    h->exponent, buf, sizeof(buf)));
-		cJSON_AddNumberToObject(o, "succeededCount",
-		    (double)h->nsucceeded);
+		rc_json_int(o, "succeededCount", (int64_t)h->nsucceeded);
 		if (h->currency[0] != '\0')
 			cJSON_AddStringToObject(o, "currency", h->currency);
 	}
-	cJSON_AddNumberToObject(o, "pendingCount", (double)h->npending);
+	rc_json_int(o, "pendingCount", (int64_t)h->npending);
 	return o;
 }
 
@@ -639,8 +650,7 @@ error_json(const struct wixapi_error *e, enum rs_status s)
 	if (e->violations != NULL)
 		cJSON_AddStringToObject(o, "violations", e->violations);
 	if (e->http_status != 0)
-		cJSON_AddNumberToObject(o, "httpStatus",
-		    (double)e->http_status);
+		rc_json_int(o, "httpStatus", (int64_t)e->http_status);
 	if (e->request_id != NULL)
 		cJSON_AddStringToObject(o, "requestId", e->request_id);
 	if (s != RS_ERR_INPUT)
