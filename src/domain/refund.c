@@ -122,6 +122,13 @@ refund_from_json(const cJSON *entity, struct refund *out, const char **why)
 
 	switch (json_get_int64(entity, "revision", &r.revision)) {
 	case RS_OK:
+		/* A number must survive cJSON's printer in the body. */
+		if (cJSON_IsNumber(json_get(entity, "revision")) &&
+		    (r.revision > REFUND_MAX_NUMERIC_REVISION ||
+		    r.revision < -REFUND_MAX_NUMERIC_REVISION)) {
+			reason = "bad revision";
+			goto out;
+		}
 		r.has_revision = true;
 		break;
 	case RS_ERR_NOTFOUND:

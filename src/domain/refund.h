@@ -36,11 +36,15 @@ struct refund {
 /*
  * Read a Refund entity object.  Required: id, chargeId, currencyCode or
  * currency, amount (a decimal string), status (a string).  revision, if
- * present, is a string or an integer number holding an int64.  Fees, if
+ * present, is a string holding an int64 (as Wix sends it) or an integer
+ * number of at most 15 digits (REFUND_MAX_NUMERIC_REVISION): cJSON
+ * prints a longer one rounded (5999999999999999 as 6e+15), so the stored
+ * body would carry another revision than the one stored.  Fees, if
  * present, are decimal strings.  Dates, if present, are ISO-8601 strings.
  * Returns RS_OK and fills *out, or RS_ERR_INPUT with a static reason in
  * *why and *out zeroed.  Caller cleans *out with refund_cleanup().
  */
+#define REFUND_MAX_NUMERIC_REVISION	INT64_C(999999999999999)
 enum rs_status	refund_from_json(const cJSON *entity, struct refund *out,
 		    const char **why /* OUT */);
 void		refund_cleanup(struct refund *r);

@@ -691,6 +691,63 @@ START_TEST(test_refund_from_json_direct)
 }
 END_TEST
 
+/*
+ * A numeric revision must come back the same from the stored body:
+ * 15 digits do, 16 are refused (cJSON would print 5999999999999999 as
+ * 6e+15; the fuzzer found it), and a 16-digit string is fine.
+ */
+START_TEST(test_refund_numeric_revision)
+{
+	static const char *const ok[] = {
+		"999999999999999", "-999999999999999", "\"5999999999999999\""
+	};
+	static const char *const bad[] = {
+		"5999999999999999", "1000000000000000", "-1000000000000000"
+	};
+	struct refund r, again;
+	cJSON *e, *e2;
+	const char *why;
+	char *text;
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		text = xasprintf("{\"id\":\"r\",\"chargeId\":\"c\","
+		    "\"currency\":\"USD\",\"amount\":\"1\",\"status\":"
+		    "\"SUCCEEDED\",\"revision\":%s}", ok[i]);
+		e = NULL;
+		ck_assert_int_eq(json_parse_strict(text, strlen(text), 16, &e,
+		    &why), RS_OK);
+		ck_assert_msg(refund_from_json(e, &r, &why) == RS_OK, "%s",
+		    ok[i]);
+		e2 = NULL;
+		ck_assert_int_eq(json_parse_strict(r.body, strlen(r.body), 16,
+		    &e2, &why), RS_OK);
+		ck_assert_int_eq(refund_from_json(e2, &again, &why), RS_OK);
+		ck_assert_msg(again.revision == r.revision, "%s: %lld != "
+		    "%lld", ok[i], (long long)again.revision,
+		    (long long)r.revision);
+		refund_cleanup(&again);
+		refund_cleanup(&r);
+		cJSON_Delete(e2);
+		cJSON_Delete(e);
+		free(text);
+	}
+	for (i = 0; i < 3; i++) {
+		text = xasprintf("{\"id\":\"r\",\"chargeId\":\"c\","
+		    "\"currency\":\"USD\",\"amount\":\"1\",\"status\":"
+		    "\"SUCCEEDED\",\"revision\":%s}", bad[i]);
+		e = NULL;
+		ck_assert_int_eq(json_parse_strict(text, strlen(text), 16, &e,
+		    &why), RS_OK);
+		ck_assert_msg(refund_from_json(e, &r, &why) == RS_ERR_INPUT,
+		    "%s accepted", bad[i]);
+		ck_assert_str_eq(why, "bad revision");
+		cJSON_Delete(e);
+		free(text);
+	}
+}
+END_TEST
+
 START_TEST(test_app_installed_real)
 {
 	struct event ev;
@@ -1020,6 +1077,7 @@ event_suite(void)
 	tcase_add_test(tc, test_bad_entity);
 	tcase_add_test(tc, test_entity_variants);
 	tcase_add_test(tc, test_refund_from_json_direct);
+	tcase_add_test(tc, test_refund_numeric_revision);
 	tcase_add_test(tc, test_app_installed_real);
 	tcase_add_test(tc, test_app_events);
 	tcase_add_test(tc, test_unknown_type);
