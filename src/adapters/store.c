@@ -203,6 +203,13 @@ store_probe(struct store *st)
 	return st->ops->probe(st->ctx);
 }
 
+enum rs_status
+store_writable(struct store *st, char **why)
+{
+	*why = NULL;
+	return st->ops->writable(st->ctx, why);
+}
+
 void
 store_refund_row_cleanup(struct store_refund_row *row)
 {
@@ -328,34 +335,68 @@ store_backfill_start(struct store *st, const char *id, bool restart)
 	return st->ops->backfill_start(st->ctx, id, restart);
 }
 
+/*
+ * store_backfill_pages() for func: check everything, then one call of
+ * the backend.  applied (npages entries) is filled on RS_OK only.
+ */
+static enum rs_status
+store_bf_commit(struct store *st, const char *func, const char *id,
+    const struct store_bf_page *pages, size_t npages, size_t *applied)
+{
+	const struct store_bf_page *p;
+	const char *why;
+	size_t i, k, *a;
+	enum rs_status rc;
+
+	if (!store_instance_id_ok(id, func))
+		return RS_ERR_INPUT;
+	if (npages == 0 || pages == NULL) {
+		log_warnx("%s: instance %s: no pages", func, id);
+		return RS_ERR_INPUT;
+	}
+	/* Check every page first: a bad refund rejects all of them. */
+	for (k = 0; k < npages; k++) {
+		p = &pages[k];
+		if (p->n > 0 && p->refunds == NULL) {
+			log_warnx("%s: instance %s: %zu refunds but no array",
+			    func, id, p->n);
+			return RS_ERR_INPUT;
+		}
+		for (i = 0; i < p->n; i++)
+			if ((why = store_refund_check(&p->refunds[i])) !=
+			    NULL) {
+				log_warnx("%s: instance %s: refund %s: %s",
+				    func, id, p->refunds[i].id != NULL ?
+				    p->refunds[i].id : "(none)", why);
+				return RS_ERR_INPUT;
+			}
+	}
+	a = xcalloc(npages, sizeof(*a));
+	rc = st->ops->backfill_pages(st->ctx, id, pages, npages, a);
+	if (rc == RS_OK && applied != NULL)
+		memcpy(applied, a, npages * sizeof(*a));
+	free(a);
+	return rc;
+}
+
 enum rs_status
 store_backfill_page(struct store *st, const char *id,
     const struct refund *refunds, size_t n, const char *next_cursor,
     size_t *applied)
 {
-	const char *why;
-	size_t a = 0, i;
-	enum rs_status rc;
+	struct store_bf_page p;
 
-	if (!store_instance_id_ok(id, __func__))
-		return RS_ERR_INPUT;
-	if (n > 0 && refunds == NULL) {
-		log_warnx("%s: instance %s: %zu refunds but no array",
-		    __func__, id, n);
-		return RS_ERR_INPUT;
-	}
-	/* Check the whole page first: a bad refund rejects all of it. */
-	for (i = 0; i < n; i++)
-		if ((why = store_refund_check(&refunds[i])) != NULL) {
-			log_warnx("%s: instance %s: refund %s: %s", __func__,
-			    id, refunds[i].id != NULL ? refunds[i].id :
-			    "(none)", why);
-			return RS_ERR_INPUT;
-		}
-	rc = st->ops->backfill_page(st->ctx, id, refunds, n, next_cursor, &a);
-	if (rc == RS_OK && applied != NULL)
-		*applied = a;
-	return rc;
+	p.refunds = refunds;
+	p.n = n;
+	p.next_cursor = next_cursor;
+	return store_bf_commit(st, __func__, id, &p, 1, applied);
+}
+
+enum rs_status
+store_backfill_pages(struct store *st, const char *id,
+    const struct store_bf_page *pages, size_t npages, size_t *applied)
+{
+	return store_bf_commit(st, __func__, id, pages, npages, applied);
 }
 
 enum rs_status

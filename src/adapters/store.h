@@ -57,7 +57,13 @@ struct store_options {
  * Open (creating it if needed, unless readonly) the database at path,
  * apply pending migrations from sql/ in order, and set the pragmas.
  * Returns RS_OK and *out (caller owns; store_close()), or an error with a
- * message in *why (caller frees with free()).
+ * message in *why (caller frees with free()): RS_ERR_BUSY when the
+ * database exists but cannot be opened now (locked, or it, its -wal or
+ * -shm file or their directory cannot be written or read), which may
+ * pass; RS_ERR_IO when it does not exist and cannot be created, is not
+ * a database or is from a newer program, which will not.  A database
+ * that cannot be written may also open, for reading only: see
+ * store_writable().
  */
 enum rs_status	store_open(const char *path, const struct store_options *opt,
 		    struct store **out /* OUT */, char **why /* OUT */);
@@ -112,6 +118,23 @@ enum rs_status	store_apply_refund(struct store *st, const struct refund *r,
  * write would get.
  */
 enum rs_status	store_probe(struct store *st);
+
+/*
+ * Was st opened so that it can write?  SQLite opens a database it
+ * cannot write (the file, its -wal or -shm file read-only, a read-only
+ * mount) for reading only, even when asked to open it for writing, and
+ * such a connection never writes, even once the cause is gone: it must
+ * be closed and opened again.  So a writer that must not start on one
+ * (the daemon) asks once, right after store_open().  RS_OK: it can (a
+ * write lock held elsewhere is not a "no"; the check does not wait for
+ * it and writes nothing).  RS_ERR_BUSY: it cannot (so always when
+ * opened readonly), and *why (caller frees) says why, naming the file
+ * that refuses writes when the file system tells, e.g.
+ * "/var/lib/refundsync/refundsync.db-wal: Operation not permitted".
+ * RS_ERR_INTERNAL (logged) if a transaction is open.  Otherwise it logs
+ * nothing: the caller says what it makes of it.
+ */
+enum rs_status	store_writable(struct store *st, char **why /* OUT */);
 
 /* A stored refund with the columns beyond the entity. */
 struct store_refund_row {
@@ -259,11 +282,38 @@ enum rs_status	store_backfill_start(struct store *st, const char *id,
  * *applied (may be NULL) is the number of refunds APPLIED (the rest were
  * stale).  RS_ERR_NOTFOUND if the instance has no row; RS_ERR_INPUT if a
  * refund lacks what a row needs; RS_ERR_BUSY if the store cannot commit
- * now.  On any error nothing of the page is kept.
+ * now.  On any error nothing of the page is kept.  The one-page case of
+ * store_backfill_pages().
  */
 enum rs_status	store_backfill_page(struct store *st, const char *id,
 		    const struct refund *refunds, size_t n,
 		    const char *next_cursor, size_t *applied /* OUT */);
+
+/* One page for store_backfill_pages().  All borrowed. */
+struct store_bf_page {
+	const struct refund *refunds;	/* n of them; may be NULL if n == 0 */
+	size_t		 n;
+	const char	*next_cursor;	/* the cursor after the page; NULL:
+					   none (the last page) */
+};
+
+/*
+ * Commit npages (>= 1) consecutive pages of the backfill of id, in ONE
+ * transaction, as if store_backfill_page() were called for each in
+ * order, but all or nothing: every refund of every page is upserted
+ * under the same version rule, then backfill_cursor becomes the LAST
+ * page's next_cursor, backfill_pages grows by npages and
+ * backfill_refunds by the sum of the n.  So a page and the cursor that
+ * follows it are never split, and the stored cursor always names the
+ * first page not stored.  applied (may be NULL) is an array of npages
+ * that gets, for each page, the number of its refunds APPLIED; it is
+ * written only on RS_OK.  Errors as store_backfill_page() (RS_ERR_INPUT
+ * also for npages 0 or pages NULL); on any error nothing of any page is
+ * kept.
+ */
+enum rs_status	store_backfill_pages(struct store *st, const char *id,
+		    const struct store_bf_page *pages, size_t npages,
+		    size_t *applied /* OUT: npages, may be NULL */);
 
 /*
  * Wix rejected the cursor: the run starts again from the first page.

@@ -30,7 +30,7 @@ extern const struct store_migration store_migrations[];
 extern const unsigned store_migration_count;
 
 /* Bumped when struct store_ops changes shape. */
-#define STORE_OPS_VERSION	5
+#define STORE_OPS_VERSION	7
 
 struct store_ops {
 	int		 version;	/* STORE_OPS_VERSION */
@@ -68,7 +68,10 @@ struct store_ops {
 	enum rs_status	(*counts)(void *ctx, struct store_counts *out);
 
 	/* Instances and their backfill (version 2).  store.c has checked
-	 * that id is not empty and, for backfill_page, every refund. */
+	 * that id is not empty and, for backfill_pages, that npages >= 1,
+	 * that pages and every refund are sound, and that applied is an
+	 * array of npages (version 6: backfill_pages replaced backfill_page;
+	 * store_backfill_page() is its one-page case). */
 	enum rs_status	(*instance_get)(void *ctx, const char *id,
 			    struct store_instance *out);
 	enum rs_status	(*instance_foreach)(void *ctx,
@@ -77,9 +80,9 @@ struct store_ops {
 			    bool *created);
 	enum rs_status	(*backfill_start)(void *ctx, const char *id,
 			    bool restart);
-	enum rs_status	(*backfill_page)(void *ctx, const char *id,
-			    const struct refund *refunds, size_t n,
-			    const char *next_cursor, size_t *applied);
+	enum rs_status	(*backfill_pages)(void *ctx, const char *id,
+			    const struct store_bf_page *pages, size_t npages,
+			    size_t *applied);
 	enum rs_status	(*backfill_reset_cursor)(void *ctx,
 			    const char *id, const char *why);
 	enum rs_status	(*backfill_finish)(void *ctx, const char *id,
@@ -139,6 +142,9 @@ struct store_ops {
 			    const struct store_reconcile_run *r);
 	enum rs_status	(*reconcile_last_foreach)(void *ctx,
 			    store_reconcile_fn fn, void *arg);
+
+	/* Start-up (version 7). */
+	enum rs_status	(*writable)(void *ctx, char **why);
 };
 
 /* The SQLite backend (store_sqlite.c). */

@@ -19,11 +19,14 @@
  *
  * Every statement is prepared once, at open, and cached.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -272,9 +275,9 @@ static const struct {
 	    " last_error = CASE WHEN ?3 OR backfill IN ('pending',"
 	    " 'done') THEN NULL ELSE last_error END"
 	    " WHERE instance_id = ?1" },
-	[SQ_BF_PAGE] = { "record backfill page",
+	[SQ_BF_PAGE] = { "record backfill pages",
 	    "UPDATE instances SET backfill_cursor = ?2,"
-	    " backfill_pages = backfill_pages + 1,"
+	    " backfill_pages = backfill_pages + ?5,"
 	    " backfill_refunds = backfill_refunds + ?3, updated_at = ?4"
 	    " WHERE instance_id = ?1" },
 	[SQ_BF_RESET] = { "reset backfill cursor",
@@ -504,13 +507,21 @@ sq_status(struct sq *s, int rc, const char *what, const char *which)
 	return st;
 }
 
-/* At open time: a lock is worth a retry, anything else is not. */
+/*
+ * At open time: a lock, or a file that cannot be written now (the
+ * database, its -wal or -shm, or their directory), is worth a retry;
+ * anything else is not.  sq_open() makes it RS_ERR_IO when the database
+ * did not exist.
+ */
 static enum rs_status
 sq_open_status(int rc)
 {
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
+	case SQLITE_READONLY:
+	case SQLITE_CANTOPEN:
+	case SQLITE_PERM:
 		return RS_ERR_BUSY;
 	default:
 		return RS_ERR_IO;
@@ -1346,38 +1357,46 @@ sq_backfill_start(void *ctx, const char *id, bool restart)
 	return sq_txn_end(s, st);
 }
 
+/* Every page's refunds in order, then one update of the instance row:
+ * the last page's cursor, npages more pages and all their refunds. */
 static enum rs_status
-sq_backfill_page(void *ctx, const char *id, const struct refund *refunds,
-    size_t n, const char *next_cursor, size_t *applied)
+sq_backfill_pages(void *ctx, const char *id,
+    const struct store_bf_page *pages, size_t npages, size_t *applied)
 {
 	struct sq *s = ctx;
 	sqlite3_stmt *stmt = s->stmt[SQ_BF_PAGE];
+	const struct store_bf_page *p;
 	enum store_outcome o;
 	enum rs_status st;
-	size_t i, a = 0;
+	size_t i, k;
+	int64_t total = 0;
 	char now[32];
 	int brc = SQLITE_OK;
 
 	if ((st = sq_begin(s)) != RS_OK)
 		return st;
-	for (i = 0; i < n && st == RS_OK; i++) {
-		o = STORE_STALE;
-		st = sq_apply_refund(s, &refunds[i], id, false, 0, "backfill",
-		    &o);
-		if (st == RS_OK && o == STORE_APPLIED)
-			a++;
+	for (k = 0; k < npages && st == RS_OK; k++) {
+		p = &pages[k];
+		applied[k] = 0;
+		for (i = 0; i < p->n && st == RS_OK; i++) {
+			o = STORE_STALE;
+			st = sq_apply_refund(s, &p->refunds[i], id, false, 0,
+			    "backfill", &o);
+			if (st == RS_OK && o == STORE_APPLIED)
+				applied[k]++;
+		}
+		total += (int64_t)p->n;
 	}
 	if (st == RS_OK) {
 		clock_wall_iso(now);
 		sq_bind_text(stmt, 1, id, &brc);
-		sq_bind_text(stmt, 2, next_cursor, &brc);
-		sq_bind_i64(stmt, 3, true, (int64_t)n, &brc);
+		sq_bind_text(stmt, 2, pages[npages - 1].next_cursor, &brc);
+		sq_bind_i64(stmt, 3, true, total, &brc);
 		sq_bind_text(stmt, 4, now, &brc);
+		sq_bind_i64(stmt, 5, true, (int64_t)npages, &brc);
 		st = sq_instance_update(s, SQ_BF_PAGE, brc, id);
 	}
-	if ((st = sq_txn_end(s, st)) == RS_OK)
-		*applied = a;
-	return st;
+	return sq_txn_end(s, st);
 }
 
 static enum rs_status
@@ -2426,6 +2445,104 @@ fail:
 	return sq_open_status(rc);
 }
 
+/* ---- can it write? --------------------------------------------------- */
+
+/* The database file as SQLite resolved it (symbolic links followed: its
+ * -wal and -shm files live beside that), else the path as given. */
+static const char *
+sq_file(const struct sq *s)
+{
+	const char *f = NULL;
+
+	if (s->db != NULL)
+		f = sqlite3_db_filename(s->db, "main");
+	return f != NULL && *f != '\0' ? f : s->path;
+}
+
+/*
+ * For messages: which file of the database at file this process may not
+ * write, and why ("/var/lib/x.db-wal: Operation not permitted"): the
+ * database, its -wal or -shm file or, when one of those does not exist,
+ * the directory that would hold it.  NULL if none (the cause is then
+ * elsewhere).  Caller frees.
+ */
+static char *
+sq_unwritable(const char *file)
+{
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	const char *slash;
+	char *f, *dir, *r = NULL;
+	bool missing = false;
+	size_t i;
+
+	for (i = 0; i < sizeof(sfx) / sizeof(sfx[0]) && r == NULL; i++) {
+		f = xasprintf("%s%s", file, sfx[i]);
+		if (faccessat(AT_FDCWD, f, W_OK, AT_EACCESS) == -1) {
+			if (errno == ENOENT)
+				missing = true;
+			else
+				r = xasprintf("%s: %s", f, strerror(errno));
+		}
+		free(f);
+	}
+	if (r != NULL || !missing)
+		return r;
+	if ((slash = strrchr(file, '/')) == NULL)
+		dir = xstrdup(".");
+	else if (slash == file)
+		dir = xstrdup("/");
+	else
+		dir = xstrndup(file, (size_t)(slash - file));
+	if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) == -1)
+		r = xasprintf("%s: %s", dir, strerror(errno));
+	free(dir);
+	return r;
+}
+
+/*
+ * See store_writable().  SQLite says when the database file itself is
+ * open read-only; a -wal or -shm file it could open only for reading
+ * shows when it takes the write lock.  That check does not wait: a lock
+ * held elsewhere says nothing about this connection.
+ */
+static enum rs_status
+sq_writable(void *ctx, char **why)
+{
+	struct sq *s = ctx;
+	const char *msg;
+	int64_t busy_ms;
+	int rc;
+
+	if (sq_in_txn(s)) {
+		log_warnx("store: %s: writable: a transaction is open",
+		    s->path);
+		return RS_ERR_INTERNAL;
+	}
+	if (s->readonly) {
+		*why = xasprintf("%s: opened read-only", s->path);
+		return RS_ERR_BUSY;
+	}
+	if (sqlite3_db_readonly(s->db, "main") == 1) {
+		rc = SQLITE_READONLY;
+		msg = "the database is open read-only";
+	} else {
+		busy_ms = s->busy_ms;
+		s->busy_ms = 0;
+		rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		s->busy_ms = busy_ms;
+		if (rc == SQLITE_OK) {
+			(void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+			return RS_OK;
+		}
+		if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+			return RS_OK;
+		msg = sqlite3_errmsg(s->db);
+	}
+	if ((*why = sq_unwritable(sq_file(s))) == NULL)
+		*why = xasprintf("%s: %s (sqlite code %d)", s->path, msg, rc);
+	return RS_ERR_BUSY;
+}
+
 /*
  * Process-wide SQLite settings, once, before the library initialises.
  * Memory statistics cost a global mutex on every allocation, which the
@@ -2446,12 +2563,15 @@ sq_open(const char *path, const struct store_options *opt, void **ctx,
 	enum rs_status st;
 	unsigned i;
 	int flags, rc;
+	bool existed;
+	char *which, *full;
 
 	(void)pthread_once(&once, sq_global_init);
 	s = xcalloc(1, sizeof(*s));
 	s->path = xstrdup(path);
 	s->readonly = opt->readonly;
 	s->lazy_sync = opt->lazy_sync;
+	existed = access(path, F_OK) == 0;
 	flags = SQLITE_OPEN_NOMUTEX;
 	if (s->readonly)
 		flags |= SQLITE_OPEN_READONLY;
@@ -2459,20 +2579,20 @@ sq_open(const char *path, const struct store_options *opt, void **ctx,
 		flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 	rc = sqlite3_open_v2(path, &s->db, flags, NULL);
 	if (rc != SQLITE_OK) {
-		*why = xasprintf("%s: cannot open: %s", path,
+		*why = xasprintf("%s: cannot %s: %s", path,
+		    existed || s->readonly ? "open" : "create it",
 		    s->db != NULL ? sqlite3_errmsg(s->db) :
 		    sqlite3_errstr(rc));
-		st = RS_ERR_IO;
+		st = sq_open_status(rc);
 		goto fail;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
 	s->busy_ms = opt->busy_timeout_ms > 0 ? opt->busy_timeout_ms : 0;
 	sqlite3_busy_handler(s->db, sq_busy, s);
+	/* A file SQLite cannot write opens read-only all the same: see
+	 * sq_writable(). */
 	if ((st = sq_pragmas(s, why)) != RS_OK)
 		goto fail;
-	if (!s->readonly && sqlite3_db_readonly(s->db, "main") == 1)
-		log_warnx("store: %s: the file is read-only: writes will fail",
-		    path);
 	if ((st = sq_migrate(s, why)) != RS_OK)
 		goto fail;
 	for (i = 0; i < SQ_NSTMT; i++) {
@@ -2489,6 +2609,18 @@ sq_open(const char *path, const struct store_options *opt, void **ctx,
 	*ctx = s;
 	return RS_OK;
 fail:
+	/* A database that was not there is no reason to retry: the path
+	 * is wrong, or it must be created where it can be. */
+	if (!existed)
+		st = RS_ERR_IO;
+	/* Say which file or directory refuses, when it is one. */
+	if ((st == RS_ERR_BUSY || (!existed && !s->readonly)) &&
+	    *why != NULL && (which = sq_unwritable(sq_file(s))) != NULL) {
+		full = xasprintf("%s; %s", *why, which);
+		free(which);
+		free(*why);
+		*why = full;
+	}
 	sq_close(s);
 	return st;
 }
@@ -2538,7 +2670,7 @@ const struct store_ops store_sqlite_ops = {
 	.instance_foreach = sq_instance_foreach,
 	.instance_ensure = sq_instance_ensure,
 	.backfill_start = sq_backfill_start,
-	.backfill_page = sq_backfill_page,
+	.backfill_pages = sq_backfill_pages,
 	.backfill_reset_cursor = sq_backfill_reset_cursor,
 	.backfill_finish = sq_backfill_finish,
 	.changes_read = sq_changes_read,
@@ -2562,7 +2694,8 @@ const struct store_ops store_sqlite_ops = {
 	.export_requeue = sq_export_requeue,
 	.repair_counts = sq_repair_counts,
 	.reconcile_record = sq_reconcile_record,
-	.reconcile_last_foreach = sq_reconcile_last_foreach
+	.reconcile_last_foreach = sq_reconcile_last_foreach,
+	.writable = sq_writable
 };
 
 struct sqlite3 *

@@ -2,7 +2,8 @@
  * check_store.c: the SQLite store.  Migrations and pragmas, the public
  * schema, the version rule and the change log, deduplication, instances,
  * savepoints and rollback, the failure modes a caller must turn into
- * 503 (lock held past busy_timeout, read-only database), and the
+ * 503 (lock held past busy_timeout, read-only database), whether a
+ * connection can write at all and why not (store_writable), and the
  * instances API the backfill drives (one transaction per page), and
  * what reconcile needs (003_reconcile): walks of the change log and the
  * delivery logs, the repair log, re-queuing a change for an exporter,
@@ -13,9 +14,14 @@
  * inspected through a second, raw sqlite3 connection, so the tests see
  * what an accounting tool reading the file would see.
  */
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include <linux/fs.h>
+
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1640,6 +1646,272 @@ START_TEST(test_open_errors)
 }
 END_TEST
 
+/* ---- can it write? ----------------------------------------------------- */
+
+/*
+ * Make path refuse writes (on) or take them again (off).  root ignores
+ * the mode bits, so as root this is the immutable attribute, which only
+ * some file systems have (ext4, xfs, btrfs; not tmpfs); otherwise mode
+ * 0444 (0555 for a directory).  Returns the strerror() text a write
+ * then meets, or NULL if this cannot be done here.
+ */
+static const char *
+deny_writes(const char *path, bool on)
+{
+	struct stat sb;
+	int fd, flags;
+	bool ok = false;
+
+	if (geteuid() != 0) {
+		if (stat(path, &sb) == -1)
+			return NULL;
+		if (chmod(path, S_ISDIR(sb.st_mode) ? (on ? 0555 : 0755) :
+		    (on ? 0444 : 0644)) == -1)
+			return NULL;
+		return strerror(EACCES);
+	}
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) == -1)
+		return NULL;
+	if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+		if (on)
+			flags |= FS_IMMUTABLE_FL;
+		else
+			flags &= ~FS_IMMUTABLE_FL;
+		ok = ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+	}
+	close(fd);
+	return ok ? strerror(EPERM) : NULL;
+}
+
+/* A store that can write, a read-only open, a lock held elsewhere and
+ * an open transaction. */
+START_TEST(test_writable)
+{
+	char *path = test_db(NULL), *why = (char *)"unset";
+	struct store_options opt = { .busy_timeout_ms = 3000 };
+	struct store *st, *ro;
+	sqlite3 *db;
+	int64_t t0, dt;
+
+	st = open_store(path, false);
+	ck_assert_int_eq(store_writable(st, &why), RS_OK);
+	ck_assert_ptr_null(why);
+	/* It wrote nothing and holds no transaction. */
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	expect_counts(st, 0, 0, 0, 0, 0);
+
+	ro = open_store(path, true);
+	ck_assert_int_eq(store_writable(ro, &why), RS_ERR_BUSY);
+	ck_assert_ptr_nonnull(why);
+	ck_assert_msg(strstr(why, path) != NULL &&
+	    strstr(why, "opened read-only") != NULL, "why: %s", why);
+	free(why);
+	store_close(ro);
+
+	/* Another connection holds the write lock: not a "no", and no
+	 * wait for busy_timeout (3 s here). */
+	store_close(st);
+	st = NULL;
+	ck_assert_int_eq(store_open(path, &opt, &st, &why), RS_OK);
+	db = raw_open(path);
+	raw_exec(db, "BEGIN IMMEDIATE");
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(store_writable(st, &why), RS_OK);
+	dt = clock_mono_ms() - t0;
+	ck_assert_msg(dt < 1000, "waited %jd ms", (intmax_t)dt);
+	ck_assert_ptr_null(why);
+	raw_exec(db, "ROLLBACK");
+	sqlite3_close(db);
+
+	/* Inside a transaction: a misuse. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_writable(st, &why), RS_ERR_INTERNAL);
+	ck_assert_ptr_null(why);
+	store_rollback(st);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/*
+ * The database file, then its -wal file, cannot be written: SQLite opens
+ * it all the same, for reading, and store_writable() says no, naming
+ * the file.  Such a connection stays unable to write once the file can
+ * be written again; a new one can.
+ */
+START_TEST(test_writable_denied)
+{
+	char *path = test_db(NULL), *wal = xasprintf("%s-wal", path), *why;
+	char *want;
+	struct store_options opt = { .busy_timeout_ms = BUSY_MS };
+	struct store *st = NULL, *again = NULL;
+	struct store_refund_row row;
+	enum rs_status rc_open, rc_w, rc_after, rc_new;
+	const char *errtext;
+	int fd;
+
+	st = open_store(path, false);
+	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-1", 1, "r1",
+	    "PENDING", 1, NULL), STORE_APPLIED);
+	store_close(st);
+	st = NULL;
+
+	if ((errtext = deny_writes(path, true)) == NULL) {
+		printf("check_store: test_writable_denied: cannot make %s "
+		    "read-only here (%s): skipped\n", path, geteuid() == 0 ?
+		    "no immutable flag on this file system" : "chmod");
+		free(wal);
+		free(path);
+		return;
+	}
+	why = NULL;
+	rc_open = store_open(path, &opt, &st, &why);
+	rc_w = st != NULL ? store_writable(st, &why) : RS_ERR_INTERNAL;
+	ck_assert_ptr_nonnull(deny_writes(path, false));
+	ck_assert_int_eq(rc_open, RS_OK);
+	ck_assert_int_eq(rc_w, RS_ERR_BUSY);
+	want = xasprintf("%s: %s", path, errtext);
+	ck_assert_msg(why != NULL && strcmp(why, want) == 0, "why: %s, want "
+	    "%s", why != NULL ? why : "(null)", want);
+	free(want);
+	free(why);
+	why = NULL;
+	/* It reads. */
+	ck_assert_int_eq(store_refund_get(st, "r1", &row), RS_OK);
+	store_refund_row_cleanup(&row);
+	/* The file can be written again; this connection still cannot. */
+	ck_assert_int_eq(store_writable(st, &why), RS_ERR_BUSY);
+	free(why);
+	why = NULL;
+	ck_assert_int_eq(store_probe(st), RS_ERR_BUSY);
+	store_close(st);
+	st = open_store(path, false);
+	if (geteuid() != 0) {
+		/* Not root: the connection that could only read created
+		 * the -wal and -shm files with the database's mode, 0444,
+		 * as any reader of it does; they refuse writes too until
+		 * they are made writable. */
+		ck_assert_int_eq(store_writable(st, &why), RS_ERR_BUSY);
+		ck_assert_msg(why != NULL && strstr(why, path) != NULL &&
+		    strstr(why, "Permission denied") != NULL, "why: %s",
+		    why != NULL ? why : "(null)");
+		free(why);
+		why = NULL;
+		store_close(st);
+		want = xasprintf("%s-shm", path);
+		ck_assert_int_eq(chmod(want, 0644), 0);
+		free(want);
+		ck_assert_int_eq(chmod(wal, 0644), 0);
+		st = open_store(path, false);
+	}
+	ck_assert_int_eq(store_writable(st, &why), RS_OK);
+	ck_assert_int_eq(store_probe(st), RS_OK);
+	store_close(st);
+	st = NULL;
+
+	/* The -wal file: the main file opens for writing, the WAL only
+	 * for reading, which only the write lock shows. */
+	fd = open(wal, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_ptr_nonnull(deny_writes(wal, true));
+	rc_open = store_open(path, &opt, &st, &why);
+	rc_w = st != NULL ? store_writable(st, &why) : RS_ERR_INTERNAL;
+	rc_after = RS_ERR_INTERNAL;
+	ck_assert_ptr_nonnull(deny_writes(wal, false));
+	if (st != NULL) {
+		char *w2 = NULL;
+
+		rc_after = store_writable(st, &w2);
+		free(w2);
+	}
+	ck_assert_int_eq(rc_open, RS_OK);
+	ck_assert_int_eq(rc_w, RS_ERR_BUSY);
+	/* SQLite gives an empty -wal it opened only for reading the mode
+	 * of the database when it may (its owner, not immutable), so as
+	 * another user than root the file is writable again by the time
+	 * it is named: the message is SQLite's. */
+	if (geteuid() == 0)
+		want = xasprintf("%s: %s", wal, errtext);
+	else
+		want = xasprintf("%s: attempt to write a readonly database "
+		    "(sqlite code 8)", path);
+	ck_assert_msg(why != NULL && strcmp(why, want) == 0, "why: %s, want "
+	    "%s", why != NULL ? why : "(null)", want);
+	free(want);
+	free(why);
+	why = NULL;
+	ck_assert_int_eq(rc_after, RS_ERR_BUSY);
+	store_close(st);
+	rc_new = store_open(path, &opt, &again, &why);
+	ck_assert_int_eq(rc_new, RS_OK);
+	ck_assert_int_eq(store_writable(again, &why), RS_OK);
+	ck_assert_int_eq(apply_refund_event(again, "e2", "inst-1", 2, "r1",
+	    "SUCCEEDED", 2, NULL), STORE_APPLIED);
+	store_close(again);
+	free(wal);
+	free(path);
+}
+END_TEST
+
+/*
+ * A directory that cannot be written: an existing database cannot be
+ * opened (its -wal cannot be created), which may pass: RS_ERR_BUSY; a
+ * database that does not exist cannot be created, which will not pass:
+ * RS_ERR_IO.  Both messages name the directory.
+ */
+START_TEST(test_open_unwritable_dir)
+{
+	char *dir = NULL, *path = test_db(&dir), *p2, *want;
+	char *why1 = NULL, *why2 = NULL;
+	struct store_options opt = { .busy_timeout_ms = BUSY_MS };
+	struct store *st, *st2 = NULL;
+	enum rs_status rc1, rc2;
+	const char *errtext;
+
+	st = open_store(path, false);
+	store_close(st);
+	st = NULL;
+	ck_assert_int_eq(access(path, F_OK), 0);
+	p2 = xasprintf("%s/absent.db", dir);
+	if ((errtext = deny_writes(dir, true)) == NULL) {
+		printf("check_store: test_open_unwritable_dir: cannot make "
+		    "%s read-only here: skipped\n", dir);
+		free(p2);
+		free(dir);
+		free(path);
+		return;
+	}
+	rc1 = store_open(path, &opt, &st, &why1);
+	rc2 = store_open(p2, &opt, &st2, &why2);
+	ck_assert_ptr_nonnull(deny_writes(dir, false));
+	ck_assert_int_eq(rc1, RS_ERR_BUSY);
+	ck_assert_int_eq(rc2, RS_ERR_IO);
+	ck_assert_ptr_null(st);
+	ck_assert_ptr_null(st2);
+	want = xasprintf("%s: %s", dir, errtext);
+	ck_assert_msg(why1 != NULL && strstr(why1, path) != NULL &&
+	    strstr(why1, want) != NULL, "why: %s", why1 != NULL ? why1 :
+	    "(null)");
+	ck_assert_msg(why2 != NULL && strstr(why2, p2) != NULL &&
+	    strstr(why2, "cannot create it") != NULL &&
+	    strstr(why2, want) != NULL, "why: %s", why2 != NULL ? why2 :
+	    "(null)");
+	ck_assert_int_eq(access(p2, F_OK), -1);
+	free(want);
+	free(why1);
+	free(why2);
+	/* Writable again: it opens. */
+	st = open_store(path, false);
+	ck_assert_int_eq(store_writable(st, &why1), RS_OK);
+	ck_assert_ptr_null(why1);
+	store_close(st);
+	free(p2);
+	free(dir);
+	free(path);
+}
+END_TEST
+
 /* ---- instances and the backfill ---------------------------------------- */
 
 /* The columns of one instances row that the backfill drives. */
@@ -2081,6 +2353,136 @@ START_TEST(test_backfill_page_atomic)
 	    &applied), RS_ERR_INTERNAL);
 	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 0);
 	store_rollback(st);
+	sqlite3_close(db);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* Set one page of store_backfill_pages(). */
+static void
+set_bf_page(struct store_bf_page *pg, const struct refund *r, size_t n,
+    const char *next)
+{
+	pg->refunds = r;
+	pg->n = n;
+	pg->next_cursor = next;
+}
+
+/* Several pages in ONE transaction: every refund of every page under the
+ * version rule, then the cursor after the last page, the pages and
+ * refunds of all, and the applied count of each; all or nothing. */
+START_TEST(test_backfill_pages)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	struct store_bf_page pg[3];
+	struct refund *a, *b, *c;
+	size_t applied[3];
+	char *amount;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	db = raw_open(path);
+	/* A webhook stored b-1 at revision 5 already. */
+	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-1", 7, "b-1",
+	    "REVERSED", 5, "2024-05-03T00:00:00Z"), STORE_APPLIED);
+	ck_assert_int_eq(store_backfill_start(st, "inst-1", false), RS_OK);
+	a = mk_page("a", 2, 1);
+	b = mk_page("b", 3, 1);
+	c = mk_page("c", 1, 1);
+	set_bf_page(&pg[0], a, 2, "c1");
+	set_bf_page(&pg[1], b, 3, "c2");
+	set_bf_page(&pg[2], c, 1, "c3");
+
+	/* The last page's refund is refused: nothing of the three stays,
+	 * and applied is not written. */
+	raw_exec(db, "CREATE TRIGGER no_c BEFORE INSERT ON refunds"
+	    " WHEN NEW.id = 'c-0' BEGIN SELECT RAISE(ABORT, 'refused'); END");
+	applied[0] = applied[1] = applied[2] = 99;
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 3, applied),
+	    RS_ERR_INPUT);
+	ck_assert_uint_eq(applied[0], 99);
+	ck_assert_uint_eq(applied[2], 99);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|0|0|NULL\n");
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM refunds"), 1);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM changes"), 1);
+	raw_exec(db, "DROP TRIGGER no_c");
+
+	/* Refused before any write: a refund of page 2 without an amount,
+	 * no pages, no array of pages, refunds without their array, no
+	 * instance id; an instance without a row. */
+	amount = b[2].amount;
+	b[2].amount = NULL;
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 3, applied),
+	    RS_ERR_INPUT);
+	b[2].amount = amount;
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 0, applied),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", NULL, 1, applied),
+	    RS_ERR_INPUT);
+	pg[1].refunds = NULL;
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 3, applied),
+	    RS_ERR_INPUT);
+	pg[1].refunds = b;
+	ck_assert_int_eq(store_backfill_pages(st, "", pg, 3, applied),
+	    RS_ERR_INPUT);
+	ck_assert_int_eq(store_backfill_pages(st, "ghost", pg, 3, applied),
+	    RS_ERR_NOTFOUND);
+	ck_assert_uint_eq(applied[0], 99);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM refunds"), 1);
+
+	/* Locked past busy_timeout: busy, nothing kept. */
+	raw_exec(db, "BEGIN IMMEDIATE");
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 3, applied),
+	    RS_ERR_BUSY);
+	raw_exec(db, "ROLLBACK");
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|0|0|NULL\n");
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 1);
+
+	/* All three at once; b-1 is stale against the webhook's. */
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 3, applied),
+	    RS_OK);
+	ck_assert_uint_eq(applied[0], 2);
+	ck_assert_uint_eq(applied[1], 2);
+	ck_assert_uint_eq(applied[2], 1);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c3|3|6|NULL\n");
+	ck_assert_rows(db, "SELECT id, status, revision, source FROM refunds"
+	    " ORDER BY id",
+	    "a-0|SUCCEEDED|1|backfill\na-1|SUCCEEDED|1|backfill\n"
+	    "b-0|SUCCEEDED|1|backfill\nb-1|REVERSED|5|webhook\n"
+	    "b-2|SUCCEEDED|1|backfill\nc-0|SUCCEEDED|1|backfill\n");
+	ck_assert_rows(db, "SELECT refund_id, source FROM changes ORDER BY"
+	    " seq", "b-1|webhook\na-0|backfill\na-1|backfill\nb-0|backfill\n"
+	    "b-2|backfill\nc-0|backfill\n");
+
+	/* Again (a restarted run): all stale, every page counted; applied
+	 * may be NULL. */
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 3, NULL),
+	    RS_OK);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|c3|6|12|NULL\n");
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM changes"), 6);
+
+	/* Ending with the last page (no cursor, no refunds): the cursor is
+	 * the last page's, NULL. */
+	set_bf_page(&pg[1], NULL, 0, NULL);
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 2, applied),
+	    RS_OK);
+	ck_assert_uint_eq(applied[0], 0);
+	ck_assert_uint_eq(applied[1], 0);
+	ck_assert_rows(db, BF_ROW "'inst-1'", "running|NULL|8|14|NULL\n");
+
+	/* Inside a caller's transaction: refused, the caller's stays. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_backfill_pages(st, "inst-1", pg, 1, applied),
+	    RS_ERR_INTERNAL);
+	ck_assert_int_eq(sqlite3_get_autocommit(store_sqlite_handle(st)), 0);
+	store_rollback(st);
+
+	free_page(a, 2);
+	free_page(b, 3);
+	free_page(c, 1);
 	sqlite3_close(db);
 	store_close(st);
 	free(path);
@@ -3108,12 +3510,16 @@ store_suite(void)
 	tcase_add_test(tc, test_disk_full);
 	tcase_add_test(tc, test_readonly);
 	tcase_add_test(tc, test_open_errors);
+	tcase_add_test(tc, test_writable);
+	tcase_add_test(tc, test_writable_denied);
+	tcase_add_test(tc, test_open_unwritable_dir);
 	tcase_add_test(tc, test_backfill_names);
 	tcase_add_test(tc, test_instance_ensure_get);
 	tcase_add_test(tc, test_instance_foreach);
 	tcase_add_test(tc, test_backfill_lifecycle);
 	tcase_add_test(tc, test_backfill_version_rule);
 	tcase_add_test(tc, test_backfill_page_atomic);
+	tcase_add_test(tc, test_backfill_pages);
 	tcase_add_test(tc, test_changes_foreach);
 	tcase_add_test(tc, test_changes_foreach_million);
 	tcase_add_test(tc, test_deliveries_foreach);
