@@ -13,6 +13,31 @@
  * one ended), so a misbehaving API fails the run with a clear error
  * instead of looping or storing half a page.
  *
+ * Pipelining: fetching a page (the network, JSON parsing) and committing
+ * one (the upserts, then a synchronous commit that waits for the disk)
+ * both take real time, so backfill_run() does them at once, and commits
+ * the pages that are ready together, so several share one wait for the
+ * disk.  A fetcher thread
+ * fetches the pages in order, runs the loop checks on each (it owns the
+ * cursor, the set of cursors seen and the end of the previous page) and
+ * hands it to the calling thread, the committer, through a bounded
+ * queue.  The committer takes every page ready (at most batch_pages) and
+ * commits them in ONE transaction: each page's refunds in order, then
+ * the cursor after the last of them (store_backfill_pages()), so the
+ * stored cursor still always names the first page not stored.  The
+ * queue also carries, in order with the pages, what the fetcher has to
+ * say: a retry note for the progress callback, a rejected cursor (the
+ * committer resets the stored cursor only after committing the pages
+ * fetched before it), and the end of the fetching with its status.  A
+ * failure of the fetcher thus reaches the committer after the pages
+ * fetched before it, which are committed first.  When a commit fails (or
+ * the store stays busy until stop), the committer aborts the queue: the
+ * fetcher ends at once, and the pages queued are dropped, never
+ * counted.  On stop, the fetcher asks for no new page and ends; the
+ * committer commits what is queued, so no fetched page is wasted.
+ * backfill_walk() (reconcile) keeps the one-thread loop: fetch, hand
+ * over, next.
+ *
  * Retries: wixapi retries 429, 5xx and transport errors itself.  Here a
  * page that came back malformed (truncated, invalid JSON, oversized), a
  * call whose retries ran out, or a store that cannot commit is tried
@@ -20,10 +45,16 @@
  * error fails the run at once; a rejected cursor starts the run over
  * from the first page (the upsert is idempotent).
  *
- * Threads: backfill_run() runs in its caller's thread with the caller's
- * store connection.  The backfiller's workers are detached threads, one
- * per instance being backfilled (at most BF_MAX_WORKERS), each with its
- * own store connection; its queue and counters are under one mutex.
+ * Threads: backfill_run() commits in its caller's thread with the
+ * caller's store connection, and fetches in a fetcher thread of its own
+ * that it joins before returning.  Ownership in a run: the fetcher alone
+ * touches the fetch state (cursor, prev_last, seen, fpage); the
+ * committer alone the store, the counters and the progress callback;
+ * the rest of struct bf_run is read-only while both run.  A queued item
+ * belongs to the queue (under its mutex); the thread that takes it out
+ * owns it.  The backfiller's workers are detached threads, one per
+ * instance being backfilled (at most BF_MAX_WORKERS), each with its own
+ * store connection; its queue and counters are under one mutex.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -51,6 +82,10 @@
 #define BF_SECRET_MAX		(64 * 1024)
 #define BF_MAX_WORKERS		8	/* instances run at once */
 #define BF_CURSOR_SHOWN		24	/* cursor bytes in a message */
+#define BF_DEF_QUEUE		8	/* pages fetched ahead of the commit */
+#define BF_DEF_BATCH		8	/* pages in one commit */
+#define BF_MAX_QUEUE		64
+#define BF_MAX_BATCH		64
 
 /* ---- metrics ----------------------------------------------------------- */
 
@@ -172,6 +207,8 @@ cs_add(struct cursor_set *cs, const char *s)
 
 /* ---- one run ----------------------------------------------------------- */
 
+struct bf_pipe;
+
 struct bf_run {
 	struct store		*st;
 	struct wixapi		*w;
@@ -182,12 +219,18 @@ struct bf_run {
 	int			 max_restarts;
 	int64_t			 base_ms;
 	int64_t			 max_ms;
+	int			 queue_pages;	/* < 0: no fetcher thread */
+	int			 batch_pages;
 	int64_t			 t0;		/* monotonic start */
 	char			*label;		/* metrics label */
+	/* The fetch state (the fetcher's while one runs): */
 	char			*cursor;	/* next page's, or NULL */
 	char			*prev_last;	/* createdDate ending the
 						   previous page, or NULL */
 	struct cursor_set	 seen;
+	int64_t			 fpage;		/* pages fetched, as pages
+						   counts them */
+	/* The committer's (the calling thread's): */
 	int64_t			 pages;		/* in all */
 	int64_t			 refunds;
 	int64_t			 run_pages;
@@ -197,12 +240,143 @@ struct bf_run {
 	backfill_page_fn	 page_fn;
 	backfill_restart_fn	 restart_fn;
 	void			*walk_arg;
+	/* The queue to the committer while a fetcher thread runs, else
+	 * NULL.  Set before the thread starts, cleared after the join. */
+	struct bf_pipe		*pipe;
 };
 
+/* ---- the queue from the fetcher to the committer ------------------------ */
+
+enum bf_kind {
+	BF_PAGE,		/* a page that passed the loop checks */
+	BF_NOTE,		/* a note for the progress callback */
+	BF_RESET,		/* Wix rejected the cursor: from page one */
+	BF_END			/* the fetcher is done: rc, text */
+};
+
+/* One thing the fetcher hands over.  Owned by the queue while queued,
+ * then by the thread that took it out. */
+struct bf_qitem {
+	struct bf_qitem		*next;
+	enum bf_kind		 kind;
+	struct wixapi_page	 page;		/* BF_PAGE */
+	char			*text;		/* BF_NOTE, BF_RESET: the note;
+						   BF_END: why, or NULL */
+	enum rs_status		 rc;		/* BF_END */
+};
+
+struct bf_pipe {
+	pthread_mutex_t		 mu;		/* all below */
+	pthread_cond_t		 ready;		/* an item was queued */
+	pthread_cond_t		 space;		/* pages taken, or abort */
+	struct bf_qitem		*head, *tail;
+	size_t			 npages;	/* BF_PAGE items queued */
+	size_t			 cap;		/* the most pages queued */
+	/* The committer gave up: the fetcher stops.  Also read without
+	 * the mutex, by bf_stopped(). */
+	atomic_bool		 abort;
+};
+
+static struct bf_qitem *
+bf_qitem_new(enum bf_kind kind)
+{
+	struct bf_qitem *it = xcalloc(1, sizeof(*it));
+
+	it->kind = kind;
+	return it;
+}
+
+static void
+bf_qitem_free(struct bf_qitem *it)
+{
+	if (it == NULL)
+		return;
+	wixapi_page_cleanup(&it->page);
+	free(it->text);
+	free(it);
+}
+
+/*
+ * Queue it (the fetcher's): from here the queue owns it.  A page waits
+ * while cap pages are queued.  false if the committer gave up: it has
+ * been freed, and the fetcher must end.
+ */
+static bool
+bf_put(struct bf_pipe *q, struct bf_qitem *it)
+{
+	pthread_mutex_lock(&q->mu);
+	while (it->kind == BF_PAGE && q->npages >= q->cap &&
+	    !atomic_load(&q->abort))
+		pthread_cond_wait(&q->space, &q->mu);
+	if (atomic_load(&q->abort)) {
+		pthread_mutex_unlock(&q->mu);
+		bf_qitem_free(it);
+		return false;
+	}
+	it->next = NULL;
+	if (q->tail != NULL)
+		q->tail->next = it;
+	else
+		q->head = it;
+	q->tail = it;
+	if (it->kind == BF_PAGE)
+		q->npages++;
+	pthread_cond_signal(&q->ready);
+	pthread_mutex_unlock(&q->mu);
+	return true;
+}
+
+/*
+ * Take the next thing out of the queue (the committer's), waiting for
+ * one: either up to max pages in a row, into batch (*n of them; the
+ * caller owns them), or else one other item, returned (the caller owns
+ * it; *n is 0).
+ */
+static struct bf_qitem *
+bf_take(struct bf_pipe *q, struct bf_qitem **batch, size_t max, size_t *n)
+{
+	struct bf_qitem *it = NULL;
+
+	*n = 0;
+	pthread_mutex_lock(&q->mu);
+	while (q->head == NULL)
+		pthread_cond_wait(&q->ready, &q->mu);
+	while (q->head != NULL && q->head->kind == BF_PAGE && *n < max) {
+		batch[(*n)++] = q->head;
+		q->head = q->head->next;
+	}
+	if (*n == 0) {
+		it = q->head;
+		q->head = it->next;
+	}
+	if (q->head == NULL)
+		q->tail = NULL;
+	if (*n > 0) {
+		q->npages -= *n;
+		pthread_cond_signal(&q->space);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return it;
+}
+
+/* The committer gives up: wake the fetcher, which ends. */
+static void
+bf_abort(struct bf_pipe *q)
+{
+	pthread_mutex_lock(&q->mu);
+	atomic_store(&q->abort, true);
+	pthread_cond_broadcast(&q->space);
+	pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- the steps of a run ------------------------------------------------ */
+
+/* Stop asked for, or (in the fetcher) the committer gave up. */
 static bool
 bf_stopped(const struct bf_run *r)
 {
-	return r->opt->stop != NULL && atomic_load(r->opt->stop);
+	return (r->opt->stop != NULL && atomic_load(r->opt->stop)) ||
+	    (r->pipe != NULL && atomic_load(&r->pipe->abort));
 }
 
 static void
@@ -223,6 +397,25 @@ bf_progress(struct bf_run *r, bool finished, const char *note)
 	p.finished = finished;
 	p.note = note;
 	r->opt->progress(r->opt->progress_arg, &p);
+}
+
+/* A note for the progress callback, from the fetching side: straight to
+ * it in one thread, through the queue (in order with the pages) when a
+ * fetcher thread runs. */
+static void
+bf_note(struct bf_run *r, const char *note)
+{
+	struct bf_qitem *it;
+
+	if (r->pipe == NULL) {
+		bf_progress(r, false, note);
+		return;
+	}
+	if (r->opt->progress == NULL)
+		return;
+	it = bf_qitem_new(BF_NOTE);
+	it->text = xstrdup(note);
+	(void)bf_put(r->pipe, it);
 }
 
 /* Sleep ms in slices, watching the stop flag.  false if it was set. */
@@ -352,7 +545,12 @@ bf_fetch(struct bf_run *r, struct wixapi_page *page, char **why)
 			wixapi_error_cleanup(&err);
 			return RS_ERR_RANGE;
 		}
-		if (rc == RS_ERR_AUTH) {
+		if (rc == RS_ERR_AUTH && err.http_status >= 300 &&
+		    err.http_status < 400) {
+			*why = xasprintf("the Wix token endpoint answered a "
+			    "redirect, not followed (check api_base): %s",
+			    what);
+		} else if (rc == RS_ERR_AUTH) {
 			*why = xasprintf("Wix refused the app credentials: "
 			    "%s", what);
 		} else if (!bf_transient(rc, &err)) {
@@ -369,8 +567,8 @@ bf_fetch(struct bf_run *r, struct wixapi_page *page, char **why)
 			    what, (long long)bf_backoff(r, n));
 			log_warnx("%s %s: page %lld: %s", r->page_fn != NULL ?
 			    "query refunds" : "backfill", r->id,
-			    (long long)r->pages + 1, note);
-			bf_progress(r, false, note);
+			    (long long)r->fpage + 1, note);
+			bf_note(r, note);
 			free(note);
 			free(what);
 			wixapi_error_cleanup(&err);
@@ -403,7 +601,7 @@ bf_before(const char *created, const char *than)
 static enum rs_status
 bf_check_page(struct bf_run *r, const struct wixapi_page *p, char **why)
 {
-	long long page = (long long)r->pages + 1;
+	long long page = (long long)r->fpage + 1;
 	char *c;
 
 	if (p->has_next && p->n == 0) {
@@ -518,7 +716,25 @@ bf_store_op(struct bf_run *r, int which, bool flag, const char *text)
 	}
 }
 
-/* Start over from the first page after a rejected cursor. */
+/* Forget where the fetching stood: the next page is the first. */
+static void
+bf_reset_fetch(struct bf_run *r)
+{
+	free(r->cursor);
+	r->cursor = NULL;
+	free(r->prev_last);
+	r->prev_last = NULL;
+	cs_clear(&r->seen);
+	r->fpage = 0;
+}
+
+/*
+ * Start over from the first page after a rejected cursor: say so, reset
+ * the stored cursor (or tell the walk's caller), zero the counts.  With
+ * a fetcher thread, this is the committer's side (after the pages
+ * queued before the rejection are committed); the fetcher has reset its
+ * own state already.
+ */
 static enum rs_status
 bf_reset(struct bf_run *r, const char *what, char **why)
 {
@@ -536,11 +752,8 @@ bf_reset(struct bf_run *r, const char *what, char **why)
 	} else
 		rc = bf_store_op(r, 1, false, note);
 	if (rc == RS_OK) {
-		free(r->cursor);
-		r->cursor = NULL;
-		free(r->prev_last);
-		r->prev_last = NULL;
-		cs_clear(&r->seen);
+		if (r->pipe == NULL)
+			bf_reset_fetch(r);
 		r->pages = r->refunds = 0;
 		bf_progress(r, false, note);
 	} else if (rc != RS_ERR_STOPPING)
@@ -573,7 +786,24 @@ bf_load(struct bf_run *r, char **why)
 	return RS_OK;
 }
 
-/* Walk the pages from r->cursor to the end. */
+/* Move the fetch state past page p, which passed the loop checks. */
+static void
+bf_advance(struct bf_run *r, const struct wixapi_page *p)
+{
+	r->fpage++;
+	if (!p->has_next)
+		return;
+	free(r->cursor);
+	r->cursor = xstrdup(p->next_cursor);
+	cs_add(&r->seen, r->cursor);
+	if (p->n > 0 && p->refunds[p->n - 1].created_date != NULL) {
+		free(r->prev_last);
+		r->prev_last = xstrdup(p->refunds[p->n - 1].created_date);
+	}
+}
+
+/* Walk the pages from r->cursor to the end, in one thread: fetch,
+ * check, commit (or hand over), next. */
 static enum rs_status
 bf_loop(struct bf_run *r, char **why)
 {
@@ -611,17 +841,7 @@ bf_loop(struct bf_run *r, char **why)
 			return rc;
 		}
 		last = !page.has_next;
-		if (!last) {
-			free(r->cursor);
-			r->cursor = xstrdup(page.next_cursor);
-			cs_add(&r->seen, r->cursor);
-			if (page.n > 0 &&
-			    page.refunds[page.n - 1].created_date != NULL) {
-				free(r->prev_last);
-				r->prev_last = xstrdup(
-				    page.refunds[page.n - 1].created_date);
-			}
-		}
+		bf_advance(r, &page);
 		wixapi_page_cleanup(&page);
 		if (last)
 			return RS_OK;
@@ -629,6 +849,211 @@ bf_loop(struct bf_run *r, char **why)
 		if (bf_stopped(r))
 			return RS_ERR_STOPPING;
 	}
+}
+
+/* ---- the pipeline ------------------------------------------------------- */
+
+/*
+ * The fetcher thread: fetch and check the pages in order from r->cursor
+ * and queue them; queue a reset when Wix rejects a cursor, and an end
+ * with the status last.  Ends without one if the committer gives up.
+ */
+static void *
+bf_fetcher(void *arg)
+{
+	struct bf_run *r = arg;
+	struct bf_qitem *it;
+	enum rs_status rc;
+	char *what = NULL, *why = NULL;
+	int restarts = 0;
+	bool last;
+
+	for (;;) {
+		it = bf_qitem_new(BF_PAGE);
+		rc = bf_fetch(r, &it->page, &what);
+		if (rc == RS_ERR_RANGE && ++restarts <= r->max_restarts) {
+			/* The committer resets the store in its turn. */
+			bf_reset_fetch(r);
+			wixapi_page_cleanup(&it->page);
+			it->kind = BF_RESET;
+			it->text = what;
+			what = NULL;
+			if (!bf_put(r->pipe, it))
+				return NULL;
+			continue;
+		}
+		if (rc == RS_ERR_RANGE) {
+			why = xasprintf("Wix rejected the cursor %d times; the "
+			    "last: %s", restarts, what);
+			free(what);
+			what = NULL;
+		} else if (rc != RS_OK) {
+			why = what;
+			what = NULL;
+		} else if ((rc = bf_check_page(r, &it->page, &why)) == RS_OK) {
+			last = !it->page.has_next;
+			bf_advance(r, &it->page);
+			if (!bf_put(r->pipe, it))
+				return NULL;
+			if (!last)
+				continue;
+			it = bf_qitem_new(BF_END);
+		}
+		wixapi_page_cleanup(&it->page);
+		it->kind = BF_END;
+		it->rc = rc;
+		it->text = why;
+		(void)bf_put(r->pipe, it);
+		return NULL;
+	}
+}
+
+/*
+ * Commit the n pages of batch (borrowed) in one transaction, retrying a
+ * store that cannot commit; then count them and tell the progress
+ * callback, page by page.  RS_OK; RS_ERR_STOPPING; or a failure with
+ * *why, and nothing counted.
+ */
+static enum rs_status
+bf_commit_batch(struct bf_run *r, struct bf_qitem *const *batch, size_t n,
+    char **why)
+{
+	struct store_bf_page sp[BF_MAX_BATCH];
+	size_t applied[BF_MAX_BATCH], k;
+	const struct wixapi_page *p;
+	enum rs_status rc;
+	char *which;
+	int tries;
+
+	for (k = 0; k < n; k++) {
+		p = &batch[k]->page;
+		sp[k].refunds = p->refunds;
+		sp[k].n = p->n;
+		sp[k].next_cursor = p->has_next ? p->next_cursor : NULL;
+	}
+	for (tries = 1;; tries++) {
+		rc = store_backfill_pages(r->st, r->id, sp, n, applied);
+		if (rc == RS_OK)
+			break;
+		if (n == 1)
+			which = xasprintf("page %lld", (long long)r->pages + 1);
+		else
+			which = xasprintf("pages %lld-%lld",
+			    (long long)r->pages + 1,
+			    (long long)(r->pages + (int64_t)n));
+		if (rc != RS_ERR_BUSY || tries >= r->attempts) {
+			*why = xasprintf("cannot store %s: %s", which,
+			    rs_strstatus(rc));
+			free(which);
+			return rc;
+		}
+		log_warnx("backfill %s: %s: the store cannot commit now; "
+		    "trying again", r->id, which);
+		free(which);
+		if (!bf_sleep(r, bf_backoff(r, tries)))
+			return RS_ERR_STOPPING;
+	}
+	for (k = 0; k < n; k++) {
+		p = &batch[k]->page;
+		r->pages++;
+		r->run_pages++;
+		r->refunds += (int64_t)p->n;
+		r->applied += (int64_t)applied[k];
+		metrics_add("refundsync_backfill_pages_total", r->label, 1);
+		metrics_add("refundsync_backfill_refunds_total", r->label,
+		    (int64_t)p->n);
+		if (p->has_next)
+			bf_progress(r, false, NULL);
+	}
+	return RS_OK;
+}
+
+/* The committer: take what the fetcher queues, in order, until its end
+ * or a failure here. */
+static enum rs_status
+bf_committer(struct bf_run *r, char **why)
+{
+	struct bf_qitem *batch[BF_MAX_BATCH], *it;
+	enum rs_status rc;
+	size_t n, k;
+
+	for (;;) {
+		it = bf_take(r->pipe, batch, (size_t)r->batch_pages, &n);
+		if (n > 0) {
+			rc = bf_commit_batch(r, batch, n, why);
+			for (k = 0; k < n; k++)
+				bf_qitem_free(batch[k]);
+			if (rc != RS_OK)
+				return rc;
+			continue;
+		}
+		switch (it->kind) {
+		case BF_NOTE:
+			bf_progress(r, false, it->text);
+			rc = RS_OK;
+			break;
+		case BF_RESET:
+			rc = bf_reset(r, it->text, why);
+			break;
+		default:
+			rc = it->rc;
+			if (rc != RS_OK) {
+				*why = it->text;
+				it->text = NULL;
+			}
+			bf_qitem_free(it);
+			return rc;
+		}
+		bf_qitem_free(it);
+		if (rc != RS_OK)
+			return rc;
+	}
+}
+
+/*
+ * Walk the pages from r->cursor to the end with a fetcher thread and
+ * commit them in the calling thread.  As bf_loop() (which it falls back
+ * to if no thread can start).
+ */
+static enum rs_status
+bf_pipeline(struct bf_run *r, char **why)
+{
+	struct bf_pipe q;
+	struct bf_qitem *it;
+	enum rs_status rc;
+	pthread_t tid;
+	int e;
+
+	memset(&q, 0, sizeof(q));
+	pthread_mutex_init(&q.mu, NULL);
+	pthread_cond_init(&q.ready, NULL);
+	pthread_cond_init(&q.space, NULL);
+	atomic_init(&q.abort, false);
+	q.cap = (size_t)r->queue_pages;
+	r->pipe = &q;
+	if ((e = pthread_create(&tid, NULL, bf_fetcher, r)) != 0) {
+		log_warnx("backfill %s: cannot start a fetcher thread (%s); "
+		    "fetching and committing in turn", r->id, strerror(e));
+		r->pipe = NULL;
+		rc = bf_loop(r, why);
+		goto out;
+	}
+	rc = bf_committer(r, why);
+	/* After an end the fetcher has returned or is returning; after a
+	 * failure here it must stop.  Either way, then nothing is left
+	 * but what it queued before it saw the abort. */
+	bf_abort(&q);
+	pthread_join(tid, NULL);
+	r->pipe = NULL;
+	while ((it = q.head) != NULL) {
+		q.head = it->next;
+		bf_qitem_free(it);
+	}
+out:
+	pthread_cond_destroy(&q.space);
+	pthread_cond_destroy(&q.ready);
+	pthread_mutex_destroy(&q.mu);
+	return rc;
 }
 
 /* Fill r's tuning from opt, as a run and a walk both do. */
@@ -647,6 +1072,11 @@ bf_tune(struct bf_run *r, const struct backfill_options *opt)
 	r->max_ms = opt->retry_max_ms > 0 ? opt->retry_max_ms : BF_DEF_MAX_MS;
 	if (r->max_ms < r->base_ms)
 		r->max_ms = r->base_ms;
+	r->queue_pages = opt->queue_pages < 0 ? -1 : opt->queue_pages == 0 ?
+	    BF_DEF_QUEUE : opt->queue_pages > BF_MAX_QUEUE ? BF_MAX_QUEUE :
+	    opt->queue_pages;
+	r->batch_pages = opt->batch_pages <= 0 ? BF_DEF_BATCH :
+	    opt->batch_pages > BF_MAX_BATCH ? BF_MAX_BATCH : opt->batch_pages;
 	r->t0 = clock_mono_ms();
 }
 
@@ -690,7 +1120,8 @@ backfill_run(struct store *st, struct wixapi *w, const char *instance_id,
 		    "so far)", instance_id, (long long)r.pages,
 		    (long long)r.refunds);
 
-	rc = bf_loop(&r, &err);
+	r.fpage = r.pages;
+	rc = r.queue_pages < 0 ? bf_loop(&r, &err) : bf_pipeline(&r, &err);
 	metrics_set("refundsync_backfill_running", r.label, 0);
 	if (rc == RS_ERR_STOPPING) {
 		log_info("backfill %s: stopped after page %lld; the next run "

@@ -2,11 +2,14 @@
  * backfill.h: page through Query Refunds (WIX.md §4) and store every
  * refund of an app instance, resuming from the last committed cursor.
  *
- * backfill_run() does one instance in the calling thread.  Each page's
- * refunds and the cursor that follows it are committed in one
- * transaction (store_backfill_page()), under the same version rule as
- * webhooks, so a backfill never undoes a newer webhook, and a run that is
- * killed resumes from the last committed cursor with no page lost.
+ * backfill_run() does one instance.  Each page's refunds and the cursor
+ * that follows it are committed in one transaction, under the same
+ * version rule as webhooks, so a backfill never undoes a newer webhook,
+ * and a run that is killed resumes from the last committed cursor with
+ * no page lost.  To overlap the network with the disk, a fetcher thread
+ * of the run asks for the next pages while the calling thread commits
+ * the ones fetched, several ready pages in one transaction
+ * (store_backfill_pages(): a page and its cursor are never split).
  *
  * struct backfiller runs backfills in the daemon: a few worker threads,
  * each with its own store connection, take kicked instances from a queue.
@@ -43,8 +46,11 @@ struct backfill_progress {
 	const char	*note;		/* a retry, restart or NULL */
 };
 
-/* Called after each committed page, on a retry or restart (note set),
- * and once at the end (finished).  arg first. */
+/* Called after each committed page (once per page, in order, after the
+ * transaction that holds it), on a retry or restart (note set), and once
+ * at the end (finished).  Always from the thread that called
+ * backfill_run() or backfill_walk(), never two calls at once.  arg
+ * first. */
 typedef void	(*backfill_progress_fn)(void *arg,
 		    const struct backfill_progress *p);
 
@@ -52,8 +58,9 @@ struct backfill_options {
 	int		 page_size;	/* per page, 1..100; 0: 100 */
 	bool		 restart;	/* from the first page even if a
 					   cursor is stored */
-	const atomic_bool *stop;	/* when set, stop at the next page
-					   boundary; NULL: never */
+	const atomic_bool *stop;	/* when set, ask for no new page,
+					   commit the pages already
+					   fetched, and stop; NULL: never */
 	backfill_progress_fn progress;	/* NULL: none */
 	void		*progress_arg;
 	/* A malformed, oversized or failed page (or a store that cannot
@@ -63,6 +70,16 @@ struct backfill_options {
 	int64_t		 retry_base_ms;	/* 0: 1000 */
 	int64_t		 retry_max_ms;	/* 0: 30000 */
 	int		 max_restarts;	/* cursor rejections; 0: 3 */
+	/*
+	 * backfill_run() only.  A fetcher thread fetches and checks the
+	 * pages ahead of the commit; at most queue_pages fetched pages
+	 * wait for it, and one transaction commits at most batch_pages of
+	 * them (those ready when it begins).  Memory: about queue_pages +
+	 * batch_pages + 1 pages.  queue_pages < 0: no fetcher thread;
+	 * each page is fetched, then committed, in the calling thread.
+	 */
+	int		 queue_pages;	/* 0: 8; at most 64 */
+	int		 batch_pages;	/* 0: 8; at most 64 */
 };
 
 /*
@@ -72,11 +89,18 @@ struct backfill_options {
  * cursor unless opt->restart.
  *
  * RS_OK: every page is committed and the state is 'done'.
- * RS_ERR_STOPPING: *opt->stop was set; the run stopped at a page boundary
- *   with the state left 'running' and the cursor committed, so the next
- *   run resumes.
+ * RS_ERR_STOPPING: *opt->stop was set; the run asked for no new page,
+ *   committed the pages already fetched (unless the store could not
+ *   take them then: they are asked for again next time) and stopped at
+ *   a page boundary, with the state left 'running' and the cursor
+ *   committed, so the next run resumes.  A fetch under way when stop is
+ *   set ends first (wixapi has no way to cut it short).
  * Anything else: the run failed; the state is 'failed' with last_error
- *   (and the cursor kept) when the store could record it.  A cursor Wix
+ *   (and the cursor kept) when the store could record it.  A failure
+ *   of the fetching side (a loop check, a call that failed) comes after
+ *   the pages fetched before it, which are committed first; when a
+ *   commit fails, the pages fetched after it are dropped and counted
+ *   nowhere.  A cursor Wix
  *   repeats, an empty page or a missing cursor with hasNext, and a page
  *   that starts before the previous one ended all fail the run
  *   (RS_ERR_INPUT) instead of looping.
@@ -90,7 +114,8 @@ enum rs_status	backfill_run(struct store *st, struct wixapi *w,
  * Walk every page of Query Refunds for instance_id from the first, with
  * what a backfill run does around each page (fetch retries with backoff,
  * the loop checks, starting again when Wix rejects a cursor, the stop
- * flag and the progress callback of opt; opt->restart is ignored) but
+ * flag and the progress callback of opt; opt->restart, queue_pages and
+ * batch_pages are ignored: a walk runs in the calling thread) but
  * without storing anything: each page goes to page(arg, p), which
  * borrows p for the call.  When Wix rejects a cursor, restart(arg) (may
  * be NULL) is called before the first page comes again, so the caller

@@ -39,6 +39,7 @@
 #include "domain/event.h"
 #include "domain/json.h"
 #include "domain/refund.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/metrics.h"
 #include "util/xmalloc.h"
@@ -765,7 +766,9 @@ stop_progress(void *arg, const struct backfill_progress *p)
 
 /* Stopped after page 3 (as a kill between pages would leave it), the
  * next run resumes from the committed cursor: no page lost, none asked
- * for twice. */
+ * for twice.  The one-thread loop (no fetcher thread), where the stop
+ * lands exactly after page 3; test_pipe_stop_resume has the same with a
+ * fetcher thread. */
 START_TEST(test_stop_resume)
 {
 	struct backfill_options o = fast_opts(10);
@@ -774,6 +777,7 @@ START_TEST(test_stop_resume)
 	struct env e;
 	char *why = NULL;
 
+	o.queue_pages = -1;
 	env_open(&e, 95);
 	memset(&s, 0, sizeof(s));
 	s.notes = xstrdup("");
@@ -1285,6 +1289,517 @@ START_TEST(test_store_busy_retried)
 }
 END_TEST
 
+/* ---- tests: the pipeline (a fetcher thread, batched commits) ------------- */
+
+/* Queries the fake has answered so far (the fetcher thread makes them). */
+static int
+fake_queries(struct fake *f)
+{
+	int n;
+
+	pthread_mutex_lock(&f->mu);
+	n = f->queries;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+/* Wait (up to 10 s) for at least want queries, then 100 ms more: the
+ * count then, once no more can come. */
+static int
+wait_queries(struct fake *f, int want)
+{
+	struct timespec ts = { 0, 2 * 1000000L };
+	int i;
+
+	for (i = 0; i < 5000 && fake_queries(f) < want; i++)
+		nanosleep(&ts, NULL);
+	ts.tv_nsec = 100 * 1000000L;
+	nanosleep(&ts, NULL);
+	return fake_queries(f);
+}
+
+/*
+ * A progress callback that watches the pipeline from the committer's
+ * side.  It records, for each committed page, "run_pages:backfill_pages
+ * stored;" (so a multi-page transaction shows as several pages seeing
+ * the same stored count) and, for a note, "N<run_pages>/<pages>;".  At
+ * the first committed page it can hold the committer until the fetcher
+ * has made hold_extra queries beyond the pages stored (then it is
+ * blocked on a full queue) or hold_until queries in all, and then set
+ * the stop flag and take the store's write lock.
+ */
+struct pipe_probe {
+	struct env	*e;
+	atomic_bool	 stop;
+	int		 hold_extra;	/* 0: see hold_until */
+	int		 hold_until;	/* 0: no hold */
+	bool		 stop_held;	/* set stop when held */
+	bool		 lock_held;	/* BEGIN IMMEDIATE on e->db when held */
+	bool		 held;
+	int64_t		 held_pages;	/* stored when held */
+	int		 held_queries;	/* queries made when let go */
+	char		*trace;
+	char		*notes;
+};
+
+static void
+probe_progress(void *arg, const struct backfill_progress *p)
+{
+	struct pipe_probe *pp = arg;
+	int64_t stored;
+	char *t;
+
+	if (p->finished)
+		return;
+	stored = sql_int(pp->e->db, "SELECT backfill_pages FROM instances"
+	    " WHERE instance_id = '" INST "'");
+	if (p->note != NULL) {
+		t = xasprintf("%sN%lld/%lld;", pp->trace,
+		    (long long)p->run_pages, (long long)p->pages);
+		append_str(&pp->notes, p->note);
+		append_str(&pp->notes, ";");
+	} else
+		t = xasprintf("%s%lld:%lld;", pp->trace,
+		    (long long)p->run_pages, (long long)stored);
+	free(pp->trace);
+	pp->trace = t;
+	if (p->note != NULL || pp->held ||
+	    (pp->hold_extra == 0 && pp->hold_until == 0))
+		return;
+	pp->held = true;
+	pp->held_pages = stored;
+	pp->held_queries = wait_queries(&pp->e->fake, pp->hold_until > 0 ?
+	    pp->hold_until : (int)stored + pp->hold_extra);
+	if (pp->lock_held)
+		ck_assert_int_eq(sqlite3_exec(pp->e->db, "BEGIN IMMEDIATE",
+		    NULL, NULL, NULL), SQLITE_OK);
+	if (pp->stop_held)
+		atomic_store(&pp->stop, true);
+}
+
+static void
+probe_init(struct pipe_probe *pp, struct env *e, struct backfill_options *o)
+{
+	memset(pp, 0, sizeof(*pp));
+	pp->e = e;
+	atomic_init(&pp->stop, false);
+	pp->trace = xstrdup("");
+	pp->notes = xstrdup("");
+	o->stop = &pp->stop;
+	o->progress = probe_progress;
+	o->progress_arg = pp;
+}
+
+static void
+probe_cleanup(struct pipe_probe *pp)
+{
+	free(pp->trace);
+	free(pp->notes);
+}
+
+/* Every page of the trace was stored when it was reported: the stored
+ * count is never below run_pages (one run from the first page). */
+static void
+expect_trace_stored(const char *trace)
+{
+	long long a, b;
+	int used;
+
+	while (*trace != '\0') {
+		if (*trace == 'N') {
+			trace = strchr(trace, ';');
+			ck_assert_ptr_nonnull(trace);
+			trace++;
+			continue;
+		}
+		ck_assert_int_eq(sscanf(trace, "%lld:%lld;%n", &a, &b,
+		    &used), 2);
+		ck_assert_msg(b >= a, "page %lld reported with %lld stored",
+		    a, b);
+		trace += used;
+	}
+}
+
+/* "c<from>,c<from+step>,...,c<to>". Caller frees. */
+static char *
+cursors_from(int from, int to, int step)
+{
+	char *s = xstrdup(""), *t;
+	int c;
+
+	for (c = from; c <= to; c += step) {
+		t = xasprintf("%s%sc%d", s, c > from ? "," : "", c);
+		free(s);
+		s = t;
+	}
+	return s;
+}
+
+/* Forget the fake's query log, before a second run. */
+static void
+fake_forget(struct fake *f)
+{
+	free(f->cursors);
+	f->cursors = xstrdup("");
+	f->queries = 0;
+}
+
+/*
+ * Pages ready together go in one transaction: with the committer held
+ * until the fetcher is blocked on a full queue of 3, the 3 queued pages
+ * are committed at once (each reported with the same stored count, the
+ * last one's), the cursor after the last; the queue never holds more
+ * than 3; and the whole run stores the exact set, asks for each page
+ * once and counts every page once.
+ */
+START_TEST(test_pipe_batches)
+{
+	struct backfill_options o = fast_opts(10);
+	struct pipe_probe pp;
+	struct env e;
+	char *want, *batch;
+	long long h;
+
+	env_open(&e, 200);
+	probe_init(&pp, &e, &o);
+	o.queue_pages = 3;
+	pp.hold_extra = 3 + 1;
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	ck_assert(pp.held);
+	h = (long long)pp.held_pages;
+	ck_assert_int_ge(h, 1);
+	/* Blocked: the stored pages, 3 queued, 1 waiting to be. */
+	ck_assert_int_eq(pp.held_queries, (int)h + 4);
+	batch = xasprintf(";%lld:%lld;%lld:%lld;%lld:%lld;", h + 1, h + 3,
+	    h + 2, h + 3, h + 3, h + 3);
+	ck_assert_msg(strstr(pp.trace, batch + 1) == pp.trace ||
+	    strstr(pp.trace, batch) != NULL, "no batch %s in %s", batch,
+	    pp.trace);
+	free(batch);
+	expect_trace_stored(pp.trace);
+	expect_exact_set(&e, 200);
+	ck_sql(e.db, INST_ROW, "done|20|200|-|-");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"), 200);
+	want = cursors_from(10, 190, 10);
+	ck_assert_str_eq(e.fake.cursors + 2, want);
+	ck_assert_int_eq(e.fake.queries, 20);
+	ck_assert_str_eq(e.fake.problems, "");
+	ck_assert_int_eq(metrics_get("refundsync_backfill_pages_total",
+	    "instance=\"" INST "\""), 20);
+	ck_assert_int_eq(metrics_get("refundsync_backfill_refunds_total",
+	    "instance=\"" INST "\""), 200);
+	free(want);
+	probe_cleanup(&pp);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * A commit that fails mid-pipeline (the database refuses a refund of
+ * page 6) fails the run: the fetcher stops, the pages it had queued are
+ * dropped and counted nowhere, and the state keeps the last committed
+ * cursor with exactly the refunds before it.  Once the database takes
+ * the page, the next run resumes there: no page lost, none stored
+ * twice.
+ */
+START_TEST(test_pipe_commit_fails)
+{
+	struct backfill_options o = fast_opts(10);
+	struct env e;
+	char *why = NULL, *want, *t;
+	int64_t p;
+	int q;
+
+	env_open(&e, 400);
+	ck_assert_int_eq(sqlite3_exec(e.db, "CREATE TRIGGER no_55 BEFORE"
+	    " INSERT ON refunds WHEN NEW.id = 'r-00055' BEGIN SELECT"
+	    " RAISE(ABORT, 'refused'); END", NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_INPUT);
+	ck_assert_msg(strncmp(why, "cannot store page", 17) == 0 &&
+	    strstr(why, ": bad input") != NULL, "%s", why);
+	p = sql_int(e.db, "SELECT backfill_pages FROM instances");
+	ck_assert_int_lt(p, 6);
+	/* No cursor if the first transaction failed. */
+	if (p > 0)
+		t = xasprintf("failed|%lld|%lld|c%lld|%s", (long long)p,
+		    (long long)p * 10, (long long)p * 10, why);
+	else
+		t = xasprintf("failed|0|0|-|%s", why);
+	ck_sql(e.db, INST_ROW, t);
+	free(t);
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM refunds"),
+	    p * 10);
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"),
+	    p * 10);
+	ck_assert_int_eq(metrics_get("refundsync_backfill_pages_total",
+	    "instance=\"" INST "\""), p);
+	ck_assert_int_eq(metrics_get("refundsync_backfill_refunds_total",
+	    "instance=\"" INST "\""), p * 10);
+	ck_assert_int_eq(metrics_get("refundsync_backfill_failures_total",
+	    "instance=\"" INST "\""), 1);
+	/* The fetcher stopped: at most the failed batch (8), a full queue
+	 * (8) and the one it held beyond the pages stored. */
+	q = e.fake.queries;
+	ck_assert_int_gt(q, (int)p);
+	ck_assert_int_le(q, (int)p + 8 + 8 + 1);
+	free(why);
+
+	ck_assert_int_eq(sqlite3_exec(e.db, "DROP TRIGGER no_55", NULL, NULL,
+	    NULL), SQLITE_OK);
+	fake_forget(&e.fake);
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	/* From the stored cursor, or from the first page if the first
+	 * transaction was the one that failed. */
+	if (p > 0)
+		want = cursors_from((int)p * 10, 390, 10);
+	else {
+		t = cursors_from(10, 390, 10);
+		want = xasprintf("-,%s", t);
+		free(t);
+	}
+	ck_assert_str_eq(e.fake.cursors, want);
+	ck_assert_int_eq(e.fake.queries, 40 - (int)p);
+	expect_exact_set(&e, 400);
+	ck_sql(e.db, INST_ROW, "done|40|400|-|-");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"), 400);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * Wix rejects a cursor while pages fetched before it still wait for the
+ * commit (one page a transaction, the committer held until the fetcher
+ * has started over): those pages are committed first, then the stored
+ * cursor is reset, then the first pages come again.  The trace shows it
+ * exactly.
+ */
+START_TEST(test_pipe_cursor_rejected_queued)
+{
+	struct backfill_options o = fast_opts(10);
+	struct pipe_probe pp;
+	struct env e;
+
+	env_open(&e, 100);
+	probe_init(&pp, &e, &o);
+	o.batch_pages = 1;
+	pp.hold_until = 6;
+	fake_fault(&e.fake, 4, F_STATUS, 400, CURSOR_400);
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	/* Held after page 1 until page 1 had come again (query 5) and
+	 * page 2 too: pages 2 and 3 were queued before the reset. */
+	ck_assert(pp.held);
+	ck_assert_int_eq(pp.held_pages, 1);
+	ck_assert_int_ge(pp.held_queries, 6);
+	ck_assert_str_eq(pp.trace, "1:1;2:2;3:3;N3/0;4:1;5:2;6:3;7:4;8:5;"
+	    "9:6;10:7;11:8;12:9;");
+	ck_assert_msg(strstr(pp.notes, "Wix rejected the cursor (HTTP 400: "
+	    "INVALID_CURSOR") != NULL, "notes: %s", pp.notes);
+	ck_assert_str_eq(e.fake.cursors, "-,c10,c20,c30,-,c10,c20,c30,c40,"
+	    "c50,c60,c70,c80,c90");
+	expect_exact_set(&e, 100);
+	ck_sql(e.db, INST_ROW, "done|10|100|-|-");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"), 100);
+	/* The metrics count pages committed, before and after. */
+	ck_assert_int_eq(metrics_get("refundsync_backfill_pages_total",
+	    "instance=\"" INST "\""), 13);
+	probe_cleanup(&pp);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * Stop while the fetcher is blocked on a full queue: it asks for no
+ * new page, the committer commits every page fetched (none is wasted),
+ * and the run stops with the cursor after the last; the next run asks
+ * for each remaining page once.
+ */
+START_TEST(test_pipe_stop_full_queue)
+{
+	struct backfill_options o = fast_opts(10);
+	struct pipe_probe pp;
+	struct env e;
+	char *why = NULL, *want;
+	int q;
+
+	env_open(&e, 300);
+	probe_init(&pp, &e, &o);
+	o.queue_pages = 2;
+	pp.hold_extra = 2 + 1;
+	pp.stop_held = true;
+	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_STOPPING);
+	ck_assert(pp.held);
+	q = pp.held_queries;
+	ck_assert_int_eq(q, (int)pp.held_pages + 3);
+	/* Nothing asked for after the stop; all of it committed. */
+	ck_assert_int_eq(e.fake.queries, q);
+	want = xasprintf("running|%d|%d|c%d|-", q, q * 10, q * 10);
+	ck_sql(e.db, INST_ROW, want);
+	free(want);
+	want = xasprintf("stopped after page %d", q);
+	ck_assert_str_eq(why, want);
+	free(want);
+	free(why);
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM refunds"),
+	    q * 10);
+	ck_assert_int_eq(metrics_get("refundsync_backfill_pages_total",
+	    "instance=\"" INST "\""), q);
+	expect_trace_stored(pp.trace);
+
+	atomic_store(&pp.stop, false);
+	pp.hold_extra = 0;
+	fake_forget(&e.fake);
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	want = cursors_from(q * 10, 290, 10);
+	ck_assert_str_eq(e.fake.cursors, want);
+	free(want);
+	ck_assert_int_eq(e.fake.queries, 30 - q);
+	expect_exact_set(&e, 300);
+	ck_sql(e.db, INST_ROW, "done|30|300|-|-");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"), 300);
+	probe_cleanup(&pp);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * Stop while the fetcher is blocked on a full queue and the store cannot
+ * commit: the committer gives up at once, the queued pages are dropped
+ * (not counted, not stored), the fetcher ends, and the state keeps the
+ * last committed cursor; the next run asks for the dropped pages again
+ * and loses none.
+ */
+START_TEST(test_pipe_stop_store_busy)
+{
+	struct backfill_options o = fast_opts(10);
+	struct store_options so = { .busy_timeout_ms = 20 };
+	struct pipe_probe pp;
+	struct env e;
+	char *why = NULL, *want;
+	int64_t h, t0;
+	int q;
+
+	env_open(&e, 300);
+	store_close(e.st);
+	ck_assert_int_eq(store_open(e.db_path, &so, &e.st, &why), RS_OK);
+	probe_init(&pp, &e, &o);
+	o.queue_pages = 2;
+	o.page_attempts = 1000;
+	o.retry_base_ms = 50;
+	o.retry_max_ms = 50;
+	pp.hold_extra = 2 + 1;
+	pp.stop_held = true;
+	pp.lock_held = true;
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_STOPPING);
+	/* Promptly: not 1000 tries. */
+	ck_assert_int_lt(clock_mono_ms() - t0, 5000);
+	ck_assert_int_eq(sqlite3_exec(e.db, "ROLLBACK", NULL, NULL, NULL),
+	    SQLITE_OK);
+	h = pp.held_pages;
+	q = pp.held_queries;
+	ck_assert_int_eq(q, (int)h + 3);
+	ck_assert_int_eq(e.fake.queries, q);
+	want = xasprintf("running|%lld|%lld|c%lld|-", (long long)h,
+	    (long long)h * 10, (long long)h * 10);
+	ck_sql(e.db, INST_ROW, want);
+	free(want);
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM refunds"),
+	    h * 10);
+	ck_assert_int_eq(metrics_get("refundsync_backfill_pages_total",
+	    "instance=\"" INST "\""), h);
+	free(why);
+
+	atomic_store(&pp.stop, false);
+	pp.hold_extra = 0;
+	fake_forget(&e.fake);
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	want = cursors_from((int)h * 10, 290, 10);
+	ck_assert_str_eq(e.fake.cursors, want);
+	free(want);
+	expect_exact_set(&e, 300);
+	ck_sql(e.db, INST_ROW, "done|30|300|-|-");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"), 300);
+	probe_cleanup(&pp);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * test_stop_resume with the fetcher thread: the stop set after page 3
+ * lands a few pages later (the ones fetched ahead are committed, not
+ * wasted), and the next run resumes from the committed cursor: no page
+ * lost, none asked for twice.
+ */
+START_TEST(test_pipe_stop_resume)
+{
+	struct backfill_options o = fast_opts(10);
+	struct stop_after s;
+	struct env e;
+	char *why = NULL, *want;
+	int p;
+
+	env_open(&e, 300);
+	memset(&s, 0, sizeof(s));
+	s.notes = xstrdup("");
+	atomic_init(&s.stop, false);
+	s.after = 3;
+	o.stop = &s.stop;
+	o.progress = stop_progress;
+	o.progress_arg = &s;
+	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_STOPPING);
+	p = (int)sql_int(e.db, "SELECT backfill_pages FROM instances");
+	/* Page 3's batch (up to 8), a full queue (8) and one more. */
+	ck_assert_int_ge(p, 3);
+	ck_assert_int_le(p, 10 + 8 + 1);
+	ck_assert_int_eq(e.fake.queries, p);
+	want = xasprintf("stopped after page %d", p);
+	ck_assert_str_eq(why, want);
+	free(want);
+	free(why);
+	want = xasprintf("running|%d|%d|c%d|-", p, p * 10, p * 10);
+	ck_sql(e.db, INST_ROW, want);
+	free(want);
+	ck_assert_uint_eq(wixapi_requests_sent(e.w, INST), (uint64_t)p + 1);
+	ck_assert_int_eq(s.finished, 1);
+
+	wixapi_free(e.w);
+	e.w = fake_wixapi(&e.fake);
+	atomic_store(&s.stop, false);
+	s.after = 0;
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	want = cursors_from(10, 290, 10);
+	ck_assert_str_eq(e.fake.cursors + 2, want);
+	free(want);
+	ck_assert_int_eq(e.fake.queries, 30);
+	expect_exact_set(&e, 300);
+	ck_sql(e.db, INST_ROW, "done|30|300|-|-");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"), 300);
+	ck_assert_str_eq(s.notes, "stopped;");
+	free(s.notes);
+	env_close(&e);
+}
+END_TEST
+
+/* The one-thread loop (queue_pages < 0) still does a whole run, with a
+ * fault, a rejected cursor and a store page per page. */
+START_TEST(test_no_fetcher_thread)
+{
+	struct backfill_options o = fast_opts(10);
+	struct env e;
+
+	env_open(&e, 45);
+	o.queue_pages = -1;
+	fake_fault(&e.fake, 2, F_TRUNCATE, 0, NULL);
+	fake_fault(&e.fake, 4, F_STATUS, 400, CURSOR_400);
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	ck_assert_str_eq(e.fake.cursors, "-,c10,c10,c20,-,c10,c20,c30,c40");
+	expect_exact_set(&e, 45);
+	ck_sql(e.db, INST_ROW, "done|5|45|-|-");
+	env_close(&e);
+}
+END_TEST
+
 /* ---- tests: the backfiller -------------------------------------------- */
 
 static struct config *
@@ -1513,6 +2028,13 @@ backfill_suite(void)
 	tcase_add_test(tc, test_5xx_forever);
 	tcase_add_test(tc, test_auth_refused);
 	tcase_add_test(tc, test_store_busy_retried);
+	tcase_add_test(tc, test_pipe_batches);
+	tcase_add_test(tc, test_pipe_commit_fails);
+	tcase_add_test(tc, test_pipe_cursor_rejected_queued);
+	tcase_add_test(tc, test_pipe_stop_full_queue);
+	tcase_add_test(tc, test_pipe_stop_store_busy);
+	tcase_add_test(tc, test_pipe_stop_resume);
+	tcase_add_test(tc, test_no_fetcher_thread);
 	tcase_add_test(tc, test_backfiller);
 	tcase_add_test(tc, test_backfiller_stop_resume);
 	tcase_add_test(tc, test_wixapi_from_config);
