@@ -12,6 +12,15 @@
  * Backfills run on the backfiller's own threads, each with its own store
  * connection; the ingest's responder only kicks them (an AppInstalled
  * that was applied), which never waits.
+ *
+ * A database that exists but cannot be written at start (a read-only
+ * file, -wal, -shm, directory or mount) does not stop the start: the
+ * daemon serves without a writer (webhooks 503, /readyz 503 with the
+ * reason) and the main loop opens the store again every second; once
+ * it can write, the exporters, the backfills to resume and the writer
+ * start, as they would have at start.  A connection SQLite opened
+ * read-only is closed, never kept: it would not write even once the
+ * file could be written.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -50,6 +59,8 @@
 #define SERVER_KEY_MAX	(64 * 1024)
 /* How long a stop waits for backfills to reach a page boundary. */
 #define SERVER_BACKFILL_WAIT_MS	5000
+/* While the store cannot be written, open it again this often. */
+#define SERVER_STORE_RETRY_MS	1000
 
 struct runtime {
 	atomic_int		 refs;
@@ -62,7 +73,15 @@ struct server {
 	struct config		*cfg;
 	pthread_mutex_t		 rt_mtx;
 	struct runtime		*rt;
-	struct ingest		*ingest;
+	/* The writer: NULL while the store cannot be written, and once
+	 * stopped.  Set by the main thread, read by the handlers. */
+	_Atomic(struct ingest *) ingest;
+	pthread_mutex_t		 store_mtx;
+	char			*store_why;	/* why the store cannot be
+						   written, or NULL; with
+						   store_mtx */
+	int64_t			 store_since;	/* mono ms: since when */
+	int64_t			 store_tried;	/* mono ms: last attempt */
 	struct httpd		*pub;
 	struct httpd		*admin;
 	char			*webhook_path;	/* owned copy for the routes */
@@ -72,8 +91,8 @@ struct server {
 	struct backfiller	*bf;		/* NULL: backfill is off */
 	struct reconciler	*rec;		/* NULL: periodic reconcile off */
 	bool			 rec_running;	/* its thread outlived a stop */
-	char			*store_path;	/* owned: for /metrics */
-	int			 busy_ms;
+	char			*store_path;	/* owned: as at start */
+	int			 busy_ms;	/* as at start */
 	struct export_engine	*exp;		/* the exporters' workers */
 	struct statuspage	*status;	/* GET /status */
 };
@@ -223,6 +242,7 @@ on_webhook(void *arg, struct httpd_request *req)
 	struct runtime *rt;
 	struct server_job *sj;
 	struct ingest_job *job;
+	struct ingest *in;
 	enum jwtv_reason reason;
 	enum rs_status st;
 	cJSON *claims = NULL;
@@ -276,8 +296,17 @@ on_webhook(void *arg, struct httpd_request *req)
 	job->done = on_ingested;
 	job->arg = sj;
 
+	if ((in = atomic_load(&srv->ingest)) == NULL) {
+		/* No writer: the store could not be written at start. */
+		log_info("webhook %s from %s: 503: the store cannot be "
+		    "written", job->key, httpd_req_peer(req));
+		httpd_respond_error(req, 503, "unavailable", "store");
+		ingest_job_cleanup(job);
+		free(sj);
+		return;
+	}
 	httpd_defer(req);
-	if (ingest_submit(srv->ingest, job) != RS_OK) {
+	if (ingest_submit(in, job) != RS_OK) {
 		log_info("webhook %s from %s: 503: stopping", job->key,
 		    httpd_req_peer(req));
 		httpd_respond_error(req, 503, "unavailable", "stopping");
@@ -296,12 +325,23 @@ static void
 on_readyz(void *arg, struct httpd_request *req)
 {
 	struct server *srv = arg;
+	struct ingest *in = atomic_load(&srv->ingest);
+	char *reason;
 
-	if (ingest_ready(srv->ingest))
+	if (in != NULL && ingest_ready(in)) {
 		httpd_respond(req, 200, "text/plain", "ready\n", 6, NULL,
 		    NULL);
+		return;
+	}
+	pthread_mutex_lock(&srv->store_mtx);
+	if (in == NULL && srv->store_why != NULL)
+		reason = xasprintf("store cannot be written: %s",
+		    srv->store_why);
 	else
-		httpd_respond_error(req, 503, "not ready", "store");
+		reason = xstrdup("store");
+	pthread_mutex_unlock(&srv->store_mtx);
+	httpd_respond_error(req, 503, "not ready", reason);
+	free(reason);
 }
 
 static void
@@ -493,17 +533,16 @@ server_reload(struct server *srv)
 }
 
 /*
- * The REST client and the backfiller, when credentials are configured,
- * and the start-up kicks, read through st (still the caller's).  RS_OK
+ * The REST client and the backfiller, when credentials are configured
+ * (server_writer_start() kicks the backfills to resume).  RS_OK
  * (backfill on or off), or RS_ERR_CONFIG with a log line.
  */
 static enum rs_status
-backfill_start(struct server *srv, struct store *st)
+backfill_start(struct server *srv)
 {
 	const struct config *cfg = srv->cfg;
 	enum rs_status rc;
 	char *why = NULL;
-	size_t n;
 
 	rc = backfill_wixapi_new(cfg, &srv->wix, &why);
 	if (rc == RS_ERR_NOTFOUND) {
@@ -522,8 +561,6 @@ backfill_start(struct server *srv, struct store *st)
 		return RS_ERR_CONFIG;
 	}
 	srv->bf = backfiller_start(cfg, srv->wix, NULL);
-	n = backfiller_kick_startup(srv->bf, cfg, st, cfg->on_install);
-	log_info("backfill on: %zu instances to backfill or resume", n);
 	/* Shares the REST client, so its requests come out of the same
 	 * per-instance budget as the backfills'. */
 	srv->rec = reconciler_start(cfg, srv->wix);
@@ -545,6 +582,149 @@ backfill_free(struct server *srv)
 		wixapi_free(srv->wix);
 	srv->bf = NULL;
 	srv->wix = NULL;
+}
+
+/*
+ * Open the writer's connection, waiting at most busy_ms for a lock:
+ * RS_OK and *out, or why not in *why (caller frees): RS_ERR_BUSY when
+ * the database exists but cannot be written now, another error when it
+ * will not be.  A connection SQLite could open only for reading is
+ * closed: it would never write.
+ */
+static enum rs_status
+server_store_open(const struct server *srv, int busy_ms, struct store **out,
+    char **why)
+{
+	struct store_options so;
+	struct store *st = NULL;
+	enum rs_status rc;
+
+	memset(&so, 0, sizeof(so));
+	so.busy_timeout_ms = busy_ms;
+	if ((rc = store_open(srv->store_path, &so, &st, why)) != RS_OK)
+		return rc;
+	if ((rc = store_writable(st, why)) != RS_OK) {
+		store_close(st);
+		return rc;
+	}
+	*out = st;
+	return RS_OK;
+}
+
+/* Record why the store cannot be written (NULL: it can); takes why.
+ * Did the reason change? */
+static bool
+server_store_why(struct server *srv, char *why)
+{
+	bool changed;
+
+	pthread_mutex_lock(&srv->store_mtx);
+	changed = why == NULL || srv->store_why == NULL ?
+	    why != srv->store_why : strcmp(why, srv->store_why) != 0;
+	free(srv->store_why);
+	srv->store_why = why;
+	pthread_mutex_unlock(&srv->store_mtx);
+	return changed;
+}
+
+/* READY=1, with a status line that says whether webhooks are taken. */
+static void
+server_notify_ready(struct server *srv)
+{
+	(void)sdnotify_ready(atomic_load(&srv->ingest) != NULL ? "serving" :
+	    "the store cannot be written: webhooks get 503");
+}
+
+/*
+ * Start what writes to the store, st being the writer's connection
+ * (taken): the exporters (each opens its own), the backfills to resume
+ * (read through st), then the writer, which takes webhooks from then
+ * on.  The store's path and busy timeout are those of the start (a
+ * reload changes them only at a restart); the rest is the configuration
+ * in force.  RS_OK; else st is closed and *why (caller frees) says why:
+ * RS_ERR_CONFIG when a plugin refused, RS_ERR_INTERNAL when the writer
+ * did not start, the store's error otherwise.
+ */
+static enum rs_status
+server_writer_start(struct server *srv, struct store *st, char **why)
+{
+	struct config cfg = *srv->cfg;	/* shallow: borrowed for the call */
+	struct ingest *in = NULL;
+	enum rs_status rc;
+	size_t n;
+
+	cfg.store_path = srv->store_path;
+	cfg.busy_timeout_ms = srv->busy_ms;
+	if ((rc = export_engine_start(&cfg, &srv->exp, why)) != RS_OK) {
+		store_close(st);
+		return rc;
+	}
+	if (srv->bf != NULL) {
+		n = backfiller_kick_startup(srv->bf, &cfg, st, cfg.on_install);
+		log_info("backfill on: %zu instances to backfill or resume", n);
+	}
+	/* ingest_start() closes st even when it fails. */
+	if (ingest_start(st, (size_t)cfg.commit_batch, &in) != RS_OK) {
+		*why = xstrdup("the writer thread did not start");
+		return RS_ERR_INTERNAL;
+	}
+	atomic_store(&srv->ingest, in);
+	return RS_OK;
+}
+
+/*
+ * While the store cannot be written: open it again, at most every
+ * SERVER_STORE_RETRY_MS, and once it can be written, start the writer
+ * (server_writer_start()).  RS_OK: started, or not yet; a change in the
+ * reason is logged, a repeat is not.  Another status stops the daemon:
+ * RS_ERR_CONFIG (exit 2, as at start) or RS_ERR_INTERNAL.
+ */
+static enum rs_status
+server_store_retry(struct server *srv)
+{
+	struct store *st = NULL;
+	enum rs_status rc;
+	char *why = NULL;
+	int64_t now = clock_mono_ms();
+
+	if (atomic_load(&srv->ingest) != NULL ||
+	    now - srv->store_tried < SERVER_STORE_RETRY_MS)
+		return RS_OK;
+	srv->store_tried = now;
+	/* A try waits for a lock no longer than the retry interval: this
+	 * thread also answers signals and the watchdog.  The writer gets
+	 * a connection with the configured wait. */
+	rc = server_store_open(srv, srv->busy_ms < SERVER_STORE_RETRY_MS ?
+	    srv->busy_ms : SERVER_STORE_RETRY_MS, &st, &why);
+	if (rc == RS_OK && srv->busy_ms > SERVER_STORE_RETRY_MS) {
+		store_close(st);
+		st = NULL;
+		rc = server_store_open(srv, srv->busy_ms, &st, &why);
+	}
+	if (rc == RS_OK)
+		rc = server_writer_start(srv, st, &why);
+	if (rc == RS_OK) {
+		(void)server_store_why(srv, NULL);
+		log_info("store %s can be written again (after %lld s): "
+		    "taking webhooks", srv->store_path,
+		    (long long)((clock_mono_ms() - srv->store_since) / 1000));
+		server_notify_ready(srv);
+		return RS_OK;
+	}
+	if (rc == RS_ERR_CONFIG || rc == RS_ERR_INTERNAL) {
+		log_warnx("cannot start: %s", why != NULL ? why : "writer");
+		free(why);
+		return rc;
+	}
+	if (why == NULL)
+		why = xstrdup(rs_strstatus(rc));
+	log_debug("store %s: still cannot be written: %s", srv->store_path,
+	    why);
+	/* why stays valid: only this thread replaces it. */
+	if (server_store_why(srv, why))
+		log_warnx("store %s still cannot be written, now: %s",
+		    srv->store_path, why);
+	return RS_OK;
 }
 
 /* Drain: in-flight webhooks commit and get their answer, or get none. */
@@ -575,8 +755,7 @@ server_drain(struct server *srv)
 	 * delivered and recorded first. */
 	export_engine_halt(srv->exp);
 	/* Everything queued is committed and answered before this returns. */
-	ingest_stop(srv->ingest);
-	srv->ingest = NULL;
+	ingest_stop(atomic_exchange(&srv->ingest, NULL));
 	backfill_free(srv);
 	deadline = clock_mono_ms() + 1000;
 	while (httpd_inflight(srv->pub) > 0 && clock_mono_ms() < deadline) {
@@ -615,16 +794,20 @@ server_run(struct config *cfg)
 {
 	struct server srv;
 	struct store *st = NULL;
-	struct store_options sopt;
 	struct jwtv_keys *keys = NULL;
 	sigset_t set;
 	int64_t wd_half, wd_tick, wd_last;
+	enum rs_status rc;
 	char *why = NULL;
 	int status = 1;
 
 	memset(&srv, 0, sizeof(srv));
 	srv.cfg = cfg;
+	atomic_init(&srv.ingest, NULL);
 	pthread_mutex_init(&srv.rt_mtx, NULL);
+	pthread_mutex_init(&srv.store_mtx, NULL);
+	srv.store_path = xstrdup(cfg->store_path);
+	srv.busy_ms = (int)cfg->busy_timeout_ms;
 	server_define_metrics();
 
 	/* Every thread started from here on inherits this mask. */
@@ -647,33 +830,45 @@ server_run(struct config *cfg)
 	srv.rt->leeway = cfg->jwt_leeway;
 	srv.rt->on_install = cfg->on_install;
 
-	memset(&sopt, 0, sizeof(sopt));
-	sopt.busy_timeout_ms = (int)cfg->busy_timeout_ms;
-	if (store_open(cfg->store_path, &sopt, &st, &why) != RS_OK) {
+	rc = server_store_open(&srv, srv.busy_ms, &st, &why);
+	if (rc == RS_ERR_BUSY) {
+		/* It exists and cannot be written now: serve without a
+		 * writer, and try again from the main loop. */
+		log_warnx("store %s cannot be written (%s): starting "
+		    "without it: webhooks get 503 and /readyz 503 until it "
+		    "can; trying again every second", cfg->store_path, why);
+		(void)server_store_why(&srv, why);
+		srv.store_since = srv.store_tried = clock_mono_ms();
+		metrics_define("refundsync_store_ready", METRIC_GAUGE,
+		    "1 when the store can take writes, else 0.");
+		metrics_set("refundsync_store_ready", "", 0);
+	} else if (rc != RS_OK) {
 		log_warnx("cannot start: store %s: %s", cfg->store_path,
 		    why != NULL ? why : "cannot open");
 		free(why);
 		goto out;
-	}
-	log_info("store %s: schema version %d", cfg->store_path,
-	    store_schema_version(st));
-	if (backfill_start(&srv, st) != RS_OK) {
+	} else
+		log_info("store %s: schema version %d", cfg->store_path,
+		    store_schema_version(st));
+	why = NULL;
+	if (backfill_start(&srv) != RS_OK) {
 		store_close(st);
 		status = 2;
 		goto out;
 	}
-	/* The exporters, each with its own connection to the migrated
-	 * store; a plugin refused (its ABI version) refuses the start. */
-	if (export_engine_start(cfg, &srv.exp, &why) != RS_OK) {
+	/* The exporters (each with its own connection to the migrated
+	 * store), then the writer.  Without a writable store they wait for
+	 * it, but a plugin refused (its ABI version) refuses the start all
+	 * the same. */
+	rc = RS_OK;
+	if (st != NULL)
+		rc = server_writer_start(&srv, st, &why);
+	else if (export_check_config(cfg, &why) != RS_OK)
+		rc = RS_ERR_CONFIG;
+	if (rc != RS_OK) {
 		log_warnx("cannot start: %s", why != NULL ? why : "exporters");
 		free(why);
-		store_close(st);
-		status = 2;
-		goto out;
-	}
-	if (ingest_start(st, (size_t)cfg->commit_batch, &srv.ingest) !=
-	    RS_OK) {
-		log_warnx("cannot start: the writer thread did not start");
+		status = rc == RS_ERR_INTERNAL ? 1 : 2;
 		goto out;
 	}
 
@@ -688,8 +883,6 @@ server_run(struct config *cfg)
 	    "metrics", on_metrics, &srv };
 	srv.status = statuspage_new(cfg->store_path,
 	    (int)cfg->busy_timeout_ms);
-	srv.store_path = xstrdup(cfg->store_path);
-	srv.busy_ms = (int)cfg->busy_timeout_ms;
 	reconcile_metrics_refresh(NULL);
 	srv.admin_routes[2] = (struct httpd_route){ "GET", "/status",
 	    "status", statuspage_http, srv.status };
@@ -701,7 +894,7 @@ server_run(struct config *cfg)
 		goto out;
 	log_info("refundsync %s ready: %zu public keys, webhooks at %s",
 	    PACKAGE_VERSION, jwtv_keys_count(keys), cfg->webhook_path);
-	(void)sdnotify_ready("serving");
+	server_notify_ready(&srv);
 	/* Wake at least every second, or every half watchdog interval. */
 	wd_half = (int64_t)((sdnotify_watchdog_usec() + 1999) / 2000);
 	wd_tick = wd_half > 0 && wd_half < 1000 ? wd_half : 1000;
@@ -713,11 +906,17 @@ server_run(struct config *cfg)
 		int sig;
 
 		server_watchdog(wd_half, wd_tick, &wd_last);
+		if ((rc = server_store_retry(&srv)) != RS_OK) {
+			status = rc == RS_ERR_CONFIG ? 2 : 1;
+			(void)sdnotify_stopping("cannot start the writer");
+			server_drain(&srv);
+			goto out;
+		}
 		sig = sigtimedwait(&set, NULL, &ts);
 		if (sig == SIGHUP) {
 			(void)sdnotify_reloading();
 			server_reload(&srv);
-			(void)sdnotify_ready("serving");
+			server_notify_ready(&srv);
 		} else if (sig == SIGTERM || sig == SIGINT) {
 			(void)sdnotify_stopping("draining requests in flight");
 			log_info("received %s", sig == SIGTERM ? "SIGTERM" :
@@ -735,7 +934,7 @@ out:
 	 * closes it even when it fails to start. */
 	(void)backfiller_stop(srv.bf, SERVER_BACKFILL_WAIT_MS);
 	export_engine_halt(srv.exp);
-	ingest_stop(srv.ingest);
+	ingest_stop(atomic_exchange(&srv.ingest, NULL));
 	/* Only now: the ingest's responder notified the engine. */
 	export_engine_stop(srv.exp);
 	backfill_free(&srv);
@@ -743,8 +942,10 @@ out:
 	httpd_stop(srv.admin);
 	statuspage_free(srv.status);
 	free(srv.store_path);
+	free(srv.store_why);
 	runtime_release(srv.rt);
 	free(srv.webhook_path);
+	pthread_mutex_destroy(&srv.store_mtx);
 	pthread_mutex_destroy(&srv.rt_mtx);
 	config_free(srv.cfg);
 	return status;

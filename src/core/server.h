@@ -2,7 +2,11 @@
  * server.h: `refundsync serve`: the daemon's lifecycle.
  *
  * Start-up (keys, store, migrations, listeners) fails fast with a log
- * line and exit status 1 or 2 before anything is served.  Once running,
+ * line and exit status 1 or 2 before anything is served, with one
+ * exception: a database that exists but cannot be written (a read-only
+ * file, -wal, -shm, directory or mount) is served without a writer
+ * (webhooks and /readyz 503) until the main loop, which tries every
+ * second, can open it for writing.  Once running,
  * the main thread only waits for signals: SIGHUP reloads the config and
  * keys (swapped in only if valid), SIGTERM and SIGINT drain and stop.
  */

@@ -17,6 +17,14 @@
  * the one thing that makes an open file refuse writes even for root and
  * can be undone while the daemon runs; see test_read_only.
  *
+ * The same faults present when the daemon starts (the *_at_start tests):
+ * a database file, -wal file, directory or mount that cannot be
+ * written.  The daemon must start all the same, say so in one log line
+ * naming the file, answer as above while it lasts, and start its writer
+ * (and its exporters and backfills) by itself once the fault clears.  A
+ * database that does not exist and cannot be created is a clear refusal
+ * to start (exit 1).
+ *
  * Without root, the right to mount, or a temporary directory on a file
  * system that enforces the immutable flag (ext4, xfs, btrfs), the test
  * exits 77, which automake reports as SKIP, unless
@@ -48,6 +56,7 @@
 #include "../testutil.h"
 
 #define INST		"inst-faults"
+#define INST_BF		"inst-faults-bf"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -510,6 +519,367 @@ START_TEST(test_read_only)
 }
 END_TEST
 
+/* How many times needle occurs in the log of d's current run. */
+static int
+log_count(const struct tu_daemon *d, const char *needle)
+{
+	char *log = tu_daemon_log(d);
+	const char *p;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(log);
+	if (d->log_mark <= strlen(log))
+		for (p = log + d->log_mark; (p = strstr(p, needle)) != NULL;
+		    p += strlen(needle))
+			n++;
+	free(log);
+	return n;
+}
+
+/* Wait up to ms for the file d->dir/name to contain needle. */
+static bool
+file_gets(const struct tu_daemon *d, const char *name, const char *needle,
+    int ms)
+{
+	char *path = xasprintf("%s/%s", d->dir, name), *text;
+	int64_t end = clock_mono_ms() + ms;
+	bool found;
+
+	for (;;) {
+		text = tu_read_file(path, NULL);
+		found = text != NULL && strstr(text, needle) != NULL;
+		free(text);
+		if (found || clock_mono_ms() > end)
+			break;
+		tu_sleep_ms(50);
+	}
+	free(path);
+	return found;
+}
+
+/*
+ * Start the stopped d on a store it cannot write because of file
+ * (reason: the errno text): it must come up, say so in one log line,
+ * answer /healthz 200, /readyz 503 naming file, and webhooks 503 with
+ * Retry-After (a new refund, evid/id, and an update of upd_id).
+ */
+static void
+restart_unwritable(struct tu_daemon *d, const char *file, const char *reason,
+    const char *evid, const char *id, const char *upd_id)
+{
+	struct tu_http_resp resp;
+	char *named = xasprintf("%s: %s", file, reason);
+	const char *const line[] = { "store ", d->db_path,
+	    " cannot be written (", named, "starting without it", NULL };
+	int st;
+
+	ck_assert_msg(tu_daemon_restart(d), "no start on a store that "
+	    "cannot be written");
+	ck_assert_msg(tu_daemon_wait_log(d, d->log_mark, line, 1000),
+	    "no log line naming %s", named);
+	ck_assert_int_eq(log_count(d, "cannot be written ("), 1);
+	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
+	memset(&resp, 0, sizeof(resp));
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", &resp), 503);
+	ck_assert(tu_is_error_json(resp.body));
+	ck_assert_msg(strstr(resp.body, "store cannot be written: ") != NULL &&
+	    strstr(resp.body, named) != NULL, "/readyz: %s", resp.body);
+	tu_http_resp_cleanup(&resp);
+	memset(&resp, 0, sizeof(resp));
+	st = post(d, evid, id, 1, &resp);
+	assert_503(&resp, st, "unwritable at start");
+	tu_http_resp_cleanup(&resp);
+	memset(&resp, 0, sizeof(resp));
+	st = post(d, "ev-start-upd", upd_id, 2, &resp);
+	assert_503(&resp, st, "update, unwritable at start");
+	tu_http_resp_cleanup(&resp);
+	free(named);
+}
+
+/* Once the fault is gone: ready without a restart, said once, and Wix's
+ * retries of the refused webhooks land. */
+static void
+assert_recovers(struct tu_daemon *d, const char *evid, const char *id,
+    const char *upd_id)
+{
+	ck_assert_msg(readyz_becomes(d, 200, 10000), "/readyz stays 503");
+	ck_assert_int_eq(log_count(d, "can be written again"), 1);
+	ck_assert_int_eq(post(d, evid, id, 1, NULL), 200);
+	assert_stored(d, evid, id, 1);
+	ck_assert_int_eq(post(d, "ev-start-upd", upd_id, 2, NULL), 200);
+	assert_stored(d, "ev-start-upd", upd_id, 2);
+}
+
+/*
+ * The database file is read-only when the daemon starts.  SQLite opens
+ * it all the same, for reading only, and such a connection would never
+ * write: the daemon must not keep it, and must open the store again
+ * once the file can be written.  The exporters start with the writer.
+ */
+START_TEST(test_read_only_at_start)
+{
+	struct tu_conf conf;
+	struct tu_daemon *d;
+	char *after;
+
+	memset(&conf, 0, sizeof(conf));
+	conf.store = "busy_timeout = 200";
+	conf.tail = "[exporter j]\ntype = jsonl\npath = out.jsonl\n"
+	    "poll_ms = 20";
+	d = tu_daemon_start(&conf, NULL);
+	ck_assert_msg(d != NULL, "the daemon did not start");
+	ck_assert_int_eq(post(d, "ev-ros-0", "rf-ros-0", 1, NULL), 200);
+	ck_assert(file_gets(d, "out.jsonl", "rf-ros-0", 10000));
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	ck_assert(set_immutable(d->db_path, true));
+
+	restart_unwritable(d, d->db_path, "Operation not permitted",
+	    "ev-ros-1", "rf-ros-1", "rf-ros-0");
+	after = counts(d);
+	ck_assert_str_eq(after, "1/1/1/1");
+	free(after);
+	assert_absent(d, "ev-ros-1", "rf-ros-1");
+	assert_stored(d, "ev-ros-0", "rf-ros-0", 1);
+	/* Readers still read; the exporters wait for the writer. */
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/status", NULL), 200);
+	ck_assert_int_eq(log_count(d, "exporter started"), 0);
+	/* It keeps trying, without a line per try. */
+	tu_sleep_ms(2500);
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 503);
+	ck_assert_int_eq(log_count(d, "cannot be written ("), 1);
+	ck_assert_int_eq(log_count(d, "still cannot be written"), 0);
+	ck_assert_int_eq(log_count(d, "can be written again"), 0);
+
+	ck_assert(set_immutable(d->db_path, false));
+	assert_recovers(d, "ev-ros-1", "rf-ros-1", "rf-ros-0");
+	ck_assert_int_eq(log_count(d, "exporter started"), 1);
+	ck_assert_msg(file_gets(d, "out.jsonl", "rf-ros-1", 10000),
+	    "the exporter did not deliver after the recovery");
+	fprintf(stderr, "storage faults: read-only database at start: 503 "
+	    "+ Retry-After, /readyz 503 with the reason; recovered without "
+	    "a restart\n");
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	assert_integrity(d);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* The -wal file is read-only at start (the database file is not):
+ * SQLite says nothing at open, and the first write would fail. */
+START_TEST(test_wal_read_only_at_start)
+{
+	struct tu_daemon *d = start("busy_timeout = 200\n");
+	char *wal = xasprintf("%s-wal", d->db_path), *after;
+	int fd;
+
+	ck_assert_int_eq(post(d, "ev-rws-0", "rf-rws-0", 1, NULL), 200);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	/* A clean stop removed it; an empty one is what a crash leaves. */
+	fd = open(wal, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert(set_immutable(wal, true));
+
+	restart_unwritable(d, wal, "Operation not permitted", "ev-rws-1",
+	    "rf-rws-1", "rf-rws-0");
+	after = counts(d);
+	ck_assert_str_eq(after, "1/1/1/1");
+	free(after);
+	assert_absent(d, "ev-rws-1", "rf-rws-1");
+	tu_sleep_ms(1500);
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 503);
+	ck_assert_int_eq(log_count(d, "cannot be written ("), 1);
+
+	ck_assert(set_immutable(wal, false));
+	assert_recovers(d, "ev-rws-1", "rf-rws-1", "rf-rws-0");
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	assert_integrity(d);
+	free(wal);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/*
+ * The directory is read-only at start: the database cannot even be
+ * opened for reading, its -wal and -shm files cannot be created.  (The
+ * daemon's log and config are there already, and stay usable.)
+ */
+START_TEST(test_dir_read_only_at_start)
+{
+	struct tu_daemon *d = start("busy_timeout = 200\n");
+	char *after;
+
+	ck_assert_int_eq(post(d, "ev-rds-0", "rf-rds-0", 1, NULL), 200);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	ck_assert(set_immutable(d->dir, true));
+
+	restart_unwritable(d, d->dir, "Operation not permitted", "ev-rds-1",
+	    "rf-rds-1", "rf-rds-0");
+	/* Nothing reads it now: the status page says so, and lives. */
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/status", NULL), 503);
+	tu_sleep_ms(1500);
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 503);
+	ck_assert_int_eq(log_count(d, "cannot be written ("), 1);
+	ck_assert_int_eq(log_count(d, "still cannot be written"), 0);
+
+	ck_assert(set_immutable(d->dir, false));
+	ck_assert_msg(readyz_becomes(d, 200, 10000), "/readyz stays 503");
+	/* Nothing of the refused webhooks was committed meanwhile. */
+	after = counts(d);
+	ck_assert_str_eq(after, "1/1/1/1");
+	free(after);
+	assert_recovers(d, "ev-rds-1", "rf-rds-1", "rf-rds-0");
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	assert_integrity(d);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/*
+ * The database on a file system mounted read-only at start (a tmpfs,
+ * remounted read-only while the daemon is stopped; the kernel refuses
+ * that while a file is open for writing), then remounted read-write.
+ */
+START_TEST(test_ro_mount_at_start)
+{
+	struct tu_daemon *d = start("busy_timeout = 200\n");
+	char *mnt, *file, *after;
+
+	ck_assert_int_eq(post(d, "ev-rom-0", "rf-rom-0", 1, NULL), 200);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	mnt = db_onto_tmpfs(d, "4m");
+	ck_assert_msg(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT | MS_RDONLY,
+	    "size=4m") == 0, "remount %s read-only: %s", mnt,
+	    strerror(errno));
+	/* SQLite follows the symbolic link: the file it names is there. */
+	file = xasprintf("%s/refundsync.db", mnt);
+	restart_unwritable(d, file, "Read-only file system", "ev-rom-1",
+	    "rf-rom-1", "rf-rom-0");
+	tu_sleep_ms(1500);
+	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 503);
+	ck_assert_int_eq(log_count(d, "cannot be written ("), 1);
+	ck_assert_int_eq(log_count(d, "still cannot be written"), 0);
+
+	ck_assert_msg(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, "size=4m") ==
+	    0, "remount %s read-write: %s", mnt, strerror(errno));
+	ck_assert_msg(readyz_becomes(d, 200, 10000), "/readyz stays 503");
+	after = counts(d);
+	ck_assert_str_eq(after, "1/1/1/1");
+	free(after);
+	assert_recovers(d, "ev-rom-1", "rf-rom-1", "rf-rom-0");
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	assert_integrity(d);
+	free(file);
+	unmount(mnt);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/*
+ * Wix credentials, and an instance to backfill that the store has not
+ * seen yet, with the database read-only at start: the backfill waits
+ * for the writer (nothing reaches Wix meanwhile, nothing spins), and
+ * runs to the end once the store can be written.
+ */
+START_TEST(test_backfill_at_start)
+{
+	struct tu_sandbox sb;
+	struct tu_conf conf;
+	struct tu_daemon *d;
+	char *sbdir = tu_tempdir(), *keys, *wix;
+	int64_t end;
+	bool done = false;
+
+	ck_assert_msg(tu_sandbox_start(&sb, sbdir, 5, INST_BF, NULL),
+	    "the sandbox did not start");
+	keys = tu_sandbox_wix_keys(&sb, sbdir);
+	ck_assert_ptr_nonnull(keys);
+	memset(&conf, 0, sizeof(conf));
+	conf.store = "busy_timeout = 200";
+	conf.wix = keys;
+	d = tu_daemon_start(&conf, NULL);
+	ck_assert_msg(d != NULL, "the daemon did not start");
+	ck_assert_int_eq(post(d, "ev-bfs-0", "rf-bfs-0", 1, NULL), 200);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	wix = xasprintf("%sinstances = %s", keys, INST_BF);
+	conf.wix = wix;
+	ck_assert(tu_daemon_write_config(d, &conf));
+	ck_assert(set_immutable(d->db_path, true));
+
+	restart_unwritable(d, d->db_path, "Operation not permitted",
+	    "ev-bfs-1", "rf-bfs-1", "rf-bfs-0");
+	tu_sleep_ms(1500);
+	ck_assert_int_eq(log_count(d, "backfill " INST_BF ":"), 0);
+	ck_assert_int_eq(tu_sql_int(d, -1, "SELECT count(*) FROM instances"
+	    " WHERE instance_id = '%s'", INST_BF), 0);
+
+	ck_assert(set_immutable(d->db_path, false));
+	assert_recovers(d, "ev-bfs-1", "rf-bfs-1", "rf-bfs-0");
+	for (end = clock_mono_ms() + 30000; !done && clock_mono_ms() < end;) {
+		done = tu_sql_int(d, -1, "SELECT count(*) FROM instances"
+		    " WHERE instance_id = '%s' AND backfill = 'done'",
+		    INST_BF) == 1;
+		if (!done)
+			tu_sleep_ms(100);
+	}
+	ck_assert_msg(done, "the backfill did not run after the recovery");
+	ck_assert_int_eq(tu_sql_int(d, -1, "SELECT count(*) FROM refunds"
+	    " WHERE instance_id = '%s'", INST_BF), 5);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	assert_integrity(d);
+	tu_daemon_free(d);
+	tu_sandbox_stop(&sb);
+	tu_rmtree(sbdir);
+	free(sbdir);
+	free(wix);
+	free(keys);
+}
+END_TEST
+
+/*
+ * No database, and a directory where none can be created: a wrong path
+ * or a missing state directory, not a passing fault.  serve refuses to
+ * start, exit 1, with a line naming the database and the directory.
+ */
+START_TEST(test_missing_unwritable_at_start)
+{
+	struct tu_daemon *d = start(NULL);
+	char *argv[5], *bin = xstrdup(tu_binary()), *out = NULL, *err = NULL;
+	char *named;
+	int st;
+
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	ck_assert_int_eq(unlink(d->db_path), 0);
+	named = xasprintf("%s-wal", d->db_path);
+	(void)unlink(named);
+	free(named);
+	named = xasprintf("%s-shm", d->db_path);
+	(void)unlink(named);
+	free(named);
+	ck_assert(set_immutable(d->dir, true));
+	argv[0] = bin;
+	argv[1] = (char *)"serve";
+	argv[2] = (char *)"-c";
+	argv[3] = d->conf_path;
+	argv[4] = NULL;
+	st = tu_run(argv, 10000, &out, &err);
+	ck_assert(set_immutable(d->dir, false));
+	ck_assert_msg(st == 1, "exit %d, want 1; stderr: %s", st,
+	    err != NULL ? err : "");
+	named = xasprintf("%s: Operation not permitted", d->dir);
+	ck_assert_msg(err != NULL && strstr(err, "cannot start: store ") !=
+	    NULL && strstr(err, d->db_path) != NULL &&
+	    strstr(err, "cannot create it") != NULL &&
+	    strstr(err, named) != NULL, "stderr: %s", err);
+	ck_assert_int_eq(access(d->db_path, F_OK), -1);
+	free(named);
+	free(out);
+	free(err);
+	free(bin);
+	tu_daemon_free(d);
+}
+END_TEST
+
 /*
  * Does the file system of the temporary directory refuse writes to an
  * open file once it is immutable (ext4, xfs, btrfs do; tmpfs does not)?
@@ -573,10 +943,18 @@ storage_faults_suite(bool mounts, bool immutable)
 	TCase *tc = tcase_create("faults");
 
 	tcase_set_timeout(tc, 120);
-	if (mounts)
+	if (mounts) {
 		tcase_add_test(tc, test_disk_full);
-	if (immutable)
+		tcase_add_test(tc, test_ro_mount_at_start);
+	}
+	if (immutable) {
 		tcase_add_test(tc, test_read_only);
+		tcase_add_test(tc, test_read_only_at_start);
+		tcase_add_test(tc, test_wal_read_only_at_start);
+		tcase_add_test(tc, test_dir_read_only_at_start);
+		tcase_add_test(tc, test_backfill_at_start);
+		tcase_add_test(tc, test_missing_unwritable_at_start);
+	}
 	tcase_add_test(tc, test_locked);
 	suite_add_tcase(s, tc);
 	return s;
