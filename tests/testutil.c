@@ -1,7 +1,7 @@
 /*
- * testutil.c: JWT material, Wix layer builders, a raw HTTP client and
- * harnesses that run the real daemon and the Wix sandbox, shared by
- * every test and by wix-sign.
+ * testutil.c: JWT material, Wix layer builders, a raw HTTP client,
+ * harnesses that run the real daemon and the Wix sandbox, and an HTTP
+ * sink for the http exporter, shared by every test and by wix-sign.
  *
  * Key decision: nothing here trusts the code under test.  Tokens are
  * signed with OpenSSL directly (never through libjwt or the daemon's
@@ -9,7 +9,8 @@
  * the store is read through a separate SQLite connection.  Every wait has
  * a deadline, so a broken daemon fails a test rather than hanging it.
  * Functions are called from the test's main thread, except the HTTP
- * client, which is thread-safe (it keeps no state).
+ * client, which is thread-safe (it keeps no state), and the sink's, which
+ * take its lock.
  *
  * A daemon, a sandbox or any child of tu_spawn() dies with the test
  * process (PR_SET_PDEATHSIG), so a failed assertion, which ends a forked
@@ -33,6 +34,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,6 +44,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <microhttpd.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -54,6 +57,8 @@
 #include <openssl/rsa.h>
 #include <sqlite3.h>
 
+#include "core/export.h"
+#include "exporters/posting.h"
 #include "util/buf.h"
 #include "util/clock.h"
 #include "util/xmalloc.h"
@@ -2142,4 +2147,741 @@ tu_sql_int(const struct tu_daemon *d, int64_t def, const char *fmt, ...)
 		v = def;
 	free(s);
 	return v;
+}
+
+/* ---- the HTTP sink ------------------------------------------------- */
+
+#define TU_SINK_CONN_TIMEOUT_S	10	/* an idle connection is closed */
+#define TU_SINK_POLL_MS		5	/* tu_sink_wait()'s step */
+
+/* An applied key. */
+struct sink_key {
+	char	*key;
+	int64_t	 seq;		/* from the body that applied it */
+	int	 posts;		/* 2xx answers with this key */
+};
+
+struct tu_sink {
+	struct MHD_Daemon	*d;
+	int			 port;
+	pthread_mutex_t		 mu;		/* guards all below */
+	struct tu_sink_policy	 pol;		/* refuse_refund owned */
+	struct tu_sink_step	 steps[TU_SINK_MAX_STEPS]; /* strings owned */
+	size_t			 nsteps;
+	struct sink_key		*keys;		/* in the order applied */
+	size_t			 nkeys;
+	struct tu_sink_req	*log;
+	size_t			 nlog;
+	struct tu_sink_stats	 st;
+};
+
+/* A request being received. */
+struct sink_conn {
+	struct buf	 body;
+	bool		 toobig;
+};
+
+/* The answer decided for a request.  Strings owned. */
+struct sink_answer {
+	int	 status;
+	char	*body;
+	char	*header;	/* "Name: value", or NULL */
+	int	 delay_ms;
+};
+
+static char *
+dup_or_null(const char *s)
+{
+	return s != NULL ? xstrdup(s) : NULL;
+}
+
+static bool
+status_matches(int got, int want)
+{
+	if (want == 0)
+		return true;
+	if (want >= 1 && want <= 5)
+		return got / 100 == want;
+	return got == want;
+}
+
+static void
+sink_step_cleanup(struct tu_sink_step *st)
+{
+	free((char *)(uintptr_t)st->body);
+	free((char *)(uintptr_t)st->header);
+	memset(st, 0, sizeof(*st));
+}
+
+static void
+sink_req_cleanup(struct tu_sink_req *r)
+{
+	free(r->method);
+	free(r->path);
+	free(r->key);
+	free(r->content_type);
+	free(r->timestamp);
+	free(r->signature);
+	free(r->authorization);
+	free(r->refund_id);
+	free(r->body);
+	memset(r, 0, sizeof(*r));
+}
+
+/* A deep copy of r into out. */
+static void
+sink_req_copy(struct tu_sink_req *out, const struct tu_sink_req *r)
+{
+	*out = *r;
+	out->method = dup_or_null(r->method);
+	out->path = dup_or_null(r->path);
+	out->key = dup_or_null(r->key);
+	out->content_type = dup_or_null(r->content_type);
+	out->timestamp = dup_or_null(r->timestamp);
+	out->signature = dup_or_null(r->signature);
+	out->authorization = dup_or_null(r->authorization);
+	out->refund_id = dup_or_null(r->refund_id);
+	out->body = r->body != NULL ? xstrndup(r->body, r->body_len) : NULL;
+}
+
+/*
+ * The request as a log entry (t_ms, status, delay_ms and applied are
+ * filled in later), and why it is malformed, or NULL.
+ */
+static const char *
+sink_parse(struct MHD_Connection *c, const char *url, const char *method,
+    struct sink_conn *rq, struct tu_sink_req *r)
+{
+	const cJSON *seq, *key, *id;
+	cJSON *o = NULL;
+	const char *why = NULL;
+
+	memset(r, 0, sizeof(*r));
+	r->seq = -1;
+	r->method = xstrdup(method);
+	r->path = xstrdup(url);
+	r->key = dup_or_null(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	    "Idempotency-Key"));
+	r->content_type = dup_or_null(MHD_lookup_connection_value(c,
+	    MHD_HEADER_KIND, "Content-Type"));
+	r->timestamp = dup_or_null(MHD_lookup_connection_value(c,
+	    MHD_HEADER_KIND, "X-Refundsync-Timestamp"));
+	r->signature = dup_or_null(MHD_lookup_connection_value(c,
+	    MHD_HEADER_KIND, "X-Refundsync-Signature"));
+	r->authorization = dup_or_null(MHD_lookup_connection_value(c,
+	    MHD_HEADER_KIND, "Authorization"));
+	if (rq->body.data != NULL) {
+		r->body = xstrndup(rq->body.data, rq->body.len);
+		r->body_len = rq->body.len;
+		o = cJSON_ParseWithLength(rq->body.data, rq->body.len);
+	}
+	if (cJSON_IsString(id = cJSON_GetObjectItemCaseSensitive(o,
+	    "refund_id")))
+		r->refund_id = xstrdup(id->valuestring);
+	if (cJSON_IsNumber(seq = cJSON_GetObjectItemCaseSensitive(o, "seq")))
+		r->seq = (int64_t)seq->valuedouble;
+	key = cJSON_GetObjectItemCaseSensitive(o, "idempotency_key");
+	if (strcmp(method, "POST") != 0)
+		why = "not a POST";
+	else if (rq->toobig)
+		why = "a body over TU_SINK_MAX_BODY";
+	else if (r->key == NULL)
+		why = "no Idempotency-Key";
+	else if (!cJSON_IsObject(o) || r->seq < 0)
+		why = "no JSON object with a \"seq\"";
+	else if (!cJSON_IsString(key) || strcmp(key->valuestring,
+	    r->key) != 0)
+		why = "the body's idempotency_key differs from the header";
+	cJSON_Delete(o);
+	return why;
+}
+
+/* Apply a 2xx to r's key, under s->mu. */
+static void
+sink_apply(struct tu_sink *s, struct tu_sink_req *r)
+{
+	struct sink_key *k = NULL;
+	size_t i;
+
+	for (i = 0; i < s->nkeys; i++)
+		if (strcmp(s->keys[i].key, r->key) == 0) {
+			k = &s->keys[i];
+			break;
+		}
+	if (k == NULL) {
+		/* The effect, once per key. */
+		s->keys = xreallocarray(s->keys, s->nkeys + 1,
+		    sizeof(*s->keys));
+		k = &s->keys[s->nkeys++];
+		k->key = xstrdup(r->key);
+		k->seq = r->seq;
+		k->posts = 0;
+		r->applied = true;
+		s->st.effects++;
+	} else {
+		s->st.again++;
+		if (k->posts == 1)
+			s->st.keys_again++;
+		if (k->seq != r->seq)
+			s->st.conflicts++;
+	}
+	k->posts++;
+}
+
+/* Decide the answer to a parsed request and log it, under s->mu.  r is
+ * moved into the log. */
+static void
+sink_decide(struct tu_sink *s, struct tu_sink_req *r, const char *bad,
+    struct sink_answer *a)
+{
+	struct tu_sink_step step;
+
+	memset(a, 0, sizeof(*a));
+	memset(&step, 0, sizeof(step));
+	s->st.requests++;
+	a->delay_ms = s->pol.delay_ms;
+	if (bad != NULL) {
+		s->st.bad++;
+		snprintf(s->st.bad_why, sizeof(s->st.bad_why), "%s", bad);
+		a->status = 400;
+		a->body = xstrdup("{\"error\":\"bad request\"}");
+	} else if (s->nsteps > 0) {
+		step = s->steps[0];
+		memmove(&s->steps[0], &s->steps[1], (s->nsteps - 1) *
+		    sizeof(s->steps[0]));
+		memset(&s->steps[--s->nsteps], 0, sizeof(s->steps[0]));
+		a->status = step.status;
+		a->body = step.body != NULL ? xstrdup(step.body) :
+		    xstrdup(step.status / 100 == 2 ? "{\"ok\":true}" :
+		    "{\"error\":\"injected\"}");
+		a->header = dup_or_null(step.header);
+		a->delay_ms += step.delay_ms;
+		if (step.status / 100 != 2)
+			s->st.failed++;
+		sink_step_cleanup(&step);
+	} else if (s->pol.fail_all || (s->pol.fail_every > 0 &&
+	    s->st.requests % s->pol.fail_every == 0)) {
+		s->st.failed++;
+		a->status = s->pol.fail_status != 0 ? s->pol.fail_status : 503;
+		a->body = xstrdup("{\"error\":\"busy\"}");
+	} else if (s->pol.refuse_refund != NULL && r->refund_id != NULL &&
+	    strcmp(r->refund_id, s->pol.refuse_refund) == 0) {
+		s->st.refused++;
+		a->status = 400;
+		a->body = xstrdup("{\"error\":\"unknown account\"}");
+	} else {
+		a->status = s->pol.ok_status != 0 ? s->pol.ok_status : 200;
+		a->body = xstrdup("{\"ok\":true}");
+	}
+	if (bad == NULL && a->status / 100 == 2)
+		sink_apply(s, r);
+	r->t_ms = clock_mono_ms();
+	r->status = a->status;
+	r->delay_ms = a->delay_ms;
+	s->log = xreallocarray(s->log, s->nlog + 1, sizeof(*s->log));
+	s->log[s->nlog++] = *r;
+	memset(r, 0, sizeof(*r));
+}
+
+static enum MHD_Result
+sink_respond(struct MHD_Connection *c, const struct sink_answer *a)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char *name = NULL, *value;
+
+	resp = MHD_create_response_from_buffer(strlen(a->body), a->body,
+	    MHD_RESPMEM_MUST_COPY);
+	if (resp == NULL)
+		return MHD_NO;
+	if (a->header != NULL && (value = strchr(a->header, ':')) != NULL) {
+		name = xstrndup(a->header, (size_t)(value - a->header));
+		for (value++; *value == ' ' || *value == '\t'; value++)
+			;
+		(void)MHD_add_response_header(resp, name, value);
+	}
+	ret = MHD_queue_response(c, (unsigned int)a->status, resp);
+	MHD_destroy_response(resp);
+	free(name);
+	return ret;
+}
+
+static enum MHD_Result
+sink_handler(void *cls, struct MHD_Connection *c, const char *url,
+    const char *method, const char *version, const char *upload,
+    size_t *upload_size, void **con_cls)
+{
+	struct tu_sink *s = cls;
+	struct sink_conn *rq = *con_cls;
+	struct sink_answer a;
+	struct tu_sink_req r;
+	const char *bad;
+	enum MHD_Result ret;
+
+	(void)version;
+	if (rq == NULL) {
+		rq = xcalloc(1, sizeof(*rq));
+		buf_init(&rq->body, TU_SINK_MAX_BODY);
+		*con_cls = rq;
+		return MHD_YES;
+	}
+	if (*upload_size > 0) {
+		if (buf_append(&rq->body, upload, *upload_size) != RS_OK)
+			rq->toobig = true;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	bad = sink_parse(c, url, method, rq, &r);
+	pthread_mutex_lock(&s->mu);
+	sink_decide(s, &r, bad, &a);
+	pthread_mutex_unlock(&s->mu);
+	tu_sleep_ms(a.delay_ms);
+	ret = sink_respond(c, &a);
+	free(a.body);
+	free(a.header);
+	return ret;
+}
+
+static void
+sink_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct sink_conn *rq = *con_cls;
+
+	(void)cls;
+	(void)c;
+	(void)toe;
+	if (rq != NULL) {
+		buf_cleanup(&rq->body);
+		free(rq);
+		*con_cls = NULL;
+	}
+}
+
+/* Copy p into s->pol (NULL: the zero policy), under s->mu. */
+static void
+sink_policy_copy(struct tu_sink *s, const struct tu_sink_policy *p)
+{
+	free((char *)(uintptr_t)s->pol.refuse_refund);
+	memset(&s->pol, 0, sizeof(s->pol));
+	if (p != NULL) {
+		s->pol = *p;
+		s->pol.refuse_refund = dup_or_null(p->refuse_refund);
+	}
+}
+
+struct tu_sink *
+tu_sink_start(const struct tu_sink_policy *policy)
+{
+	const union MHD_DaemonInfo *info;
+	struct sockaddr_in sin;
+	struct tu_sink *s = xcalloc(1, sizeof(*s));
+
+	pthread_mutex_init(&s->mu, NULL);
+	sink_policy_copy(s, policy);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+	    MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL, sink_handler, s,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
+	    MHD_OPTION_NOTIFY_COMPLETED, sink_completed, s,
+	    MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned int)TU_SINK_CONN_TIMEOUT_S, MHD_OPTION_END);
+	if (s->d == NULL ||
+	    (info = MHD_get_daemon_info(s->d,
+	    MHD_DAEMON_INFO_BIND_PORT)) == NULL || info->port == 0) {
+		fprintf(stderr, "testutil: sink: cannot listen on "
+		    "127.0.0.1:0\n");
+		tu_sink_free(s);
+		return NULL;
+	}
+	s->port = (int)info->port;
+	return s;
+}
+
+void
+tu_sink_free(struct tu_sink *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return;
+	if (s->d != NULL)
+		MHD_stop_daemon(s->d);
+	for (i = 0; i < s->nkeys; i++)
+		free(s->keys[i].key);
+	free(s->keys);
+	for (i = 0; i < s->nlog; i++)
+		sink_req_cleanup(&s->log[i]);
+	free(s->log);
+	for (i = 0; i < s->nsteps; i++)
+		sink_step_cleanup(&s->steps[i]);
+	sink_policy_copy(s, NULL);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+int
+tu_sink_port(const struct tu_sink *s)
+{
+	return s->port;
+}
+
+void
+tu_sink_set_policy(struct tu_sink *s, const struct tu_sink_policy *policy)
+{
+	pthread_mutex_lock(&s->mu);
+	sink_policy_copy(s, policy);
+	pthread_mutex_unlock(&s->mu);
+}
+
+bool
+tu_sink_script(struct tu_sink *s, const struct tu_sink_step *steps,
+    size_t n)
+{
+	struct tu_sink_step *st;
+	bool ok;
+	size_t i;
+
+	pthread_mutex_lock(&s->mu);
+	if ((ok = n <= TU_SINK_MAX_STEPS - s->nsteps)) {
+		for (i = 0; i < n; i++) {
+			st = &s->steps[s->nsteps++];
+			*st = steps[i];
+			st->body = dup_or_null(steps[i].body);
+			st->header = dup_or_null(steps[i].header);
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (!ok)
+		fprintf(stderr, "testutil: sink: more than %d script steps\n",
+		    TU_SINK_MAX_STEPS);
+	return ok;
+}
+
+void
+tu_sink_stats(struct tu_sink *s, struct tu_sink_stats *st)
+{
+	pthread_mutex_lock(&s->mu);
+	*st = s->st;
+	pthread_mutex_unlock(&s->mu);
+}
+
+int
+tu_sink_posts(struct tu_sink *s, const char *key)
+{
+	size_t i;
+	int n = 0;
+
+	pthread_mutex_lock(&s->mu);
+	for (i = 0; i < s->nkeys; i++)
+		if (strcmp(s->keys[i].key, key) == 0) {
+			n = s->keys[i].posts;
+			break;
+		}
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+int
+tu_sink_count(struct tu_sink *s, const char *key, int status)
+{
+	size_t i;
+	int n = 0;
+
+	pthread_mutex_lock(&s->mu);
+	for (i = 0; i < s->nlog; i++)
+		if (status_matches(s->log[i].status, status) &&
+		    (key == NULL || (s->log[i].key != NULL &&
+		    strcmp(s->log[i].key, key) == 0)))
+			n++;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+bool
+tu_sink_wait(struct tu_sink *s, const char *key, int status, int want,
+    int timeout_ms)
+{
+	int64_t deadline = clock_mono_ms() + timeout_ms;
+
+	while (tu_sink_count(s, key, status) < want) {
+		if (clock_mono_ms() >= deadline)
+			return false;
+		tu_sleep_ms(TU_SINK_POLL_MS);
+	}
+	return true;
+}
+
+char *
+tu_sink_key(struct tu_sink *s, size_t i)
+{
+	char *k = NULL;
+
+	pthread_mutex_lock(&s->mu);
+	if (i < s->nkeys)
+		k = xstrdup(s->keys[i].key);
+	pthread_mutex_unlock(&s->mu);
+	return k;
+}
+
+struct tu_sink_req *
+tu_sink_log(struct tu_sink *s, size_t *n)
+{
+	struct tu_sink_req *v = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&s->mu);
+	*n = s->nlog;
+	if (s->nlog > 0) {
+		v = xcalloc(s->nlog, sizeof(*v));
+		for (i = 0; i < s->nlog; i++)
+			sink_req_copy(&v[i], &s->log[i]);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return v;
+}
+
+void
+tu_sink_log_free(struct tu_sink_req *log, size_t n)
+{
+	size_t i;
+
+	for (i = 0; log != NULL && i < n; i++)
+		sink_req_cleanup(&log[i]);
+	free(log);
+}
+
+/* ---- the four standard exporters ----------------------------------- */
+
+const char *const tu_exporter_names[TU_NEXPORTERS] = { "j", "c", "l", "h" };
+
+char *
+tu_exporters_conf(int sink_port, int batch_j, int batch_c, int batch_l,
+    int batch_h)
+{
+	return xasprintf(
+	    "[exporter j]\ntype = jsonl\npath = out.jsonl\nbatch = %d\n"
+	    "poll_ms = 20\n"
+	    "[exporter c]\ntype = csv\npath = out.csv\nbatch = %d\n"
+	    "poll_ms = 20\n"
+	    "[exporter l]\ntype = ledger\npath = out.journal\nbatch = %d\n"
+	    "poll_ms = 20\n"
+	    "[exporter h]\ntype = http\nurl = http://127.0.0.1:%d/hook\n"
+	    "batch = %d\npoll_ms = 20\nretry_initial_ms = 20\n"
+	    "retry_max_ms = 200\ntimeout = 5\n",
+	    batch_j, batch_c, batch_l, sink_port, batch_h);
+}
+
+int64_t
+tu_last_change(const struct tu_daemon *d)
+{
+	return tu_sql_int(d, 0, "SELECT coalesce(max(seq), 0) FROM changes");
+}
+
+int64_t
+tu_exporter_position(const struct tu_daemon *d, const char *name)
+{
+	return tu_sql_int(d, -1, "SELECT position FROM exporter_positions"
+	    " WHERE exporter = '%s'", name);
+}
+
+bool
+tu_exporters_caught_up(const struct tu_daemon *d, const char *const *names,
+    size_t n, int timeout_ms)
+{
+	int64_t deadline = clock_mono_ms() + timeout_ms, last;
+	size_t i;
+
+	for (;;) {
+		last = tu_last_change(d);
+		for (i = 0; i < n; i++)
+			if (tu_exporter_position(d, names[i]) != last)
+				break;
+		if (i == n)
+			return true;
+		if (clock_mono_ms() > deadline) {
+			for (i = 0; i < n; i++)
+				fprintf(stderr, "testutil: exporter %s at %lld "
+				    "of %lld\n", names[i], (long long)
+				    tu_exporter_position(d, names[i]),
+				    (long long)last);
+			return false;
+		}
+		tu_sleep_ms(20);
+	}
+}
+
+/* What the change log says the targets hold. */
+struct expect {
+	int64_t	*seqs;		/* every change */
+	size_t	 n;
+	int64_t	*posting;	/* the changes that post (ledger) */
+	size_t	 nposting;
+	char	**hkeys;	/* exporter h's key for each change */
+};
+
+static void
+expect_cleanup(struct expect *x)
+{
+	size_t i;
+
+	for (i = 0; i < x->n; i++)
+		free(x->hkeys[i]);
+	free(x->hkeys);
+	free(x->seqs);
+	free(x->posting);
+	memset(x, 0, sizeof(*x));
+}
+
+static bool
+expect_load(const char *db_path, struct expect *x)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *stmt = NULL;
+	enum rs_posting p;
+	bool ok = false;
+	int rc;
+
+	memset(x, 0, sizeof(*x));
+	if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) !=
+	    SQLITE_OK || sqlite3_prepare_v2(db, "SELECT seq, refund_id,"
+	    " revision, status, prev_status FROM changes ORDER BY seq", -1,
+	    &stmt, NULL) != SQLITE_OK) {
+		fprintf(stderr, "testutil: %s: %s\n", db_path,
+		    db != NULL ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		x->seqs = xreallocarray(x->seqs, x->n + 1, sizeof(*x->seqs));
+		x->hkeys = xreallocarray(x->hkeys, x->n + 1,
+		    sizeof(*x->hkeys));
+		x->posting = xreallocarray(x->posting, x->n + 1,
+		    sizeof(*x->posting));
+		x->seqs[x->n] = sqlite3_column_int64(stmt, 0);
+		p = posting_classify((const char *)sqlite3_column_text(stmt,
+		    3), (const char *)sqlite3_column_text(stmt, 4));
+		x->hkeys[x->n] = export_idempotency_key("h",
+		    (const char *)sqlite3_column_text(stmt, 1),
+		    sqlite3_column_type(stmt, 2) != SQLITE_NULL,
+		    sqlite3_column_int64(stmt, 2), p);
+		if (p != RS_POSTING_NONE)
+			x->posting[x->nposting++] = x->seqs[x->n];
+		x->n++;
+	}
+	if (rc != SQLITE_DONE)
+		fprintf(stderr, "testutil: %s: %s\n", db_path,
+		    sqlite3_errmsg(db));
+	else if (x->n == 0)
+		fprintf(stderr, "testutil: %s: no changes\n", db_path);
+	else
+		ok = true;
+out:
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return ok;
+}
+
+/*
+ * The seqs a file names, in order: the number after prefix at the start
+ * of each line, after the first skip lines (0, the ledger's header
+ * commit, is passed over).  false if it cannot be read or its last line
+ * is torn.  *out: caller frees.
+ */
+static bool
+file_seqs(const char *path, const char *prefix, size_t skip,
+    int64_t **out, size_t *n)
+{
+	char *text = tu_read_file(path, NULL), *line, *nl;
+	size_t plen = strlen(prefix), lineno = 0;
+	bool ok = true;
+	int64_t v;
+
+	*out = NULL;
+	*n = 0;
+	if (text == NULL) {
+		fprintf(stderr, "testutil: %s: cannot read\n", path);
+		return false;
+	}
+	for (line = text; *line != '\0'; line = nl + 1) {
+		if ((nl = strchr(line, '\n')) == NULL) {
+			fprintf(stderr, "testutil: %s: the last line is "
+			    "torn\n", path);
+			ok = false;
+			break;
+		}
+		*nl = '\0';
+		if (lineno++ < skip || strncmp(line, prefix, plen) != 0)
+			continue;
+		if ((v = strtoll(line + plen, NULL, 10)) == 0)
+			continue;
+		*out = xreallocarray(*out, *n + 1, sizeof(**out));
+		(*out)[(*n)++] = v;
+	}
+	free(text);
+	return ok;
+}
+
+/* The seqs path names must be exactly want[0..nwant). */
+static bool
+file_holds(const char *dir, const char *name, const char *prefix,
+    size_t skip, const int64_t *want, size_t nwant)
+{
+	char *path = xasprintf("%s/%s", dir, name);
+	int64_t *got = NULL;
+	size_t ngot = 0, i;
+	bool ok;
+
+	if ((ok = file_seqs(path, prefix, skip, &got, &ngot))) {
+		for (i = 0; ok && i < ngot && i < nwant; i++)
+			if (got[i] != want[i]) {
+				fprintf(stderr, "testutil: %s: entry %zu is "
+				    "seq %lld, want %lld (a duplicate or a "
+				    "gap)\n", name, i, (long long)got[i],
+				    (long long)want[i]);
+				ok = false;
+			}
+		if (ok && ngot != nwant) {
+			fprintf(stderr, "testutil: %s: %zu entries, want "
+			    "%zu\n", name, ngot, nwant);
+			ok = false;
+		}
+	}
+	free(got);
+	free(path);
+	return ok;
+}
+
+bool
+tu_exports_exact(const struct tu_daemon *d, struct tu_sink *s)
+{
+	struct tu_sink_stats st;
+	struct expect x;
+	bool ok;
+	size_t i;
+
+	if (!expect_load(d->db_path, &x))
+		return false;
+	ok = file_holds(d->dir, "out.jsonl", "{\"seq\":", 0, x.seqs, x.n) &&
+	    file_holds(d->dir, "out.csv", "", 1, x.seqs, x.n) &&
+	    file_holds(d->dir, "out.journal", "; rs-seq: ", 0, x.posting,
+	    x.nposting);
+	tu_sink_stats(s, &st);
+	if (ok && (st.conflicts != 0 || st.bad != 0 ||
+	    st.effects != (int64_t)x.n)) {
+		fprintf(stderr, "testutil: the sink applied %lld keys for %zu "
+		    "changes, %lld conflicts, %lld malformed (%s)\n",
+		    (long long)st.effects, x.n, (long long)st.conflicts,
+		    (long long)st.bad, st.bad_why);
+		ok = false;
+	}
+	for (i = 0; ok && i < x.n; i++)
+		if (tu_sink_posts(s, x.hkeys[i]) < 1) {
+			fprintf(stderr, "testutil: the sink never got %s\n",
+			    x.hkeys[i]);
+			ok = false;
+		}
+	expect_cleanup(&x);
+	return ok;
 }

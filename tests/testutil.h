@@ -1,16 +1,18 @@
 /*
  * testutil.h: shared helpers for the tests and for tests/tools/wix-sign.
  *
- * Five parts: JWT material (RSA keys, base64url, signing any header and
+ * Six parts: JWT material (RSA keys, base64url, signing any header and
  * payload bytes with RS256/RS512/PS256/ES256/HS256, so tests can build
  * hostile tokens); builders for the three nested Wix layers (WIX.md §1)
  * and the refund entity; a raw HTTP/1.1 client on plain TCP sockets; a
  * harness that runs the real daemon ($RS_BINARY) in a temporary
- * directory; and one that runs the Wix sandbox (tests/sandbox) on
- * loopback, with its control API and a Query Refunds walk.  The library
- * links OpenSSL, sqlite3 and cJSON but not check, so it never asserts:
- * functions report failure through their result and print the reason on
- * stderr.
+ * directory; one that runs the Wix sandbox (tests/sandbox) on loopback,
+ * with its control API and a Query Refunds walk; and an HTTP sink that
+ * receives the http exporter's records (honouring Idempotency-Key, and
+ * failing on demand), with checks of what the exporters delivered.  The
+ * library links OpenSSL, sqlite3, cJSON and libmicrohttpd but not check,
+ * so it never asserts: functions report failure through their result and
+ * print the reason on stderr.
  *
  * Every wait is bounded: connects, reads, process waits and log polls all
  * take a timeout, so a broken daemon fails a test instead of hanging it.
@@ -458,6 +460,194 @@ struct cJSON *tu_sandbox_refunds(const struct tu_sandbox *sb,
  * ...\n".  Caller frees; NULL if the file cannot be written.
  */
 char	*tu_sandbox_wix_keys(const struct tu_sandbox *sb, const char *dir);
+
+/* ---- an HTTP sink: the http exporter's receiver --------------------- */
+
+/*
+ * A libmicrohttpd server on 127.0.0.1:0 standing in for a receiver that
+ * honours Idempotency-Key (docs/exporters.md, "What the answer means"):
+ * the first 2xx answer to a key applies its effect, a later 2xx only
+ * acknowledges it again.  It logs every request, and can be told to
+ * fail: a script of answers for the next requests, and a standing
+ * policy (fail everything, every Nth request, one refund; a delay).
+ *
+ * Each complete request is judged in this order:
+ *   1. malformed (not a POST; a body over TU_SINK_MAX_BODY; no
+ *      Idempotency-Key; a body that is not a JSON object with a number
+ *      "seq" and an "idempotency_key" equal to the header): 400
+ *      {"error":"bad request"}, counted in bad;
+ *   2. the next step of the script (tu_sink_script()), if any;
+ *   3. the policy: fail_all, then fail_every (fail_status,
+ *      {"error":"busy"}), then refuse_refund (400,
+ *      {"error":"unknown account"});
+ *   4. accepted: ok_status, {"ok":true}.
+ * A 2xx answer (an accepted request, or a script step with a 2xx status)
+ * applies the key if it is new; its seq is the body's.
+ *
+ * Threads: requests are served on libmicrohttpd's threads (one per
+ * connection); every function here may be called from any thread while
+ * it runs.  Delays are slept outside the sink's lock.  Memory: every
+ * request is logged with its body until tu_sink_free().
+ */
+
+#define TU_SINK_MAX_BODY	(1024 * 1024)	/* larger: malformed */
+#define TU_SINK_MAX_STEPS	64		/* queued script steps */
+
+struct tu_sink;
+
+/* The standing policy.  Zero is "accept everything at once with 200". */
+struct tu_sink_policy {
+	int		 ok_status;	/* the answer to an accepted request;
+					 * 0: 200 */
+	int		 fail_status;	/* fail_all's and fail_every's answer;
+					 * 0: 503 */
+	bool		 fail_all;	/* fail every request */
+	int		 fail_every;	/* fail each request whose number (1,
+					 * 2, ... since the start, any kind)
+					 * is a multiple of this; 0: none */
+	int		 delay_ms;	/* hold back every answer this long */
+	const char	*refuse_refund;	/* 400 to records of this refund_id;
+					 * NULL: none (copied) */
+};
+
+/* One scripted answer.  Strings are copied. */
+struct tu_sink_step {
+	int		 status;	/* a 2xx applies the key */
+	const char	*body;		/* NULL: {"ok":true} for a 2xx,
+					 * {"error":"injected"} otherwise */
+	const char	*header;	/* one more "Name: value", or NULL
+					 * (a Location, a Retry-After) */
+	int		 delay_ms;	/* held back this long (after the
+					 * key is applied), on top of the
+					 * policy's delay */
+};
+
+/* What the sink has answered so far. */
+struct tu_sink_stats {
+	int64_t		 requests;	/* complete requests, of any kind */
+	int64_t		 bad;		/* malformed (step 1) */
+	int64_t		 failed;	/* non-2xx by the script or policy */
+	int64_t		 refused;	/* refuse_refund's 400s */
+	int64_t		 effects;	/* keys applied: distinct keys with
+					 * a 2xx */
+	int64_t		 again;		/* 2xx to a key already applied */
+	int64_t		 keys_again;	/* keys with more than one 2xx */
+	int64_t		 conflicts;	/* 2xx to a known key with another
+					 * seq than the one it applied */
+	char		 bad_why[128];	/* the last malformed request's
+					 * fault, or "" */
+};
+
+/* One logged request.  Strings are owned (NULL: the header was absent). */
+struct tu_sink_req {
+	int64_t		 t_ms;		/* clock_mono_ms() when judged */
+	int		 status;	/* the answer */
+	int		 delay_ms;	/* how long the answer was held back */
+	bool		 applied;	/* this request applied its key */
+	int64_t		 seq;		/* the body's "seq", or -1 */
+	char		*method;
+	char		*path;
+	char		*key;		/* Idempotency-Key */
+	char		*content_type;
+	char		*timestamp;	/* X-Refundsync-Timestamp */
+	char		*signature;	/* X-Refundsync-Signature */
+	char		*authorization;
+	char		*refund_id;	/* the body's "refund_id" */
+	char		*body;		/* NUL-terminated, or NULL: none */
+	size_t		 body_len;
+};
+
+/*
+ * Start a sink on 127.0.0.1:0 with policy (copied; NULL: accept
+ * everything).  Returns it, or NULL (stderr says why).  Caller frees
+ * with tu_sink_free().
+ */
+struct tu_sink *tu_sink_start(const struct tu_sink_policy *policy);
+
+/* Stop serving (waiting for the connections' threads) and free.  NULL is
+ * fine. */
+void	tu_sink_free(struct tu_sink *s);
+
+/* Its port on 127.0.0.1. */
+int	tu_sink_port(const struct tu_sink *s);
+
+/* Replace the policy (copied).  NULL: accept everything. */
+void	tu_sink_set_policy(struct tu_sink *s,
+	    const struct tu_sink_policy *policy);
+
+/*
+ * Queue n steps: the next well-formed requests get them in order, before
+ * the policy is looked at.  false (nothing queued, stderr says so) if
+ * more than TU_SINK_MAX_STEPS would be waiting.
+ */
+bool	tu_sink_script(struct tu_sink *s, const struct tu_sink_step *steps,
+	    size_t n);
+
+/* The counters, copied into *st. */
+void	tu_sink_stats(struct tu_sink *s, struct tu_sink_stats *st /* OUT */);
+
+/* The 2xx answers to key so far; 0 if it was never applied. */
+int	tu_sink_posts(struct tu_sink *s, const char *key);
+
+/*
+ * The logged requests with key (NULL: any) whose answer matches status:
+ * 0 any, 1-5 that class (2: any 2xx), else that exact code.
+ */
+int	tu_sink_count(struct tu_sink *s, const char *key, int status);
+
+/* Wait up to timeout_ms until tu_sink_count() reaches want.  true if it
+ * did. */
+bool	tu_sink_wait(struct tu_sink *s, const char *key, int status,
+	    int want, int timeout_ms);
+
+/* The i-th key applied (0: the first), or NULL past the last.  Caller
+ * frees. */
+char	*tu_sink_key(struct tu_sink *s, size_t i);
+
+/*
+ * A copy of the log, oldest first; *n set.  Caller frees with
+ * tu_sink_log_free(); NULL (and *n = 0) while it is empty.
+ */
+struct tu_sink_req *tu_sink_log(struct tu_sink *s, size_t *n /* OUT */);
+void	tu_sink_log_free(struct tu_sink_req *log, size_t n);
+
+/* ---- the four standard exporters and what they deliver -------------- */
+
+/*
+ * Two suites run the daemon with the same exporters: "j" (jsonl,
+ * out.jsonl), "c" (csv, out.csv), "l" (ledger, out.journal) and "h"
+ * (http, to a tu_sink), polling every 20 ms, http retrying from 20 ms to
+ * 200 ms with a 5 s timeout.  These check that each target holds the
+ * daemon's change log exactly once, in order.
+ */
+#define TU_NEXPORTERS	4
+extern const char *const tu_exporter_names[TU_NEXPORTERS];
+
+/* Their [exporter] sections, the http one posting to sink_port, with
+ * these batch sizes.  Caller frees. */
+char	*tu_exporters_conf(int sink_port, int batch_j, int batch_c,
+	    int batch_l, int batch_h);
+
+/* The last change-log seq (0: none), and exporter name's position (-1:
+ * none). */
+int64_t	tu_last_change(const struct tu_daemon *d);
+int64_t	tu_exporter_position(const struct tu_daemon *d, const char *name);
+
+/*
+ * Wait up to timeout_ms until each of the n exporters in names is at the
+ * last change.  false (each one's position on stderr) if not.
+ */
+bool	tu_exporters_caught_up(const struct tu_daemon *d,
+	    const char *const *names, size_t n, int timeout_ms);
+
+/*
+ * true if, against d's change log: DIR/out.jsonl and DIR/out.csv (after
+ * its header line) name every seq once, in order; DIR/out.journal every
+ * seq that posts or reverses; and s applied the "h" key of every change
+ * exactly once, never with another seq, with nothing malformed.
+ * Otherwise false, with the first difference on stderr.
+ */
+bool	tu_exports_exact(const struct tu_daemon *d, struct tu_sink *s);
 
 /* ---- misc ---------------------------------------------------------- */
 

@@ -8,7 +8,7 @@
  * runs, and CLOCK_MONOTONIC stays real (FAKETIME_DONT_FAKE_MONOTONIC).
  * Each jump is made while the daemon is known to be inside a wait: the
  * test sees the failed request arrive (in the sandbox's request log, or
- * at its own sink) and jumps a little later, well inside the shortest
+ * at its sink, tu_sink_*) and jumps a little later, well inside the shortest
  * wait that can follow it.
  *
  * Two waits are exercised:
@@ -31,13 +31,8 @@
  * Skipped (exit 77) without libfaketime (Debian package faketime).  The
  * two tests take about 8 and 5 s under the sanitizers.
  */
-#include <sys/socket.h>
 #include <sys/types.h>
 
-#include <netinet/in.h>
-#include <arpa/inet.h>
-
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,7 +42,6 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
 
 #include "util/clock.h"
 #include "util/xmalloc.h"
@@ -62,8 +56,6 @@
 #define EARLY_MS	50	/* a wait may end this much early */
 #define TEST_MS		30000	/* each test's own deadline */
 #define NREFUNDS	5	/* exported records */
-#define SINK_MAX_REQ	256
-#define SINK_MAX_BODY	(64 * 1024)
 
 /* ---- the faked wall clock -------------------------------------------- */
 
@@ -382,156 +374,13 @@ END_TEST
 
 /* ---- (b) an http exporter backing off across the jumps --------------- */
 
-struct sink_req_log {
-	int64_t	 t_ms;		/* CLOCK_MONOTONIC at arrival */
-	int	 code;
-	char	 key[96];	/* Idempotency-Key, or "" */
-};
-
-struct sink {
-	struct MHD_Daemon *d;
-	int		 port;
-	pthread_mutex_t	 mu;
-	bool		 fail;		/* 503 to everything */
-	struct sink_req_log log[SINK_MAX_REQ];
-	int		 n;
-};
-
-struct sink_body {
-	size_t	 len;
-	bool	 toobig;
-};
-
-static enum MHD_Result
-sink_answer(struct MHD_Connection *c, unsigned code, const char *text)
-{
-	struct MHD_Response *r;
-	enum MHD_Result ret;
-
-	r = MHD_create_response_from_buffer(strlen(text),
-	    (void *)(uintptr_t)text, MHD_RESPMEM_MUST_COPY);
-	ret = MHD_queue_response(c, code, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
-static enum MHD_Result
-sink_handler(void *cls, struct MHD_Connection *c, const char *url,
-    const char *method, const char *version, const char *upload,
-    size_t *upload_size, void **con_cls)
-{
-	struct sink *s = cls;
-	struct sink_body *b = *con_cls;
-	const char *key;
-	unsigned code;
-
-	(void)url;
-	(void)version;
-	(void)upload;
-	if (b == NULL) {
-		b = xcalloc(1, sizeof(*b));
-		*con_cls = b;
-		return MHD_YES;
-	}
-	if (*upload_size > 0) {
-		b->len += *upload_size;
-		if (b->len > SINK_MAX_BODY)
-			b->toobig = true;
-		*upload_size = 0;
-		return MHD_YES;
-	}
-	key = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-	    "Idempotency-Key");
-	pthread_mutex_lock(&s->mu);
-	if (strcmp(method, "POST") != 0 || b->toobig || b->len == 0 ||
-	    key == NULL)
-		code = 400;
-	else
-		code = s->fail ? 503 : 200;
-	if (s->n < SINK_MAX_REQ) {
-		s->log[s->n].t_ms = clock_mono_ms();
-		s->log[s->n].code = (int)code;
-		snprintf(s->log[s->n].key, sizeof(s->log[s->n].key), "%s",
-		    key != NULL ? key : "");
-		s->n++;
-	}
-	pthread_mutex_unlock(&s->mu);
-	if (code == 503)
-		return sink_answer(c, 503, "{\"error\":\"busy\"}");
-	if (code == 400)
-		return sink_answer(c, 400, "{\"error\":\"bad request\"}");
-	return sink_answer(c, 200, "{\"ok\":true}");
-}
-
-static void
-sink_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-    enum MHD_RequestTerminationCode toe)
-{
-	(void)cls;
-	(void)c;
-	(void)toe;
-	free(*con_cls);
-	*con_cls = NULL;
-}
-
-static struct sink *
-sink_start(void)
-{
-	const union MHD_DaemonInfo *info;
-	struct sockaddr_in sin;
-	struct sink *s = xcalloc(1, sizeof(*s));
-
-	pthread_mutex_init(&s->mu, NULL);
-	s->fail = true;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
-	    MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL, sink_handler, s,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
-	    MHD_OPTION_NOTIFY_COMPLETED, sink_completed, s,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
-	    MHD_OPTION_END);
-	ck_assert_ptr_nonnull(s->d);
-	info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-	ck_assert_ptr_nonnull(info);
-	s->port = (int)info->port;
-	ck_assert_int_gt(s->port, 0);
-	return s;
-}
-
-static void
-sink_stop(struct sink *s)
-{
-	MHD_stop_daemon(s->d);
-	pthread_mutex_destroy(&s->mu);
-	free(s);
-}
-
-/* Requests so far that got code (0: any). */
-static int
-sink_count(struct sink *s, int code)
-{
-	int i, c = 0;
-
-	pthread_mutex_lock(&s->mu);
-	for (i = 0; i < s->n; i++)
-		if (code == 0 || s->log[i].code == code)
-			c++;
-	pthread_mutex_unlock(&s->mu);
-	return c;
-}
-
 /* Wait until the sink has answered want requests with code. */
 static bool
-sink_wait(struct sink *s, int code, int want, int64_t deadline)
+sink_wait(struct tu_sink *s, int code, int want, int64_t deadline)
 {
-	while (sink_count(s, code) < want) {
-		if (clock_mono_ms() >= deadline)
-			return false;
-		tu_sleep_ms(5);
-	}
-	return true;
+	int64_t left = deadline - clock_mono_ms();
+
+	return tu_sink_wait(s, NULL, code, want, left > 0 ? (int)left : 0);
 }
 
 /* Post refund id (SUCCEEDED, revision 1).  The status. */
@@ -579,20 +428,25 @@ sink_schedule(int k)
 
 START_TEST(test_export_backoff_across_jumps)
 {
+	/* The sink answers 503 until the test lets it recover. */
+	struct tu_sink_policy down = { .fail_all = true };
+	struct tu_sink_req *log;
 	struct tu_daemon *d;
 	struct tu_conf conf;
 	struct fclock fc;
-	struct sink *s;
+	struct tu_sink *s;
 	char *tail, id[32], key[64];
 	int64_t t0, deadline, t_rec, gap, lo, hi, last_done;
-	int i, j, nfail, posts;
+	size_t nlog, i;
+	int nfail;
 
 	fclock_open(&fc);
-	s = sink_start();
+	s = tu_sink_start(&down);
+	ck_assert_msg(s != NULL, "the sink did not start");
 	tail = xasprintf("[exporter h]\ntype = http\n"
 	    "url = http://127.0.0.1:%d/hook\npoll_ms = 20\n"
 	    "retry_initial_ms = 200\nretry_max_ms = 1000\ntimeout = 5\n",
-	    s->port);
+	    tu_sink_port(s));
 	memset(&conf, 0, sizeof(conf));
 	conf.tail = tail;
 	t0 = clock_mono_ms();
@@ -601,7 +455,7 @@ START_TEST(test_export_backoff_across_jumps)
 	ck_assert_msg(d != NULL, "the daemon did not start under faketime");
 	/* The webhooks go in before any jump, while the JWT times agree. */
 	for (i = 1; i <= NREFUNDS; i++) {
-		snprintf(id, sizeof(id), "rf-time-%d", i);
+		snprintf(id, sizeof(id), "rf-time-%zu", i);
 		ck_assert_int_eq(post_refund(d, id), 200);
 	}
 
@@ -626,12 +480,11 @@ START_TEST(test_export_backoff_across_jumps)
 	ck_assert_msg(sink_wait(s, 503, 7, deadline), "no 7th attempt after "
 	    "a -10 min jump");
 	tu_sleep_ms(100);
-	pthread_mutex_lock(&s->mu);
-	s->fail = false;
-	pthread_mutex_unlock(&s->mu);
+	tu_sink_set_policy(s, NULL);
 	t_rec = clock_mono_ms();
 	ck_assert_msg(sink_wait(s, 200, NREFUNDS, deadline), "%d of %d "
-	    "delivered by the test's deadline", sink_count(s, 200), NREFUNDS);
+	    "delivered by the test's deadline", tu_sink_count(s, NULL, 200),
+	    NREFUNDS);
 
 	/* Let any duplicate show up before counting. */
 	tu_sleep_ms(300);
@@ -639,28 +492,23 @@ START_TEST(test_export_backoff_across_jumps)
 	    " exporter_positions WHERE exporter = 'h'"), NREFUNDS);
 	ck_assert_int_eq(tu_sql_int(d, -1, "SELECT count(*) FROM"
 	    " exporter_dead_letters"), 0);
-	ck_assert_int_eq(sink_count(s, 400), 0);
+	ck_assert_int_eq(tu_sink_count(s, NULL, 400), 0);
 
-	pthread_mutex_lock(&s->mu);
+	log = tu_sink_log(s, &nlog);
 	/* Every request until the recovery was the first record's retry,
 	 * every one after it a delivery. */
 	nfail = 0;
-	for (i = 0; i < s->n && s->log[i].code == 503; i++) {
-		ck_assert_str_eq(s->log[i].key, "h:rf-time-1:1");
+	for (i = 0; i < nlog && log[i].status == 503; i++) {
+		ck_assert_str_eq(log[i].key, "h:rf-time-1:1");
 		nfail++;
 	}
 	ck_assert_int_eq(nfail, 7);
-	ck_assert_int_eq(s->n, nfail + NREFUNDS);
+	ck_assert_uint_eq(nlog, (size_t)nfail + NREFUNDS);
 	/* Each key delivered exactly once, in order. */
 	for (i = 1; i <= NREFUNDS; i++) {
-		snprintf(key, sizeof(key), "h:rf-time-%d:1", i);
-		ck_assert_str_eq(s->log[nfail + i - 1].key, key);
-		posts = 0;
-		for (j = 0; j < s->n; j++)
-			if (s->log[j].code == 200 &&
-			    strcmp(s->log[j].key, key) == 0)
-				posts++;
-		ck_assert_int_eq(posts, 1);
+		snprintf(key, sizeof(key), "h:rf-time-%zu:1", i);
+		ck_assert_str_eq(log[(size_t)nfail + i - 1].key, key);
+		ck_assert_int_eq(tu_sink_count(s, key, 200), 1);
 	}
 	/*
 	 * Each wait on the schedule: after the k-th failure, within
@@ -668,24 +516,24 @@ START_TEST(test_export_backoff_across_jumps)
 	 * neither skipped by the +10 min jump nor stretched by the -10 min
 	 * ones.  The one after the 7th failure ends in the first delivery.
 	 */
-	for (i = 0; i < nfail; i++) {
-		gap = s->log[i + 1].t_ms - s->log[i].t_ms;
-		lo = sink_schedule(i + 1) / 2 - EARLY_MS;
-		hi = sink_schedule(i + 1) + SLACK_MS;
+	for (i = 0; i < (size_t)nfail; i++) {
+		gap = log[i + 1].t_ms - log[i].t_ms;
+		lo = sink_schedule((int)i + 1) / 2 - EARLY_MS;
+		hi = sink_schedule((int)i + 1) + SLACK_MS;
 		ck_assert_msg(gap >= lo && gap <= hi, "the wait after failure "
-		    "%d was %lld ms, want %lld..%lld", i + 1, (long long)gap,
+		    "%zu was %lld ms, want %lld..%lld", i + 1, (long long)gap,
 		    (long long)lo, (long long)hi);
 	}
 	/* Delivered soon after the sink recovered. */
-	last_done = s->log[s->n - 1].t_ms;
-	pthread_mutex_unlock(&s->mu);
+	last_done = log[nlog - 1].t_ms;
+	tu_sink_log_free(log, nlog);
 	ck_assert_msg(last_done - t_rec <= 1000 + SLACK_MS, "all delivered "
 	    "%lld ms after the sink recovered", (long long)(last_done - t_rec));
 
 	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
 	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
 	tu_daemon_free(d);
-	sink_stop(s);
+	tu_sink_free(s);
 	free(tail);
 	fclock_close(&fc);
 }

@@ -18,14 +18,11 @@
  * Below those, the pieces in-process: the ring of recent warnings, the
  * per-day totals of the store, and the escaping of the HTML renderer.
  */
-#include <sys/prctl.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 
 #include <ctype.h>
 #include <fcntl.h>
 #include <math.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,8 +45,6 @@
 
 #include "../testutil.h"
 
-#define APP_ID		"sandbox-app"
-#define APP_SECRET	"sandbox-secret"
 #define INST		"inst-status"
 #define SEED		250
 /* An instance id no page may show as markup, nor a label leave as is. */
@@ -61,92 +56,11 @@
 
 struct env {
 	char		*dir;		/* the sandbox's and the secret's */
-	pid_t		 sb_pid;
-	int		 sb_port;
+	struct tu_sandbox sb;
 	struct tu_daemon *d;
 	char		 today[11];
 	char		 yesterday[11];
 };
-
-static pid_t
-spawn_to(char *const argv[], const char *out_path)
-{
-	pid_t pid, parent = getpid();
-	int fd, nul;
-
-	fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-	nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_ge(nul, 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (dup2(nul, STDIN_FILENO) == -1 ||
-		    dup2(fd, STDOUT_FILENO) == -1 ||
-		    dup2(fd, STDERR_FILENO) == -1)
-			_exit(127);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(fd);
-	close(nul);
-	return pid;
-}
-
-/* The sandbox binary: $RS_SANDBOX, else next to $RS_BINARY. */
-static char *
-sandbox_binary(void)
-{
-	const char *env = getenv("RS_SANDBOX"), *bin = tu_binary(), *slash;
-
-	if (env != NULL)
-		return xstrdup(env);
-	if ((slash = strrchr(bin, '/')) == NULL)
-		return xstrdup("./tests/sandbox/wix-sandbox");
-	return xasprintf("%.*s/tests/sandbox/wix-sandbox",
-	    (int)(slash - bin), bin);
-}
-
-static void
-sandbox_start(struct env *e)
-{
-	char *argv[12], seeds[16], *log, *text, *p;
-	int64_t end;
-	int n = 0;
-
-	log = xasprintf("%s/sandbox.log", e->dir);
-	snprintf(seeds, sizeof(seeds), "%d", SEED);
-	argv[n++] = sandbox_binary();
-	argv[n++] = (char *)"--listen";
-	argv[n++] = (char *)"127.0.0.1:0";
-	argv[n++] = (char *)"--seed";
-	argv[n++] = seeds;
-	argv[n++] = (char *)"--instances";
-	argv[n++] = (char *)INST;
-	argv[n++] = (char *)"--max-seconds";
-	argv[n++] = (char *)"300";
-	argv[n] = NULL;
-	e->sb_pid = spawn_to(argv, log);
-	free(argv[0]);
-	end = clock_mono_ms() + 10000;
-	while (e->sb_port == 0 && clock_mono_ms() < end) {
-		text = tu_read_file(log, NULL);
-		p = text != NULL ? strstr(text,
-		    "wix-sandbox listening on 127.0.0.1:") : NULL;
-		if (p != NULL && strchr(p, '\n') != NULL)
-			e->sb_port = (int)strtol(p + strlen(
-			    "wix-sandbox listening on 127.0.0.1:"), NULL, 10);
-		free(text);
-		if (e->sb_port == 0)
-			tu_sleep_ms(10);
-	}
-	ck_assert_msg(e->sb_port > 0, "the sandbox did not start (see %s)",
-	    log);
-	free(log);
-}
 
 static void
 day_of(time_t t, char out[11])
@@ -193,7 +107,7 @@ static void
 install(const struct env *e, const char *instance)
 {
 	char *tok = tu_installed_webhook(e->d->key.priv_pem, instance,
-	    APP_ID);
+	    TU_SANDBOX_APP_ID);
 
 	ck_assert_ptr_nonnull(tok);
 	ck_assert_int_eq(tu_daemon_post(e->d, tok, NULL), 200);
@@ -218,18 +132,17 @@ static void
 env_up(struct env *e)
 {
 	struct tu_conf conf;
-	char *secret, *wix, *tok;
+	char *wix, *tok;
 	struct tu_http_resp resp;
 
 	memset(e, 0, sizeof(*e));
 	day_of(time(NULL), e->today);
 	day_of(time(NULL) - 86400, e->yesterday);
 	e->dir = tu_tempdir();
-	secret = xasprintf("%s/app-secret", e->dir);
-	ck_assert(tu_write_file(secret, APP_SECRET "\n", true));
-	sandbox_start(e);
-	wix = xasprintf("app_id = " APP_ID "\napp_secret_file = %s\n"
-	    "api_base = http://127.0.0.1:%d", secret, e->sb_port);
+	ck_assert_msg(tu_sandbox_start(&e->sb, e->dir, SEED, INST, NULL),
+	    "the sandbox did not start");
+	wix = tu_sandbox_wix_keys(&e->sb, e->dir);
+	ck_assert_ptr_nonnull(wix);
 	memset(&conf, 0, sizeof(conf));
 	conf.wix = wix;
 	conf.tail = "[backfill]\npage_size = 100\n"
@@ -237,7 +150,6 @@ env_up(struct env *e)
 	e->d = tu_daemon_start(&conf, NULL);
 	ck_assert_msg(e->d != NULL, "the daemon did not start");
 	free(wix);
-	free(secret);
 
 	install(e, INST);
 	install(e, HOSTILE);
@@ -278,14 +190,9 @@ env_up(struct env *e)
 static void
 env_down(struct env *e)
 {
-	int status;
-
 	ck_assert_int_eq(tu_daemon_stop(e->d, 15000), 0);
 	tu_daemon_free(e->d);
-	if (e->sb_pid > 0) {
-		kill(e->sb_pid, SIGTERM);
-		(void)waitpid(e->sb_pid, &status, 0);
-	}
+	tu_sandbox_stop(&e->sb);
 	tu_rmtree(e->dir);
 	free(e->dir);
 }
