@@ -983,6 +983,17 @@ token_fetch(struct wixapi *w, struct wixapi_inst *in, char **tok,
 	st = send_retry(w, in, &req, "POST " WIXAPI_TOKEN_PATH, &resp);
 	if (st != RS_OK)
 		goto out;
+	if (resp.status >= 300 && resp.status <= 399) {
+		/* Not the credentials: api_base points at the wrong place
+		 * (http for https, another host).  Never followed, so the
+		 * secret goes nowhere else. */
+		error_fill(&resp, err);
+		log_warnx("wixapi: %s: the token endpoint answered a redirect "
+		    "(HTTP %ld, request id %s), not followed; check api_base",
+		    in->label, resp.status, str_or(resp.request_id, "none"));
+		st = RS_ERR_AUTH;
+		goto out;
+	}
 	if (!status_2xx(resp.status)) {
 		error_fill(&resp, err);
 		log_warnx("wixapi: %s: the token endpoint refused the app "
@@ -1175,9 +1186,11 @@ wixapi_call(struct wixapi *w, const char *instance_id, const char *method,
 			continue;
 		}
 		error_fill(resp, err);
-		log_warnx("wixapi: %s: %s: HTTP %ld%s%s (request id %s)",
+		log_warnx("wixapi: %s: %s: HTTP %ld%s%s (request id %s)%s",
 		    in->label, what, resp->status, err->code != NULL ? " " : "",
-		    str_or(err->code, ""), str_or(resp->request_id, "none"));
+		    str_or(err->code, ""), str_or(resp->request_id, "none"),
+		    resp->status >= 300 && resp->status <= 399 ?
+		    ": a redirect, not followed; check api_base" : "");
 		wixapi_http_response_cleanup(resp);
 		st = RS_ERR_INPUT;
 		goto out;

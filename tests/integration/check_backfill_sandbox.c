@@ -32,6 +32,7 @@
 #include "util/clock.h"
 #include "util/xmalloc.h"
 
+#include "../netfault.h"
 #include "../testutil.h"
 
 #define APP_ID		TU_SANDBOX_APP_ID
@@ -521,6 +522,23 @@ static const struct fault_case fault_cases[] = {
 	    "has_next_no_cursor", 1, 1, "has hasNext true but no next cursor" },
 	{ "{\"fault\":\"empty_page_has_next\",\"count\":1}",
 	    "empty_page_has_next", 1, 1, "returned an empty page" },
+	/* Network faults: a reset after half the body (an RST, not a
+	 * clean close), with and without Content-Length ... */
+	{ "{\"fault\":\"reset\",\"count\":2" Q "}", "reset", 2, 0,
+	    "Recv failure: Connection reset by peer" },
+	{ "{\"fault\":\"reset\",\"count\":1,\"chunked\":true" Q "}",
+	    "reset", 1, 0, "Recv failure: Connection reset by peer" },
+	/* ... a redirect, not followed: the run fails at once naming it
+	 * (the target's absence is checked for every case) ... */
+	{ "{\"fault\":\"302\",\"count\":1" Q "}", "302", 1, 1,
+	    "HTTP 302" },
+	{ "{\"fault\":\"307\",\"count\":1,\"endpoint\":\"token\"}",
+	    "307", 1, 1,
+	    "redirect, not followed (check api_base): HTTP 307" },
+	/* ... and a page stalled past wixapi's 30 s timeout (not
+	 * configurable: the case takes some 32 s): cut, retried. */
+	{ "{\"fault\":\"stall\",\"count\":1,\"seconds\":32" Q "}",
+	    "stall", 1, 0, "Operation timed out after 30" },
 };
 
 START_TEST(test_faults)
@@ -537,6 +555,9 @@ START_TEST(test_faults)
 	ck_assert_msg(rc == fc->exit, "%s: exit %d\nstderr: %s", fc->fault,
 	    rc, err);
 	ck_assert_uint_eq(sb_faulted(&e.sb, "inst-f", fc->name), fc->hits);
+	/* Nothing ever followed a redirect, with credentials or not. */
+	ck_assert_uint_eq(sb_faulted(&e.sb, NULL, "redirected"), 0);
+	ck_assert_uint_eq(sb_faulted(&e.sb, NULL, "redirected_auth"), 0);
 	ck_assert_msg(strstr(err, fc->message) != NULL, "%s: want \"%s\" in "
 	    "stderr: %s", fc->fault, fc->message, err);
 	if (fc->exit == 0) {
@@ -559,6 +580,51 @@ START_TEST(test_faults)
 		    0);
 		expect_set(&e, "inst-f", want);
 	}
+	free(out);
+	free(err);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * A 429 whose Retry-After is an HTTP date 4 s ahead: the backfill waits
+ * until then (2-4 s, whole seconds from when the answer arrives), not
+ * its own backoff (at most 500 ms) nor the 60 s cap, and completes.
+ */
+START_TEST(test_retry_after_date)
+{
+	struct sb_entry *v;
+	struct env e;
+	char *want, *out = NULL, *err = NULL, *date, *json;
+	size_t n, i;
+	int64_t wait = -1;
+	int rc;
+
+	env_open(&e, 25, "inst-d", NULL, 10, 100000, 0);
+	want = sb_ids(&e.sb, "inst-d", NULL);
+	date = nf_http_date(4);
+	json = xasprintf("{\"fault\":\"429\",\"count\":1,\"retry_after\":"
+	    "\"%s\"" Q "}", date);
+	sb_fault(&e.sb, json);
+	rc = backfill_cmd(&e, "inst-d", false, &out, &err);
+	ck_assert_msg(rc == 0, "exit %d\nstderr: %s", rc, err);
+	expect_set(&e, "inst-d", want);
+	ck_str(db_state(&e, "inst-d"), "done|3|25|0|-");
+	ck_assert_ptr_nonnull(strstr(err, "HTTP 429"));
+	ck_assert_ptr_nonnull(strstr(err, "(Retry-After)"));
+	/* The wait, between the 429 and the next query, on the sandbox's
+	 * monotonic clock. */
+	v = sb_entries(&e.sb, "inst-d", "/refunds/query", &n);
+	for (i = 0; i + 1 < n; i++)
+		if (strcmp(v[i].fault, "429") == 0)
+			wait = v[i + 1].t_ms - v[i].t_ms;
+	free(v);
+	ck_assert_uint_eq(sb_faulted(&e.sb, "inst-d", "429"), 1);
+	ck_assert_msg(wait >= 1950 && wait <= 4600, "waited %lld ms",
+	    (long long)wait);
+	free(json);
+	free(date);
 	free(out);
 	free(err);
 	free(want);
@@ -982,6 +1048,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_ten_thousand);
 	tcase_add_loop_test(tc, test_faults, 0,
 	    (int)(sizeof(fault_cases) / sizeof(fault_cases[0])));
+	tcase_add_test(tc, test_retry_after_date);
 	tcase_add_test(tc, test_kill9_resume);
 	tcase_add_test(tc, test_daemon_webhook_mid_backfill);
 	tcase_add_test(tc, test_daemon_install_stop_resume);

@@ -107,16 +107,25 @@
  *   "429" ... "599" (any 4xx/5xx)  that status; "retry_after": N or a
  *                  string sent verbatim as Retry-After; 502/504 bodies
  *                  are HTML, the others JSON
+ *   "300" ... "399" a redirect: that status with {"message":"moved"} and
+ *                  "Location: /redirected<path>" (relative, the same
+ *                  sandbox).  A request to /redirected/... is answered
+ *                  404 and logged with fault "redirected", or
+ *                  "redirected_auth" if it carried Authorization, so a
+ *                  test sees whether a client followed and with what
  *   "token_401"    the token endpoint answers 401
  *   "stall"        "seconds"/"ms": wait, then answer normally
  *   "stall_body"   headers and half the body, wait, then the rest
  *   "truncate"     Content-Length of the whole body, half of it, close;
  *                  "chunked": true closes mid-body without a length
+ *   "reset"        like truncate, but 100 ms after the half the TCP
+ *                  connection is reset (an RST, not a FIN: the client
+ *                  reads "connection reset by peer"); "chunked" too
  *   "oversize"     200 with a valid JSON body of "bytes" (64 MiB),
  *                  generated as it is sent; "chunked": true for no
  *                  Content-Length
  *   "invalid_json" 200 with a body that is not JSON
- * The body faults (stall*, truncate, oversize, invalid_json) let the
+ * The body faults (stall*, truncate, reset, oversize, invalid_json) let the
  * request take effect first: a Create Refund happens, its answer is
  * lost.  Query faults act on a Query Refunds page:
  *   "expire_cursor"        the next request with a cursor gets 400
@@ -974,6 +983,8 @@ enum fault_kind {
 	F_TRUNCATE,
 	F_OVERSIZE,
 	F_INVALID_JSON,
+	F_RESET,
+	F_REDIRECT,
 	F_EXPIRE_CURSOR,
 	F_REPEAT_CURSOR,
 	F_HAS_NEXT_NO_CURSOR,
@@ -983,18 +994,18 @@ enum fault_kind {
 #define FMASK(k)	(1u << (k))
 #define FMASK_GATE	(FMASK(F_STATUS) | FMASK(F_STALL) | \
 	FMASK(F_STALL_BODY) | FMASK(F_TRUNCATE) | FMASK(F_OVERSIZE) | \
-	FMASK(F_INVALID_JSON))
+	FMASK(F_INVALID_JSON) | FMASK(F_RESET) | FMASK(F_REDIRECT))
 
 struct fault {
 	enum fault_kind	 kind;
 	char		 name[24];	/* as given, for the log */
-	unsigned	 status;	/* F_STATUS */
+	unsigned	 status;	/* F_STATUS, F_REDIRECT */
 	int64_t		 count;		/* left; -1 until cleared */
 	bool		 has_retry_after;
 	char		 retry_after[64];
 	int64_t		 ms;		/* stalls */
 	uint64_t	 bytes;		/* oversize */
-	bool		 chunked;	/* truncate, oversize */
+	bool		 chunked;	/* truncate, reset, oversize */
 	char		 path[256];	/* "" any */
 	enum ep		 ep;		/* EP_NONE any */
 	int		 inst;		/* -1 any */
@@ -1158,6 +1169,7 @@ static const struct {
 	{ "stall",		 F_STALL },
 	{ "stall_body",		 F_STALL_BODY },
 	{ "truncate",		 F_TRUNCATE },
+	{ "reset",		 F_RESET },
 	{ "oversize",		 F_OVERSIZE },
 	{ "invalid_json",	 F_INVALID_JSON },
 	{ "expire_cursor",	 F_EXPIRE_CURSOR },
@@ -1214,6 +1226,10 @@ fault_parse(const struct sandbox *sb, const cJSON *o, struct fault *f)
 	snprintf(f->name, sizeof(f->name), "%s", name);
 	if (strlen(name) == 3 && strnum_i64(name, 400, 599, &v) == NULL) {
 		f->kind = F_STATUS;
+		f->status = (unsigned)v;
+	} else if (strlen(name) == 3 &&
+	    strnum_i64(name, 300, 399, &v) == NULL) {
+		f->kind = F_REDIRECT;
 		f->status = (unsigned)v;
 	} else {
 		found = false;
@@ -1346,7 +1362,8 @@ fault_json(const struct sandbox *sb, const struct fault *f)
 		cJSON_AddNumberToObject(o, "ms", (double)f->ms);
 	if (f->kind == F_OVERSIZE)
 		cJSON_AddNumberToObject(o, "bytes", (double)f->bytes);
-	if (f->kind == F_OVERSIZE || f->kind == F_TRUNCATE)
+	if (f->kind == F_OVERSIZE || f->kind == F_TRUNCATE ||
+	    f->kind == F_RESET)
 		cJSON_AddBoolToObject(o, "chunked", f->chunked);
 	if (f->path[0] != '\0')
 		cJSON_AddStringToObject(o, "path", f->path);
@@ -1955,6 +1972,7 @@ enum shape {
 	SHAPE_PLAIN,
 	SHAPE_STALL_BODY,	/* half, stall, rest */
 	SHAPE_TRUNCATE,		/* half, then close */
+	SHAPE_RESET,		/* half, then a TCP reset */
 	SHAPE_OVERSIZE		/* a generated body of bytes */
 };
 
@@ -1965,6 +1983,7 @@ struct reply {
 	size_t		 len;
 	const char	*ctype;
 	char		 retry_after[64];	/* "" none */
+	char		*location;	/* owned; NULL none */
 	char		 fault[24];	/* for the log */
 	enum shape	 shape;
 	int64_t		 stall_ms;	/* before the answer */
@@ -2900,6 +2919,10 @@ apply_body_fault(struct reply *rp, const struct fault *f)
 		rp->shape = SHAPE_TRUNCATE;
 		rp->chunked = f->chunked;
 		break;
+	case F_RESET:
+		rp->shape = SHAPE_RESET;
+		rp->chunked = f->chunked;
+		break;
 	case F_OVERSIZE:
 		rp->status = 200;
 		rp->ctype = "application/json";
@@ -2950,11 +2973,22 @@ api_dispatch(struct sandbox *sb, struct MHD_Connection *c,
 		reply_message(rp, 413, "request body too large");
 	else if (bad_method)
 		reply_message(rp, 405, "Method Not Allowed");
-	else if (ep == EP_NONE)
+	else if (ep == EP_NONE) {
 		reply_message(rp, 404, "Not Found");
-	else if (faulted && f.kind == F_STATUS) {
+		/* A client that followed a redirect fault: with or without
+		 * the credentials? */
+		if (strncmp(url, "/redirected/", 12) == 0)
+			snprintf(rp->fault, sizeof(rp->fault), "%s",
+			    authz != NULL ? "redirected_auth" : "redirected");
+	} else if (faulted && f.kind == F_STATUS) {
 		snprintf(rp->fault, sizeof(rp->fault), "%s", f.name);
 		reply_status_fault(rp, &f);
+		faulted = false;
+	} else if (faulted && f.kind == F_REDIRECT) {
+		snprintf(rp->fault, sizeof(rp->fault), "%s", f.name);
+		reply_message(rp, f.status, "moved");
+		free(rp->location);
+		rp->location = xasprintf("/redirected%s", url);
 		faulted = false;
 	} else if (faulted && f.kind == F_TOKEN_401) {
 		snprintf(rp->fault, sizeof(rp->fault), "%s", f.name);
@@ -3732,7 +3766,7 @@ struct sbreq {
 };
 
 /* A body sent in two halves: stalled in between, or cut after the
- * first. */
+ * first (closed, or reset). */
 struct stream {
 	struct sandbox	*sb;
 	char		*body;
@@ -3741,7 +3775,31 @@ struct stream {
 	int64_t		 stall_ms;
 	bool		 stalled;
 	bool		 truncate;
+	bool		 reset;
+	int		 fd;		/* the connection's, for a reset */
 };
+
+/*
+ * Abort the connection on fd with a TCP reset, leaving the descriptor to
+ * libmicrohttpd: connect() to AF_UNSPEC disconnects a Linux TCP socket,
+ * which sends an RST from an established connection.  SO_LINGER {1, 0}
+ * makes the close that follows abortive too.
+ */
+static void
+conn_reset(int fd)
+{
+	struct linger lg;
+	struct sockaddr sa;
+
+	if (fd < 0)
+		return;
+	lg.l_onoff = 1;
+	lg.l_linger = 0;
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_family = AF_UNSPEC;
+	(void)connect(fd, &sa, sizeof(sa));
+}
 
 static ssize_t
 stream_read(void *cls, uint64_t pos, char *out, size_t max)
@@ -3750,6 +3808,12 @@ stream_read(void *cls, uint64_t pos, char *out, size_t max)
 	size_t limit, n;
 
 	if (pos >= s->cut) {
+		if (s->reset) {
+			/* Let the client read the first half. */
+			(void)sb_sleep(s->sb, 100);
+			conn_reset(s->fd);
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
 		if (s->truncate)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		if (!s->stalled) {
@@ -3887,6 +3951,8 @@ reply_cleanup(struct reply *rp)
 {
 	free(rp->body);
 	rp->body = NULL;
+	free(rp->location);
+	rp->location = NULL;
 }
 
 /* Hand the answer to MHD: stall first if asked, then the body in the
@@ -3894,6 +3960,7 @@ reply_cleanup(struct reply *rp)
 static enum MHD_Result
 reply_send(struct sandbox *sb, struct MHD_Connection *c, struct reply *rp)
 {
+	const union MHD_ConnectionInfo *ci;
 	struct MHD_Response *resp = NULL;
 	struct stream *s;
 	struct gen *g;
@@ -3911,6 +3978,7 @@ reply_send(struct sandbox *sb, struct MHD_Connection *c, struct reply *rp)
 		break;
 	case SHAPE_STALL_BODY:
 	case SHAPE_TRUNCATE:
+	case SHAPE_RESET:
 		s = xcalloc(1, sizeof(*s));
 		s->sb = sb;
 		s->body = rp->body;
@@ -3918,6 +3986,10 @@ reply_send(struct sandbox *sb, struct MHD_Connection *c, struct reply *rp)
 		s->cut = rp->len / 2;
 		s->stall_ms = rp->body_stall_ms;
 		s->truncate = rp->shape == SHAPE_TRUNCATE;
+		s->reset = rp->shape == SHAPE_RESET;
+		ci = MHD_get_connection_info(c,
+		    MHD_CONNECTION_INFO_CONNECTION_FD);
+		s->fd = ci != NULL ? ci->connect_fd : -1;
 		rp->body = NULL;
 		resp = MHD_create_response_from_callback(rp->chunked ?
 		    MHD_SIZE_UNKNOWN : s->len, 1024, stream_read, s,
@@ -3946,6 +4018,9 @@ reply_send(struct sandbox *sb, struct MHD_Connection *c, struct reply *rp)
 	if (rp->retry_after[0] != '\0')
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER,
 		    rp->retry_after);
+	if (rp->location != NULL)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION,
+		    rp->location);
 	r = MHD_queue_response(c, rp->status, resp);
 	MHD_destroy_response(resp);
 	reply_cleanup(rp);
@@ -4477,9 +4552,10 @@ static const char usage_text[] =
 "  POST|GET /_sandbox/config         token_ttl, rate_limit, cursor_ttl\n"
 "  POST /_sandbox/reset              back to the seed\n"
 "Faults {\"fault\": F, \"count\": N} (+ \"path\" \"endpoint\" \"instance\"):\n"
-"  \"429\" .. \"599\" (\"retry_after\": N or text), token_401, stall and\n"
-"  stall_body (\"seconds\" or \"ms\"), truncate and oversize (\"bytes\",\n"
-"  \"chunked\"), invalid_json, expire_cursor, repeat_cursor,\n"
+"  \"429\" .. \"599\" (\"retry_after\": N or text), \"300\" .. \"399\"\n"
+"  (a redirect to /redirected<path>), token_401, stall and stall_body\n"
+"  (\"seconds\" or \"ms\"), truncate, reset (\"chunked\") and oversize\n"
+"  (\"bytes\", \"chunked\"), invalid_json, expire_cursor, repeat_cursor,\n"
 "  has_next_no_cursor, empty_page_has_next; now: expire_tokens, clear.\n"
 "  curl -d '{\"fault\":\"429\",\"count\":2,\"retry_after\":3}' \\\n"
 "      http://127.0.0.1:PORT/_sandbox/faults\n"
@@ -6125,6 +6201,47 @@ t_faults(struct st *st)
 	CHECK(st, r.rc != CURLE_OK && h == NULL && r.json == NULL,
 	    "truncate chunked: closed mid-body (%d)", (int)r.rc);
 	free(h);
+	hres_cleanup(&r);
+	st_fault(st, "{\"fault\":\"reset\"}");
+	st_http(st, "GET", PATH_REFUNDS "/rf-alpha-000001", tok, NULL, NULL,
+	    5000, true, &r);
+	h = st_header(&r, "Content-Length");
+	CHECK(st, r.rc == CURLE_RECV_ERROR && r.status == 200 && h != NULL &&
+	    r.len > 0 && r.len < (size_t)strtoul(h, NULL, 10),
+	    "reset: Content-Length %s, %zu bytes, then a reset (%d)",
+	    h != NULL ? h : "-", r.len, (int)r.rc);
+	free(h);
+	hres_cleanup(&r);
+	st_fault(st, "{\"fault\":\"reset\",\"chunked\":true}");
+	st_http(st, "GET", PATH_REFUNDS "/rf-alpha-000001", tok, NULL, NULL,
+	    5000, true, &r);
+	h = st_header(&r, "Content-Length");
+	CHECK(st, r.rc == CURLE_RECV_ERROR && h == NULL && r.len > 0 &&
+	    r.json == NULL, "reset chunked: part of the body, then a reset "
+	    "(%d)", (int)r.rc);
+	free(h);
+	hres_cleanup(&r);
+	st_fault(st, "{\"fault\":\"307\",\"endpoint\":\"get\"}");
+	st_get(st, tok, "rf-alpha-000001", &r);
+	h = st_header(&r, "Location");
+	CHECK(st, r.status == 307 && h != NULL && strcmp(h, "/redirected"
+	    PATH_REFUNDS "/rf-alpha-000001") == 0 && r.json != NULL,
+	    "307: Location %s", h != NULL ? h : "-");
+	hres_cleanup(&r);
+	if (h != NULL) {
+		st_http(st, "GET", h, tok, NULL, NULL, 5000, true, &r);
+		CHECK(st, r.status == 404, "the redirect target answers 404");
+		hres_cleanup(&r);
+		st_http(st, "GET", h, NULL, NULL, NULL, 5000, true, &r);
+		hres_cleanup(&r);
+	}
+	free(h);
+	st_ctl(st, "GET", "/_sandbox/log", NULL, &r);
+	CHECK(st, strstr(r.body, "\"fault\":\"307\"") != NULL &&
+	    strstr(r.body, "\"fault\":\"redirected_auth\"") != NULL &&
+	    strstr(r.body, "\"fault\":\"redirected\"") != NULL,
+	    "the log names the redirect and who followed it, with "
+	    "Authorization and without");
 	hres_cleanup(&r);
 	st_fault(st, "{\"fault\":\"oversize\",\"bytes\":2000000,"
 	    "\"endpoint\":\"query\"}");

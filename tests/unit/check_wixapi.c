@@ -37,6 +37,7 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <microhttpd.h>
 
 #include "adapters/budget.h"
@@ -45,6 +46,8 @@
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/xmalloc.h"
+
+#include "../netfault.h"
 
 #define BASE		"https://wix.test"
 #define APP_ID		"app-0001"
@@ -2650,12 +2653,607 @@ START_TEST(test_curl_mhd)
 }
 END_TEST
 
+/* ---- network faults (tests/netfault.h), through real libcurl ----------- */
+
+/*
+ * Each test runs the real libcurl transport against a fault on loopback:
+ * a peer that never answers the SYN, a name that does not resolve, TLS
+ * servers with bad certificates or none, a Retry-After date in the
+ * future, a connection reset mid-answer and a redirect.  Waits are real
+ * but short (connect timeouts of 500 ms, backoff of 1 ms), and every
+ * call is bounded by its own assertions on the elapsed time.
+ */
+
+#define NF_PAGE(id)							\
+	"{\"refunds\":[" REFUND(id, "\"4.20\"") "],\"pagingMetadata\":"	\
+	"{\"count\":1,\"cursors\":{},\"hasNext\":false}}"
+#define NF_TOKEN_BODY	"{\"access_token\":\"NF-ACCESS-TOKEN\","	\
+	"\"expires_in\":14400}"
+
+/* Options for the libcurl transport to base: API-key mode (or OAuth if
+ * oauth), two attempts, 1 ms backoff, short timeouts. */
+static void
+nf_opts(struct wixapi_options *o, const char *base, bool oauth)
+{
+	memset(o, 0, sizeof(*o));
+	o->api_base = base;
+	if (oauth) {
+		o->app_id = APP_ID;
+		o->app_secret = APP_SECRET;
+	} else {
+		o->api_key = API_KEY;
+		o->site_id = SITE_ID;
+	}
+	o->connect_timeout_ms = 500;
+	o->timeout_ms = 5000;
+	o->max_attempts = 2;
+	o->backoff_base_ms = 1;
+	o->backoff_max_ms = 1;
+	o->max_response = 65536;
+}
+
+/* "HTTP/1.1 status reason" with a JSON body, extra header lines (each
+ * ending in "\r\n", or ""), Content-Length and Connection: close.
+ * Caller frees. */
+static char *
+nf_answer(int status, const char *reason, const char *extra,
+    const char *body)
+{
+	return xasprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+	    "x-wix-request-id: rid-nf-%d\r\n%sContent-Length: %zu\r\n"
+	    "Connection: close\r\n\r\n%s", status, reason, status, extra,
+	    strlen(body), body);
+}
+
+/* A peer that never answers the SYN: each attempt is cut at the connect
+ * timeout (not the 5 s total timeout), retried, then RS_ERR_BUSY. */
+START_TEST(test_nf_connect_timeout)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct nf_blackhole *b;
+	struct wixapi *w;
+	char base[64], want[128], *log;
+	int64_t t0, dt, dt2;
+	int port;
+
+	b = nf_blackhole_start();
+	ck_assert_ptr_nonnull(b);
+	port = b->port;
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+	nf_opts(&o, base, false);
+	w = mk(&o);
+	capture_begin(&cap);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_BUSY);
+	dt = clock_mono_ms() - t0;
+	ck_assert_int_eq(e.http_status, 0);
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_ptr_null(p.refunds);
+	wixapi_error_cleanup(&e);
+	ck_assert_uint_eq(wixapi_requests_sent(w, NULL), 2);
+	wixapi_free(w);
+
+	/* OAuth: the token request hangs the same way. */
+	nf_opts(&o, base, true);
+	w = mk(&o);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_BUSY);
+	dt2 = clock_mono_ms() - t0;
+	wixapi_error_cleanup(&e);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 2);
+	wixapi_free(w);
+	log = capture_end(&cap);
+	nf_blackhole_stop(b);
+
+	/* Two attempts of 500 ms each, far below the 5 s total timeout. */
+	ck_assert_int_ge(dt, 2 * 500 - 50);
+	ck_assert_int_lt(dt, 4500);
+	ck_assert_int_ge(dt2, 2 * 500 - 50);
+	ck_assert_int_lt(dt2, 4500);
+	/* libcurl names the address and says "Timeout was reached". */
+	snprintf(want, sizeof(want), "POST /payments/refunds/v1/refunds/"
+	    "query: Failed to connect to 127.0.0.1 port %d after ", port);
+	ck_assert_msg(strstr(log, want) != NULL, "want %s", want);
+	ck_assert_ptr_nonnull(strstr(log, " ms: Timeout was reached (request "
+	    "id none): attempt 1 of 2, retrying in"));
+	ck_assert_ptr_nonnull(strstr(log, "attempt 2 of 2, giving up"));
+	snprintf(want, sizeof(want), "instance " INST ": POST /oauth2/token: "
+	    "Failed to connect to 127.0.0.1 port %d after ", port);
+	ck_assert_msg(strstr(log, want) != NULL, "want %s", want);
+	ck_assert_ptr_null(strstr(log, API_KEY));
+	ck_assert_ptr_null(strstr(log, APP_SECRET));
+	free(log);
+}
+END_TEST
+
+/* A host name that does not resolve: a transport error naming it,
+ * retried, then RS_ERR_BUSY, quickly. */
+START_TEST(test_nf_dns_failure)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct wixapi *w;
+	char *log;
+	int64_t ms, t0, dt;
+
+	/* The machine fails the name at once (no network round trip). */
+	ck_assert(nf_unresolvable_check(&ms));
+	ck_assert_int_lt(ms, 2000);
+	nf_opts(&o, "https://" NF_UNRESOLVABLE_HOST, true);
+	w = mk(&o);
+	capture_begin(&cap);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_BUSY);
+	dt = clock_mono_ms() - t0;
+	ck_assert_int_eq(e.http_status, 0);
+	wixapi_error_cleanup(&e);
+	ck_assert_uint_eq(wixapi_requests_sent(w, INST), 2);
+	wixapi_free(w);
+	log = capture_end(&cap);
+	ck_assert_int_lt(dt, 2 * ms + 2000);
+	ck_assert_ptr_nonnull(strstr(log, "POST /oauth2/token: Could not "
+	    "resolve host: " NF_UNRESOLVABLE_HOST " (request id none): "
+	    "attempt 1 of 2, retrying"));
+	ck_assert_ptr_nonnull(strstr(log, "attempt 2 of 2, giving up"));
+	ck_assert_ptr_null(strstr(log, APP_SECRET));
+	free(log);
+}
+END_TEST
+
+/*
+ * TLS.  wixapi has no CA option: it trusts the system's CAs only, so
+ * every test certificate must fail verification.  Each case first shows
+ * that the server works and what its certificate is, with a plain libcurl
+ * client trusting the test CA (the good one is accepted; the others fail
+ * for their own reason), then that wixapi, in OAuth mode, never gets an
+ * HTTP request through: the app secret is never sent.
+ */
+enum nf_tls_case {
+	NFT_GOOD,		/* valid, but from a CA wixapi does not know */
+	NFT_SELF_SIGNED,
+	NFT_EXPIRED,
+	NFT_WRONG_HOST,
+	NFT_PLAIN,		/* plain HTTP on an https:// URL */
+	NFT_STALLED,		/* accepts, never answers the ClientHello */
+	NFT_NCASES
+};
+
+static const struct {
+	const char	*control;	/* libcurl with the CA: errbuf part,
+					   NULL: 200 expected */
+	const char	*wixapi;	/* in wixapi's log */
+} nf_tls_cases[NFT_NCASES] = {
+	[NFT_GOOD] = { NULL, "SSL certificate problem: unable to get local "
+	    "issuer certificate" },
+	[NFT_SELF_SIGNED] = { "self-signed certificate",
+	    "SSL certificate problem: self-signed certificate" },
+	[NFT_EXPIRED] = { "certificate has expired", "SSL certificate "
+	    "problem: unable to get local issuer certificate" },
+	[NFT_WRONG_HOST] = { "no alternative certificate subject name "
+	    "matches target host name '127.0.0.1'", "SSL certificate "
+	    "problem: unable to get local issuer certificate" },
+	[NFT_PLAIN] = { "wrong version number", "wrong version number" },
+	[NFT_STALLED] = { "timed out", "SSL connection timeout" },
+};
+
+static size_t
+nf_discard(char *data, size_t size, size_t nmemb, void *arg)
+{
+	(void)data;
+	(void)arg;
+	return size * nmemb;
+}
+
+/* GET url with libcurl trusting only the test CA (written into dir).
+ * The status (0 if none), the error text in errbuf. */
+static long
+nf_ca_get(const char *url, const char *dir, char *errbuf)
+{
+	CURL *h;
+	char *ca;
+	long status = 0;
+
+	ca = nf_tls_ca_file(dir);
+	ck_assert_ptr_nonnull(ca);
+	h = curl_easy_init();
+	ck_assert_ptr_nonnull(h);
+	errbuf[0] = '\0';
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_CAINFO, ca);
+	curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 3000L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, nf_discard);
+	if (curl_easy_perform(h) == CURLE_OK)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(h);
+	unlink(ca);
+	free(ca);
+	return status;
+}
+
+START_TEST(test_nf_tls)
+{
+	static const enum nf_cert kinds[] = {
+		[NFT_GOOD] = NF_CERT_GOOD,
+		[NFT_SELF_SIGNED] = NF_CERT_SELF_SIGNED,
+		[NFT_EXPIRED] = NF_CERT_EXPIRED,
+		[NFT_WRONG_HOST] = NF_CERT_WRONG_HOST
+	};
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct nf_tls_server *ts = NULL;
+	struct nf_raw_server *rs = NULL;
+	struct nf_raw_step step;
+	struct wixapi *w;
+	char base[64], url[96], dir[64], errbuf[CURL_ERROR_SIZE], *log, *req;
+	char *ans = NULL;
+	int port;
+	unsigned k;
+	int64_t t0, dt;
+
+	snprintf(dir, sizeof(dir), "/tmp/check_wixapi.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	if (_i <= NFT_WRONG_HOST) {
+		ts = nf_tls_start(kinds[_i], 200, NF_TOKEN_BODY);
+		ck_assert_ptr_nonnull(ts);
+		port = nf_tls_port(ts);
+	} else {
+		memset(&step, 0, sizeof(step));
+		if (_i == NFT_PLAIN) {
+			ans = nf_answer(200, "OK", "", NF_TOKEN_BODY);
+			step.action = NF_RAW_CLOSE;
+			step.data = ans;
+		} else
+			step.action = NF_RAW_HOLD;
+		rs = nf_raw_start(&step, 1);
+		ck_assert_ptr_nonnull(rs);
+		port = nf_raw_port(rs);
+	}
+	snprintf(base, sizeof(base), "https://127.0.0.1:%d", port);
+
+	/* The control: what the server presents, with the CA trusted. */
+	snprintf(url, sizeof(url), "%s/oauth2/token", base);
+	if (nf_tls_cases[_i].control == NULL)
+		ck_assert_int_eq(nf_ca_get(url, dir, errbuf), 200);
+	else {
+		ck_assert_int_eq(nf_ca_get(url, dir, errbuf), 0);
+		ck_assert_msg(strstr(errbuf, nf_tls_cases[_i].control) !=
+		    NULL, "case %d: %s", _i, errbuf);
+	}
+	if (ts != NULL)
+		ck_assert_uint_eq(nf_tls_requests(ts),
+		    nf_tls_cases[_i].control == NULL ? 1 : 0);
+	k = ts != NULL ? nf_tls_connections(ts) : nf_raw_connections(rs);
+	ck_assert_uint_eq(k, 1);
+
+	/* wixapi: a transport error, retried, then RS_ERR_BUSY, and the
+	 * token request (the app secret) never got through.  The connect
+	 * timeout covers the handshake, and loading the system's CAs under
+	 * the sanitizers on a busy machine can take a good part of 500 ms:
+	 * 4 s here, 1 s for the stalled handshake. */
+	nf_opts(&o, base, true);
+	o.connect_timeout_ms = _i == NFT_STALLED ? 1000 : 4000;
+	w = mk(&o);
+	capture_begin(&cap);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_BUSY);
+	dt = clock_mono_ms() - t0;
+	ck_assert_int_eq(e.http_status, 0);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	log = capture_end(&cap);
+	ck_assert_int_lt(dt, 2 * o.connect_timeout_ms + 2000);
+	if (ts != NULL) {
+		ck_assert_uint_eq(nf_tls_connections(ts), 1 + 2);
+		ck_assert_uint_eq(nf_tls_requests(ts),
+		    nf_tls_cases[_i].control == NULL ? 1 : 0);
+	} else {
+		ck_assert_uint_eq(nf_raw_connections(rs), 1 + 2);
+		for (k = 1; k <= 2; k++) {
+			req = nf_raw_request(rs, k);
+			ck_assert_ptr_nonnull(req);
+			/* A ClientHello, not a request. */
+			ck_assert_ptr_null(strstr(req, "POST"));
+			ck_assert_ptr_null(strstr(req, APP_SECRET));
+			free(req);
+		}
+	}
+	ck_assert_msg(strstr(log, nf_tls_cases[_i].wixapi) != NULL,
+	    "case %d: want \"%s\"", _i, nf_tls_cases[_i].wixapi);
+	ck_assert_ptr_nonnull(strstr(log, "POST /oauth2/token: "));
+	ck_assert_ptr_nonnull(strstr(log, "attempt 2 of 2, giving up"));
+	ck_assert_ptr_null(strstr(log, APP_SECRET));
+	if (_i == NFT_STALLED)
+		/* Cut at the connect timeout, not the 5 s total. */
+		ck_assert_int_ge(dt, 2 * 1000 - 50);
+	free(log);
+	nf_tls_stop(ts);
+	nf_raw_stop(rs);
+	free(ans);
+	rmdir(dir);
+}
+END_TEST
+
+/* Retry-After as an HTTP date in the future: waited for, capped at
+ * backoff_max_ms, not taken for the 1 ms backoff nor for a huge wait. */
+START_TEST(test_nf_retry_after_date)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct nf_raw_server *rs;
+	struct nf_raw_step steps[2];
+	struct wixapi *w;
+	char base[64], *log, *date, *hdr, *ans429, *ans200;
+	int64_t t0, dt, dt2;
+
+	ans200 = nf_answer(200, "OK", "", NF_PAGE("r-after"));
+	memset(steps, 0, sizeof(steps));
+	steps[0].action = NF_RAW_CLOSE;
+	steps[1].action = NF_RAW_CLOSE;
+	steps[1].data = ans200;
+
+	/* Three seconds ahead: a wait of 2-3 s (whole seconds, counted
+	 * when the answer arrives). */
+	date = nf_http_date(3);
+	hdr = xasprintf("Retry-After: %s\r\n", date);
+	ans429 = nf_answer(429, "Too Many Requests", hdr, "{}");
+	steps[0].data = ans429;
+	rs = nf_raw_start(steps, 2);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	nf_opts(&o, base, false);
+	o.backoff_max_ms = 10000;
+	w = mk(&o);
+	capture_begin(&cap);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
+	dt = clock_mono_ms() - t0;
+	ck_assert_uint_eq(p.n, 1);
+	ck_assert_str_eq(p.refunds[0].id, "r-after");
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	ck_assert_uint_eq(nf_raw_connections(rs), 2);
+	wixapi_free(w);
+	nf_raw_stop(rs);
+	free(ans429);
+	free(hdr);
+	free(date);
+
+	/* A day ahead: capped at backoff_max_ms (1.5 s here). */
+	date = nf_http_date(86400);
+	hdr = xasprintf("Retry-After: %s\r\n", date);
+	ans429 = nf_answer(429, "Too Many Requests", hdr, "{}");
+	steps[0].data = ans429;
+	rs = nf_raw_start(steps, 2);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	nf_opts(&o, base, false);
+	o.backoff_max_ms = 1500;
+	w = mk(&o);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
+	dt2 = clock_mono_ms() - t0;
+	ck_assert_uint_eq(p.n, 1);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	log = capture_end(&cap);
+	nf_raw_stop(rs);
+
+	ck_assert_msg(strstr(log, "HTTP 429 (request id rid-nf-429): attempt "
+	    "1 of 2, retrying in 3000 ms (Retry-After)") != NULL ||
+	    strstr(log, "HTTP 429 (request id rid-nf-429): attempt 1 of 2, "
+	    "retrying in 2000 ms (Retry-After)") != NULL, "log: %s", log);
+	ck_assert_int_ge(dt, 1950);
+	ck_assert_int_lt(dt, 4500);
+	ck_assert_ptr_nonnull(strstr(log, "HTTP 429 (request id rid-nf-429): "
+	    "attempt 1 of 2, retrying in 1500 ms (Retry-After)"));
+	ck_assert_int_ge(dt2, 1450);
+	ck_assert_int_lt(dt2, 3000);
+	free(log);
+	free(ans429);
+	free(ans200);
+	free(hdr);
+	free(date);
+}
+END_TEST
+
+/*
+ * A connection reset after the headers and part of the body, with
+ * Content-Length and chunked: each is a transport error, retried; the
+ * page returned is the whole one from the last answer, nothing of the
+ * cut ones.  With no attempts left, nothing at all.
+ */
+START_TEST(test_nf_reset_mid_answer)
+{
+	static const char cut[] = NF_PAGE("r-cut");
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct nf_raw_server *rs;
+	struct nf_raw_step steps[3];
+	struct wixapi *w;
+	char base[64], *log, *a_cl, *a_chunk, *a_ok, *req;
+
+	a_cl = xasprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%.*s", strlen(cut),
+	    (int)(strlen(cut) / 2), cut);
+	a_chunk = xasprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json"
+	    "\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n%x\r\n%.*s",
+	    strlen(cut), cut, 40, 20, cut);
+	a_ok = nf_answer(200, "OK", "", NF_PAGE("r-whole"));
+	memset(steps, 0, sizeof(steps));
+	steps[0].action = NF_RAW_RESET;
+	steps[0].data = a_cl;
+	steps[1].action = NF_RAW_RESET;
+	steps[1].data = a_chunk;
+	steps[2].action = NF_RAW_CLOSE;
+	steps[2].data = a_ok;
+	rs = nf_raw_start(steps, 3);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	nf_opts(&o, base, false);
+	o.max_attempts = 3;
+	w = mk(&o);
+	capture_begin(&cap);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
+	ck_assert_uint_eq(p.n, 1);
+	ck_assert_str_eq(p.refunds[0].id, "r-whole");
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	ck_assert_uint_eq(nf_raw_connections(rs), 3);
+	/* Each attempt was the whole request, with the credentials. */
+	req = nf_raw_request(rs, 1);
+	ck_assert_ptr_nonnull(req);
+	ck_assert_ptr_nonnull(strstr(req, "\"cursorPaging\""));
+	free(req);
+	wixapi_free(w);
+	nf_raw_stop(rs);
+
+	/* One attempt only: RS_ERR_BUSY, nothing of the page. */
+	rs = nf_raw_start(steps, 1);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	nf_opts(&o, base, false);
+	o.max_attempts = 1;
+	w = mk(&o);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_BUSY);
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_ptr_null(p.refunds);
+	ck_assert_int_eq(e.http_status, 0);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	wixapi_free(w);
+	log = capture_end(&cap);
+	nf_raw_stop(rs);
+
+	ck_assert_ptr_nonnull(strstr(log, "Recv failure: Connection reset by "
+	    "peer (request id none): attempt 1 of 3, retrying"));
+	ck_assert_ptr_nonnull(strstr(log, "Recv failure: Connection reset by "
+	    "peer (request id none): attempt 2 of 3, retrying"));
+	ck_assert_ptr_nonnull(strstr(log, "Connection reset by peer (request "
+	    "id none): attempt 1 of 1, giving up"));
+	free(log);
+	free(a_cl);
+	free(a_chunk);
+	free(a_ok);
+}
+END_TEST
+
+/*
+ * A 3xx from Wix is not followed: a call is RS_ERR_INPUT naming the
+ * status, not retried; the token endpoint's is RS_ERR_AUTH; and the
+ * redirect's target never sees a request, so no credential reaches it.
+ */
+START_TEST(test_nf_redirect)
+{
+	static const int codes[] = { 301, 302, 303, 307, 308 };
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct nf_raw_server *rs, *target;
+	struct nf_raw_step step;
+	struct wixapi *w;
+	char base[64], *loc, *ans, *log, *req, *ok, want[96];
+	size_t i;
+
+	ok = nf_answer(200, "OK", "", NF_PAGE("r-stolen"));
+	memset(&step, 0, sizeof(step));
+	step.action = NF_RAW_CLOSE;
+	step.data = ok;
+	target = nf_raw_start(&step, 1);
+	ck_assert_ptr_nonnull(target);
+	loc = xasprintf("Location: http://127.0.0.1:%d/steal\r\n",
+	    nf_raw_port(target));
+	capture_begin(&cap);
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		ans = nf_answer(codes[i], "Moved", loc, "{\"message\":"
+		    "\"moved\"}");
+		step.data = ans;
+		rs = nf_raw_start(&step, 1);
+		ck_assert_ptr_nonnull(rs);
+		snprintf(base, sizeof(base), "http://127.0.0.1:%d",
+		    nf_raw_port(rs));
+
+		/* API key: a call, a first page, a page with a cursor. */
+		nf_opts(&o, base, false);
+		w = mk(&o);
+		ck_assert_int_eq(wixapi_call(w, NULL, "GET", "/anything",
+		    NULL, &r, &e), RS_ERR_INPUT);
+		ck_assert_int_eq(e.http_status, codes[i]);
+		ck_assert_str_eq(e.message, "moved");
+		snprintf(want, sizeof(want), "rid-nf-%d", codes[i]);
+		ck_assert_str_eq(e.request_id, want);
+		wixapi_http_response_cleanup(&r);
+		wixapi_error_cleanup(&e);
+		ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_ERR_INPUT);
+		ck_assert_int_eq(e.http_status, codes[i]);
+		wixapi_error_cleanup(&e);
+		ck_assert_int_eq(query(w, NULL, "CURSOR-1", &p, &e),
+		    RS_ERR_INPUT);
+		wixapi_error_cleanup(&e);
+		wixapi_free(w);
+		/* One request each, not retried, with the credentials
+		 * (it is the configured host). */
+		ck_assert_uint_eq(nf_raw_connections(rs), 3);
+		req = nf_raw_request(rs, 0);
+		ck_assert_ptr_nonnull(strstr(req, "Authorization: " API_KEY));
+		free(req);
+
+		/* OAuth: the token endpoint's redirect is RS_ERR_AUTH. */
+		nf_opts(&o, base, true);
+		w = mk(&o);
+		ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_AUTH);
+		ck_assert_int_eq(e.http_status, codes[i]);
+		wixapi_error_cleanup(&e);
+		wixapi_free(w);
+		ck_assert_uint_eq(nf_raw_connections(rs), 4);
+		nf_raw_stop(rs);
+		free(ans);
+	}
+	log = capture_end(&cap);
+	/* The target saw nothing. */
+	ck_assert_uint_eq(nf_raw_connections(target), 0);
+	nf_raw_stop(target);
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		snprintf(want, sizeof(want), "GET /anything: HTTP %d "
+		    "(request id rid-nf-%d)", codes[i], codes[i]);
+		ck_assert_msg(strstr(log, want) != NULL, "want %s", want);
+		snprintf(want, sizeof(want), "the token endpoint answered "
+		    "a redirect (HTTP %d", codes[i]);
+		ck_assert_msg(strstr(log, want) != NULL, "want %s", want);
+	}
+	ck_assert_ptr_null(strstr(log, "retrying"));
+	ck_assert_ptr_null(strstr(log, "refused the app credentials"));
+	ck_assert_ptr_null(strstr(log, API_KEY));
+	ck_assert_ptr_null(strstr(log, APP_SECRET));
+	free(log);
+	free(loc);
+	free(ok);
+}
+END_TEST
+
 static Suite *
 wixapi_suite(void)
 {
 	Suite *s = suite_create("wixapi");
 	TCase *tc = tcase_create("fake");
 	TCase *tn = tcase_create("libcurl");
+	TCase *tf = tcase_create("netfault");
 
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_new_errors);
@@ -2691,6 +3289,14 @@ wixapi_suite(void)
 	tcase_set_timeout(tn, 60);
 	tcase_add_test(tn, test_curl_mhd);
 	suite_add_tcase(s, tn);
+	tcase_set_timeout(tf, 60);
+	tcase_add_test(tf, test_nf_connect_timeout);
+	tcase_add_test(tf, test_nf_dns_failure);
+	tcase_add_loop_test(tf, test_nf_tls, 0, NFT_NCASES);
+	tcase_add_test(tf, test_nf_retry_after_date);
+	tcase_add_test(tf, test_nf_reset_mid_answer);
+	tcase_add_test(tf, test_nf_redirect);
+	suite_add_tcase(s, tf);
 	return s;
 }
 
