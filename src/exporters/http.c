@@ -40,6 +40,15 @@
  * keep.  Retry-After is reported in the reason only: the engine's backoff
  * paces retries.
  *
+ * An answer must arrive whole for its status to count.  Only its first
+ * HTTP_KEEP_RESPONSE bytes are kept; the rest is read and dropped, up to
+ * HTTP_MAX_RESPONSE bytes of body and HTTP_MAX_HEADERS of header (the
+ * write callbacks count, as CURLOPT_MAXFILESIZE does not bound an answer
+ * of unknown length).  A larger answer is cut off there and, like one
+ * cut by the timeout or a reset, is RS_EXPORT_RETRY whatever its status:
+ * a receiver that acknowledges with megabytes is broken, and re-sending
+ * the same key is safe.
+ *
  * Key decision: the receiver sees each (refund, revision) once by
  * Idempotency-Key, not by us: a POST that timed out may have been
  * processed, and it is re-sent with the same key and the same body.
@@ -83,6 +92,8 @@
 #define HTTP_MAX_URL		4096
 #define HTTP_KEEP_RESPONSE	512	/* bytes of a response kept */
 #define HTTP_SHOW_RESPONSE	200	/* ... and shown in a reason */
+#define HTTP_MAX_RESPONSE	((size_t)1024 * 1024) /* body bytes read */
+#define HTTP_MAX_HEADERS	((size_t)64 * 1024) /* header bytes read */
 #define HTTP_USER_AGENT		"refundsync/" PACKAGE_VERSION
 #define RECORD_JSON_MAX		((size_t)64 * 1024 * 1024)
 
@@ -106,6 +117,10 @@ struct http_exporter {
 struct http_resp {
 	char		 body[HTTP_KEEP_RESPONSE + 1];
 	size_t		 len;
+	size_t		 body_read;	/* body bytes received */
+	size_t		 header_read;	/* header bytes received */
+	const char	*cut;		/* "body" or "header": cut off past
+					 * its cap; NULL: not */
 	char		 retry_after[32];	/* printable, or "" */
 };
 
@@ -513,6 +528,12 @@ resp_write(char *data, size_t size, size_t nmemb, void *arg)
 	memcpy(r->body + r->len, data, room);
 	r->len += room;
 	r->body[r->len] = '\0';
+	/* Up to the cap: a short count makes libcurl stop. */
+	if (len > HTTP_MAX_RESPONSE - r->body_read) {
+		r->cut = "body";
+		return 0;
+	}
+	r->body_read += len;
 	return len;
 }
 
@@ -523,6 +544,12 @@ resp_header(char *data, size_t size, size_t nmemb, void *arg)
 	struct http_resp *r = arg;
 	size_t len = size * nmemb, i, o = 0;
 
+	/* All header blocks (1xx ones too) count towards the cap. */
+	if (len > HTTP_MAX_HEADERS - r->header_read) {
+		r->cut = "header";
+		return 0;
+	}
+	r->header_read += len;
 	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0)
 		r->retry_after[0] = '\0';
 	else if (len > sizeof(ra) - 1 &&
@@ -701,6 +728,26 @@ post_one(struct http_exporter *x, const struct rs_export_record *rec,
 		goto out;
 	}
 	rc = curl_easy_perform(x->h);
+	if (rc != CURLE_OK && resp.cut != NULL) {
+		/* Too large to be an acknowledgement: retried. */
+		if (curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &status) !=
+		    CURLE_OK)
+			status = 0;
+		snprintf(err, errlen, "%s: answer cut off: its %s is over %zu "
+		    "bytes (HTTP %ld)", x->shown_url, resp.cut,
+		    strcmp(resp.cut, "body") == 0 ? HTTP_MAX_RESPONSE :
+		    HTTP_MAX_HEADERS, status);
+		goto out;
+	}
+	if (rc == CURLE_OUT_OF_MEMORY) {
+		/* libcurl's answer to a header line over its 100 KiB limit
+		 * (CURL_MAX_HTTP_HEADER) too, which "Out of memory" hides. */
+		snprintf(err, errlen, "%s: answer cut off: libcurl gave up "
+		    "on it (%s; a header line over 100 KiB does this)",
+		    x->shown_url, errbuf[0] != '\0' ? errbuf :
+		    curl_easy_strerror(rc));
+		goto out;
+	}
 	if (rc != CURLE_OK) {
 		/* Refused, reset, timed out, DNS, TLS: all transient. */
 		snprintf(err, errlen, "%s: %s", x->shown_url,

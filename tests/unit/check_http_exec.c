@@ -7,12 +7,14 @@
  * PERMANENT means the record goes to dead letters and the rest go on),
  * so nothing here depends on the engine or the store.
  *
- * http runs against a libmicrohttpd sink on 127.0.0.1:0 started inside
- * the test.  The sink checks every request (headers, JSON body, the
- * HMAC signature) and can answer 500 some number of times, 429, stall
- * past the client's timeout after it has accepted the record, and 400
- * for one refund id.  It counts acceptances by Idempotency-Key, so the
- * tests can show each (refund, revision) is accepted exactly once.
+ * http runs against the libmicrohttpd sink of tests/testutil.h
+ * (tu_sink_*) on 127.0.0.1:0, started inside the test.  It logs every
+ * request, which the tests check (headers, JSON body, the HMAC
+ * signature), and is scripted to answer 500 some number of times, 429,
+ * a redirect, stall past the client's timeout after it has accepted the
+ * record, and 400 for one refund id.  It counts acceptances by
+ * Idempotency-Key, so the tests can show each (refund, revision) is
+ * accepted exactly once.
  *
  * exec runs a /bin/sh script that acknowledges, asks for a retry, fails
  * a record, dies in the middle of a batch, hangs and talks nonsense; its
@@ -29,8 +31,11 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <libgen.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,11 +46,11 @@
 
 #include <check.h>
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include "exporters/builtin.h"
+#include "../netfault.h"
 #include "../testutil.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -296,46 +301,13 @@ START_TEST(test_json_escaping)
 }
 END_TEST
 
-/* ---- the http sink ------------------------------------------------ */
+/* ---- the http sink (tu_sink_*, tests/testutil.h) ------------------ */
 
-struct sink {
-	struct MHD_Daemon	*d;
-	int			 port;
-	pthread_mutex_t		 mu;
-	/* How to answer (set before requests; read under mu). */
-	int			 fail500;	/* this many get 500 */
-	int			 fail429;	/* then this many 429 */
-	int			 slow;		/* this many accepted late */
-	int			 slow_ms;
-	int			 status_ok;	/* 200 unless set */
-	const char		*reject_refund;	/* 400 for this id */
-	const char		*redirect_refund; /* 302 for this id */
-	const char		*secret;	/* NULL: must be unsigned */
-	/* What it saw. */
-	int			 requests;
-	int			 bad;		/* broken requests */
-	char			 badwhy[256];
-	char			*keys[MAXREC * 2]; /* applied, in order */
-	int			 counts[MAXREC * 2]; /* 2xx answers seen */
-	int			 nkeys;
-	int			 dups;		/* accepted key again */
-	char			*last_body;
-	char			*last_sig;
-	char			*last_ts;
-	char			*last_ctype;
+/* Scripted answers: a 500, and a 429 with a Retry-After. */
+static const struct tu_sink_step down500 = { 500, "upstream down", NULL, 0 };
+static const struct tu_sink_step slow429 = {
+	429, "{\"error\":\"slow down\"}", "Retry-After: 7", 0
 };
-
-struct sreq {
-	char	*body;
-	size_t	 len;
-};
-
-static void
-sink_bad(struct sink *s, const char *why)
-{
-	s->bad++;
-	snprintf(s->badwhy, sizeof(s->badwhy), "%s", why);
-}
 
 static char *
 hmac_hex(const char *secret, const char *ts, const char *body, size_t len)
@@ -359,246 +331,85 @@ hmac_hex(const char *secret, const char *ts, const char *body, size_t len)
 	return hex;
 }
 
-/* Decide the answer to a complete request, under s->mu.  *late: sleep
- * this long before answering. */
-static int
-sink_decide(struct sink *s, struct MHD_Connection *c, struct sreq *rq,
-    const char **text, int *late)
+/* A sink with policy (NULL: accept everything at once). */
+static struct tu_sink *
+sink_new(const struct tu_sink_policy *policy)
 {
-	const char *key, *sig, *ts, *ctype;
-	const cJSON *k, *id;
-	cJSON *o = NULL;
-	char *want = NULL;
-	int i, status = 200;
-	int64_t tsv;
+	struct tu_sink *s = tu_sink_start(policy);
 
-	*text = "{\"ok\":true}";
-	*late = 0;
-	s->requests++;
-	key = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-	    "Idempotency-Key");
-	sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-	    "X-Refundsync-Signature");
-	ts = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-	    "X-Refundsync-Timestamp");
-	ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-	    "Content-Type");
-	free(s->last_body);
-	free(s->last_sig);
-	free(s->last_ts);
-	free(s->last_ctype);
-	s->last_body = xstrndup(rq->body != NULL ? rq->body : "", rq->len);
-	s->last_sig = sig != NULL ? xstrdup(sig) : NULL;
-	s->last_ts = ts != NULL ? xstrdup(ts) : NULL;
-	s->last_ctype = ctype != NULL ? xstrdup(ctype) : NULL;
-	if (key == NULL || ts == NULL || rq->body == NULL) {
-		sink_bad(s, "no key, timestamp or body");
-		*text = "{\"error\":\"malformed\"}";
-		status = 422;
-		goto out;
-	}
-	tsv = strtoll(ts, NULL, 10);
-	if (tsv < (int64_t)time(NULL) - 300 ||
-	    tsv > (int64_t)time(NULL) + 300)
-		sink_bad(s, "timestamp far from now");
-	if ((o = cJSON_ParseWithLength(rq->body, rq->len)) == NULL ||
-	    !cJSON_IsString(k = cJSON_GetObjectItemCaseSensitive(o,
-	    "idempotency_key")) || strcmp(k->valuestring, key) != 0) {
-		sink_bad(s, "body key differs from header");
-		*text = "{\"error\":\"malformed\"}";
-		status = 422;
-		goto out;
-	}
-	if (s->secret != NULL) {
-		want = hmac_hex(s->secret, ts, rq->body, rq->len);
-		if (sig == NULL || strcmp(sig, want) != 0) {
-			sink_bad(s, "bad signature");
-			*text = "{\"error\":\"bad signature\"}";
-			status = 401;
-			goto out;
+	ck_assert_msg(s != NULL, "the sink did not start");
+	return s;
+}
+
+/*
+ * Every request the sink logged was as documented: well-formed (the
+ * sink's own checks: a POST, an Idempotency-Key, a JSON body with that
+ * key and a seq), Content-Type application/json, a timestamp within five
+ * minutes of now, and the HMAC-SHA256 of secret over "<timestamp>.<body>"
+ * (secret NULL: no signature header at all).  Returns how many.
+ */
+static size_t
+sink_check(struct tu_sink *s, const char *secret)
+{
+	struct tu_sink_stats st;
+	struct tu_sink_req *log;
+	size_t n, i;
+	char *want;
+	int64_t ts;
+
+	tu_sink_stats(s, &st);
+	ck_assert_msg(st.bad == 0, "sink: %lld malformed: %s",
+	    (long long)st.bad, st.bad_why);
+	log = tu_sink_log(s, &n);
+	for (i = 0; i < n; i++) {
+		ck_assert_str_eq(log[i].content_type, "application/json");
+		ck_assert_ptr_nonnull(log[i].timestamp);
+		ts = strtoll(log[i].timestamp, NULL, 10);
+		ck_assert_msg(ts >= (int64_t)time(NULL) - 300 &&
+		    ts <= (int64_t)time(NULL) + 300, "timestamp %s far from "
+		    "now", log[i].timestamp);
+		if (secret == NULL) {
+			ck_assert_msg(log[i].signature == NULL, "signed "
+			    "without a secret: %s", log[i].signature);
+			continue;
 		}
-	} else if (sig != NULL)
-		sink_bad(s, "signed without a secret");
-	if (s->fail500 > 0) {
-		s->fail500--;
-		*text = "upstream down";
-		status = 500;
-		goto out;
+		want = hmac_hex(secret, log[i].timestamp, log[i].body,
+		    log[i].body_len);
+		ck_assert_str_eq(log[i].signature, want);
+		free(want);
 	}
-	if (s->fail429 > 0) {
-		s->fail429--;
-		*text = "{\"error\":\"slow down\"}";
-		status = 429;
-		goto out;
-	}
-	id = cJSON_GetObjectItemCaseSensitive(o, "refund_id");
-	if (s->reject_refund != NULL && cJSON_IsString(id) &&
-	    strcmp(id->valuestring, s->reject_refund) == 0) {
-		*text = "{\"error\":\"unknown account\"}";
-		status = 400;
-		goto out;
-	}
-	if (s->redirect_refund != NULL && cJSON_IsString(id) &&
-	    strcmp(id->valuestring, s->redirect_refund) == 0) {
-		*text = "moved";
-		status = 302;
-		goto out;
-	}
-	if (s->slow > 0) {
-		s->slow--;
-		*late = s->slow_ms;
-	}
-	/*
-	 * Accept, applying the effect once per key.  counts[] counts the
-	 * 2xx answers the client could see: a late one (after the client
-	 * gave up) is applied but not seen, so the client must send the
-	 * key again, and that second request is a duplicate.
-	 */
-	for (i = 0; i < s->nkeys; i++)
-		if (strcmp(s->keys[i], key) == 0)
-			break;
-	if (i < s->nkeys) {
-		s->dups++;
-	} else if (s->nkeys < MAXREC * 2) {
-		s->keys[s->nkeys] = xstrdup(key);
-		s->counts[s->nkeys++] = 0;
-	}
-	if (*late == 0 && i < MAXREC * 2)
-		s->counts[i]++;
-	if (s->status_ok != 0)
-		status = s->status_ok;
-out:
-	free(want);
-	cJSON_Delete(o);
-	return status;
+	tu_sink_log_free(log, n);
+	return n;
 }
 
-static enum MHD_Result
-sink_handler(void *cls, struct MHD_Connection *c, const char *url,
-    const char *method, const char *version, const char *upload,
-    size_t *upload_size, void **con_cls)
-{
-	struct sink *s = cls;
-	struct sreq *rq = *con_cls;
-	struct MHD_Response *resp;
-	const char *text;
-	enum MHD_Result ret;
-	int status, late;
-
-	(void)url;
-	(void)version;
-	if (rq == NULL) {
-		rq = xcalloc(1, sizeof(*rq));
-		*con_cls = rq;
-		return MHD_YES;
-	}
-	if (*upload_size > 0) {
-		rq->body = xrealloc(rq->body, rq->len + *upload_size + 1);
-		memcpy(rq->body + rq->len, upload, *upload_size);
-		rq->len += *upload_size;
-		rq->body[rq->len] = '\0';
-		*upload_size = 0;
-		return MHD_YES;
-	}
-	pthread_mutex_lock(&s->mu);
-	if (strcmp(method, "POST") != 0) {
-		sink_bad(s, "not a POST");
-		status = 405;
-		text = "";
-		late = 0;
-	} else
-		status = sink_decide(s, c, rq, &text, &late);
-	pthread_mutex_unlock(&s->mu);
-	if (late > 0)
-		tu_sleep_ms(late);
-	resp = MHD_create_response_from_buffer(strlen(text),
-	    (void *)(uintptr_t)text, MHD_RESPMEM_MUST_COPY);
-	if (status == 429)
-		MHD_add_response_header(resp, "Retry-After", "7");
-	if (status == 302)
-		MHD_add_response_header(resp, "Location", "/elsewhere");
-	ret = MHD_queue_response(c, (unsigned int)status, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-static void
-sink_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-    enum MHD_RequestTerminationCode toe)
-{
-	struct sreq *rq = *con_cls;
-
-	(void)cls;
-	(void)c;
-	(void)toe;
-	if (rq != NULL) {
-		free(rq->body);
-		free(rq);
-		*con_cls = NULL;
-	}
-}
-
-static void
-sink_start(struct sink *s)
-{
-	const union MHD_DaemonInfo *info;
-	struct sockaddr_in sin;
-
-	memset(s, 0, sizeof(*s));
-	pthread_mutex_init(&s->mu, NULL);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sin.sin_port = 0;
-	s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
-	    MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL, sink_handler, s,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin,
-	    MHD_OPTION_NOTIFY_COMPLETED, sink_completed, s,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
-	    MHD_OPTION_END);
-	ck_assert_ptr_nonnull(s->d);
-	info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-	ck_assert_ptr_nonnull(info);
-	s->port = (int)info->port;
-	ck_assert_int_gt(s->port, 0);
-}
-
-static void
-sink_stop(struct sink *s)
-{
-	int i;
-
-	MHD_stop_daemon(s->d);
-	for (i = 0; i < s->nkeys; i++)
-		free(s->keys[i]);
-	free(s->last_body);
-	free(s->last_sig);
-	free(s->last_ts);
-	free(s->last_ctype);
-	pthread_mutex_destroy(&s->mu);
-}
-
-/* The 2xx answers the client saw for key; 0 if never accepted. */
+/* The 2xx answers to key that were not held back by a step's delay:
+ * those the client could see. */
 static int
-sink_count(struct sink *s, const char *key)
+sink_seen(struct tu_sink *s, const char *key)
 {
-	int i;
+	struct tu_sink_req *log;
+	size_t n, i;
+	int seen = 0;
 
-	for (i = 0; i < s->nkeys; i++)
-		if (strcmp(s->keys[i], key) == 0)
-			return s->counts[i];
-	return 0;
+	log = tu_sink_log(s, &n);
+	for (i = 0; i < n; i++)
+		if (log[i].status / 100 == 2 && log[i].delay_ms == 0 &&
+		    log[i].key != NULL && strcmp(log[i].key, key) == 0)
+			seen++;
+	tu_sink_log_free(log, n);
+	return seen;
 }
 
 /* An http exporter on the sink; secret_path NULL: unsigned. */
 static void *
-http_on(struct sink *s, const char *secret_path, const char *timeout,
+http_on(struct tu_sink *s, const char *secret_path, const char *timeout,
     char *url, size_t urllen)
 {
 	struct rs_export_kv kv[4];
 	size_t n = 0;
 
-	snprintf(url, urllen, "http://127.0.0.1:%d/hooks/refunds", s->port);
+	snprintf(url, urllen, "http://127.0.0.1:%d/hooks/refunds",
+	    tu_sink_port(s));
 	kv[n].key = "type";
 	kv[n++].value = "http";
 	kv[n].key = "url";
@@ -706,33 +517,37 @@ END_TEST
 /* One signed POST: headers, signature and body exactly as documented. */
 START_TEST(test_http_signed)
 {
-	struct sink s;
+	struct tu_sink_req *log;
+	struct tu_sink *s;
 	struct trec t;
 	struct drive dr;
 	char url[128], *dir, *path, *want;
+	size_t n;
 	void *ctx;
 
-	sink_start(&s);
-	s.secret = SECRET;
+	s = sink_new(NULL);
 	dir = secret_dir(&path);
-	ctx = http_on(&s, path, "5", url, sizeof(url));
+	ctx = http_on(s, path, "5", url, sizeof(url));
 	trec_init(&t, "erp", 7, "r-1", 3);
 	drive(&exporter_http_ops, ctx, &t, 1, &dr, 5);
 	ck_assert_int_eq(dr.calls, 1);
 	ck_assert_uint_eq(dr.ndead, 0);
-	ck_assert_msg(s.bad == 0, "sink: %s", s.badwhy);
-	ck_assert_int_eq(s.requests, 1);
-	ck_assert_int_eq(sink_count(&s, "erp:r-1:3"), 1);
-	ck_assert_str_eq(s.last_body, GOLDEN);
-	ck_assert_str_eq(s.last_ctype, "application/json");
-	ck_assert_ptr_nonnull(s.last_sig);
-	ck_assert_ptr_nonnull(s.last_ts);
-	want = hmac_hex(SECRET, s.last_ts, GOLDEN, strlen(GOLDEN));
-	ck_assert_str_eq(s.last_sig, want);
-	ck_assert_uint_eq(strlen(s.last_sig), 7 + 64);
+	ck_assert_uint_eq(sink_check(s, SECRET), 1);
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-1:3"), 1);
+	log = tu_sink_log(s, &n);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(log[0].path, "/hooks/refunds");
+	ck_assert_str_eq(log[0].body, GOLDEN);
+	ck_assert_str_eq(log[0].content_type, "application/json");
+	ck_assert_ptr_nonnull(log[0].signature);
+	ck_assert_ptr_nonnull(log[0].timestamp);
+	want = hmac_hex(SECRET, log[0].timestamp, GOLDEN, strlen(GOLDEN));
+	ck_assert_str_eq(log[0].signature, want);
+	ck_assert_uint_eq(strlen(log[0].signature), 7 + 64);
 	free(want);
+	tu_sink_log_free(log, n);
 	exporter_http_ops.close(ctx);
-	sink_stop(&s);
+	tu_sink_free(s);
 	free(path);
 	tu_rmtree(dir);
 	free(dir);
@@ -742,44 +557,43 @@ END_TEST
 /* No secret: no signature header, still a timestamp; 204 is done. */
 START_TEST(test_http_unsigned)
 {
-	struct sink s;
+	struct tu_sink_policy p204 = { .ok_status = 204 };
+	struct tu_sink *s;
 	struct trec t[2];
 	struct drive dr;
 	char url[128];
 	void *ctx;
 
-	sink_start(&s);
-	s.status_ok = 204;
-	ctx = http_on(&s, NULL, "5", url, sizeof(url));
+	s = sink_new(&p204);
+	ctx = http_on(s, NULL, "5", url, sizeof(url));
 	trec_init(&t[0], "erp", 1, "r-1", 1);
 	trec_init(&t[1], "erp", 2, "r-2", 1);
 	drive(&exporter_http_ops, ctx, t, 2, &dr, 5);
 	ck_assert_int_eq(dr.calls, 1);
-	ck_assert_msg(s.bad == 0, "sink: %s", s.badwhy);
-	ck_assert_ptr_null(s.last_sig);
-	ck_assert_ptr_nonnull(s.last_ts);
-	ck_assert_int_eq(s.requests, 2);
-	ck_assert_int_eq(sink_count(&s, "erp:r-1:1"), 1);
-	ck_assert_int_eq(sink_count(&s, "erp:r-2:1"), 1);
+	/* No signature header, still a timestamp (sink_check). */
+	ck_assert_uint_eq(sink_check(s, NULL), 2);
+	ck_assert_int_eq(tu_sink_count(s, NULL, 204), 2);
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-1:1"), 1);
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-2:1"), 1);
 	exporter_http_ops.close(ctx);
-	sink_stop(&s);
+	tu_sink_free(s);
 }
 END_TEST
 
 /* 5xx and 429 are retried; the reason names the status and body. */
 START_TEST(test_http_retry_statuses)
 {
+	const struct tu_sink_step steps[] = { down500, down500, slow429 };
 	struct rs_export_record r;
-	struct sink s;
+	struct tu_sink *s;
 	struct trec t;
 	char url[128], err[512];
 	size_t done;
 	void *ctx;
 
-	sink_start(&s);
-	s.fail500 = 2;
-	s.fail429 = 1;
-	ctx = http_on(&s, NULL, "5", url, sizeof(url));
+	s = sink_new(NULL);
+	ck_assert(tu_sink_script(s, steps, 3));
+	ctx = http_on(s, NULL, "5", url, sizeof(url));
 	trec_init(&t, "erp", 1, "r-1", 1);
 	r = t.r;
 	ck_assert_int_eq(exporter_http_ops.deliver(ctx, &r, 1, &done, err,
@@ -795,33 +609,34 @@ START_TEST(test_http_retry_statuses)
 	ck_assert_msg(strstr(err, "HTTP 429 (Retry-After: 7)") != NULL, "%s",
 	    err);
 	ck_assert_ptr_nonnull(strstr(err, "slow down"));
-	ck_assert_int_eq(sink_count(&s, "erp:r-1:1"), 0);
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-1:1"), 0);
 	ck_assert_int_eq(exporter_http_ops.deliver(ctx, &r, 1, &done, err,
 	    sizeof(err)), RS_EXPORT_OK);
 	ck_assert_uint_eq(done, 1);
-	ck_assert_int_eq(sink_count(&s, "erp:r-1:1"), 1);
-	ck_assert_int_eq(s.requests, 4);
-	ck_assert_msg(s.bad == 0, "sink: %s", s.badwhy);
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-1:1"), 1);
+	ck_assert_uint_eq(sink_check(s, NULL), 4);
 	exporter_http_ops.close(ctx);
-	sink_stop(&s);
+	tu_sink_free(s);
 }
 END_TEST
 
 /* Other 4xx (and 3xx) are permanent, for that record only. */
 START_TEST(test_http_permanent)
 {
+	struct tu_sink_policy refuse = { .refuse_refund = "r-bad" };
+	const struct tu_sink_step moved = {
+		302, "moved", "Location: /elsewhere", 0
+	};
 	struct rs_export_record r[3];
-	struct sink s;
+	struct tu_sink *s;
 	struct trec t[3];
 	char url[128], err[512];
 	size_t done;
 	void *ctx;
 	int i;
 
-	sink_start(&s);
-	s.reject_refund = "r-bad";
-	s.redirect_refund = "r-moved";
-	ctx = http_on(&s, NULL, "5", url, sizeof(url));
+	s = sink_new(&refuse);
+	ctx = http_on(s, NULL, "5", url, sizeof(url));
 	trec_init(&t[0], "erp", 1, "r-1", 1);
 	trec_init(&t[1], "erp", 2, "r-bad", 1);
 	trec_init(&t[2], "erp", 3, "r-moved", 1);
@@ -832,14 +647,16 @@ START_TEST(test_http_permanent)
 	ck_assert_uint_eq(done, 1);
 	ck_assert_msg(strstr(err, "HTTP 400: {\"error\":\"unknown "
 	    "account\"}") != NULL, "%s", err);
+	ck_assert(tu_sink_script(s, &moved, 1));
 	ck_assert_int_eq(exporter_http_ops.deliver(ctx, &r[2], 1, &done, err,
 	    sizeof(err)), RS_EXPORT_PERMANENT);
 	ck_assert_uint_eq(done, 0);
 	ck_assert_msg(strstr(err, "HTTP 302") != NULL, "%s", err);
-	ck_assert_int_eq(s.requests, 3);
-	ck_assert_int_eq(sink_count(&s, "erp:r-1:1"), 1);
+	ck_assert_uint_eq(sink_check(s, NULL), 3);
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-1:1"), 1);
+	ck_assert_int_eq(tu_sink_count(s, NULL, 2), 1);
 	exporter_http_ops.close(ctx);
-	sink_stop(&s);
+	tu_sink_free(s);
 }
 END_TEST
 
@@ -847,8 +664,9 @@ END_TEST
 START_TEST(test_http_timeout_refused)
 {
 	struct rs_export_kv kv[] = { { "url", NULL }, { "timeout", "1" } };
+	const struct tu_sink_step late = { 200, NULL, NULL, 2500 };
 	struct rs_export_record r;
-	struct sink s;
+	struct tu_sink *s;
 	struct trec t;
 	char url[128], err[512];
 	size_t done;
@@ -856,10 +674,9 @@ START_TEST(test_http_timeout_refused)
 	void *ctx;
 	int port;
 
-	sink_start(&s);
-	s.slow = 1;
-	s.slow_ms = 2500;
-	ctx = http_on(&s, NULL, "1", url, sizeof(url));
+	s = sink_new(NULL);
+	ck_assert(tu_sink_script(s, &late, 1));
+	ctx = http_on(s, NULL, "1", url, sizeof(url));
 	trec_init(&t, "erp", 1, "r-1", 1);
 	r = t.r;
 	t0 = clock_mono_ms();
@@ -870,8 +687,8 @@ START_TEST(test_http_timeout_refused)
 	ck_assert_uint_eq(done, 0);
 	ck_assert_msg(strstr(err, "timed out") != NULL, "%s", err);
 	exporter_http_ops.close(ctx);
-	port = s.port;
-	sink_stop(&s);
+	port = tu_sink_port(s);
+	tu_sink_free(s);
 
 	/* Nobody listens there now. */
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", port);
@@ -900,45 +717,48 @@ START_TEST(test_http_exactly_once)
 		{ "r-1", 1 }, { "r-1", 2 }, { "r-2", 1 }, { "r-bad", 1 },
 		{ "r-3", 5 }, { "r-1", 3 }
 	};
+	/* 500, 500, 429, then accepted but answered after the timeout. */
+	const struct tu_sink_step steps[] = {
+		down500, down500, slow429, { 200, NULL, NULL, 1800 }
+	};
+	struct tu_sink_policy refuse = { .refuse_refund = "r-bad" };
+	struct tu_sink_stats st;
 	struct trec t[6];
-	struct sink s;
+	struct tu_sink *s;
 	struct drive dr;
-	char url[128], *dir, *path;
+	char url[128], *dir, *path, *k;
 	void *ctx;
 	size_t i;
 
-	sink_start(&s);
-	s.secret = SECRET;
-	s.fail500 = 2;
-	s.fail429 = 1;
-	s.slow = 1;
-	s.slow_ms = 1800;
-	s.reject_refund = "r-bad";
+	s = sink_new(&refuse);
+	ck_assert(tu_sink_script(s, steps, 4));
 	dir = secret_dir(&path);
-	ctx = http_on(&s, path, "1", url, sizeof(url));
+	ctx = http_on(s, path, "1", url, sizeof(url));
 	for (i = 0; i < 6; i++)
 		trec_init(&t[i], "erp", (int64_t)(10 + i), in[i].id, in[i].rev);
 	t[5].r.posting = RS_POSTING_REVERSE;
 	snprintf(t[5].key, sizeof(t[5].key), "erp:r-1:3:reverse");
 	drive(&exporter_http_ops, ctx, t, 6, &dr, 20);
 
-	ck_assert_msg(s.bad == 0, "sink: %s", s.badwhy);
 	/* 500, 500, 429, the stalled one (timed out), then one each. */
 	ck_assert_int_eq(dr.retries, 4);
-	ck_assert_int_eq(s.requests, 10);
-	ck_assert_int_eq(s.dups, 1);
-	ck_assert_int_eq(s.nkeys, 5);
+	ck_assert_uint_eq(sink_check(s, SECRET), 10);
+	tu_sink_stats(s, &st);
+	ck_assert_int_eq(st.again, 1);
+	ck_assert_int_eq(st.effects, 5);
+	ck_assert_int_eq(st.conflicts, 0);
 	for (i = 0; i < 6; i++) {
 		if (i == 3)
 			continue;
-		ck_assert_int_eq(sink_count(&s, t[i].key), 1);
+		ck_assert_int_eq(sink_seen(s, t[i].key), 1);
 	}
-	ck_assert_int_eq(sink_count(&s, "erp:r-bad:1"), 0);
-	ck_assert_str_eq(s.keys[0], "erp:r-1:1");
-	ck_assert_str_eq(s.keys[1], "erp:r-1:2");
-	ck_assert_str_eq(s.keys[2], "erp:r-2:1");
-	ck_assert_str_eq(s.keys[3], "erp:r-3:5");
-	ck_assert_str_eq(s.keys[4], "erp:r-1:3:reverse");
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-bad:1"), 0);
+	for (i = 0; i < 5; i++) {
+		k = tu_sink_key(s, i);
+		ck_assert_str_eq(k, t[i < 3 ? i : i + 1].key);
+		free(k);
+	}
+	ck_assert_ptr_null(tu_sink_key(s, 5));
 	ck_assert_uint_eq(dr.ndead, 1);
 	ck_assert_int_eq(dr.dead[0].seq, 13);
 	ck_assert_str_eq(dr.dead[0].key, "erp:r-bad:1");
@@ -947,9 +767,749 @@ START_TEST(test_http_exactly_once)
 	    dr.dead[0].why);
 	ck_assert_ptr_null(strstr(dr.dead[0].why, SECRET));
 	exporter_http_ops.close(ctx);
-	sink_stop(&s);
+	tu_sink_free(s);
 	free(path);
 	tu_rmtree(dir);
+	free(dir);
+}
+END_TEST
+
+/* ---- network faults (issue #7) -------------------------------------- */
+
+/*
+ * The http exporter against a target that misbehaves below HTTP: resets
+ * mid-answer, answers without end, redirects, never answers the SYN, has
+ * no name, or fails TLS.  Every case asserts the outcome (RETRY or
+ * PERMANENT), that the reason names the cause and the target, and how
+ * long the delivery took.  The servers are tests/netfault.h's, except the
+ * paced ones below (netfault's raw server sends its bytes at once or as
+ * fast as the client reads; these need a byte at a time).
+ */
+
+/* The end of reason_has()'s strings. */
+#define END		((const char *)NULL)
+#define DRIP_MS		100	/* the paced servers' beat */
+#define DRIP_MAX_MS	30000	/* and how long they keep a connection */
+#define DRIP_REQ_MAX	(64 * 1024)
+#define MIB		(1024 * 1024)
+
+enum drip_mode {
+	DRIP_BODY,		/* 200, Content-Length 1000000, then one
+				 * byte each DRIP_MS */
+	DRIP_HEADERS,		/* a status line, then a header line each
+				 * DRIP_MS */
+	DRIP_FLOOD		/* a status line, then header lines as fast
+				 * as the client reads them */
+};
+
+/* A paced server on 127.0.0.1:0: one thread, one connection at a time. */
+struct drip {
+	enum drip_mode	 mode;
+	int		 lfd;
+	int		 port;
+	pthread_t	 tid;
+	atomic_bool	 stop;
+	atomic_int	 conns;		/* connections accepted */
+	atomic_llong	 sent;		/* answer bytes sent, in all */
+};
+
+/* Read the request's head and its Content-Length of body (bounded). */
+static void
+drip_read_request(int fd)
+{
+	char buf[DRIP_REQ_MAX + 1], *eoh, *cl;
+	size_t len = 0, want = SIZE_MAX;
+	int64_t deadline = clock_mono_ms() + 5000;
+	struct pollfd pfd;
+	ssize_t n;
+
+	while (len < want && len < DRIP_REQ_MAX &&
+	    clock_mono_ms() < deadline) {
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 100) != 1)
+			continue;
+		if ((n = read(fd, buf + len, DRIP_REQ_MAX - len)) <= 0)
+			return;
+		len += (size_t)n;
+		buf[len] = '\0';
+		if (want == SIZE_MAX && (eoh = strstr(buf, "\r\n\r\n")) !=
+		    NULL) {
+			want = (size_t)(eoh + 4 - buf);
+			if ((cl = strcasestr(buf, "\r\nContent-Length:")) !=
+			    NULL && cl < eoh)
+				want += strtoul(cl + 17, NULL, 10);
+		}
+	}
+}
+
+/* Send all of p, or false if the client went away (or took too long). */
+static bool
+drip_send(struct drip *dp, int fd, const char *p, size_t len)
+{
+	struct pollfd pfd;
+	ssize_t n;
+
+	while (len > 0 && !atomic_load(&dp->stop)) {
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, 1000) != 1)
+			return false;
+		n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n == -1 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n <= 0)
+			return false;
+		atomic_fetch_add(&dp->sent, n);
+		p += n;
+		len -= (size_t)n;
+	}
+	return len == 0;
+}
+
+static void
+drip_serve(struct drip *dp, int fd)
+{
+	static const char body_head[] = "HTTP/1.1 200 OK\r\n"
+	    "Content-Type: application/json\r\nContent-Length: 1000000\r\n"
+	    "\r\n{";
+	char line[64];
+	int64_t end = clock_mono_ms() + DRIP_MAX_MS;
+	bool ok;
+	int i;
+
+	drip_read_request(fd);
+	if (dp->mode == DRIP_BODY)
+		ok = drip_send(dp, fd, body_head, strlen(body_head));
+	else
+		ok = drip_send(dp, fd, "HTTP/1.1 200 OK\r\n", 17);
+	for (i = 0; ok && !atomic_load(&dp->stop) && clock_mono_ms() < end;
+	    i++) {
+		switch (dp->mode) {
+		case DRIP_BODY:
+			ok = drip_send(dp, fd, " ", 1);
+			tu_sleep_ms(DRIP_MS);
+			break;
+		case DRIP_HEADERS:
+			snprintf(line, sizeof(line), "X-Drip-%d: slow\r\n", i);
+			ok = drip_send(dp, fd, line, strlen(line));
+			tu_sleep_ms(DRIP_MS);
+			break;
+		case DRIP_FLOOD:
+			snprintf(line, sizeof(line), "X-Flood-%d: %040d\r\n",
+			    i, i);
+			ok = drip_send(dp, fd, line, strlen(line));
+			break;
+		}
+	}
+}
+
+static void *
+drip_main(void *arg)
+{
+	struct drip *dp = arg;
+	struct pollfd pfd;
+	int fd;
+
+	while (!atomic_load(&dp->stop)) {
+		pfd.fd = dp->lfd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, 50) != 1)
+			continue;
+		if ((fd = accept4(dp->lfd, NULL, NULL, SOCK_CLOEXEC)) == -1)
+			continue;
+		atomic_fetch_add(&dp->conns, 1);
+		drip_serve(dp, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+static struct drip *
+drip_start(enum drip_mode mode)
+{
+	struct drip *dp = xcalloc(1, sizeof(*dp));
+	struct sockaddr_in sin;
+	socklen_t slen = sizeof(sin);
+
+	dp->mode = mode;
+	dp->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(dp->lfd, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(dp->lfd, (struct sockaddr *)&sin,
+	    sizeof(sin)), 0);
+	ck_assert_int_eq(listen(dp->lfd, 8), 0);
+	ck_assert_int_eq(getsockname(dp->lfd, (struct sockaddr *)&sin,
+	    &slen), 0);
+	dp->port = ntohs(sin.sin_port);
+	ck_assert_int_eq(pthread_create(&dp->tid, NULL, drip_main, dp), 0);
+	return dp;
+}
+
+static void
+drip_stop(struct drip *dp)
+{
+	atomic_store(&dp->stop, true);
+	ck_assert_int_eq(pthread_join(dp->tid, NULL), 0);
+	close(dp->lfd);
+	free(dp);
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* An http exporter for url; connect_timeout and ca_file NULL: unset. */
+static void *
+http_url(const char *url, const char *timeout, const char *connect_timeout,
+    const char *ca_file)
+{
+	struct rs_export_kv kv[4];
+	size_t n = 0;
+
+	kv[n].key = "url";
+	kv[n++].value = url;
+	kv[n].key = "timeout";
+	kv[n++].value = timeout;
+	if (connect_timeout != NULL) {
+		kv[n].key = "connect_timeout";
+		kv[n++].value = connect_timeout;
+	}
+	if (ca_file != NULL) {
+		kv[n].key = "ca_file";
+		kv[n++].value = ca_file;
+	}
+	return open_ok(&exporter_http_ops, "erp", kv, n);
+}
+
+/*
+ * Deliver t's record once: the result, the reason in err and the
+ * milliseconds it took in *ms.  done must agree with the result.
+ */
+static int
+deliver_once(void *ctx, const struct trec *t, char *err, size_t errlen,
+    int64_t *ms)
+{
+	struct rs_export_record r = t->r;
+	size_t done = 12345;
+	int64_t t0 = clock_mono_ms();
+	int res;
+
+	err[0] = '\0';
+	res = exporter_http_ops.deliver(ctx, &r, 1, &done, err, errlen);
+	*ms = clock_mono_ms() - t0;
+	ck_assert_uint_eq(done, res == RS_EXPORT_OK ? 1 : 0);
+	if (res != RS_EXPORT_OK)
+		ck_assert_msg(err[0] != '\0', "a failure without a reason");
+	return res;
+}
+
+/* err contains each of the strings that follow, up to END. */
+static void
+reason_has(const char *err, ...)
+{
+	const char *want;
+	va_list ap;
+
+	va_start(ap, err);
+	while ((want = va_arg(ap, const char *)) != NULL)
+		ck_assert_msg(strstr(err, want) != NULL, "reason \"%s\" lacks "
+		    "\"%s\"", err, want);
+	va_end(ap);
+}
+
+/* The process's peak resident set (VmHWM), in KiB. */
+static long
+peak_rss_kib(void)
+{
+	char *text = tu_read_file("/proc/self/status", NULL), *p;
+	long kib = -1;
+
+	ck_assert_ptr_nonnull(text);
+	if ((p = strstr(text, "\nVmHWM:")) != NULL)
+		kib = strtol(p + 7, NULL, 10);
+	free(text);
+	ck_assert_int_gt(kib, 0);
+	return kib;
+}
+
+/* The value of header name in a raw request, or NULL.  Caller frees. */
+static char *
+raw_header(const char *req, const char *name)
+{
+	const char *p = req, *eol, *v;
+	size_t n = strlen(name);
+
+	while ((p = strstr(p, "\r\n")) != NULL) {
+		p += 2;
+		if (strncmp(p, "\r\n", 2) == 0)
+			break;
+		if ((eol = strstr(p, "\r\n")) == NULL)
+			break;
+		if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+			for (v = p + n + 1; *v == ' '; v++)
+				;
+			return xstrndup(v, (size_t)(eol - v));
+		}
+	}
+	return NULL;
+}
+
+/* The body of a raw request: what follows the blank line. */
+static const char *
+raw_body(const char *req)
+{
+	const char *p = strstr(req, "\r\n\r\n");
+
+	ck_assert_ptr_nonnull(p);
+	return p + 4;
+}
+
+/* ---- the tests -------------------------------------------------------- */
+
+/*
+ * The connection is reset in the middle of the answer: after a 200's
+ * header and the start of its body, then after a 503's; and before any
+ * answer at all.  Each is a RETRY naming the reset and the target; the
+ * fourth attempt is answered in full.  All four carried the same key and
+ * the same body, so a receiver that honours the key applies it once.
+ */
+START_TEST(test_http_reset_mid_answer)
+{
+	static const char ok_part[] = "HTTP/1.1 200 OK\r\n"
+	    "Content-Type: application/json\r\nContent-Length: 64\r\n\r\n"
+	    "{\"ok\":tr";
+	static const char busy_part[] = "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Length: 40\r\n\r\n{\"err";
+	static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n"
+	    "Connection: close\r\n\r\n{\"ok\":true}";
+	const struct nf_raw_step steps[] = {
+		{ NF_RAW_RESET, ok_part, 0 },
+		{ NF_RAW_RESET, busy_part, 0 },
+		{ NF_RAW_RESET, NULL, 0 },
+		{ NF_RAW_CLOSE, ok, 0 }
+	};
+	struct nf_raw_server *srv;
+	struct trec t;
+	char url[128], shown[128], err[512], *req[4], *key;
+	int64_t ms;
+	void *ctx;
+	unsigned k;
+
+	srv = nf_raw_start(steps, 4);
+	ck_assert_ptr_nonnull(srv);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/hooks/refunds",
+	    nf_raw_port(srv));
+	snprintf(shown, sizeof(shown), "127.0.0.1:%d/hooks/refunds",
+	    nf_raw_port(srv));
+	ctx = http_url(url, "5", NULL, NULL);
+	trec_init(&t, "erp", 1, "r-1", 1);
+
+	for (k = 0; k < 3; k++) {
+		ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err),
+		    &ms), RS_EXPORT_RETRY);
+		reason_has(err, shown, "Connection reset by peer", END);
+		ck_assert_int_lt(ms, 3000);
+	}
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_OK);
+	ck_assert_int_lt(ms, 3000);
+
+	/* One connection each, the same key and body bytes every time. */
+	ck_assert_uint_eq(nf_raw_connections(srv), 4);
+	for (k = 0; k < 4; k++) {
+		req[k] = nf_raw_request(srv, k);
+		ck_assert_ptr_nonnull(req[k]);
+		ck_assert_msg(strncmp(req[k], "POST /hooks/refunds ", 20) == 0,
+		    "%.40s", req[k]);
+		key = raw_header(req[k], "Idempotency-Key");
+		ck_assert_str_eq(key, "erp:r-1:1");
+		free(key);
+		ck_assert_str_eq(raw_body(req[k]), raw_body(req[0]));
+	}
+	ck_assert_ptr_nonnull(strstr(raw_body(req[0]),
+	    "\"idempotency_key\":\"erp:r-1:1\""));
+	for (k = 0; k < 4; k++)
+		free(req[k]);
+	exporter_http_ops.close(ctx);
+	nf_raw_stop(srv);
+}
+END_TEST
+
+/*
+ * A 50 MiB answer (by Content-Length: 200, 503 and 400), and one of
+ * unknown length that never ends: each is cut off at the exporter's 1 MiB
+ * cap, long before the 20 s timeout, and retried (whatever its status)
+ * with a reason that says so; memory stays bounded.  Then a normal answer
+ * is delivered.
+ */
+START_TEST(test_http_huge_answer)
+{
+	static const char *const heads[] = {
+	    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+	    "Content-Length: 52428800\r\n\r\n",
+	    "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Length: 52428800\r\n\r\n",
+	    "HTTP/1.1 400 Bad Request\r\nContent-Length: 52428800\r\n\r\n",
+	    "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+	};
+	static const char *const statuses[] = {
+	    "(HTTP 200)", "(HTTP 503)", "(HTTP 400)", "(HTTP 200)"
+	};
+	static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n"
+	    "Connection: close\r\n\r\n{\"ok\":true}";
+	struct nf_raw_step steps[5];
+	struct nf_raw_server *srv;
+	struct trec t;
+	char url[128], err[512];
+	int64_t ms;
+	long rss0;
+	void *ctx;
+	size_t i;
+
+	for (i = 0; i < 4; i++) {
+		steps[i].action = NF_RAW_STREAM;
+		steps[i].data = heads[i];
+		steps[i].len = 0;
+	}
+	steps[4].action = NF_RAW_CLOSE;
+	steps[4].data = ok;
+	steps[4].len = 0;
+	srv = nf_raw_start(steps, 5);
+	ck_assert_ptr_nonnull(srv);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/hooks/refunds",
+	    nf_raw_port(srv));
+	ctx = http_url(url, "20", NULL, NULL);
+	trec_init(&t, "erp", 1, "r-1", 1);
+	rss0 = peak_rss_kib();
+	for (i = 0; i < 4; i++) {
+		ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+		    RS_EXPORT_RETRY);
+		reason_has(err, url, "answer cut off: its body is over "
+		    "1048576 bytes", statuses[i], END);
+		ck_assert_msg(ms < 5000, "answer %zu took %lld ms", i,
+		    (long long)ms);
+	}
+	/* Nothing like the 4 x 50 MiB was held (ASan's own overhead
+	 * aside). */
+	ck_assert_msg(peak_rss_kib() - rss0 < 32 * 1024, "peak RSS grew "
+	    "by %ld KiB", peak_rss_kib() - rss0);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_OK);
+	ck_assert_uint_eq(nf_raw_connections(srv), 5);
+	exporter_http_ops.close(ctx);
+	nf_raw_stop(srv);
+}
+END_TEST
+
+/*
+ * Answers that never end, with the exporter's timeout at 1 s: a body
+ * that trickles a byte each 100 ms, a header that does, a 200 whose
+ * body stops after one byte and holds the connection: each is a RETRY
+ * for the timeout, naming the target, after 1 s (not when the server
+ * gives up, 30 s on).  A flood of header lines is cut off at the 64 KiB
+ * cap, and one endless header line at libcurl's own limit: both RETRY,
+ * at once.
+ */
+START_TEST(test_http_endless_answer)
+{
+	static const char hold[] = "HTTP/1.1 200 OK\r\n"
+	    "Content-Length: 100\r\n\r\n{";
+	static const char giant[] = "HTTP/1.1 200 OK\r\nX-Giant: ";
+	const struct nf_raw_step holdstep = { NF_RAW_HOLD, hold, 0 };
+	const struct nf_raw_step giantstep = { NF_RAW_STREAM, giant, 0 };
+	const enum drip_mode slow[] = { DRIP_BODY, DRIP_HEADERS };
+	struct nf_raw_server *srv;
+	struct drip *dp;
+	struct trec t;
+	char url[128], err[512];
+	int64_t ms;
+	long rss0;
+	void *ctx;
+	size_t i;
+
+	trec_init(&t, "erp", 1, "r-1", 1);
+	for (i = 0; i < 2; i++) {
+		dp = drip_start(slow[i]);
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook",
+		    dp->port);
+		ctx = http_url(url, "1", NULL, NULL);
+		ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+		    RS_EXPORT_RETRY);
+		reason_has(err, url, "timed out", END);
+		ck_assert_msg(ms >= 900 && ms < 3000, "drip %zu: %lld ms", i,
+		    (long long)ms);
+		/* It was still sending when the client gave up. */
+		ck_assert_int_ge(atomic_load(&dp->sent), 17 + 5);
+		ck_assert_int_eq(atomic_load(&dp->conns), 1);
+		exporter_http_ops.close(ctx);
+		drip_stop(dp);
+	}
+
+	srv = nf_raw_start(&holdstep, 1);
+	ck_assert_ptr_nonnull(srv);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook",
+	    nf_raw_port(srv));
+	ctx = http_url(url, "1", NULL, NULL);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_RETRY);
+	reason_has(err, url, "timed out", END);
+	ck_assert_msg(ms >= 900 && ms < 3000, "hold: %lld ms", (long long)ms);
+	exporter_http_ops.close(ctx);
+	nf_raw_stop(srv);
+
+	/* Header floods, with a timeout that would let them run on. */
+	rss0 = peak_rss_kib();
+	dp = drip_start(DRIP_FLOOD);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", dp->port);
+	ctx = http_url(url, "20", NULL, NULL);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_RETRY);
+	reason_has(err, url, "answer cut off: its header is over 65536 bytes",
+	    "(HTTP 200)", END);
+	ck_assert_msg(ms < 5000, "flood: %lld ms", (long long)ms);
+	ck_assert_int_lt(atomic_load(&dp->sent), 8 * MIB);
+	exporter_http_ops.close(ctx);
+	drip_stop(dp);
+
+	srv = nf_raw_start(&giantstep, 1);
+	ck_assert_ptr_nonnull(srv);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook",
+	    nf_raw_port(srv));
+	ctx = http_url(url, "20", NULL, NULL);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_RETRY);
+	reason_has(err, url, "answer cut off", "header line", END);
+	ck_assert_msg(ms < 5000, "giant header: %lld ms", (long long)ms);
+	exporter_http_ops.close(ctx);
+	nf_raw_stop(srv);
+	ck_assert_msg(peak_rss_kib() - rss0 < 32 * 1024, "peak RSS grew "
+	    "by %ld KiB", peak_rss_kib() - rss0);
+}
+END_TEST
+
+/*
+ * 3xx: never followed.  Each of 301, 302, 303, 307 and 308 points at a
+ * second sink (the "thief"); each is PERMANENT with the status and the
+ * target (without its user info) in the reason, and the thief never sees
+ * a request: neither the body, nor the signature, nor the Basic
+ * credentials that the target itself did get.  Driven as the engine
+ * does, the redirected record becomes a dead letter and the next one is
+ * delivered.
+ */
+START_TEST(test_http_redirect_not_followed)
+{
+	static const int codes[] = { 301, 302, 303, 307, 308 };
+	struct tu_sink_step step;
+	struct tu_sink_req *log;
+	struct rs_export_kv kv[3];
+	struct tu_sink *s, *thief;
+	struct trec t, tt[2];
+	struct drive dr;
+	char url[160], shown[128], loc[128], err[512], code[16];
+	char *dir, *path;
+	int64_t ms;
+	size_t i, n;
+	void *ctx;
+
+	s = sink_new(NULL);
+	thief = sink_new(NULL);
+	dir = secret_dir(&path);
+	snprintf(url, sizeof(url), "http://erp-user:s3cret-pass@127.0.0.1:%d"
+	    "/hooks/refunds?token=q-s3cret", tu_sink_port(s));
+	snprintf(shown, sizeof(shown), "http://127.0.0.1:%d/hooks/refunds",
+	    tu_sink_port(s));
+	snprintf(loc, sizeof(loc), "Location: http://127.0.0.1:%d/steal",
+	    tu_sink_port(thief));
+	kv[0].key = "url";
+	kv[0].value = url;
+	kv[1].key = "timeout";
+	kv[1].value = "5";
+	kv[2].key = "secret_file";
+	kv[2].value = path;
+	ctx = open_ok(&exporter_http_ops, "erp", kv, 3);
+	trec_init(&t, "erp", 1, "r-moved", 1);
+	for (i = 0; i < 5; i++) {
+		memset(&step, 0, sizeof(step));
+		step.status = codes[i];
+		step.body = "moved";
+		step.header = loc;
+		ck_assert(tu_sink_script(s, &step, 1));
+		ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+		    RS_EXPORT_PERMANENT);
+		snprintf(code, sizeof(code), "HTTP %d", codes[i]);
+		reason_has(err, shown, code, "moved", END);
+		ck_assert_msg(strstr(err, "s3cret") == NULL &&
+		    strstr(err, "erp-user") == NULL, "%s", err);
+		ck_assert_int_lt(ms, 3000);
+	}
+	/* Anything that went to the thief has had time to get there. */
+	tu_sleep_ms(200);
+	ck_assert_int_eq(tu_sink_count(thief, NULL, 0), 0);
+	ck_assert_uint_eq(sink_check(s, SECRET), 5);
+	log = tu_sink_log(s, &n);
+	for (i = 0; i < n; i++) {
+		/* base64("erp-user:s3cret-pass") */
+		ck_assert_str_eq(log[i].authorization,
+		    "Basic ZXJwLXVzZXI6czNjcmV0LXBhc3M=");
+		ck_assert_str_eq(log[i].path, "/hooks/refunds");
+		ck_assert_int_eq(log[i].status, codes[i]);
+	}
+	tu_sink_log_free(log, n);
+
+	/* As the engine drives it: a dead letter, and the next one flows. */
+	trec_init(&tt[0], "erp", 2, "r-moved", 2);
+	trec_init(&tt[1], "erp", 3, "r-2", 1);
+	step.status = 307;
+	ck_assert(tu_sink_script(s, &step, 1));
+	drive(&exporter_http_ops, ctx, tt, 2, &dr, 5);
+	ck_assert_uint_eq(dr.ndead, 1);
+	ck_assert_str_eq(dr.dead[0].key, "erp:r-moved:2");
+	ck_assert_int_eq(dr.retries, 0);
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-2:1"), 1);
+	ck_assert_int_eq(tu_sink_posts(s, "erp:r-moved:2"), 0);
+	ck_assert_int_eq(tu_sink_count(thief, NULL, 0), 0);
+	exporter_http_ops.close(ctx);
+	tu_sink_free(thief);
+	tu_sink_free(s);
+	free(path);
+	tu_rmtree(dir);
+	free(dir);
+}
+END_TEST
+
+/*
+ * A target that never answers the SYN (netfault's blackhole): RETRY at
+ * connect_timeout (1 s), not at the 10 s timeout, naming the target.
+ */
+START_TEST(test_http_connect_timeout)
+{
+	struct nf_blackhole *bh;
+	struct trec t;
+	char url[128], shown[64], err[512];
+	int64_t ms;
+	void *ctx;
+
+	bh = nf_blackhole_start();
+	ck_assert_msg(bh != NULL, "no blackhole on this machine");
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", bh->port);
+	snprintf(shown, sizeof(shown), "127.0.0.1:%d", bh->port);
+	ctx = http_url(url, "10", "1", NULL);
+	trec_init(&t, "erp", 1, "r-1", 1);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_RETRY);
+	reason_has(err, shown, "Failed to connect", "Timeout", END);
+	ck_assert_msg(ms >= 900 && ms < 4000, "%lld ms: %s", (long long)ms,
+	    err);
+	exporter_http_ops.close(ctx);
+	nf_blackhole_stop(bh);
+}
+END_TEST
+
+/* A host name that does not resolve: RETRY, the name in the reason. */
+START_TEST(test_http_dns_failure)
+{
+	struct trec t;
+	char err[512];
+	int64_t ms;
+	void *ctx;
+
+	ck_assert_msg(nf_unresolvable_check(&ms), "this machine resolves "
+	    NF_UNRESOLVABLE_HOST);
+	ctx = http_url("http://" NF_UNRESOLVABLE_HOST ":8080/hook", "10",
+	    NULL, NULL);
+	trec_init(&t, "erp", 1, "r-1", 1);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_RETRY);
+	reason_has(err, "http://" NF_UNRESOLVABLE_HOST ":8080/hook",
+	    "resolve", END);
+	ck_assert_msg(ms < 10000, "%lld ms", (long long)ms);
+	exporter_http_ops.close(ctx);
+}
+END_TEST
+
+/*
+ * TLS failures, each a RETRY with the certificate problem and the target
+ * in the reason, no request getting through, and quick: a plain HTTP
+ * server behind an https URL; a self-signed certificate; one that
+ * expired; one for another host name (the last two issued by the CA the
+ * exporter trusts through ca_file).  The same CA's good certificate is
+ * delivered to, so the set-up is not what fails; without ca_file that
+ * one fails too (the system's CAs do not know it).
+ */
+START_TEST(test_http_tls_failures)
+{
+	static const struct {
+		enum nf_cert	 kind;
+		const char	*why;
+	} bad[] = {
+		{ NF_CERT_SELF_SIGNED, "self-signed certificate" },
+		{ NF_CERT_EXPIRED, "certificate has expired" },
+		{ NF_CERT_WRONG_HOST, "'127.0.0.1'" }
+	};
+	struct nf_tls_server *srv;
+	struct tu_sink_stats st;
+	struct tu_sink *plain;
+	struct trec t;
+	char url[128], err[512], *dir, *ca;
+	int64_t ms;
+	void *ctx;
+	size_t i;
+
+	dir = tu_tempdir();
+	ca = nf_tls_ca_file(dir);
+	ck_assert_ptr_nonnull(ca);
+	trec_init(&t, "erp", 1, "r-1", 1);
+
+	/* Plain HTTP behind https://. */
+	plain = sink_new(NULL);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/hook",
+	    tu_sink_port(plain));
+	ctx = http_url(url, "5", NULL, ca);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_RETRY);
+	reason_has(err, url, "SSL", END);
+	ck_assert_msg(ms < 3000, "%lld ms", (long long)ms);
+	tu_sink_stats(plain, &st);
+	ck_assert_int_eq(st.requests, 0);
+	exporter_http_ops.close(ctx);
+	tu_sink_free(plain);
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		srv = nf_tls_start(bad[i].kind, 200, "{\"ok\":true}");
+		ck_assert_ptr_nonnull(srv);
+		snprintf(url, sizeof(url), "https://127.0.0.1:%d/hook",
+		    nf_tls_port(srv));
+		ctx = http_url(url, "5", NULL, ca);
+		ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+		    RS_EXPORT_RETRY);
+		reason_has(err, url, bad[i].why, END);
+		ck_assert_msg(ms < 3000, "%zu: %lld ms", i, (long long)ms);
+		ck_assert_uint_ge(nf_tls_connections(srv), 1);
+		ck_assert_uint_eq(nf_tls_requests(srv), 0);
+		exporter_http_ops.close(ctx);
+		nf_tls_stop(srv);
+	}
+
+	/* The good one: delivered with the CA, refused without it. */
+	srv = nf_tls_start(NF_CERT_GOOD, 200, "{\"ok\":true}");
+	ck_assert_ptr_nonnull(srv);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d/hook",
+	    nf_tls_port(srv));
+	ctx = http_url(url, "5", NULL, ca);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_OK);
+	ck_assert_uint_eq(nf_tls_requests(srv), 1);
+	exporter_http_ops.close(ctx);
+	ctx = http_url(url, "5", NULL, NULL);
+	ck_assert_int_eq(deliver_once(ctx, &t, err, sizeof(err), &ms),
+	    RS_EXPORT_RETRY);
+	reason_has(err, url, "SSL certificate problem", END);
+	ck_assert_uint_eq(nf_tls_requests(srv), 1);
+	exporter_http_ops.close(ctx);
+	nf_tls_stop(srv);
+	tu_rmtree(dir);
+	free(ca);
 	free(dir);
 }
 END_TEST
@@ -1521,6 +2081,7 @@ http_exec_suite(void)
 	Suite *s = suite_create("http_exec");
 	TCase *tj = tcase_create("json");
 	TCase *th = tcase_create("http");
+	TCase *tn = tcase_create("netfault");
 	TCase *te = tcase_create("exec");
 	TCase *tp = tcase_create("plugin");
 
@@ -1540,6 +2101,16 @@ http_exec_suite(void)
 	tcase_add_test(th, test_http_timeout_refused);
 	tcase_add_test(th, test_http_exactly_once);
 	suite_add_tcase(s, th);
+
+	tcase_set_timeout(tn, 60);
+	tcase_add_test(tn, test_http_reset_mid_answer);
+	tcase_add_test(tn, test_http_huge_answer);
+	tcase_add_test(tn, test_http_endless_answer);
+	tcase_add_test(tn, test_http_redirect_not_followed);
+	tcase_add_test(tn, test_http_connect_timeout);
+	tcase_add_test(tn, test_http_dns_failure);
+	tcase_add_test(tn, test_http_tls_failures);
+	suite_add_tcase(s, tn);
 
 	tcase_set_timeout(te, 60);
 	tcase_add_test(te, test_exec_ops);
@@ -1569,6 +2140,12 @@ main(void)
 
 	xmalloc_init_json();
 	log_init(0, false);
+	/* Every target here is local: no proxy may stand in between. */
+	unsetenv("http_proxy");
+	unsetenv("https_proxy");
+	unsetenv("HTTPS_PROXY");
+	unsetenv("all_proxy");
+	unsetenv("ALL_PROXY");
 	sr = srunner_create(http_exec_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
