@@ -403,6 +403,31 @@ check_webhook_path(const char *v)
 	return NULL;
 }
 
+/*
+ * Is the host at the start of s (up to ':', '/' or the end; an IPv6
+ * literal in brackets) a loopback one: localhost, 127.0.0.0/8 or [::1]?
+ */
+static bool
+host_is_loopback(const char *s)
+{
+	size_t n;
+
+	if (strncmp(s, "[::1]", 5) == 0)
+		return s[5] == '\0' || s[5] == ':' || s[5] == '/';
+	n = strcspn(s, ":/");
+	if (n == 9 && strncmp(s, "localhost", 9) == 0)
+		return true;
+	/* 127.x.y.z: digits and dots only after "127.". */
+	if (n < 5 || strncmp(s, "127.", 4) != 0)
+		return false;
+	return strspn(s, "0123456789.") >= n;
+}
+
+/*
+ * The Wix API's base URL.  The app secret and API key travel in its
+ * requests, so plain http:// is refused except to a loopback address
+ * (the sandbox, a local proxy).
+ */
 static const char *
 check_url(const char *v)
 {
@@ -413,11 +438,15 @@ check_url(const char *v)
 	else if (strncmp(v, "http://", 7) == 0)
 		host = v + 7;
 	else
-		return "must start with http:// or https://";
+		return "must start with https://";
 	if (!is_token(v))
 		return "must be printable ASCII without spaces";
 	if (*host == '\0' || *host == '/')
 		return "has no host";
+	if (host == v + 7 && !host_is_loopback(host))
+		return "must start with https:// (http:// only to localhost, "
+		    "127.0.0.0/8 or [::1]: the credentials would cross the "
+		    "network in clear text)";
 	return NULL;
 }
 

@@ -461,10 +461,34 @@ START_TEST(test_api_base)
 
 	ck_assert_str_eq(cfg->api_base, "http://[::1]:9000");
 	config_free(cfg);
+	cfg = load_ok("[wix]\napi_base = http://localhost/x\n");
+	config_free(cfg);
+	cfg = load_ok("[wix]\napi_base = http://127.1.2.3:80\n");
+	config_free(cfg);
+	cfg = load_ok("[wix]\napi_base = https://10.0.0.1:8443\n");
+	config_free(cfg);
 	load_err("[wix]\napi_base = ftp://example.com\n",
-	    "@:2: [wix] api_base: must start with http:// or https://");
+	    "@:2: [wix] api_base: must start with https://");
 	load_err("[wix]\napi_base = www.wixapis.com\n",
-	    "@:2: [wix] api_base: must start with http:// or https://");
+	    "@:2: [wix] api_base: must start with https://");
+	/* Plain http:// only to loopback: the secret would travel in
+	 * clear text. */
+	load_err("[wix]\napi_base = http://www.wixapis.com\n",
+	    "@:2: [wix] api_base: must start with https:// (http:// only to "
+	    "localhost, 127.0.0.0/8 or [::1]: the credentials would cross "
+	    "the network in clear text)");
+	load_err("[wix]\napi_base = http://127.0.0.1.evil.example\n",
+	    "@:2: [wix] api_base: must start with https:// (http:// only to "
+	    "localhost, 127.0.0.0/8 or [::1]: the credentials would cross "
+	    "the network in clear text)");
+	load_err("[wix]\napi_base = http://localhost.example\n",
+	    "@:2: [wix] api_base: must start with https:// (http:// only to "
+	    "localhost, 127.0.0.0/8 or [::1]: the credentials would cross "
+	    "the network in clear text)");
+	load_err("[wix]\napi_base = http://[::2]:80\n",
+	    "@:2: [wix] api_base: must start with https:// (http:// only to "
+	    "localhost, 127.0.0.0/8 or [::1]: the credentials would cross "
+	    "the network in clear text)");
 	load_err("[wix]\napi_base = https://\n",
 	    "@:2: [wix] api_base: has no host");
 	load_err("[wix]\napi_base = https://a b\n",
