@@ -1131,6 +1131,7 @@ struct pl_round {
 	struct store	*b;		/* the backfill */
 	struct store	*e;		/* an exporter (lazy_sync) */
 	bool		 e_ready;	/* its row exists */
+	bool		 bf_loaded;	/* the backfill read its position */
 	int		 ckpt;		/* wal_autocheckpoint; 0: SQLite's */
 };
 
@@ -1470,6 +1471,7 @@ step_backfill(struct pl_round *r)
 {
 	struct pl_line *L = r->line;
 	struct store_bf_page pages[3];
+	struct store_instance in;
 	struct refund *rfs[3] = { NULL, NULL, NULL };
 	int *refs[3] = { NULL, NULL, NULL };
 	char id[32], cursors[3][32];
@@ -1479,6 +1481,36 @@ step_backfill(struct pl_round *r)
 	if (r->b == NULL)
 		return;
 	snprintf(id, sizeof(id), "inst-bf-%d", L->bf_gen);
+	if (!r->bf_loaded) {
+		/*
+		 * A run takes its position from the store, as the daemon's
+		 * backfill does when it starts (bf_load): a commit the cut
+		 * left unacknowledged may have been kept, and when the power
+		 * went twice no check has brought the model up to it.
+		 */
+		memset(&in, 0, sizeof(in));
+		rc = store_instance_get(r->b, id, &in);
+		if (rc != RS_OK && rc != RS_ERR_NOTFOUND) {
+			pl_expect(r, rc, "backfill position");
+			return;
+		}
+		r->bf_loaded = true;
+		if (rc == RS_OK && in.backfill == STORE_BACKFILL_DONE) {
+			/* Finished, unacknowledged, yet kept: go on. */
+			L->bf_gen++;
+			L->bf_started = false;
+			L->bf_pages = L->bf_checked = 0;
+			store_instance_cleanup(&in);
+			return;
+		}
+		if (rc == RS_OK && in.backfill == STORE_BACKFILL_RUNNING) {
+			L->bf_started = true;
+			if (in.backfill_pages > L->bf_pages)
+				L->bf_pages = in.backfill_pages;
+		}
+		if (rc == RS_OK)
+			store_instance_cleanup(&in);
+	}
 	if (!L->bf_started) {
 		rc = store_backfill_start(r->b, id, false);
 		pl_expect(r, rc, "backfill start");
@@ -1657,6 +1689,7 @@ pl_round_run(struct pl_round *r)
 	for (i = 0; i < sizeof(pl_steps) / sizeof(pl_steps[0]); i++)
 		total += pl_steps[i].weight;
 	pl_profile_pick(r->rng, r->o->control, &pf);
+	r->bf_loaded = false;
 	r->ckpt = ckpts[rng_below(r->rng, sizeof(ckpts) / sizeof(ckpts[0]))];
 	pl_forget();
 	pl.ignore_sync = r->o->ignore_sync;
