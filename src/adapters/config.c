@@ -175,7 +175,12 @@ static const struct config_row rows[] = {
 	    check_token, "",
 	    "instance ids to backfill at start, comma-separated"),
 	ROW_STRING("wix", "api_base", api_base, 0, check_url,
-	    "https://www.wixapis.com", "the Wix REST API; http:// or https://"),
+	    "https://www.wixapis.com",
+	    "the Wix REST API; https:// (http:// only to loopback)"),
+	ROW_INT("wix", "connect_timeout", wix_connect_timeout, 1, 300, "5",
+	    "seconds to connect to the Wix REST API, per attempt"),
+	ROW_INT("wix", "timeout", wix_timeout, 1, 3600, "30",
+	    "seconds for one Wix API request in all; >= connect_timeout"),
 	ROW_INT("wix", "jwt_leeway", jwt_leeway, 0, 86400, "60",
 	    "seconds of clock skew allowed on exp, nbf and iat"),
 
@@ -1159,6 +1164,19 @@ config_validate(struct parse *p)
 		else
 			kerr(p, "server", "listen",
 			    "clashes with admin_listen (%s)", c->admin_listen);
+	}
+
+	if (!key_bad(p, "wix", "connect_timeout") &&
+	    !key_bad(p, "wix", "timeout") &&
+	    c->wix_timeout < c->wix_connect_timeout) {
+		if (key_set(p, "wix", "timeout"))
+			kerr(p, "wix", "timeout", "%" PRId64 " is less than "
+			    "connect_timeout (%" PRId64 ")", c->wix_timeout,
+			    c->wix_connect_timeout);
+		else
+			kerr(p, "wix", "connect_timeout", "%" PRId64 " is more "
+			    "than timeout (%" PRId64 ")",
+			    c->wix_connect_timeout, c->wix_timeout);
 	}
 
 	if (!key_bad(p, "wix", "app_id") && c->app_secret_file[0] != '\0' &&

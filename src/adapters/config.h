@@ -95,6 +95,9 @@ struct config {
 	char	**instances;		/* instance ids to backfill */
 	size_t	 ninstances;
 	char	*api_base;
+	int64_t	 wix_connect_timeout;	/* seconds, connect_timeout */
+	int64_t	 wix_timeout;		/* seconds, timeout: a whole
+					   request; >= the connect one */
 	int64_t	 jwt_leeway;		/* seconds */
 
 	/* [backfill] */

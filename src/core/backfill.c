@@ -1258,6 +1258,10 @@ backfill_wixapi_new(const struct config *cfg, struct wixapi **out,
 		opt.site_id = cfg->site_id;
 	}
 	opt.requests_per_minute = cfg->requests_per_minute;
+	/* [wix] connect_timeout and timeout (config.c keeps the one at
+	 * most the other). */
+	opt.connect_timeout_ms = (long)cfg->wix_connect_timeout * 1000L;
+	opt.timeout_ms = (long)cfg->wix_timeout * 1000L;
 	/* One budget per store, so the daemon and every CLI command
 	 * working on it share each instance's requests per minute. */
 	bpath = xasprintf("%s-wixbudget", cfg->store_path);

@@ -15,8 +15,11 @@
  * minute to see a second window, so it checks the burst bound instead:
  * with requests_per_minute = 10 the first 10 requests go at once and the
  * 11th has not gone a few seconds later (it waits for the window), with
- * zero 429 from a sandbox limiting at 10 too.  The whole file runs in
- * one to two minutes under the sanitizers; each test has 90 s.
+ * zero 429 from a sandbox limiting at 10 too.  Timeouts come from
+ * [wix] connect_timeout = 1 and timeout = 2 where a test needs one to
+ * pass, so a stalled page or a connect that never completes costs
+ * seconds, not the defaults' 5 and 30 s.  The whole file runs in one to
+ * two minutes under the sanitizers; each test has 90 s.
  */
 #include <sys/types.h>
 
@@ -245,8 +248,43 @@ struct env {
 	char		*conf;
 	char		*db;
 	char		*out;		/* backfill_spawn()'s output */
+	char		*instances;	/* [wix] instances, or NULL */
+	int		 page_size;
+	int		 rpm;
 	struct tu_sandbox sb;
 };
+
+/*
+ * (Re)write e's config: credentials for the sandbox, with api_base
+ * replaced by api_base unless NULL, then the [wix] keys of wix (NULL:
+ * none; each line ending in "\n").
+ */
+static void
+env_conf(struct env *e, const char *api_base, const char *wix)
+{
+	char *keys, *text, *p;
+
+	keys = tu_sandbox_wix_keys(&e->sb, e->dir);
+	ck_assert_ptr_nonnull(keys);
+	if (api_base != NULL) {
+		/* The sandbox's api_base is the last line of keys. */
+		p = strstr(keys, "api_base = ");
+		ck_assert_ptr_nonnull(p);
+		*p = '\0';
+	}
+	text = xasprintf("[store]\npath = %s\n[wix]\npublic_key_file = "
+	    "%s/unused.pem\n%s%s%s%s%s%s%s%s[backfill]\npage_size = %d\n"
+	    "requests_per_minute = %d\n", e->db, e->dir, keys,
+	    api_base != NULL ? "api_base = " : "",
+	    api_base != NULL ? api_base : "", api_base != NULL ? "\n" : "",
+	    wix != NULL ? wix : "",
+	    e->instances != NULL ? "instances = " : "",
+	    e->instances != NULL ? e->instances : "",
+	    e->instances != NULL ? "\n" : "", e->page_size, e->rpm);
+	ck_assert(tu_write_file(e->conf, text, false));
+	free(text);
+	free(keys);
+}
 
 /*
  * A directory, a sandbox and a config: credentials for the sandbox,
@@ -256,25 +294,16 @@ static void
 env_open(struct env *e, int seed, const char *instances,
     const char *cfg_instances, int page_size, int rpm, int rate_limit)
 {
-	char *keys, *text;
-
 	memset(e, 0, sizeof(*e));
 	e->dir = tu_tempdir();
 	e->conf = xasprintf("%s/refundsync.conf", e->dir);
 	e->db = xasprintf("%s/refundsync.db", e->dir);
 	e->out = xasprintf("%s/backfill.out", e->dir);
+	e->instances = cfg_instances != NULL ? xstrdup(cfg_instances) : NULL;
+	e->page_size = page_size;
+	e->rpm = rpm;
 	sandbox_start(&e->sb, e->dir, seed, instances, rate_limit);
-	keys = tu_sandbox_wix_keys(&e->sb, e->dir);
-	ck_assert_ptr_nonnull(keys);
-	text = xasprintf("[store]\npath = %s\n[wix]\npublic_key_file = "
-	    "%s/unused.pem\n%s%s%s%s[backfill]\npage_size = %d\n"
-	    "requests_per_minute = %d\n", e->db, e->dir, keys,
-	    cfg_instances != NULL ? "instances = " : "",
-	    cfg_instances != NULL ? cfg_instances : "",
-	    cfg_instances != NULL ? "\n" : "", page_size, rpm);
-	ck_assert(tu_write_file(e->conf, text, false));
-	free(text);
-	free(keys);
+	env_conf(e, NULL, NULL);
 }
 
 static void
@@ -286,6 +315,7 @@ env_close(struct env *e)
 	free(e->conf);
 	free(e->db);
 	free(e->out);
+	free(e->instances);
 }
 
 /* `refundsync backfill -c CONF [args]`, waited for; the exit status. */
@@ -490,55 +520,59 @@ struct fault_case {
 	int		 exit;		/* of the backfill command */
 	const char	*message;	/* in stderr (and last_error if it
 					   failed) */
+	const char	*wix;		/* more [wix] keys, or NULL */
 };
+
+/* Short Wix API timeouts, for the cases that pass one. */
+#define SHORT_TIMEOUTS	"connect_timeout = 1\ntimeout = 2\n"
 
 #define Q	",\"endpoint\":\"query\""
 
 static const struct fault_case fault_cases[] = {
 	{ "{\"fault\":\"429\",\"count\":3" Q "}", "429", 3, 0,
-	    "HTTP 429" },
+	    "HTTP 429", NULL },
 	{ "{\"fault\":\"429\",\"count\":2,\"retry_after\":1" Q "}", "429",
-	    2, 0, "(Retry-After)" },
-	{ "{\"fault\":\"500\",\"count\":2" Q "}", "500", 2, 0, "HTTP 500" },
+	    2, 0, "(Retry-After)", NULL },
+	{ "{\"fault\":\"500\",\"count\":2" Q "}", "500", 2, 0, "HTTP 500", NULL },
 	{ "{\"fault\":\"503\",\"count\":1,\"endpoint\":\"token\"}", "503",
-	    1, 0, "POST /oauth2/token: HTTP 503" },
+	    1, 0, "POST /oauth2/token: HTTP 503", NULL },
 	{ "{\"fault\":\"stall\",\"count\":1,\"ms\":1500" Q "}", "stall", 1,
-	    0, "done: 10 pages" },
+	    0, "done: 10 pages", NULL },
 	{ "{\"fault\":\"stall_body\",\"count\":1,\"ms\":1500" Q "}",
-	    "stall_body", 1, 0, "done: 10 pages" },
+	    "stall_body", 1, 0, "done: 10 pages", NULL },
 	{ "{\"fault\":\"truncate\",\"count\":2" Q "}", "truncate", 2, 0,
-	    "transfer closed" },
+	    "transfer closed", NULL },
 	{ "{\"fault\":\"truncate\",\"count\":1,\"chunked\":true" Q "}",
-	    "truncate", 1, 0, "retrying" },
+	    "truncate", 1, 0, "retrying", NULL },
 	{ "{\"fault\":\"oversize\",\"count\":1,\"bytes\":9437184" Q "}",
-	    "oversize", 1, 0, "oversized page" },
+	    "oversize", 1, 0, "oversized page", NULL },
 	{ "{\"fault\":\"invalid_json\",\"count\":2" Q "}", "invalid_json",
-	    2, 0, "malformed page, HTTP 200" },
+	    2, 0, "malformed page, HTTP 200", NULL },
 	{ "{\"fault\":\"expire_cursor\",\"count\":1}", "expire_cursor", 1,
-	    0, "Wix rejected the cursor (HTTP 400: INVALID_CURSOR" },
+	    0, "Wix rejected the cursor (HTTP 400: INVALID_CURSOR", NULL },
 	{ "{\"fault\":\"repeat_cursor\",\"count\":1}", "repeat_cursor", 1,
-	    1, "Query Refunds repeated cursor" },
+	    1, "Query Refunds repeated cursor", NULL },
 	{ "{\"fault\":\"has_next_no_cursor\",\"count\":1}",
-	    "has_next_no_cursor", 1, 1, "has hasNext true but no next cursor" },
+	    "has_next_no_cursor", 1, 1, "has hasNext true but no next cursor", NULL },
 	{ "{\"fault\":\"empty_page_has_next\",\"count\":1}",
-	    "empty_page_has_next", 1, 1, "returned an empty page" },
+	    "empty_page_has_next", 1, 1, "returned an empty page", NULL },
 	/* Network faults: a reset after half the body (an RST, not a
 	 * clean close), with and without Content-Length ... */
 	{ "{\"fault\":\"reset\",\"count\":2" Q "}", "reset", 2, 0,
-	    "Recv failure: Connection reset by peer" },
+	    "Recv failure: Connection reset by peer", NULL },
 	{ "{\"fault\":\"reset\",\"count\":1,\"chunked\":true" Q "}",
-	    "reset", 1, 0, "Recv failure: Connection reset by peer" },
+	    "reset", 1, 0, "Recv failure: Connection reset by peer", NULL },
 	/* ... a redirect, not followed: the run fails at once naming it
 	 * (the target's absence is checked for every case) ... */
 	{ "{\"fault\":\"302\",\"count\":1" Q "}", "302", 1, 1,
-	    "HTTP 302" },
+	    "HTTP 302", NULL },
 	{ "{\"fault\":\"307\",\"count\":1,\"endpoint\":\"token\"}",
 	    "307", 1, 1,
-	    "redirect, not followed (check api_base): HTTP 307" },
-	/* ... and a page stalled past wixapi's 30 s timeout (not
-	 * configurable: the case takes some 32 s): cut, retried. */
-	{ "{\"fault\":\"stall\",\"count\":1,\"seconds\":32" Q "}",
-	    "stall", 1, 0, "Operation timed out after 30" },
+	    "redirect, not followed (check api_base): HTTP 307", NULL },
+	/* ... and a page stalled (4 s) past [wix] timeout (2 s): cut at
+	 * 2000-2099 ms, retried, completed. */
+	{ "{\"fault\":\"stall\",\"count\":1,\"seconds\":4" Q "}",
+	    "stall", 1, 0, "Operation timed out after 20", SHORT_TIMEOUTS },
 };
 
 START_TEST(test_faults)
@@ -549,6 +583,8 @@ START_TEST(test_faults)
 	int rc;
 
 	env_open(&e, 95, "inst-f", NULL, 10, 100000, 0);
+	if (fc->wix != NULL)
+		env_conf(&e, NULL, fc->wix);
 	want = sb_ids(&e.sb, "inst-f", NULL);
 	sb_fault(&e.sb, fc->fault);
 	rc = backfill_cmd(&e, "inst-f", false, &out, &err);
@@ -628,6 +664,232 @@ START_TEST(test_retry_after_date)
 	free(out);
 	free(err);
 	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/* ---- tests: network faults through the binary ------------------------- */
+
+/*
+ * A connect that never completes, a certificate that does not verify and
+ * a name that does not resolve, each as api_base of `refundsync
+ * backfill` with [wix] connect_timeout = 1 and timeout = 2.  wixapi
+ * retries every one of them (8 attempts with backoff) and the backfill
+ * retries the page on top (5 times), so a run would take minutes to
+ * fail; each test instead waits (a few seconds at most) for the first
+ * failed attempt in the output, checks it, and stops the command: a
+ * first SIGTERM asks for a stop at the next page boundary (which comes
+ * only once wixapi gives up), a second exits at once, keeping every
+ * committed page and the cursor.
+ */
+
+#define NET_WAIT_MS	8000	/* for the first failed attempt */
+
+/* Wait up to ms for e->out to contain want.  The time it took, or -1.
+ * *text (may be NULL) gets the output (caller frees). */
+static int64_t
+wait_out(const struct env *e, const char *want, int ms, char **text)
+{
+	int64_t t0 = clock_mono_ms(), dt = -1;
+	char *s = NULL;
+
+	for (;;) {
+		free(s);
+		s = tu_read_file(e->out, NULL);
+		if (s != NULL && strstr(s, want) != NULL) {
+			dt = clock_mono_ms() - t0;
+			break;
+		}
+		if (clock_mono_ms() - t0 > ms)
+			break;
+		tu_sleep_ms(20);
+	}
+	if (text != NULL)
+		*text = s != NULL ? s : xstrdup("");
+	else
+		free(s);
+	return dt;
+}
+
+/* Stop a backfill command stuck inside a Wix call: SIGTERM, then, once
+ * it has said so, SIGTERM again; it must be gone within 2 s. */
+static void
+stop_twice(const struct env *e, pid_t pid)
+{
+	int64_t t0;
+	char *text;
+
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_msg(wait_out(e, "SIGTERM: stopping at the next page "
+	    "boundary", 3000, &text) >= 0, "output: %s", text);
+	free(text);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(kill(pid, SIGTERM), 0);
+	ck_assert_int_eq(tu_wait_exit(pid, 5000), 128 + SIGTERM);
+	ck_assert_int_lt(clock_mono_ms() - t0, 2000);
+}
+
+/* The milliseconds libcurl reports in "... after N ms" following
+ * what in text, or -1. */
+static int64_t
+after_ms(const char *text, const char *what)
+{
+	const char *p = strstr(text, what);
+	char *end;
+	long long v;
+
+	if (p == NULL)
+		return -1;
+	p += strlen(what);
+	v = strtoll(p, &end, 10);
+	if (end == p || strncmp(end, " ms", 3) != 0)
+		return -1;
+	return v;
+}
+
+/*
+ * A peer that never answers the SYN, on a resumed backfill: every
+ * attempt is cut at [wix] connect_timeout (1 s, not the default 5 s),
+ * retried, and the cursor of the pages stored before is kept; back on
+ * the sandbox, the next run resumes from it and completes the exact set.
+ */
+START_TEST(test_net_connect_timeout)
+{
+	struct nf_blackhole *b;
+	struct env e;
+	char *want, *cursor, *state, *text, *out = NULL, *err = NULL;
+	char base[64], what[160], resume[64];
+	int64_t pages, dt, ms;
+	pid_t pid;
+
+	env_open(&e, 95, "inst-h", NULL, 5, 100000, 0);
+	want = sb_ids(&e.sb, "inst-h", NULL);
+	/* 19 pages of 200 ms: some pages, a cursor, then kill -9. */
+	sb_slow(&e.sb, 200);
+	pid = backfill_spawn(&e, "inst-h");
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    2, 20000));
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(tu_wait_exit(pid, 5000), 128 + SIGKILL);
+	sb_clear(&e.sb);
+	pages = db_int(&e, "SELECT backfill_pages FROM instances");
+	ck_assert_int_lt(pages, 19);
+	cursor = db_text(&e, "SELECT backfill_cursor FROM instances");
+	ck_assert_str_ne(cursor, "");
+	state = db_state(&e, "inst-h");
+
+	b = nf_blackhole_start();
+	ck_assert_ptr_nonnull(b);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", b->port);
+	env_conf(&e, base, SHORT_TIMEOUTS);
+	ck_assert_int_eq(unlink(e.out), 0);
+	pid = backfill_spawn(&e, "inst-h");
+	/* A new process: the token request is the first to hang. */
+	snprintf(what, sizeof(what), "instance inst-h: POST /oauth2/token: "
+	    "Failed to connect to 127.0.0.1 port %d after ", b->port);
+	dt = wait_out(&e, "attempt 2 of 8", NET_WAIT_MS, &text);
+	ck_assert_msg(dt >= 0, "output: %s", text);
+	ms = after_ms(text, what);
+	ck_assert_msg(ms >= 1000 && ms < 1900, "connect cut after %lld ms: "
+	    "%s", (long long)ms, text);
+	ck_assert_ptr_nonnull(strstr(text, " ms: Timeout was reached "
+	    "(request id none): attempt 1 of 8, retrying in "));
+	snprintf(resume, sizeof(resume), "resuming after page %lld",
+	    (long long)pages);
+	ck_assert_ptr_nonnull(strstr(text, resume));
+	ck_assert_ptr_null(strstr(text, APP_SECRET));
+	free(text);
+	stop_twice(&e, pid);
+	nf_blackhole_stop(b);
+	/* Nothing changed: the same pages, the same cursor. */
+	ck_str(db_state(&e, "inst-h"), state);
+	ck_str(db_text(&e, "SELECT backfill_cursor FROM instances"), cursor);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds"),
+	    pages * 5);
+
+	env_conf(&e, NULL, SHORT_TIMEOUTS);
+	ck_assert_msg(backfill_cmd(&e, "inst-h", false, &out, &err) == 0,
+	    "stderr: %s", err);
+	ck_assert_ptr_nonnull(strstr(err, resume));
+	expect_set(&e, "inst-h", want);
+	ck_str(db_state(&e, "inst-h"), "done|19|95|0|-");
+	free(out);
+	free(err);
+	free(state);
+	free(cursor);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
+/* A first run against api_base that fails at once: the state it
+ * leaves while stuck inside its first Wix call. */
+static void
+expect_stuck_state(const struct env *e, const char *instance)
+{
+	char *state = db_state(e, instance);
+
+	ck_assert_msg(strcmp(state, "running|0|0|0|-") == 0, "state %s",
+	    state);
+	free(state);
+}
+
+/*
+ * https://127.0.0.1 served with a self-signed certificate: the handshake
+ * fails verification, so no request reaches the server, and the output
+ * says why.
+ */
+START_TEST(test_net_tls_self_signed)
+{
+	struct nf_tls_server *t;
+	struct env e;
+	char base[64], *text;
+	int64_t dt;
+	pid_t pid;
+
+	env_open(&e, 0, "inst-s", NULL, 10, 100000, 0);
+	t = nf_tls_start(NF_CERT_SELF_SIGNED, 200, "{}");
+	ck_assert_ptr_nonnull(t);
+	snprintf(base, sizeof(base), "https://127.0.0.1:%d", nf_tls_port(t));
+	env_conf(&e, base, SHORT_TIMEOUTS);
+	pid = backfill_spawn(&e, "inst-s");
+	dt = wait_out(&e, "instance inst-s: POST /oauth2/token: SSL "
+	    "certificate problem: self-signed certificate (request id "
+	    "none): attempt 1 of 8, retrying", NET_WAIT_MS, &text);
+	ck_assert_msg(dt >= 0, "output: %s", text);
+	ck_assert_ptr_null(strstr(text, APP_SECRET));
+	free(text);
+	stop_twice(&e, pid);
+	ck_assert_uint_ge(nf_tls_connections(t), 1);
+	ck_assert_uint_eq(nf_tls_requests(t), 0);
+	nf_tls_stop(t);
+	expect_stuck_state(&e, "inst-s");
+	env_close(&e);
+}
+END_TEST
+
+/* A host name that does not resolve: the output names it. */
+START_TEST(test_net_dns)
+{
+	struct env e;
+	char *text;
+	int64_t dt, ms;
+	pid_t pid;
+
+	/* The machine fails the name at once (no network round trip). */
+	ck_assert(nf_unresolvable_check(&ms));
+	ck_assert_int_lt(ms, 2000);
+	env_open(&e, 0, "inst-n", NULL, 10, 100000, 0);
+	env_conf(&e, "https://" NF_UNRESOLVABLE_HOST, SHORT_TIMEOUTS);
+	pid = backfill_spawn(&e, "inst-n");
+	dt = wait_out(&e, "instance inst-n: POST /oauth2/token: Could not "
+	    "resolve host: " NF_UNRESOLVABLE_HOST " (request id none): "
+	    "attempt 1 of 8, retrying", NET_WAIT_MS, &text);
+	ck_assert_msg(dt >= 0, "output: %s", text);
+	ck_assert_ptr_null(strstr(text, APP_SECRET));
+	free(text);
+	stop_twice(&e, pid);
+	expect_stuck_state(&e, "inst-n");
 	env_close(&e);
 }
 END_TEST
@@ -1049,6 +1311,9 @@ sandbox_suite(void)
 	tcase_add_loop_test(tc, test_faults, 0,
 	    (int)(sizeof(fault_cases) / sizeof(fault_cases[0])));
 	tcase_add_test(tc, test_retry_after_date);
+	tcase_add_test(tc, test_net_connect_timeout);
+	tcase_add_test(tc, test_net_tls_self_signed);
+	tcase_add_test(tc, test_net_dns);
 	tcase_add_test(tc, test_kill9_resume);
 	tcase_add_test(tc, test_daemon_webhook_mid_backfill);
 	tcase_add_test(tc, test_daemon_install_stop_resume);

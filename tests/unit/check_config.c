@@ -164,6 +164,8 @@ assert_defaults(const struct config *cfg)
 	ck_assert_ptr_nonnull(cfg->instances);
 	ck_assert_ptr_null(cfg->instances[0]);
 	ck_assert_str_eq(cfg->api_base, "https://www.wixapis.com");
+	ck_assert_int_eq(cfg->wix_connect_timeout, 5);
+	ck_assert_int_eq(cfg->wix_timeout, 30);
 	ck_assert_int_eq(cfg->jwt_leeway, 60);
 	ck_assert(cfg->on_install);
 	ck_assert_int_eq(cfg->page_size, 100);
@@ -229,6 +231,8 @@ START_TEST(test_every_key_set)
 	    "site_id = site-1\n"
 	    "instances = i-1,i-2\n"
 	    "api_base = http://127.0.0.1:9999\n"
+	    "connect_timeout = 2\n"
+	    "timeout = 7\n"
 	    "jwt_leeway = 0\n"
 	    "[backfill]\n"
 	    "on_install = no\n"
@@ -261,6 +265,8 @@ START_TEST(test_every_key_set)
 	ck_assert_str_eq(cfg->instances[0], "i-1");
 	ck_assert_str_eq(cfg->instances[1], "i-2");
 	ck_assert_str_eq(cfg->api_base, "http://127.0.0.1:9999");
+	ck_assert_int_eq(cfg->wix_connect_timeout, 2);
+	ck_assert_int_eq(cfg->wix_timeout, 7);
 	ck_assert_int_eq(cfg->jwt_leeway, 0);
 	ck_assert(!cfg->on_install);
 	ck_assert_int_eq(cfg->page_size, 1);
@@ -291,11 +297,11 @@ START_TEST(test_table_defaults_load)
 		config_free(cfg);
 		free(text);
 	}
-	ck_assert_uint_eq(n, 24);
+	ck_assert_uint_eq(n, 26);
 	ck_assert_str_eq(config_keys()[0].section, "server");
 	ck_assert_str_eq(config_keys()[0].name, "listen");
 	ck_assert_str_eq(config_keys()[0].def, "127.0.0.1:8080");
-	ck_assert_ptr_null(config_keys()[24].name);
+	ck_assert_ptr_null(config_keys()[26].name);
 }
 END_TEST
 
@@ -363,6 +369,73 @@ START_TEST(test_int_bad)
 	    "@:2: [server] commit_batch: \"10001\" is out of range 1..10000");
 	load_err("[store]\nbusy_timeout = 600001\n",
 	    "@:2: [store] busy_timeout: \"600001\" is out of range 0..600000");
+}
+END_TEST
+
+/* [wix] connect_timeout and timeout: their ranges, and the one never
+ * more than the other. */
+START_TEST(test_wix_timeouts)
+{
+	const struct config_key *k;
+	struct config *cfg;
+	int seen = 0;
+
+	for (k = config_keys(); k->name != NULL; k++) {
+		if (strcmp(k->section, "wix") != 0)
+			continue;
+		if (strcmp(k->name, "connect_timeout") == 0) {
+			ck_assert_str_eq(k->def, "5");
+			seen |= 1;
+		} else if (strcmp(k->name, "timeout") == 0) {
+			ck_assert_str_eq(k->def, "30");
+			seen |= 2;
+		}
+	}
+	ck_assert_int_eq(seen, 3);
+
+	cfg = load_ok("[wix]\nconnect_timeout = 1\ntimeout = 1\n");
+	ck_assert_int_eq(cfg->wix_connect_timeout, 1);
+	ck_assert_int_eq(cfg->wix_timeout, 1);
+	config_free(cfg);
+	cfg = load_ok("[wix]\nconnect_timeout = 300\ntimeout = 3600\n");
+	ck_assert_int_eq(cfg->wix_connect_timeout, 300);
+	ck_assert_int_eq(cfg->wix_timeout, 3600);
+	config_free(cfg);
+	/* Each alone, against the other's default. */
+	cfg = load_ok("[wix]\ntimeout = 5\n");
+	ck_assert_int_eq(cfg->wix_connect_timeout, 5);
+	ck_assert_int_eq(cfg->wix_timeout, 5);
+	config_free(cfg);
+	cfg = load_ok("[wix]\nconnect_timeout = 30\n");
+	ck_assert_int_eq(cfg->wix_connect_timeout, 30);
+	ck_assert_int_eq(cfg->wix_timeout, 30);
+	config_free(cfg);
+
+	load_err("[wix]\nconnect_timeout = 0\n",
+	    "@:2: [wix] connect_timeout: \"0\" is out of range 1..300");
+	load_err("[wix]\nconnect_timeout = 301\ntimeout = 3600\n",
+	    "@:2: [wix] connect_timeout: \"301\" is out of range 1..300");
+	load_err("[wix]\nconnect_timeout = 1.5\n",
+	    "@:2: [wix] connect_timeout: \"1.5\" is not an integer");
+	load_err("[wix]\ntimeout = 0\n",
+	    "@:2: [wix] timeout: \"0\" is out of range 1..3600");
+	load_err("[wix]\n\ntimeout = 3601\n",
+	    "@:3: [wix] timeout: \"3601\" is out of range 1..3600");
+	load_err("[wix]\ntimeout = -1\n",
+	    "@:2: [wix] timeout: \"-1\" is out of range 1..3600");
+	/* timeout below connect_timeout: the error names the key set (the
+	 * timeout when both are). */
+	load_err("[wix]\nconnect_timeout = 10\ntimeout = 9\n",
+	    "@:3: [wix] timeout: 9 is less than connect_timeout (10)");
+	load_err("[wix]\ntimeout = 4\n",
+	    "@:2: [wix] timeout: 4 is less than connect_timeout (5)");
+	load_err("[wix]\nconnect_timeout = 31\n",
+	    "@:2: [wix] connect_timeout: 31 is more than timeout (30)");
+	/* A refused value is not compared. */
+	load_err("[wix]\nconnect_timeout = x\ntimeout = 2\n",
+	    "@:2: [wix] connect_timeout: \"x\" is not an integer");
+	load_err("[wix]\nconnect_timeout = 60\ntimeout = 0\n",
+	    "@:3: [wix] timeout: \"0\" is out of range 1..3600");
 }
 END_TEST
 
@@ -1303,7 +1376,7 @@ START_TEST(test_sample_uncommented_loads)
 		ck_assert_int_eq(buf_printf(&b, "%s\n",
 		    key != NULL ? key : lines[i]), RS_OK);
 	}
-	ck_assert_uint_eq(n, 24);
+	ck_assert_uint_eq(n, 26);
 	out = buf_detach(&b, NULL);
 	cfg = load_ok(out);
 	assert_defaults(cfg);
@@ -1329,6 +1402,7 @@ config_suite(void)
 	tcase_add_test(tc, test_table_unique_lowercase);
 	tcase_add_test(tc, test_int_good);
 	tcase_add_test(tc, test_int_bad);
+	tcase_add_test(tc, test_wix_timeouts);
 	tcase_add_test(tc, test_bool);
 	tcase_add_test(tc, test_listen_values);
 	tcase_add_test(tc, test_webhook_path);
