@@ -68,15 +68,19 @@ struct jwtv_vctx {
 	EVP_PKEY_CTX		*ctx;	/* owned */
 };
 
+/* Per key, a stack of idle contexts, guarded by mtx. */
+struct jwtv_idle {
+	pthread_mutex_t		  mtx;
+	struct jwtv_vctx	**stacks;	/* owned; nkeys, each owned */
+};
+
 struct jwtv_keys {
 	EVP_PKEY	**pkeys;	/* owned; nkeys RSA public keys */
 	size_t		  nkeys;
 	EVP_MD		 *sha256;	/* owned; fetched once */
-	/* Per key, a stack of idle contexts (see the top), guarded by
-	 * *idle_mtx.  Both are pointers so that a verify may use them
-	 * through a const key set: the keys themselves never change. */
-	struct jwtv_vctx **idle;	/* owned */
-	pthread_mutex_t	 *idle_mtx;	/* owned */
+	/* The idle contexts (see the top): a pointer, so that a verify
+	 * may use them through a const key set; the keys never change. */
+	struct jwtv_idle *idle;		/* owned */
 };
 
 static const char *const reason_names[] = {
@@ -131,18 +135,20 @@ b64_value(unsigned char c, bool url)
  * b64_value() as two tables ([0] standard, [1] url), built once: the
  * per-character branches were a tenth of the webhook path's own CPU.
  */
-static signed char	b64_tab[2][256];
+#define B64_BAD	0xff		/* in b64_tab: not in the alphabet */
+static unsigned char	b64_tab[2][256];
 static pthread_once_t	b64_once = PTHREAD_ONCE_INIT;
 
 static void
 b64_tab_init(void)
 {
-	int c;
+	int v, c, url;
 
-	for (c = 0; c < 256; c++) {
-		b64_tab[0][c] = (signed char)b64_value((unsigned char)c, false);
-		b64_tab[1][c] = (signed char)b64_value((unsigned char)c, true);
-	}
+	for (url = 0; url < 2; url++)
+		for (c = 0; c < 256; c++) {
+			v = b64_value((unsigned char)c, url == 1);
+			b64_tab[url][c] = v < 0 ? B64_BAD : (unsigned char)v;
+		}
 }
 
 /*
@@ -154,7 +160,7 @@ static bool
 b64_decode(const char *in, size_t len, bool url, unsigned char **out,
     size_t *outlen)
 {
-	const signed char *tab;
+	const unsigned char *tab;
 	unsigned char	*p = NULL;
 	uint32_t	 acc = 0;
 	size_t		 i, n = 0;
@@ -166,7 +172,7 @@ b64_decode(const char *in, size_t len, bool url, unsigned char **out,
 	tab = b64_tab[url ? 1 : 0];
 	p = xmalloc(len / 4 * 3 + 3);
 	for (i = 0; i < len; i++) {
-		if ((v = tab[(unsigned char)in[i]]) < 0)
+		if ((v = tab[(unsigned char)in[i]]) == B64_BAD)
 			goto fail;
 		acc = (acc << 6) | (uint32_t)v;
 		bits += 6;
@@ -316,6 +322,7 @@ jwtv_keys_add_pem(struct jwtv_keys **keys, const char *text, size_t len,
     const char **why)
 {
 	struct jwtv_keys	*k;
+	struct jwtv_vctx	**st;
 	EVP_PKEY		*pkey = NULL;
 	EVP_MD			*md = NULL;
 	unsigned char		*pem = NULL;
@@ -346,8 +353,8 @@ jwtv_keys_add_pem(struct jwtv_keys **keys, const char *text, size_t len,
 		}
 		k = xcalloc(1, sizeof(*k));
 		k->sha256 = md;
-		k->idle_mtx = xmalloc(sizeof(*k->idle_mtx));
-		if (pthread_mutex_init(k->idle_mtx, NULL) != 0)
+		k->idle = xcalloc(1, sizeof(*k->idle));
+		if (pthread_mutex_init(&k->idle->mtx, NULL) != 0)
 			fatalx("jwtverify: cannot create a mutex");
 		*keys = k;
 	}
@@ -355,8 +362,9 @@ jwtv_keys_add_pem(struct jwtv_keys **keys, const char *text, size_t len,
 	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
 	k->pkeys = xreallocarray(k->pkeys, k->nkeys + 1, sizeof(*k->pkeys));
 	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
-	k->idle = xreallocarray(k->idle, k->nkeys + 1, sizeof(*k->idle));
-	k->idle[k->nkeys] = NULL;
+	st = xreallocarray(k->idle->stacks, k->nkeys + 1, sizeof(*st));
+	st[k->nkeys] = NULL;
+	k->idle->stacks = st;
 	k->pkeys[k->nkeys++] = pkey;
 	*why = NULL;
 	return RS_OK;
@@ -416,18 +424,18 @@ jwtv_keys_free(struct jwtv_keys *keys)
 	if (keys == NULL)
 		return;
 	for (i = 0; i < keys->nkeys; i++) {
-		while ((v = keys->idle[i]) != NULL) {
-			keys->idle[i] = v->next;
+		while ((v = keys->idle->stacks[i]) != NULL) {
+			keys->idle->stacks[i] = v->next;
 			EVP_PKEY_CTX_free(v->ctx);
 			free(v);
 		}
 		EVP_PKEY_free(keys->pkeys[i]);
 	}
+	free(keys->idle->stacks);
+	(void)pthread_mutex_destroy(&keys->idle->mtx);
 	free(keys->idle);
 	free(keys->pkeys);
 	EVP_MD_free(keys->sha256);
-	(void)pthread_mutex_destroy(keys->idle_mtx);
-	free(keys->idle_mtx);
 	free(keys);
 }
 
@@ -449,10 +457,10 @@ vctx_get(const struct jwtv_keys *keys, size_t i)
 {
 	struct jwtv_vctx *v;
 
-	pthread_mutex_lock(keys->idle_mtx);
-	if ((v = keys->idle[i]) != NULL)
-		keys->idle[i] = v->next;
-	pthread_mutex_unlock(keys->idle_mtx);
+	pthread_mutex_lock(&keys->idle->mtx);
+	if ((v = keys->idle->stacks[i]) != NULL)
+		keys->idle->stacks[i] = v->next;
+	pthread_mutex_unlock(&keys->idle->mtx);
 	if (v != NULL)
 		return v;
 	v = xcalloc(1, sizeof(*v));
@@ -473,10 +481,10 @@ vctx_get(const struct jwtv_keys *keys, size_t i)
 static void
 vctx_put(const struct jwtv_keys *keys, size_t i, struct jwtv_vctx *v)
 {
-	pthread_mutex_lock(keys->idle_mtx);
-	v->next = keys->idle[i];
-	keys->idle[i] = v;
-	pthread_mutex_unlock(keys->idle_mtx);
+	pthread_mutex_lock(&keys->idle->mtx);
+	v->next = keys->idle->stacks[i];
+	keys->idle->stacks[i] = v;
+	pthread_mutex_unlock(&keys->idle->mtx);
 }
 
 /*

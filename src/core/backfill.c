@@ -940,7 +940,7 @@ bf_commit_batch(struct bf_run *r, struct bf_qitem *const *batch, size_t n,
 		else
 			which = xasprintf("pages %lld-%lld",
 			    (long long)r->pages + 1,
-			    (long long)(r->pages + (int64_t)n));
+			    (long long)r->pages + (long long)n);
 		if (rc != RS_ERR_BUSY || tries >= r->attempts) {
 			*why = xasprintf("cannot store %s: %s", which,
 			    rs_strstatus(rc));
