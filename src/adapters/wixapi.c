@@ -30,9 +30,23 @@
  *
  * Threads: any thread may call.  The instance list has a mutex held only
  * to look up or add an instance; each instance has a mutex for its
- * budget and counters and one for its token.  libcurl easy handles are
- * kept in a small pool, so connections are reused between calls; one
- * handle serves one transfer at a time.
+ * budget and counters and one for its token.  libcurl handles (an easy
+ * handle and the multi handle that drives it) are kept in a small pool,
+ * so connections are reused between calls; one pair serves one transfer
+ * at a time.
+ *
+ * Stopping: wixapi_stop() sets a flag of the struct wixapi and makes
+ * its eventfd readable.  Every sleep (backoff, Retry-After, the budget)
+ * is cut into slices of at most WIXAPI_SLICE_MS and looks at the flag
+ * between them.  A transfer runs on its own multi handle, in the loop
+ * curl_easy_perform() has (so libcurl times out and words its errors
+ * exactly as it does there), with the eventfd among the descriptors
+ * curl_multi_poll() waits on: the stop wakes it at once, whatever the
+ * transfer is doing (curl_easy_perform() alone would look at a stalled
+ * transfer only once a second), and the transfer is abandoned; a
+ * progress callback also aborts it from inside libcurl.  A stopped
+ * attempt is neither retried nor logged as a failure: the call returns
+ * RS_ERR_STOPPING.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -43,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,12 +100,21 @@
 #define WIXAPI_MAX_REQUEST_ID	128	/* kept of x-wix-request-id */
 #define WIXAPI_MAX_VIOLATIONS	4096	/* bytes of the violations text */
 #define WIXAPI_POOL_MAX		16	/* idle curl handles kept */
+#define WIXAPI_SLICE_MS		50	/* a sleep looks at stop this often */
+#define WIXAPI_POLL_MS		1000	/* curl_easy_perform()'s wait */
 #define WIXAPI_TOKEN_PATH	"/oauth2/token"
 #define WIXAPI_QUERY_PATH	"/payments/refunds/v1/refunds/query"
 #define WIXAPI_USER_AGENT	"refundsync/" PACKAGE_VERSION
 
 /* "instance:<id>" and "site:<id>" fit a shared budget's ids. */
 _Static_assert(WIXAPI_MAX_ID + 9 <= BUDGET_ID_MAX, "budget id too short");
+
+/* A transfer handle: an easy handle and the multi handle that drives it
+ * (whose connection cache keeps the connections between calls). */
+struct wixapi_conn {
+	CURL	*h;
+	CURLM	*m;
+};
 
 /* One app instance (or, in API-key mode, the one site). */
 struct wixapi_inst {
@@ -129,14 +153,18 @@ struct wixapi {
 	wixapi_transport_fn	 transport;
 	void			*transport_ctx;
 	wixapi_now_fn		 now_fn;
-	wixapi_sleep_fn		 sleep_fn;
+	wixapi_sleep_fn		 sleep_fn;	/* NULL: real_sleep() */
 	void			*clock_ctx;
+	atomic_bool		 stop;		/* wixapi_stop() was called */
+	int			 stop_fd;	/* eventfd, readable once
+						   stopped; -1 without
+						   libcurl */
 	_Atomic uint64_t	 rng;		/* splitmix64 state (jitter) */
 	pthread_mutex_t		 mu;		/* insts */
 	struct wixapi_inst	*insts;
 	struct wixapi_inst	*key_inst;	/* API-key mode only */
 	pthread_mutex_t		 pool_mu;	/* pool, npool */
-	CURL			*pool[WIXAPI_POOL_MAX];
+	struct wixapi_conn	 pool[WIXAPI_POOL_MAX];
 	size_t			 npool;
 };
 
@@ -158,35 +186,47 @@ real_now(void *ctx)
 	return clock_mono_ms();
 }
 
+/*
+ * Sleep ms on CLOCK_MONOTONIC, or until *stop is set.  The wait is cut
+ * into slices of at most WIXAPI_SLICE_MS, each to an absolute time on
+ * the monotonic clock and all judged against one deadline, so the
+ * slices never add up to more (or less) than ms, a signal (EINTR)
+ * never shortens the wait, and a stop is seen within a slice.
+ */
 static void
-real_sleep(void *ctx, int64_t ms)
+real_sleep(const atomic_bool *stop, int64_t ms)
 {
 	struct timespec ts;
 	int64_t end, left;
+	bool relative = false;
 	int rc;
 
-	(void)ctx;
 	end = clock_mono_ms() + ms;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(ms / 1000);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	while ((rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts,
-	    NULL)) == EINTR)
-		continue;
-	if (rc == 0)
-		return;
-	/*
-	 * Refused (libfaketime's wrapper answers EINVAL when it leaves
-	 * CLOCK_MONOTONIC alone): never skip the wait, sleep relative
-	 * slices up to the same monotonic deadline.
-	 */
-	while ((left = end - clock_mono_ms()) > 0) {
-		ts.tv_sec = (time_t)(left / 1000);
-		ts.tv_nsec = (long)(left % 1000) * 1000000L;
+	while (!atomic_load(stop) && (left = end - clock_mono_ms()) > 0) {
+		if (left > WIXAPI_SLICE_MS)
+			left = WIXAPI_SLICE_MS;
+		if (!relative) {
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_nsec += (long)left * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			while ((rc = clock_nanosleep(CLOCK_MONOTONIC,
+			    TIMER_ABSTIME, &ts, NULL)) == EINTR)
+				continue;
+			if (rc == 0)
+				continue;
+			/*
+			 * Refused (libfaketime's wrapper answers EINVAL when
+			 * it leaves CLOCK_MONOTONIC alone): never skip the
+			 * wait, sleep relative slices up to the same
+			 * monotonic deadline.
+			 */
+			relative = true;
+		}
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)left * 1000000L;
 		(void)nanosleep(&ts, NULL);
 	}
 }
@@ -197,11 +237,20 @@ w_now(struct wixapi *w)
 	return w->now_fn(w->clock_ctx);
 }
 
-static void
+/* Sleep ms, or less if wixapi_stop() comes first.  false: stopped
+ * (before or during the sleep). */
+static bool
 w_sleep(struct wixapi *w, int64_t ms)
 {
-	if (ms > 0)
-		w->sleep_fn(w->clock_ctx, ms);
+	if (atomic_load(&w->stop))
+		return false;
+	if (ms > 0) {
+		if (w->sleep_fn != NULL)
+			w->sleep_fn(w->clock_ctx, ms);
+		else
+			real_sleep(&w->stop, ms);
+	}
+	return !atomic_load(&w->stop);
 }
 
 /* splitmix64: good enough for jitter, lock-free across threads. */
@@ -391,6 +440,21 @@ retry_after_parse(const char *v, size_t len)
 	return t <= now ? 0 : (int64_t)(t - now);
 }
 
+/* libcurl's progress callback, called often during a transfer (connect
+ * and TLS included): non-zero aborts it, CURLE_ABORTED_BY_CALLBACK. */
+static int
+xfer_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+    curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct wixapi *w = arg;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return atomic_load(&w->stop) ? 1 : 0;
+}
+
 static size_t
 xfer_header(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -426,35 +490,113 @@ xfer_header(char *data, size_t size, size_t nmemb, void *arg)
 	return len;
 }
 
-static CURL *
-pool_get(struct wixapi *w)
+static void
+conn_cleanup(struct wixapi_conn *c)
 {
-	CURL *h = NULL;
-
-	pthread_mutex_lock(&w->pool_mu);
-	if (w->npool > 0)
-		h = w->pool[--w->npool];
-	pthread_mutex_unlock(&w->pool_mu);
-	if (h == NULL)
-		h = curl_easy_init();
-	return h;
+	if (c->m != NULL)
+		curl_multi_cleanup(c->m);
+	if (c->h != NULL)
+		curl_easy_cleanup(c->h);
+	c->m = NULL;
+	c->h = NULL;
 }
 
-/* Keeps the handle's connections for the next call. */
-static void
-pool_put(struct wixapi *w, CURL *h)
+/* A transfer handle from the pool, or a new one.  false if libcurl
+ * cannot make one. */
+static bool
+pool_get(struct wixapi *w, struct wixapi_conn *c)
 {
-	if (h == NULL)
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_lock(&w->pool_mu);
+	if (w->npool > 0)
+		*c = w->pool[--w->npool];
+	pthread_mutex_unlock(&w->pool_mu);
+	if (c->h != NULL)
+		return true;
+	c->h = curl_easy_init();
+	c->m = curl_multi_init();
+	if (c->h == NULL || c->m == NULL) {
+		conn_cleanup(c);
+		return false;
+	}
+	return true;
+}
+
+/* Keeps the handle's connections for the next call.  c->h is not in
+ * c->m any more. */
+static void
+pool_put(struct wixapi *w, struct wixapi_conn *c)
+{
+	if (c->h == NULL)
 		return;
-	curl_easy_reset(h);
+	curl_easy_reset(c->h);
 	pthread_mutex_lock(&w->pool_mu);
 	if (w->npool < WIXAPI_POOL_MAX) {
-		w->pool[w->npool++] = h;
-		h = NULL;
+		w->pool[w->npool++] = *c;
+		memset(c, 0, sizeof(*c));
 	}
 	pthread_mutex_unlock(&w->pool_mu);
-	if (h != NULL)
-		curl_easy_cleanup(h);
+	conn_cleanup(c);
+}
+
+/*
+ * Run the transfer set up on c->h to its end, on c->m: the loop of
+ * curl_easy_perform() (libcurl 7.88's easy_transfer(): wait up to a
+ * second, then perform), so timeouts fire and read as they do there,
+ * with the stop's eventfd among the descriptors waited on, so a stop
+ * wakes the wait at once, and ends the transfer.  The progress callback
+ * cuts it short from inside libcurl too.  CURLE_ABORTED_BY_CALLBACK
+ * once stopped; otherwise the transfer's result, with errbuf filled by
+ * libcurl or here.
+ */
+static CURLcode
+xfer_perform(struct wixapi *w, struct wixapi_conn *c, char *errbuf)
+{
+	struct curl_waitfd wfd;
+	CURLMcode mc;
+	CURLMsg *msg;
+	CURLcode rc = CURLE_OK;
+	int running = 1, left;
+	bool done = false;
+
+	memset(&wfd, 0, sizeof(wfd));
+	wfd.fd = w->stop_fd;
+	wfd.events = CURL_WAIT_POLLIN;
+	if ((mc = curl_multi_add_handle(c->m, c->h)) != CURLM_OK) {
+		snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi_add_handle: %s",
+		    curl_multi_strerror(mc));
+		return CURLE_FAILED_INIT;
+	}
+	for (;;) {
+		if ((mc = curl_multi_poll(c->m, &wfd, w->stop_fd >= 0 ? 1 : 0,
+		    WIXAPI_POLL_MS, NULL)) != CURLM_OK)
+			break;
+		if (atomic_load(&w->stop)) {
+			rc = CURLE_ABORTED_BY_CALLBACK;
+			done = true;
+			break;
+		}
+		if ((mc = curl_multi_perform(c->m, &running)) != CURLM_OK)
+			break;
+		while ((msg = curl_multi_info_read(c->m, &left)) != NULL)
+			if (msg->msg == CURLMSG_DONE &&
+			    msg->easy_handle == c->h) {
+				rc = msg->data.result;
+				done = true;
+			}
+		if (done || running == 0)
+			break;
+	}
+	(void)curl_multi_remove_handle(c->m, c->h);
+	if (done)
+		return rc;
+	if (mc != CURLM_OK)
+		snprintf(errbuf, CURL_ERROR_SIZE, "curl_multi: %s",
+		    curl_multi_strerror(mc));
+	else
+		snprintf(errbuf, CURL_ERROR_SIZE, "the transfer ended without "
+		    "a result");
+	return CURLE_FAILED_INIT;
 }
 
 static void
@@ -469,7 +611,7 @@ slist_wipe_free(struct curl_slist *l)
 
 /* Options common to every transfer; the method's come after. */
 static CURLcode
-xfer_setopts(CURL *h, const struct wixapi_http_request *req,
+xfer_setopts(CURL *h, struct wixapi *w, const struct wixapi_http_request *req,
     struct curl_slist *hl, struct xfer *x, char *errbuf)
 {
 	CURLcode rc;
@@ -496,7 +638,11 @@ xfer_setopts(CURL *h, const struct wixapi_http_request *req,
 	    (rc = curl_easy_setopt(h, CURLOPT_USERAGENT,
 	    WIXAPI_USER_AGENT)) != CURLE_OK ||
 	    (rc = curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf)) !=
-	    CURLE_OK)
+	    CURLE_OK ||
+	    (rc = curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION,
+	    xfer_progress)) != CURLE_OK ||
+	    (rc = curl_easy_setopt(h, CURLOPT_XFERINFODATA, w)) != CURLE_OK ||
+	    (rc = curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L)) != CURLE_OK)
 		return rc;
 	if (strcmp(req->method, "GET") == 0)
 		return curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
@@ -522,8 +668,8 @@ curl_transport(void *ctx, const struct wixapi_http_request *req,
 	struct wixapi *w = ctx;
 	struct curl_slist *hl = NULL, *tmp;
 	char errbuf[CURL_ERROR_SIZE];
+	struct wixapi_conn c;
 	struct xfer x;
-	CURL *h = NULL;
 	CURLcode rc;
 	long status = 0;
 	enum rs_status st = RS_ERR_IO;
@@ -533,7 +679,7 @@ curl_transport(void *ctx, const struct wixapi_http_request *req,
 	buf_init(&x.body, req->max_response);
 	x.retry_after_s = -1;
 	errbuf[0] = '\0';
-	if ((h = pool_get(w)) == NULL) {
+	if (!pool_get(w, &c)) {
 		resp->error = xstrdup("curl_easy_init failed");
 		goto out;
 	}
@@ -546,12 +692,18 @@ curl_transport(void *ctx, const struct wixapi_http_request *req,
 	if ((tmp = curl_slist_append(hl, "Expect:")) == NULL)
 		goto nomem;
 	hl = tmp;
-	if ((rc = xfer_setopts(h, req, hl, &x, errbuf)) != CURLE_OK) {
+	if ((rc = xfer_setopts(c.h, w, req, hl, &x, errbuf)) != CURLE_OK) {
 		resp->error = xasprintf("curl_easy_setopt: %s",
 		    curl_easy_strerror(rc));
 		goto out;
 	}
-	rc = curl_easy_perform(h);
+	rc = xfer_perform(w, &c, errbuf);
+	if (rc == CURLE_ABORTED_BY_CALLBACK) {
+		/* xfer_progress(): wixapi_stop(). */
+		resp->error = xstrdup("stopped");
+		st = RS_ERR_STOPPING;
+		goto out;
+	}
 	if (x.toobig || rc == CURLE_FILESIZE_EXCEEDED) {
 		st = RS_ERR_TOOBIG;
 		goto out;
@@ -561,7 +713,7 @@ curl_transport(void *ctx, const struct wixapi_http_request *req,
 		    curl_easy_strerror(rc));
 		goto out;
 	}
-	if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) !=
+	if (curl_easy_getinfo(c.h, CURLINFO_RESPONSE_CODE, &status) !=
 	    CURLE_OK || status == 0) {
 		resp->error = xstrdup("no HTTP status");
 		goto out;
@@ -581,7 +733,7 @@ nomem:
 	resp->error = xstrdup("curl_slist_append failed");
 out:
 	slist_wipe_free(hl);
-	pool_put(w, h);
+	pool_put(w, &c);
 	buf_cleanup(&x.body);
 	free(x.request_id);
 	return st;
@@ -678,8 +830,9 @@ ring_try_take(struct wixapi *w, struct wixapi_inst *in, size_t *slot)
  * Take a slot in in's budget, the shared one (budget_path) or the
  * private ring.  Sleeps with no lock held, then looks again (another
  * thread or process may have taken the slot).  RS_OK and *slot, for
- * inst_done(), or RS_ERR_IO when the shared budget cannot be used
- * (logged by it; nothing was taken).
+ * inst_done(); RS_ERR_IO when the shared budget cannot be used (logged
+ * by it; nothing was taken); RS_ERR_STOPPING when wixapi_stop() ends
+ * the wait (nothing was taken).
  */
 static enum rs_status
 inst_take(struct wixapi *w, struct wixapi_inst *in, size_t *slot)
@@ -700,7 +853,8 @@ inst_take(struct wixapi *w, struct wixapi_inst *in, size_t *slot)
 			log_debug("wixapi: %s: %zu requests in the last "
 			    "minute, waiting %lld ms", in->label, w->rpm,
 			    (long long)wait);
-		w_sleep(w, wait);
+		if (!w_sleep(w, wait))
+			return RS_ERR_STOPPING;
 	}
 	pthread_mutex_lock(&in->mu);
 	in->requests++;
@@ -763,7 +917,11 @@ backoff_ms(struct wixapi *w, int attempt, int64_t retry_after_s)
 
 /* ---- sending ---------------------------------------------------------- */
 
-/* One exchange, counted against in's budget. */
+/*
+ * One exchange, counted against in's budget.  RS_ERR_STOPPING (resp
+ * empty) if wixapi_stop() came before it was sent, or cut it short; a
+ * whole answer that arrived is kept even if a stop came meanwhile.
+ */
 static enum rs_status
 send_once(struct wixapi *w, struct wixapi_inst *in,
     const struct wixapi_http_request *req, struct wixapi_http_response *resp)
@@ -772,7 +930,11 @@ send_once(struct wixapi *w, struct wixapi_inst *in,
 	size_t slot;
 
 	resp_init(resp);
-	if (inst_take(w, in, &slot) != RS_OK) {
+	if (atomic_load(&w->stop))
+		return RS_ERR_STOPPING;
+	if ((st = inst_take(w, in, &slot)) != RS_OK) {
+		if (st == RS_ERR_STOPPING)
+			return st;
 		/* Never send past a budget we cannot read: retried like a
 		 * transport error. */
 		resp->error = xasprintf("request budget %s unusable",
@@ -781,6 +943,12 @@ send_once(struct wixapi *w, struct wixapi_inst *in,
 	}
 	st = w->transport(w->transport_ctx, req, resp);
 	inst_done(w, in, slot);
+	if (st != RS_OK && st != RS_ERR_TOOBIG && atomic_load(&w->stop)) {
+		/* Cut short by the stop (or failed as it came): no answer,
+		 * and nothing to retry or report. */
+		wixapi_http_response_cleanup(resp);
+		return RS_ERR_STOPPING;
+	}
 	if (st != RS_OK && st != RS_ERR_TOOBIG)
 		st = RS_ERR_IO;
 	if (st == RS_OK && (resp->status < 100 || resp->status > 599)) {
@@ -797,8 +965,10 @@ send_once(struct wixapi *w, struct wixapi_inst *in,
 
 /*
  * Send req until an answer that is not retried.  RS_OK with *resp (any
- * status but one of status_retried()), RS_ERR_TOOBIG, or RS_ERR_BUSY
- * once max_attempts are spent.  Logs each failed attempt.  what is
+ * status but one of status_retried()), RS_ERR_TOOBIG, RS_ERR_BUSY once
+ * max_attempts are spent, or RS_ERR_STOPPING (resp empty) once
+ * wixapi_stop() is called: no further attempt, no backoff, and no
+ * failure logged for it.  Logs each failed attempt.  what is
  * "METHOD /path" with no query string.
  */
 static enum rs_status
@@ -813,6 +983,8 @@ send_retry(struct wixapi *w, struct wixapi_inst *in,
 
 	for (attempt = 1;; attempt++) {
 		st = send_once(w, in, req, resp);
+		if (st == RS_ERR_STOPPING)
+			goto stopped;
 		if (st == RS_ERR_TOOBIG) {
 			log_warnx("wixapi: %s: %s: response over %zu bytes, "
 			    "dropped", in->label, what, req->max_response);
@@ -821,6 +993,8 @@ send_retry(struct wixapi *w, struct wixapi_inst *in,
 		}
 		if (st == RS_OK && !status_retried(resp->status))
 			return RS_OK;
+		if (atomic_load(&w->stop))
+			goto stopped;
 		if (st == RS_OK)
 			snprintf(why, sizeof(why), "HTTP %ld", resp->status);
 		else
@@ -843,8 +1017,15 @@ send_retry(struct wixapi *w, struct wixapi_inst *in,
 		    st == RS_OK && resp->retry_after_s != -1 ?
 		    " (Retry-After)" : "");
 		wixapi_http_response_cleanup(resp);
-		w_sleep(w, wait);
+		if (!w_sleep(w, wait))
+			goto stopped;
 	}
+stopped:
+	wixapi_http_response_cleanup(resp);
+	if (log_enabled(LOG_LVL_DEBUG))
+		log_debug("wixapi: %s: %s: stopped at attempt %d", in->label,
+		    what, attempt);
+	return RS_ERR_STOPPING;
 }
 
 /* ---- errors ----------------------------------------------------------- */
@@ -1132,6 +1313,10 @@ wixapi_call(struct wixapi *w, const char *instance_id, const char *method,
 	if (w->oauth && !text_safe(instance_id, WIXAPI_MAX_ID)) {
 		log_warnx("wixapi: %s %s: no usable instance id", method,
 		    path);
+		goto out;
+	}
+	if (atomic_load(&w->stop)) {
+		st = RS_ERR_STOPPING;
 		goto out;
 	}
 	in = inst_get(w, w->oauth ? instance_id : "", true);
@@ -1484,6 +1669,7 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 	}
 
 	w = xcalloc(1, sizeof(*w));
+	w->stop_fd = -1;
 	w->base = xstrdup(opt->api_base);
 	n = strlen(w->base);
 	while (n > 0 && w->base[n - 1] == '/')
@@ -1522,6 +1708,11 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 	} else {
 		w->transport = curl_transport;
 		w->transport_ctx = w;
+		if ((w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) ==
+		    -1) {
+			*why = xasprintf("eventfd: %s", strerror(errno));
+			goto fail;
+		}
 	}
 	if (opt->now_ms != NULL) {
 		w->now_fn = opt->now_ms;
@@ -1529,8 +1720,9 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 		w->clock_ctx = opt->clock_ctx;
 	} else {
 		w->now_fn = real_now;
-		w->sleep_fn = real_sleep;
+		w->sleep_fn = NULL;
 	}
+	atomic_init(&w->stop, false);
 	if (opt->budget_path != NULL && budget_open(opt->budget_path,
 	    (int64_t)w->rpm, w->window_ms, w->now_fn, w->clock_ctx,
 	    &w->budget, &bwhy) != RS_OK) {
@@ -1555,6 +1747,8 @@ wixapi_new(const struct wixapi_options *opt, struct wixapi **out,
 	return RS_OK;
 fail:
 	if (w != NULL) {
+		if (w->stop_fd >= 0)
+			close(w->stop_fd);
 		budget_close(w->budget);
 		freezero_str(w->app_secret);
 		freezero_str(w->api_key);
@@ -1564,6 +1758,25 @@ fail:
 		free(w);
 	}
 	return RS_ERR_CONFIG;
+}
+
+void
+wixapi_stop(struct wixapi *w)
+{
+	uint64_t one = 1;
+
+	if (w == NULL || atomic_exchange(&w->stop, true))
+		return;
+	/* Wakes every transfer's wait; it stays readable. */
+	if (w->stop_fd >= 0 && write(w->stop_fd, &one, sizeof(one)) < 0) {
+		/* EAGAIN only (the counter is full): it is readable. */
+	}
+}
+
+bool
+wixapi_stopped(const struct wixapi *w)
+{
+	return w != NULL && atomic_load(&w->stop);
 }
 
 void
@@ -1581,9 +1794,11 @@ wixapi_free(struct wixapi *w)
 	inst_free(w->key_inst);
 	budget_close(w->budget);
 	for (i = 0; i < w->npool; i++)
-		curl_easy_cleanup(w->pool[i]);
+		conn_cleanup(&w->pool[i]);
 	pthread_mutex_destroy(&w->mu);
 	pthread_mutex_destroy(&w->pool_mu);
+	if (w->stop_fd >= 0)
+		close(w->stop_fd);
 	freezero_str(w->app_secret);
 	freezero_str(w->api_key);
 	free(w->app_id);

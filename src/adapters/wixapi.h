@@ -25,6 +25,17 @@
  * one instance share its budget and token under a mutex (a token fetch
  * holds up only the callers of that instance).
  *
+ * Stopping: wixapi_stop() ends every call of the client promptly (well
+ * under a second) with RS_ERR_STOPPING: a backoff, Retry-After or budget
+ * wait ends at once (sleeps are sliced at 50 ms), a libcurl transfer in
+ * progress is abandoned at once (its wait is woken: connect, TLS and a
+ * stalled body included), and no further attempt is made.  The flag
+ * belongs to the struct wixapi (one per client: the daemon stops its
+ * backfills and its reconcile together), so nothing borrowed has to
+ * outlive anything.  A stopped call may have reached Wix: a caller of a
+ * call that is not idempotent (Create Refund) must not stop it, or must
+ * report its outcome as unknown.  refundcmd never stops its client.
+ *
  * Test seams: the HTTP transport and the clock.  wixapi_options.transport,
  * when set, replaces libcurl, so unit tests can answer requests without
  * sockets.  wixapi_options.now_ms and .sleep_ms, when set, replace the
@@ -74,7 +85,10 @@ void	wixapi_http_response_cleanup(struct wixapi_http_response *r);
 /*
  * A transport performs one exchange.  RS_OK with *resp filled (any HTTP
  * status), or RS_ERR_IO (connect failure, timeout, reset; resp->error
- * may say why), or RS_ERR_TOOBIG (the response passed max_response).
+ * may say why), or RS_ERR_TOOBIG (the response passed max_response), or
+ * RS_ERR_STOPPING (it saw wixapi_stopped() and cut the exchange short;
+ * any failure other than RS_ERR_TOOBIG once the client is stopped is
+ * taken as that).
  * *resp arrives zeroed with retry_after_s = -1; whatever the transport
  * leaves in it is released by the caller, whatever the result.  ctx
  * first.  Called from any thread.
@@ -84,7 +98,9 @@ typedef enum rs_status (*wixapi_transport_fn)(void *ctx,
 		    struct wixapi_http_response *resp /* OUT */);
 
 /* The clock seam: milliseconds on a monotonic clock, and a sleep of ms
- * milliseconds on it.  ctx first.  Called from any thread. */
+ * milliseconds on it.  ctx first.  Called from any thread.  A seam's
+ * sleep is not cut short by wixapi_stop(): the client looks at the flag
+ * before and after it (the real sleep looks every 50 ms). */
 typedef int64_t	(*wixapi_now_fn)(void *ctx);
 typedef void	(*wixapi_sleep_fn)(void *ctx, int64_t ms);
 
@@ -129,7 +145,9 @@ struct wixapi_options {
  * RS_OK and *out (caller owns; wixapi_free()), or RS_ERR_CONFIG and a
  * message in *why (caller frees), also when the budget file cannot be
  * opened (the message names it).  Initialises libcurl once per process
- * (thread-safe) when the libcurl transport is used.
+ * (thread-safe) when the libcurl transport is used; the client then
+ * holds one descriptor (an eventfd, for wixapi_stop()) until
+ * wixapi_free().
  */
 enum rs_status	wixapi_new(const struct wixapi_options *opt,
 		    struct wixapi **out /* OUT */, char **why /* OUT */);
@@ -172,6 +190,11 @@ void	wixapi_error_cleanup(struct wixapi_error *e);
  *   budget file that cannot be used at the moment, such as on a full
  *   disk, counts as a transport error: nothing is sent past it).
  * RS_ERR_TOOBIG: the response passed max_response (not retried).
+ * RS_ERR_STOPPING: wixapi_stop() was called before or during the call:
+ *   no (further) request is sent, a wait or a transfer under way is cut
+ *   short, *resp and *err stay empty, and nothing is logged as a
+ *   failure.  A request cut short mid-transfer may have reached Wix.
+ *   A whole answer that arrived before the stop is returned as usual.
  */
 enum rs_status	wixapi_call(struct wixapi *w, const char *instance_id,
 		    const char *method, const char *path, const char *body,
@@ -209,6 +232,19 @@ enum rs_status	wixapi_query_refunds(struct wixapi *w, const char *instance_id,
 		    const char *cursor, int limit, const char *charge_id,
 		    struct wixapi_page *out /* OUT */,
 		    struct wixapi_error *err /* OUT */);
+
+/*
+ * Stop w, for good: every call under way returns RS_ERR_STOPPING within
+ * about 50 ms (a transfer at once: its wait is woken through an
+ * eventfd; a sleep within a 50 ms slice; tests/unit/check_wixapi.c
+ * measures both), and every later call returns it without sending
+ * anything.  An atomic exchange and a write(2): callable from any
+ * thread, and from a signal handler.  Idempotent; w stays valid and is
+ * still freed with wixapi_free() once no call runs.  NULL is fine.
+ */
+void		wixapi_stop(struct wixapi *w);
+/* Has wixapi_stop() been called on w?  NULL: false. */
+bool		wixapi_stopped(const struct wixapi *w);
 
 /* HTTP requests this process has sent for instance_id (every attempt,
  * token requests included; for progress/ETA).  0 for an unknown one.

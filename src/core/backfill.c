@@ -371,11 +371,14 @@ bf_abort(struct bf_pipe *q)
 
 /* ---- the steps of a run ------------------------------------------------ */
 
-/* Stop asked for, or (in the fetcher) the committer gave up. */
+/* Stop asked for (the run's flag, or wixapi_stop() on its client: no
+ * call of it can succeed any more), or (in the fetcher) the committer
+ * gave up. */
 static bool
 bf_stopped(const struct bf_run *r)
 {
 	return (r->opt->stop != NULL && atomic_load(r->opt->stop)) ||
+	    wixapi_stopped(r->w) ||
 	    (r->pipe != NULL && atomic_load(&r->pipe->abort));
 }
 
@@ -518,7 +521,9 @@ bf_transient(enum rs_status rc, const struct wixapi_error *e)
 
 /*
  * Fetch the page at r->cursor into *page.  RS_OK; RS_ERR_RANGE (the
- * cursor was rejected); RS_ERR_STOPPING; or a failure with *why.
+ * cursor was rejected); RS_ERR_STOPPING (stopped before the call, or
+ * wixapi cut the call short: a stop, not a failure, so no retry, no log
+ * line and no *why); or a failure with *why.
  */
 static enum rs_status
 bf_fetch(struct bf_run *r, struct wixapi_page *page, char **why)
@@ -534,9 +539,9 @@ bf_fetch(struct bf_run *r, struct wixapi_page *page, char **why)
 		memset(&err, 0, sizeof(err));
 		rc = wixapi_query_refunds(r->w, r->id, r->cursor, r->page_size,
 		    NULL, page, &err);
-		if (rc == RS_OK) {
+		if (rc == RS_OK || rc == RS_ERR_STOPPING) {
 			wixapi_error_cleanup(&err);
-			return RS_OK;
+			return rc;
 		}
 		what = bf_call_error(rc, &err);
 		if (rc == RS_ERR_RANGE && r->cursor != NULL) {
@@ -1576,9 +1581,9 @@ backfiller_stop(struct backfiller *bf, int64_t wait_ms)
 	}
 	all = bf->nworkers == 0;
 	if (!all)
-		log_warnx("backfill: %zu workers still inside a Wix call; "
-		    "not waiting for them (the next start resumes from the "
-		    "committed cursor)", bf->nworkers);
+		log_warnx("backfill: %zu workers still busy (a Wix call or "
+		    "the store); not waiting for them (the next start resumes "
+		    "from the committed cursor)", bf->nworkers);
 	pthread_mutex_unlock(&bf->mu);
 	return all;
 }

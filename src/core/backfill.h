@@ -60,7 +60,9 @@ struct backfill_options {
 					   cursor is stored */
 	const atomic_bool *stop;	/* when set, ask for no new page,
 					   commit the pages already
-					   fetched, and stop; NULL: never */
+					   fetched, and stop; NULL: never.
+					   Looked at between calls; for a
+					   call under way, wixapi_stop() */
 	backfill_progress_fn progress;	/* NULL: none */
 	void		*progress_arg;
 	/* A malformed, oversized or failed page (or a store that cannot
@@ -89,12 +91,17 @@ struct backfill_options {
  * cursor unless opt->restart.
  *
  * RS_OK: every page is committed and the state is 'done'.
- * RS_ERR_STOPPING: *opt->stop was set; the run asked for no new page,
- *   committed the pages already fetched (unless the store could not
- *   take them then: they are asked for again next time) and stopped at
- *   a page boundary, with the state left 'running' and the cursor
- *   committed, so the next run resumes.  A fetch under way when stop is
- *   set ends first (wixapi has no way to cut it short).
+ * RS_ERR_STOPPING: *opt->stop was set, or wixapi_stop() was called on
+ *   w; the run asked for no new page, committed the pages already
+ *   fetched (unless the store could not take them then: they are asked
+ *   for again next time) and stopped at a page boundary, with the state
+ *   left 'running' and the cursor committed, so the next run resumes.
+ *   *opt->stop alone is only looked at between calls: a fetch under way
+ *   (with its retries and backoff, possibly minutes) ends first.  To
+ *   cut it short, call wixapi_stop(w) too (the CLI and the daemon do):
+ *   the call then returns RS_ERR_STOPPING within a fraction of a second,
+ *   and the run stops as above, at its last committed page, without
+ *   counting it as a failure.
  * Anything else: the run failed; the state is 'failed' with last_error
  *   (and the cursor kept) when the store could record it.  A failure
  *   of the fetching side (a loop check, a call that failed) comes after
@@ -189,9 +196,13 @@ size_t		backfiller_busy(struct backfiller *bf);
  * Stop: set the stop flag, drop the queue, and wait up to wait_ms for
  * the workers to reach a page boundary (the state stays 'running' with
  * the cursor committed, so the next start resumes).  From here on kicks
- * are ignored, and bf stays valid until backfiller_free().  true: every
- * worker has ended; false: one is still inside a Wix call (a long
- * backoff).  May be called again.  NULL is fine (true).
+ * are ignored, and bf stays valid until backfiller_free().  Call
+ * wixapi_stop() on the client first (the daemon does), so a worker
+ * inside a Wix call (a long backoff, a dead network) returns within a
+ * fraction of a second instead of finishing the call.  true: every
+ * worker has ended; false: one is still busy (a Wix call of a client
+ * not stopped, or a store that does not answer).  May be called again.
+ * NULL is fine (true).
  */
 bool		backfiller_stop(struct backfiller *bf, int64_t wait_ms);
 

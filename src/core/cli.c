@@ -669,9 +669,10 @@ cli_bf_instances(const struct config *cfg, const char *only,
 /*
  * `refundsync backfill [-c FILE] [--instance ID] [--restart]`: runs in the
  * foreground, several instances at once, until each is done or failed,
- * or SIGINT/SIGTERM (each stops at a page boundary; the next run
- * resumes).  0: all completed; 1: any failed or interrupted; 2: usage or
- * config.
+ * or SIGINT/SIGTERM (each stops at its last committed page, cutting
+ * short a Wix call under way; the next run resumes; a second signal
+ * exits at once).  0: all completed; 1: any failed or interrupted; 2:
+ * usage or config.
  */
 static int
 cmd_backfill(int argc, char *argv[])
@@ -778,6 +779,10 @@ cmd_backfill(int argc, char *argv[])
 		    "(again to exit now)", sig == SIGINT ? "SIGINT" :
 		    "SIGTERM");
 		atomic_store(&bf.stop, true);
+		/* And the Wix calls under way (a backoff, a dead network)
+		 * end now rather than in minutes: the runs stop at their
+		 * last committed page. */
+		wixapi_stop(bf.w);
 	}
 	for (i = 0; i < nthreads; i++)
 		pthread_join(tids[i], NULL);

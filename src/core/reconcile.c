@@ -2079,7 +2079,8 @@ rc_thread(void *arg)
 			    reconcile_report_drift(rep),
 			    reconcile_report_repaired(rep));
 			reconcile_metrics_refresh(st);
-		} else if (!atomic_load(&rc->stop))
+		} else if (!atomic_load(&rc->stop) && !wixapi_stopped(rc->w))
+			/* (The daemon stops the client just before rc.) */
 			log_warnx("reconcile: %s", why != NULL ? why :
 			    "failed");
 		reconcile_report_free(rep);

@@ -134,7 +134,13 @@ enum fault {
 	F_NO_CURSOR,		/* hasNext without a cursor */
 	F_BACKWARDS,		/* the first page again, a new cursor */
 	F_CYCLE,		/* next cursor = the one before this one */
-	F_BAD_REFUND		/* a refund whose amount is a number */
+	F_BAD_REFUND,		/* a refund whose amount is a number */
+	F_STOP,			/* a stop lands while the query is in
+				   flight: wixapi_stop() (and stop_flag
+				   if set), and the transport, seeing it,
+				   cuts the exchange short */
+	F_HANG			/* no answer until wixapi_stop(), as a
+				   dead network; then cut short */
 };
 
 struct fake_fault {
@@ -158,6 +164,9 @@ struct fake {
 	struct fake_fault faults[16];
 	size_t		 nfaults;
 	int		 last_limit;
+	struct wixapi	*w;		/* the client, for F_STOP */
+	atomic_bool	*stop_flag;	/* set too by F_STOP, or NULL */
+	atomic_bool	 hanging;	/* F_HANG has begun */
 };
 
 static void
@@ -343,6 +352,24 @@ fake_query(struct fake *f, const struct wixapi_http_request *req,
 		free(refunds);
 		free(next);
 		return RS_ERR_IO;
+	case F_STOP:
+		wixapi_stop(f->w);
+		if (f->stop_flag != NULL)
+			atomic_store(f->stop_flag, true);
+		resp->error = xstrdup("stopped (fake)");
+		free(body);
+		free(refunds);
+		free(next);
+		return RS_ERR_STOPPING;
+	case F_HANG:
+		atomic_store(&f->hanging, true);
+		while (!wixapi_stopped(f->w))
+			usleep(5000);
+		resp->error = xstrdup("stopped (fake)");
+		free(body);
+		free(refunds);
+		free(next);
+		return RS_ERR_STOPPING;
 	case F_REPEAT:
 		free(next);
 		next = off > 0 ? xasprintf("c%d", off) : xstrdup("c0");
@@ -481,6 +508,7 @@ env_open(struct env *e, int n)
 	sqlite3_busy_timeout(e->db, 2000);
 	fake_init(&e->fake, n);
 	e->w = fake_wixapi(&e->fake);
+	e->fake.w = e->w;
 }
 
 static void
@@ -1017,6 +1045,85 @@ START_TEST(test_walk_errors)
 	    &why), RS_ERR_INPUT);
 	free(why);
 	free(ws.ids);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * A stop that lands while a Query Refunds call is in flight (wixapi cuts
+ * it short: RS_ERR_STOPPING) is a stop, not a failure: no retry, no
+ * "trying again", no last_error, no failure counted; the run ends at
+ * its last committed page with the state 'running' and the cursor
+ * kept, and the next run (a new client) resumes there.  _i: 0, 1 the
+ * one-thread loop, 2, 3 with the fetcher thread; odd: opt->stop is set
+ * too (as the CLI does), even: only the client is stopped (as the
+ * daemon does first).  4: a walk.
+ */
+START_TEST(test_stop_in_fetch)
+{
+	struct backfill_options o = fast_opts(10);
+	struct stop_after s;
+	struct walk_seen ws;
+	struct env e;
+	char *why = NULL, *want;
+
+	env_open(&e, 95);
+	memset(&s, 0, sizeof(s));
+	s.notes = xstrdup("");
+	atomic_init(&s.stop, false);
+	o.stop = &s.stop;
+	o.progress = stop_progress;
+	o.progress_arg = &s;
+	o.queue_pages = _i < 2 ? -1 : 0;
+	if (_i % 2 == 1)
+		e.fake.stop_flag = &s.stop;
+	if (_i == 4) {
+		memset(&ws, 0, sizeof(ws));
+		ws.ids = xstrdup("");
+		fake_fault(&e.fake, 3, F_STOP, 0, NULL);
+		ck_assert_int_eq(backfill_walk(e.w, INST, &o, walk_page,
+		    walk_restart, &ws, &why), RS_ERR_STOPPING);
+		ck_assert_str_eq(why, "stopped after page 2");
+		free(why);
+		ck_assert_int_eq(ws.pages, 2);
+		ck_assert_int_eq(ws.refunds, 20);
+		ck_assert_str_eq(e.fake.cursors, "-,c10,c20");
+		ck_assert_int_eq(e.fake.queries, 3);
+		ck_assert_str_eq(s.notes, "");
+		free(ws.ids);
+		free(s.notes);
+		env_close(&e);
+		return;
+	}
+	fake_fault(&e.fake, 4, F_STOP, 0, NULL);
+	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_STOPPING);
+	ck_assert_str_eq(why, "stopped after page 3");
+	free(why);
+	ck_assert(wixapi_stopped(e.w));
+	/* Asked once, not retried. */
+	ck_assert_str_eq(e.fake.cursors, "-,c10,c20,c30");
+	ck_assert_int_eq(e.fake.queries, 4);
+	ck_assert_uint_eq(wixapi_requests_sent(e.w, INST), 1 + 4);
+	ck_sql(e.db, INST_ROW, "running|3|30|c30|-");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM refunds"), 30);
+	ck_assert_int_eq(metrics_get("refundsync_backfill_failures_total",
+	    "instance=\"" INST "\""), 0);
+	ck_assert_int_eq(s.finished, 1);
+	ck_assert_str_eq(s.notes, "stopped;");
+
+	/* The next run, with a new client (a new process), resumes. */
+	wixapi_free(e.w);
+	e.w = fake_wixapi(&e.fake);
+	e.fake.w = e.w;
+	atomic_store(&s.stop, false);
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	want = xasprintf("-,c10,c20,c30,c30,c40,c50,c60,c70,c80,c90");
+	ck_assert_str_eq(e.fake.cursors, want);
+	free(want);
+	expect_exact_set(&e, 95);
+	ck_sql(e.db, INST_ROW, "done|10|95|-|-");
+	ck_assert_int_eq(sql_int(e.db, "SELECT count(*) FROM changes"), 95);
+	free(s.notes);
 	env_close(&e);
 }
 END_TEST
@@ -1944,6 +2051,50 @@ START_TEST(test_backfiller_stop_resume)
 }
 END_TEST
 
+/*
+ * The daemon's shutdown with a worker inside a Wix call that would not
+ * end by itself (a dead network): the client is stopped, then the
+ * backfiller; the worker is gone well within the wait, the backfiller
+ * can be freed, and the state is 'running' at the last committed page.
+ */
+START_TEST(test_backfiller_stop_in_call)
+{
+	struct backfill_options tune = fast_opts(0);
+	struct backfiller *bf;
+	struct config *cfg;
+	struct env e;
+	int64_t t0, dt;
+
+	env_open(&e, 95);
+	fake_fault(&e.fake, 4, F_HANG, 0, NULL);
+	cfg = test_config(e.dir, e.db_path, "app_id = a\napp_secret_file = "
+	    "s\n[backfill]\npage_size = 10\n");
+	bf = backfiller_start(cfg, e.w, &tune);
+	backfiller_kick(bf, INST);
+	ck_assert(wait_sql(e.db, "SELECT backfill_pages FROM instances",
+	    "3", 10000));
+	t0 = clock_mono_ms();
+	while (!atomic_load(&e.fake.hanging) && clock_mono_ms() - t0 < 10000)
+		usleep(1000);
+	ck_assert(atomic_load(&e.fake.hanging));
+	ck_assert_uint_eq(backfiller_busy(bf), 1);
+	t0 = clock_mono_ms();
+	wixapi_stop(e.w);
+	ck_assert(backfiller_stop(bf, 5000));
+	dt = clock_mono_ms() - t0;
+	printf("backfiller stop with a worker inside a Wix call: %lld ms\n",
+	    (long long)dt);
+	ck_assert_int_lt(dt, 1000);
+	ck_assert(backfiller_free(bf));
+	ck_sql(e.db, INST_ROW, "running|3|30|c30|-");
+	ck_assert_int_eq(e.fake.queries, 4);
+	ck_assert_int_eq(metrics_get("refundsync_backfill_failures_total",
+	    "instance=\"" INST "\""), 0);
+	config_free(cfg);
+	env_close(&e);
+}
+END_TEST
+
 /* ---- tests: credentials -------------------------------------------- */
 
 START_TEST(test_wixapi_from_config)
@@ -2017,6 +2168,7 @@ backfill_suite(void)
 	tcase_add_test(tc, test_webhook_newer_survives);
 	tcase_add_test(tc, test_stop_resume);
 	tcase_add_test(tc, test_stop_before_start);
+	tcase_add_loop_test(tc, test_stop_in_fetch, 0, 5);
 	tcase_add_test(tc, test_cursor_rejected);
 	tcase_add_test(tc, test_cursor_rejected_forever);
 	tcase_add_loop_test(tc, test_loop_faults, 0,
@@ -2037,6 +2189,7 @@ backfill_suite(void)
 	tcase_add_test(tc, test_no_fetcher_thread);
 	tcase_add_test(tc, test_backfiller);
 	tcase_add_test(tc, test_backfiller_stop_resume);
+	tcase_add_test(tc, test_backfiller_stop_in_call);
 	tcase_add_test(tc, test_wixapi_from_config);
 	suite_add_tcase(s, tc);
 	return s;

@@ -3247,6 +3247,353 @@ START_TEST(test_nf_redirect)
 }
 END_TEST
 
+/* ---- stop -------------------------------------------------------------- */
+
+/*
+ * wixapi_stop() from another thread while a call waits: in a connect
+ * that never completes, a TLS handshake that never gets an answer, a
+ * body that stalls half-way, a Retry-After of two minutes and a full
+ * request budget.  Every timeout and wait is far longer than the test:
+ * the call must come back with RS_ERR_STOPPING within 1 s of the stop
+ * (measured, and printed), without a retry or a failure in the log.
+ */
+
+#define STOP_DELAY_MS	200
+#define STOP_BOUND_MS	1000
+
+/* Calls wixapi_stop(w) delay_ms after it starts, and notes when. */
+struct stopper {
+	pthread_t	 tid;
+	struct wixapi	*w;
+	int64_t		 delay_ms;
+	_Atomic int64_t	 at;		/* clock_mono_ms() of the stop */
+};
+
+static void *
+stopper_main(void *arg)
+{
+	struct stopper *s = arg;
+	struct timespec ts;
+
+	ts.tv_sec = (time_t)(s->delay_ms / 1000);
+	ts.tv_nsec = (long)(s->delay_ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		continue;
+	atomic_store(&s->at, clock_mono_ms());
+	wixapi_stop(s->w);
+	return NULL;
+}
+
+/*
+ * query() on w (for inst) with wixapi_stop(w) STOP_DELAY_MS in, from
+ * another thread: RS_ERR_STOPPING, *p and *e empty, not before the stop
+ * and within STOP_BOUND_MS of it.  Then a second call is refused at
+ * once, sending nothing.  Returns the latency (ms from the stop).
+ */
+static int64_t
+query_stopped(struct wixapi *w, const char *inst, const char *what)
+{
+	struct stopper s;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	int64_t t0, t1, lat;
+	uint64_t sent;
+
+	memset(&s, 0, sizeof(s));
+	s.w = w;
+	s.delay_ms = STOP_DELAY_MS;
+	atomic_init(&s.at, 0);
+	ck_assert(!wixapi_stopped(w));
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(pthread_create(&s.tid, NULL, stopper_main, &s), 0);
+	ck_assert_int_eq(query(w, inst, NULL, &p, &e), RS_ERR_STOPPING);
+	t1 = clock_mono_ms();
+	ck_assert_int_eq(pthread_join(s.tid, NULL), 0);
+	ck_assert(wixapi_stopped(w));
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_ptr_null(p.refunds);
+	ck_assert_ptr_null(p.next_cursor);
+	ck_assert_int_eq(e.http_status, 0);
+	ck_assert_ptr_null(e.request_id);
+	ck_assert_ptr_null(e.code);
+	ck_assert_int_ge(t1 - t0, STOP_DELAY_MS - 10);
+	lat = t1 - atomic_load(&s.at);
+	printf("wixapi stop latency, %s: %lld ms\n", what, (long long)lat);
+	ck_assert_msg(lat >= 0 && lat < STOP_BOUND_MS, "%s: returned %lld ms "
+	    "after the stop", what, (long long)lat);
+
+	/* Stopped for good: the next call sends nothing. */
+	sent = wixapi_requests_sent(w, inst);
+	t0 = clock_mono_ms();
+	ck_assert_int_eq(query(w, inst, "CURSOR-2", &p, &e), RS_ERR_STOPPING);
+	ck_assert_int_lt(clock_mono_ms() - t0, 100);
+	ck_assert_uint_eq(p.n, 0);
+	ck_assert_int_eq(e.http_status, 0);
+	ck_assert_uint_eq(wixapi_requests_sent(w, inst), sent);
+	return lat;
+}
+
+/* Options for a stop test against base: long timeouts, the default 8
+ * attempts and backoff (up to 60 s). */
+static void
+stop_opts(struct wixapi_options *o, const char *base, bool oauth)
+{
+	nf_opts(o, base, oauth);
+	o->connect_timeout_ms = 20000;
+	o->timeout_ms = 30000;
+	o->max_attempts = 0;
+	o->backoff_base_ms = 0;
+	o->backoff_max_ms = 0;
+}
+
+/* The log of a stopped call: no attempt failed, nothing retried. */
+static void
+assert_quiet_stop(const char *log)
+{
+	ck_assert_ptr_null(strstr(log, "attempt "));
+	ck_assert_ptr_null(strstr(log, "giving up"));
+	ck_assert_ptr_null(strstr(log, "Timeout"));
+	ck_assert_ptr_null(strstr(log, "stopped"));
+	ck_assert_ptr_null(strstr(log, API_KEY));
+	ck_assert_ptr_null(strstr(log, APP_SECRET));
+}
+
+/* A connect that never completes (the SYN is dropped), API key and
+ * OAuth (the token request is the one that hangs). */
+START_TEST(test_stop_connect)
+{
+	struct wixapi_options o;
+	struct capture cap = { .saved = -1 };
+	struct nf_blackhole *b;
+	struct wixapi *w;
+	const char *inst = _i == 0 ? NULL : INST;
+	char base[64], *log;
+
+	b = nf_blackhole_start();
+	ck_assert_ptr_nonnull(b);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", b->port);
+	stop_opts(&o, base, _i == 1);
+	w = mk(&o);
+	capture_begin(&cap);
+	(void)query_stopped(w, inst, _i == 0 ? "connect" : "connect (token)");
+	log = capture_end(&cap);
+	ck_assert_uint_eq(wixapi_requests_sent(w, inst), 1);
+	assert_quiet_stop(log);
+	free(log);
+	wixapi_free(w);
+	nf_blackhole_stop(b);
+}
+END_TEST
+
+/* https:// to a server that accepts and never answers the ClientHello. */
+START_TEST(test_stop_tls_handshake)
+{
+	struct wixapi_options o;
+	struct capture cap = { .saved = -1 };
+	struct nf_raw_server *rs;
+	struct nf_raw_step step;
+	struct wixapi *w;
+	char base[64], *log;
+
+	memset(&step, 0, sizeof(step));
+	step.action = NF_RAW_HOLD;
+	rs = nf_raw_start(&step, 1);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "https://127.0.0.1:%d", nf_raw_port(rs));
+	stop_opts(&o, base, true);
+	w = mk(&o);
+	capture_begin(&cap);
+	(void)query_stopped(w, INST, "TLS handshake");
+	log = capture_end(&cap);
+	ck_assert_uint_eq(nf_raw_connections(rs), 1);
+	assert_quiet_stop(log);
+	free(log);
+	wixapi_free(w);
+	nf_raw_stop(rs);
+}
+END_TEST
+
+/* An answer whose body stops half-way, the connection held open. */
+START_TEST(test_stop_stalled_body)
+{
+	struct wixapi_options o;
+	struct capture cap = { .saved = -1 };
+	struct nf_raw_server *rs;
+	struct nf_raw_step step;
+	struct wixapi *w;
+	char base[64], *log;
+
+	memset(&step, 0, sizeof(step));
+	step.action = NF_RAW_HOLD;
+	step.data = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+	    "Content-Length: 5000\r\n\r\n{\"refunds\":[";
+	rs = nf_raw_start(&step, 1);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	stop_opts(&o, base, false);
+	w = mk(&o);
+	capture_begin(&cap);
+	(void)query_stopped(w, NULL, "stalled body");
+	log = capture_end(&cap);
+	ck_assert_uint_eq(nf_raw_connections(rs), 1);
+	assert_quiet_stop(log);
+	free(log);
+	wixapi_free(w);
+	nf_raw_stop(rs);
+}
+END_TEST
+
+/* A 503 with Retry-After: 120 (capped to the 60 s backoff): the stop
+ * ends the wait; no second attempt. */
+START_TEST(test_stop_retry_after)
+{
+	struct wixapi_options o;
+	struct capture cap = { .saved = -1 };
+	struct nf_raw_server *rs;
+	struct nf_raw_step step;
+	struct wixapi *w;
+	char base[64], *log, *ans;
+
+	ans = nf_answer(503, "Service Unavailable", "Retry-After: 120\r\n",
+	    "{}");
+	memset(&step, 0, sizeof(step));
+	step.action = NF_RAW_CLOSE;
+	step.data = ans;
+	rs = nf_raw_start(&step, 1);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	stop_opts(&o, base, false);
+	w = mk(&o);
+	capture_begin(&cap);
+	(void)query_stopped(w, NULL, "Retry-After wait");
+	log = capture_end(&cap);
+	ck_assert_uint_eq(nf_raw_connections(rs), 1);
+	ck_assert_uint_eq(wixapi_requests_sent(w, NULL), 1);
+	/* The 503 itself is logged, as any failed attempt; then nothing. */
+	ck_assert_ptr_nonnull(strstr(log, "HTTP 503 (request id rid-nf-503): "
+	    "attempt 1 of 8, retrying in 60000 ms (Retry-After)"));
+	ck_assert_ptr_null(strstr(log, "attempt 2"));
+	ck_assert_ptr_null(strstr(log, "giving up"));
+	free(log);
+	wixapi_free(w);
+	nf_raw_stop(rs);
+	free(ans);
+}
+END_TEST
+
+/* A full request budget (1 a minute): the second call waits for a
+ * slot; the stop ends the wait and nothing is sent. */
+START_TEST(test_stop_budget_wait)
+{
+	struct wixapi_options o;
+	struct wixapi_page p;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct nf_raw_server *rs;
+	struct nf_raw_step step;
+	struct wixapi *w;
+	char base[64], *log, *ans;
+
+	ans = nf_answer(200, "OK", "", NF_PAGE("r-1"));
+	memset(&step, 0, sizeof(step));
+	step.action = NF_RAW_CLOSE;
+	step.data = ans;
+	rs = nf_raw_start(&step, 1);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	stop_opts(&o, base, false);
+	o.requests_per_minute = 1;
+	w = mk(&o);
+	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
+	ck_assert_uint_eq(p.n, 1);
+	wixapi_page_cleanup(&p);
+	wixapi_error_cleanup(&e);
+	capture_begin(&cap);
+	(void)query_stopped(w, NULL, "budget wait");
+	log = capture_end(&cap);
+	ck_assert_uint_eq(nf_raw_connections(rs), 1);
+	ck_assert_uint_eq(wixapi_requests_sent(w, NULL), 1);
+	assert_quiet_stop(log);
+	free(log);
+	wixapi_free(w);
+	nf_raw_stop(rs);
+	free(ans);
+}
+END_TEST
+
+static void
+stop_hook(void *arg)
+{
+	wixapi_stop(arg);
+}
+
+/*
+ * The fake transport and clock: a stop that comes while an attempt is
+ * in flight.  If the attempt then fails (a transport error, a 503), the
+ * call is RS_ERR_STOPPING at once: no backoff sleep, no second attempt,
+ * nothing logged.  A whole answer that arrived is returned as usual.
+ */
+START_TEST(test_stop_fake)
+{
+	struct wixapi_options o;
+	struct wixapi_http_response r;
+	struct wixapi_error e;
+	struct capture cap = { .saved = -1 };
+	struct wixapi *w;
+	struct fake f;
+	struct fclock c;
+	char *log;
+	int k;
+
+	wixapi_stop(NULL);
+	ck_assert(!wixapi_stopped(NULL));
+	capture_begin(&cap);
+	for (k = 0; k < 3; k++) {
+		fc_init(&c);
+		fake_init(&f, &c);
+		opts_init(&o, &f, &c);
+		w = mk(&o);
+		query_ok(w, INST);		/* the token */
+		if (k == 0) {
+			fake_api(&f, 0, NULL);
+			f.api[f.napi - 1].rc = RS_ERR_IO;
+		} else
+			fake_api(&f, k == 1 ? 503 : 200, "{\"ok\":1}");
+		f.hook = stop_hook;
+		f.hook_arg = w;
+		f.hook_at = f.nreqs;
+		ck_assert_int_eq(wixapi_call(w, INST, "GET", "/x", NULL, &r,
+		    &e), k == 2 ? RS_OK : RS_ERR_STOPPING);
+		/* The token, the first query, this call: once. */
+		ck_assert_uint_eq(f.nreqs, 3);
+		ck_assert_uint_eq(c.nsleeps, 0);
+		ck_assert(wixapi_stopped(w));
+		if (k == 2) {
+			ck_assert_int_eq(r.status, 200);
+			ck_assert_str_eq(r.body, "{\"ok\":1}");
+		} else {
+			ck_assert_int_eq(r.status, 0);
+			ck_assert_ptr_null(r.body);
+			ck_assert_ptr_null(r.error);
+		}
+		ck_assert_int_eq(e.http_status, 0);
+		wixapi_http_response_cleanup(&r);
+		wixapi_error_cleanup(&e);
+		/* Every later call: refused before the transport. */
+		ck_assert_int_eq(wixapi_call(w, INST, "GET", "/x", NULL, &r,
+		    &e), RS_ERR_STOPPING);
+		ck_assert_uint_eq(f.nreqs, 3);
+		wixapi_free(w);
+		fake_cleanup(&f);
+		fc_destroy(&c);
+	}
+	log = capture_end(&cap);
+	ck_assert_ptr_null(strstr(log, "attempt"));
+	ck_assert_ptr_null(strstr(log, "HTTP 503"));
+	free(log);
+}
+END_TEST
+
 static Suite *
 wixapi_suite(void)
 {
@@ -3254,6 +3601,7 @@ wixapi_suite(void)
 	TCase *tc = tcase_create("fake");
 	TCase *tn = tcase_create("libcurl");
 	TCase *tf = tcase_create("netfault");
+	TCase *ts = tcase_create("stop");
 
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_new_errors);
@@ -3297,6 +3645,14 @@ wixapi_suite(void)
 	tcase_add_test(tf, test_nf_reset_mid_answer);
 	tcase_add_test(tf, test_nf_redirect);
 	suite_add_tcase(s, tf);
+	tcase_set_timeout(ts, 30);
+	tcase_add_loop_test(ts, test_stop_connect, 0, 2);
+	tcase_add_test(ts, test_stop_tls_handshake);
+	tcase_add_test(ts, test_stop_stalled_body);
+	tcase_add_test(ts, test_stop_retry_after);
+	tcase_add_test(ts, test_stop_budget_wait);
+	tcase_add_test(ts, test_stop_fake);
+	suite_add_tcase(s, ts);
 	return s;
 }
 
