@@ -3385,61 +3385,66 @@ START_TEST(test_stop_connect)
 }
 END_TEST
 
-/* https:// to a server that accepts and never answers the ClientHello. */
-START_TEST(test_stop_tls_handshake)
+/*
+ * Run query_stopped() against a raw server playing step, over https://
+ * if tls, in OAuth mode (instance INST) if oauth, else API-key mode:
+ * one connection, one request attempted.  Returns what was logged
+ * (caller frees).
+ */
+static char *
+stop_on_raw(const struct nf_raw_step *step, bool tls, bool oauth,
+    const char *what)
 {
 	struct wixapi_options o;
 	struct capture cap = { .saved = -1 };
 	struct nf_raw_server *rs;
-	struct nf_raw_step step;
 	struct wixapi *w;
+	const char *inst = oauth ? INST : NULL;
 	char base[64], *log;
+
+	rs = nf_raw_start(step, 1);
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, sizeof(base), "%s://127.0.0.1:%d", tls ? "https" :
+	    "http", nf_raw_port(rs));
+	stop_opts(&o, base, oauth);
+	w = mk(&o);
+	capture_begin(&cap);
+	(void)query_stopped(w, inst, what);
+	log = capture_end(&cap);
+	ck_assert_uint_eq(nf_raw_connections(rs), 1);
+	ck_assert_uint_eq(wixapi_requests_sent(w, inst), 1);
+	wixapi_free(w);
+	nf_raw_stop(rs);
+	return log;
+}
+
+/* https:// to a server that accepts and never answers the ClientHello. */
+START_TEST(test_stop_tls_handshake)
+{
+	struct nf_raw_step step;
+	char *log;
 
 	memset(&step, 0, sizeof(step));
 	step.action = NF_RAW_HOLD;
-	rs = nf_raw_start(&step, 1);
-	ck_assert_ptr_nonnull(rs);
-	snprintf(base, sizeof(base), "https://127.0.0.1:%d", nf_raw_port(rs));
-	stop_opts(&o, base, true);
-	w = mk(&o);
-	capture_begin(&cap);
-	(void)query_stopped(w, INST, "TLS handshake");
-	log = capture_end(&cap);
-	ck_assert_uint_eq(nf_raw_connections(rs), 1);
+	log = stop_on_raw(&step, true, true, "TLS handshake");
 	assert_quiet_stop(log);
 	free(log);
-	wixapi_free(w);
-	nf_raw_stop(rs);
 }
 END_TEST
 
 /* An answer whose body stops half-way, the connection held open. */
 START_TEST(test_stop_stalled_body)
 {
-	struct wixapi_options o;
-	struct capture cap = { .saved = -1 };
-	struct nf_raw_server *rs;
 	struct nf_raw_step step;
-	struct wixapi *w;
-	char base[64], *log;
+	char *log;
 
 	memset(&step, 0, sizeof(step));
 	step.action = NF_RAW_HOLD;
 	step.data = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 	    "Content-Length: 5000\r\n\r\n{\"refunds\":[";
-	rs = nf_raw_start(&step, 1);
-	ck_assert_ptr_nonnull(rs);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
-	stop_opts(&o, base, false);
-	w = mk(&o);
-	capture_begin(&cap);
-	(void)query_stopped(w, NULL, "stalled body");
-	log = capture_end(&cap);
-	ck_assert_uint_eq(nf_raw_connections(rs), 1);
+	log = stop_on_raw(&step, false, false, "stalled body");
 	assert_quiet_stop(log);
 	free(log);
-	wixapi_free(w);
-	nf_raw_stop(rs);
 }
 END_TEST
 
@@ -3447,36 +3452,21 @@ END_TEST
  * ends the wait; no second attempt. */
 START_TEST(test_stop_retry_after)
 {
-	struct wixapi_options o;
-	struct capture cap = { .saved = -1 };
-	struct nf_raw_server *rs;
 	struct nf_raw_step step;
-	struct wixapi *w;
-	char base[64], *log, *ans;
+	char *log, *ans;
 
 	ans = nf_answer(503, "Service Unavailable", "Retry-After: 120\r\n",
 	    "{}");
 	memset(&step, 0, sizeof(step));
 	step.action = NF_RAW_CLOSE;
 	step.data = ans;
-	rs = nf_raw_start(&step, 1);
-	ck_assert_ptr_nonnull(rs);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
-	stop_opts(&o, base, false);
-	w = mk(&o);
-	capture_begin(&cap);
-	(void)query_stopped(w, NULL, "Retry-After wait");
-	log = capture_end(&cap);
-	ck_assert_uint_eq(nf_raw_connections(rs), 1);
-	ck_assert_uint_eq(wixapi_requests_sent(w, NULL), 1);
+	log = stop_on_raw(&step, false, false, "Retry-After wait");
 	/* The 503 itself is logged, as any failed attempt; then nothing. */
 	ck_assert_ptr_nonnull(strstr(log, "HTTP 503 (request id rid-nf-503): "
 	    "attempt 1 of 8, retrying in 60000 ms (Retry-After)"));
 	ck_assert_ptr_null(strstr(log, "attempt 2"));
 	ck_assert_ptr_null(strstr(log, "giving up"));
 	free(log);
-	wixapi_free(w);
-	nf_raw_stop(rs);
 	free(ans);
 }
 END_TEST
