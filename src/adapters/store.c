@@ -117,6 +117,14 @@ store_begin(struct store *st)
 }
 
 enum rs_status
+store_begin_batch(struct store *st)
+{
+	if (st->ops->begin_batch == NULL)
+		return st->ops->begin(st->ctx);
+	return st->ops->begin_batch(st->ctx);
+}
+
+enum rs_status
 store_commit(struct store *st)
 {
 	return st->ops->commit(st->ctx);

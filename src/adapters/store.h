@@ -83,6 +83,17 @@ enum rs_status	store_commit(struct store *st);
 void		store_rollback(struct store *st);
 
 /*
+ * store_begin(), for a batch of store_apply_event() and
+ * store_apply_refund() calls that go without their savepoints: cheaper
+ * (no statement journal per event), but a call that fails may leave
+ * part of its work behind.  So after any error from one of them the
+ * caller must store_rollback() and, to keep the others, apply them
+ * again inside store_begin(), where each fails alone.  The transaction
+ * ends as any other, and the next store_begin() isolates again.
+ */
+enum rs_status	store_begin_batch(struct store *st);
+
+/*
  * Apply one decoded webhook inside an open transaction.  key is the
  * dedupe key (the event id, or a key the caller derived for events
  * without one).  A key seen before gives STORE_DUPLICATE and changes

@@ -49,6 +49,8 @@ struct store_ops {
 	int		(*schema_version)(void *ctx);
 
 	enum rs_status	(*begin)(void *ctx);
+	/* Optional: NULL makes store_begin_batch() a store_begin(). */
+	enum rs_status	(*begin_batch)(void *ctx);
 	enum rs_status	(*commit)(void *ctx);
 	void		(*rollback)(void *ctx);
 

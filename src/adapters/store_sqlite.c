@@ -15,7 +15,8 @@
  * write transaction; the upsert and its change-log entry are written
  * only when the incoming version wins.  Each event or refund is applied
  * inside a savepoint, so a failure leaves nothing of it behind and the
- * surrounding transaction usable.
+ * surrounding transaction usable; except in a batch transaction
+ * (store_begin_batch), whose caller rolls back and redoes it instead.
  *
  * Every statement is prepared once, at open, and cached.
  */
@@ -436,6 +437,9 @@ struct sq {
 	char		*path;
 	bool		 readonly;
 	bool		 lazy_sync;	/* synchronous=NORMAL */
+	/* The open transaction is a batch: events go without their
+	 * savepoints (store_begin_batch). */
+	bool		 batch;
 	int64_t		 busy_ms;	/* busy_timeout */
 	int64_t		 busy_since;	/* when the current wait began */
 	int		 version;	/* user_version after migrations */
@@ -611,6 +615,7 @@ sq_begin(void *ctx)
 {
 	struct sq *s = ctx;
 
+	s->batch = false;
 	if (sq_in_txn(s)) {
 		log_warnx("store: %s: begin: a transaction is already open",
 		    s->path);
@@ -624,6 +629,17 @@ sq_begin(void *ctx)
 		return RS_ERR_BUSY;
 	}
 	return sq_run(s, SQ_BEGIN, SQLITE_OK, NULL);
+}
+
+static enum rs_status
+sq_begin_batch(void *ctx)
+{
+	struct sq *s = ctx;
+	enum rs_status st;
+
+	if ((st = sq_begin(s)) == RS_OK)
+		s->batch = true;
+	return st;
 }
 
 static void
@@ -664,6 +680,8 @@ sq_sp_begin(struct sq *s, const char *func)
 		    func);
 		return RS_ERR_INTERNAL;
 	}
+	if (s->batch)
+		return RS_OK;	/* the caller redoes a failed batch */
 	return sq_run(s, SQ_SP_BEGIN, SQLITE_OK, NULL);
 }
 
@@ -671,6 +689,8 @@ sq_sp_begin(struct sq *s, const char *func)
 static enum rs_status
 sq_sp_end(struct sq *s, enum rs_status st)
 {
+	if (s->batch)
+		return st;
 	if (st == RS_OK)
 		st = sq_run(s, SQ_SP_RELEASE, SQLITE_OK, NULL);
 	if (st != RS_OK && sq_in_txn(s)) {
@@ -2658,6 +2678,7 @@ const struct store_ops store_sqlite_ops = {
 	.close = sq_close,
 	.schema_version = sq_schema_version,
 	.begin = sq_begin,
+	.begin_batch = sq_begin_batch,
 	.commit = sq_commit,
 	.rollback = sq_rollback,
 	.apply_event = sq_apply_event,

@@ -55,6 +55,9 @@ ingest_define_metrics(void)
 	    "Webhook events committed, by outcome.");
 	metrics_define("refundsync_store_errors_total", METRIC_COUNTER,
 	    "Write transactions the store could not commit.");
+	metrics_define("refundsync_batch_redos_total", METRIC_COUNTER,
+	    "Batches applied again event by event because one event "
+	    "failed on its own.");
 	metrics_define("refundsync_store_ready", METRIC_GAUGE,
 	    "1 when the store can take writes, else 0.");
 	metrics_define_histogram("refundsync_commit_seconds",
@@ -79,6 +82,44 @@ set_ready(struct ingest *in, bool ready, enum rs_status why)
 	metrics_set("refundsync_store_ready", "", ready ? 1 : 0);
 }
 
+/*
+ * Apply the batch in one transaction and commit it; fill each job's
+ * status and outcome.  Not isolated: the events go without their own
+ * savepoints (store_begin_batch), and the first that fails on its own
+ * (bad input, say, not a store that cannot write) rolls everything back
+ * and sets *redo; the caller then applies the batch again, isolated,
+ * where that event fails alone and the others are kept.  Failures are
+ * rare, so most batches save a savepoint and its statement journal per
+ * event.
+ */
+static enum rs_status
+apply_batch(struct ingest *in, struct ingest_job *batch, bool isolated,
+    bool *redo)
+{
+	struct ingest_job *j;
+	enum rs_status st;
+
+	*redo = false;
+	st = isolated ? store_begin(in->st) : store_begin_batch(in->st);
+	for (j = batch; st == RS_OK && j != NULL; j = j->next) {
+		j->status = store_apply_event(in->st, &j->ev, j->key,
+		    &j->outcome);
+		if (j->status == RS_ERR_BUSY || j->status == RS_ERR_IO)
+			st = j->status;
+		else if (j->status != RS_OK && !isolated) {
+			*redo = true;
+			break;
+		} else if (j->status != RS_OK)
+			log_warnx("ingest: event %s: %s", j->key,
+			    rs_strstatus(j->status));
+	}
+	if (st == RS_OK && !*redo)
+		st = store_commit(in->st);
+	else
+		store_rollback(in->st);
+	return st;
+}
+
 /* Apply and commit one batch; fill each job's status and outcome. */
 static void
 run_batch(struct ingest *in, struct ingest_job *batch, size_t n)
@@ -87,22 +128,16 @@ run_batch(struct ingest *in, struct ingest_job *batch, size_t n)
 	enum rs_status st;
 	int64_t t0 = clock_mono_ms();
 	struct timespec a, b;
+	bool redo;
 
 	clock_gettime(CLOCK_MONOTONIC, &a);
-	st = store_begin(in->st);
-	for (j = batch; st == RS_OK && j != NULL; j = j->next) {
-		j->status = store_apply_event(in->st, &j->ev, j->key,
-		    &j->outcome);
-		if (j->status == RS_ERR_BUSY || j->status == RS_ERR_IO)
-			st = j->status;
-		else if (j->status != RS_OK)
-			log_warnx("ingest: event %s: %s", j->key,
-			    rs_strstatus(j->status));
+	st = apply_batch(in, batch, false, &redo);
+	if (st == RS_OK && redo) {
+		log_debug("ingest: an event of a batch of %zu failed; "
+		    "applying the batch again, each event on its own", n);
+		metrics_add("refundsync_batch_redos_total", "", 1);
+		st = apply_batch(in, batch, true, &redo);
 	}
-	if (st == RS_OK)
-		st = store_commit(in->st);
-	else
-		store_rollback(in->st);
 	clock_gettime(CLOCK_MONOTONIC, &b);
 
 	if (st != RS_OK) {

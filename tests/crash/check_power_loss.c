@@ -1306,8 +1306,10 @@ pl_job_make(struct pl_round *r, struct pl_job *j)
 }
 
 /*
- * One group commit, as run_batch() in src/core/ingest.c makes it: a job
- * is acknowledged (answered 200) when the commit succeeded and its own
+ * One group commit, as run_batch() in src/core/ingest.c makes it: a
+ * batch transaction, without a savepoint per event (no event here fails
+ * on its own, so the writer's isolated redo never runs).  A job is
+ * acknowledged (answered 200) when the commit succeeded and its own
  * apply did.
  */
 static enum rs_status
@@ -1317,7 +1319,7 @@ pl_ingest(struct pl_round *r, struct store *st, struct pl_job *jobs,
 	enum rs_status rc;
 	size_t i;
 
-	rc = store_begin(st);
+	rc = store_begin_batch(st);
 	for (i = 0; rc == RS_OK && i < n; i++) {
 		jobs[i].status = store_apply_event(st, &jobs[i].ev,
 		    jobs[i].key, &jobs[i].out);

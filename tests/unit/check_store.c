@@ -29,17 +29,23 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <check.h>
 #include <sqlite3.h>
 
 #include "adapters/store.h"
 #include "adapters/store_backend.h"
+#include "core/ingest.h"
 #include "domain/event.h"
 #include "domain/json.h"
 #include "domain/refund.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/xmalloc.h"
+
+#include "../testutil.h"
 
 #define BUSY_MS	100
 
@@ -1215,6 +1221,176 @@ START_TEST(test_savepoint)
 	ck_assert_rows(db, "SELECT event_id FROM webhook_events", "e1\n");
 	sqlite3_close(db);
 	store_close(st);
+	free(path);
+}
+END_TEST
+
+/* A batch transaction skips the savepoints: a failed event leaves its
+ * work behind until the caller rolls back; the next store_begin()
+ * isolates again. */
+START_TEST(test_batch_txn)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	struct event ev;
+	enum store_outcome o;
+	void *ctx;
+	sqlite3 *db;
+
+	st = open_store(path, false);
+	ctx = store_backend_ctx(st, &store_sqlite_ops);
+	ck_assert_ptr_nonnull(ctx);
+
+	/* A batch that fails half-way: the refund and change of e2 are
+	 * written before its event row fails NOT NULL, and stay until
+	 * the rollback. */
+	ck_assert_int_eq(store_begin_batch(st), RS_OK);
+	mk_refund_event(&ev, "e1", "inst-1", 1, "r1", "PENDING", 1, NULL);
+	ck_assert_int_eq(store_apply_event(st, &ev, "e1", &o), RS_OK);
+	ck_assert_int_eq(o, STORE_APPLIED);
+	event_cleanup(&ev);
+	mk_refund_event(&ev, "e2", "inst-1", 1, "r2", "PENDING", 1, NULL);
+	free(ev.event_type);
+	ev.event_type = NULL;
+	ck_assert_int_eq(store_sqlite_ops.apply_event(ctx, &ev, "e2", &o),
+	    RS_ERR_INPUT);
+	expect_counts(st, 2, 1, 2, 2, 0);	/* no savepoint undid r2 */
+	store_rollback(st);
+	expect_counts(st, 0, 0, 0, 0, 0);
+
+	/* The same events, isolated: e2 fails alone. */
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	event_cleanup(&ev);
+	mk_refund_event(&ev, "e1", "inst-1", 1, "r1", "PENDING", 1, NULL);
+	ck_assert_int_eq(store_apply_event(st, &ev, "e1", &o), RS_OK);
+	event_cleanup(&ev);
+	mk_refund_event(&ev, "e2", "inst-1", 1, "r2", "PENDING", 1, NULL);
+	free(ev.event_type);
+	ev.event_type = NULL;
+	ck_assert_int_eq(store_sqlite_ops.apply_event(ctx, &ev, "e2", &o),
+	    RS_ERR_INPUT);
+	expect_counts(st, 1, 1, 1, 1, 0);
+	ck_assert_int_eq(store_commit(st), RS_OK);
+	event_cleanup(&ev);
+
+	/* A batch that succeeds commits like any transaction. */
+	ck_assert_int_eq(store_begin_batch(st), RS_OK);
+	mk_refund_event(&ev, "e3", "inst-1", 2, "r1", "SUCCEEDED", 2, NULL);
+	ck_assert_int_eq(store_apply_event(st, &ev, "e3", &o), RS_OK);
+	ck_assert_int_eq(o, STORE_APPLIED);
+	ck_assert_int_eq(store_apply_event(st, &ev, "e3", &o), RS_OK);
+	ck_assert_int_eq(o, STORE_DUPLICATE);
+	event_cleanup(&ev);
+	ck_assert_int_eq(store_commit(st), RS_OK);
+	store_close(st);
+
+	db = raw_open(path);
+	ck_assert_rows(db, "SELECT id, status FROM refunds",
+	    "r1|SUCCEEDED\n");
+	ck_assert_rows(db, "SELECT seq, status FROM changes",
+	    "1|PENDING\n2|SUCCEEDED\n");
+	ck_assert_rows(db, "SELECT event_id, outcome FROM webhook_events"
+	    " ORDER BY event_id", "e1|applied\ne3|applied\n");
+	sqlite3_close(db);
+	free(path);
+}
+END_TEST
+
+/* What the ingest writer's done() callbacks saw. */
+struct redo_seen {
+	pthread_mutex_t	 mtx;
+	pthread_cond_t	 cond;
+	int		 done;
+};
+
+static void
+redo_done(struct ingest_job *job, void *arg)
+{
+	struct redo_seen *rs = arg;
+
+	(void)job;
+	pthread_mutex_lock(&rs->mtx);
+	rs->done++;
+	pthread_cond_signal(&rs->cond);
+	pthread_mutex_unlock(&rs->mtx);
+}
+
+/*
+ * The ingest writer applies a batch without savepoints; when one event
+ * fails on its own it rolls back and applies the batch again, isolated:
+ * the failed event gets its error, the others are kept, and nothing of
+ * the failed one remains.
+ */
+START_TEST(test_ingest_batch_redo)
+{
+	static const char *ids[] = { "r1", "r2", "bad", "r4" };
+	struct store_options opt = { .busy_timeout_ms = 10000 };
+	struct ingest_job jobs[4];
+	struct redo_seen rs;
+	struct ingest *in = NULL;
+	struct store *st = NULL;
+	char *path = test_db(NULL), *why = NULL;
+	sqlite3 *db;
+	size_t i;
+
+	memset(jobs, 0, sizeof(jobs));
+	pthread_mutex_init(&rs.mtx, NULL);
+	pthread_cond_init(&rs.cond, NULL);
+	rs.done = 0;
+	ck_assert_int_eq(store_open(path, &opt, &st, &why), RS_OK);
+	db = raw_open(path);
+	/* The change of refund "bad" fails after its refund row was
+	 * written: in a batch, something to undo. */
+	raw_exec(db, "CREATE TRIGGER no_bad BEFORE INSERT ON changes"
+	    " WHEN NEW.refund_id = 'bad'"
+	    " BEGIN SELECT RAISE(ABORT, 'no bad'); END");
+	metrics_reset();
+	ck_assert_int_eq(ingest_start(st, 64, &in), RS_OK);
+	for (i = 0; i < 4; i++) {
+		char key[16];
+
+		(void)snprintf(key, sizeof(key), "e%zu", i + 1);
+		mk_refund_event(&jobs[i].ev, key, "inst-1", 1, ids[i],
+		    "PENDING", 1, NULL);
+		jobs[i].key = xstrdup(key);
+		jobs[i].done = redo_done;
+		jobs[i].arg = &rs;
+	}
+	/* Hold the write lock so the last three queue up behind the
+	 * first and go in one batch. */
+	raw_exec(db, "BEGIN IMMEDIATE");
+	ck_assert_int_eq(ingest_submit(in, &jobs[0]), RS_OK);
+	tu_sleep_ms(200);
+	for (i = 1; i < 4; i++)
+		ck_assert_int_eq(ingest_submit(in, &jobs[i]), RS_OK);
+	tu_sleep_ms(100);
+	raw_exec(db, "COMMIT");
+	pthread_mutex_lock(&rs.mtx);
+	while (rs.done < 4)
+		pthread_cond_wait(&rs.cond, &rs.mtx);
+	pthread_mutex_unlock(&rs.mtx);
+
+	for (i = 0; i < 4; i++) {
+		if (i == 2) {
+			ck_assert_int_eq(jobs[i].status, RS_ERR_INPUT);
+			continue;
+		}
+		ck_assert_int_eq(jobs[i].status, RS_OK);
+		ck_assert_int_eq(jobs[i].outcome, STORE_APPLIED);
+	}
+	ck_assert_int_eq(metrics_get("refundsync_batch_redos_total", ""), 1);
+	ingest_stop(in);
+	for (i = 0; i < 4; i++)
+		ingest_job_cleanup(&jobs[i]);
+	ck_assert_rows(db, "SELECT id FROM refunds ORDER BY id",
+	    "r1\nr2\nr4\n");
+	ck_assert_rows(db, "SELECT refund_id FROM changes ORDER BY seq",
+	    "r1\nr2\nr4\n");
+	ck_assert_rows(db, "SELECT event_id FROM webhook_events"
+	    " ORDER BY event_id", "e1\ne2\ne4\n");
+	sqlite3_close(db);
+	pthread_cond_destroy(&rs.cond);
+	pthread_mutex_destroy(&rs.mtx);
 	free(path);
 }
 END_TEST
@@ -3503,6 +3679,8 @@ store_suite(void)
 	tcase_add_test(tc, test_ignored);
 	tcase_add_test(tc, test_rollback);
 	tcase_add_test(tc, test_savepoint);
+	tcase_add_test(tc, test_batch_txn);
+	tcase_add_test(tc, test_ingest_batch_redo);
 	tcase_add_test(tc, test_foreach);
 	tcase_add_test(tc, test_bad_body);
 	tcase_add_test(tc, test_probe);
