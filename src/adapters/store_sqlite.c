@@ -33,6 +33,7 @@
 
 #include "adapters/store.h"
 #include "adapters/store_backend.h"
+#include "adapters/walbuf.h"
 #include "domain/json.h"
 #include "domain/money.h"
 #include "domain/refund.h"
@@ -2444,6 +2445,21 @@ sq_pragmas(struct sq *s, char **why)
 			return RS_ERR_IO;
 		}
 	}
+	if (!s->readonly && !s->lazy_sync) {
+		/* walbuf (see sq_open) needs every WAL write in a commit. */
+		rc = sqlite3_exec(s->db, "PRAGMA cache_spill = OFF", NULL,
+		    NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sq_query_text(s->db, "PRAGMA cache_spill", got,
+			    sizeof(got));
+		if (rc != SQLITE_OK)
+			goto fail;
+		if (strcmp(got, "0") != 0) {
+			*why = xasprintf("%s: PRAGMA cache_spill = OFF did "
+			    "not take (%s)", s->path, got);
+			return RS_ERR_IO;
+		}
+	}
 	if (s->lazy_sync) {
 		rc = sqlite3_exec(s->db, "PRAGMA synchronous = NORMAL", NULL,
 		    NULL, NULL);
@@ -2597,7 +2613,13 @@ sq_open(const char *path, const struct store_options *opt, void **ctx,
 		flags |= SQLITE_OPEN_READONLY;
 	else
 		flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-	rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+	/* A connection that commits with synchronous=FULL gathers each
+	 * commit's WAL writes into a few large ones (walbuf.h; it also
+	 * turns cache_spill off, sq_pragmas); one that commits without a
+	 * sync must not, and a read-only one has nothing to gather.
+	 * NULL: the default VFS. */
+	rc = sqlite3_open_v2(path, &s->db, flags,
+	    !s->readonly && !s->lazy_sync ? walbuf_vfs() : NULL);
 	if (rc != SQLITE_OK) {
 		*why = xasprintf("%s: cannot %s: %s", path,
 		    existed || s->readonly ? "open" : "create it",

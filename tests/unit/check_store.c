@@ -448,6 +448,9 @@ START_TEST(test_pragmas)
 	ck_assert_ptr_nonnull(own);
 	ck_assert_int_eq(raw_int(own, "PRAGMA synchronous"), 2);  /* FULL */
 	ck_assert_int_eq(raw_int(own, "PRAGMA foreign_keys"), 1);
+	/* Its WAL writes are gathered (walbuf), which needs them all in
+	 * commits: no spilling. */
+	ck_assert_int_eq(raw_int(own, "PRAGMA cache_spill"), 0);
 	/* The lock wait is the store's own busy handler (a 1 ms poll up to
 	 * busy_timeout, store_sqlite.c), not SQLite's busy_timeout, which
 	 * PRAGMA busy_timeout would show; test_busy checks the wait. */
