@@ -1228,6 +1228,30 @@ START_TEST(test_savepoint)
 }
 END_TEST
 
+/*
+ * In an open transaction: e1 (refund r1) is applied, then e2 (refund
+ * r2) fails after its refund and change were written, when its event
+ * row violates NOT NULL (the backend called directly, past store.c's
+ * checks).
+ */
+static void
+apply_good_then_failing(struct store *st, void *ctx)
+{
+	struct event ev;
+	enum store_outcome o;
+
+	mk_refund_event(&ev, "e1", "inst-1", 1, "r1", "PENDING", 1, NULL);
+	ck_assert_int_eq(store_apply_event(st, &ev, "e1", &o), RS_OK);
+	ck_assert_int_eq(o, STORE_APPLIED);
+	event_cleanup(&ev);
+	mk_refund_event(&ev, "e2", "inst-1", 1, "r2", "PENDING", 1, NULL);
+	free(ev.event_type);
+	ev.event_type = NULL;
+	ck_assert_int_eq(store_sqlite_ops.apply_event(ctx, &ev, "e2", &o),
+	    RS_ERR_INPUT);
+	event_cleanup(&ev);
+}
+
 /* A batch transaction skips the savepoints: a failed event leaves its
  * work behind until the caller rolls back; the next store_begin()
  * isolates again. */
@@ -1244,37 +1268,18 @@ START_TEST(test_batch_txn)
 	ctx = store_backend_ctx(st, &store_sqlite_ops);
 	ck_assert_ptr_nonnull(ctx);
 
-	/* A batch that fails half-way: the refund and change of e2 are
-	 * written before its event row fails NOT NULL, and stay until
-	 * the rollback. */
+	/* In a batch, e2's refund and change stay until the rollback. */
 	ck_assert_int_eq(store_begin_batch(st), RS_OK);
-	mk_refund_event(&ev, "e1", "inst-1", 1, "r1", "PENDING", 1, NULL);
-	ck_assert_int_eq(store_apply_event(st, &ev, "e1", &o), RS_OK);
-	ck_assert_int_eq(o, STORE_APPLIED);
-	event_cleanup(&ev);
-	mk_refund_event(&ev, "e2", "inst-1", 1, "r2", "PENDING", 1, NULL);
-	free(ev.event_type);
-	ev.event_type = NULL;
-	ck_assert_int_eq(store_sqlite_ops.apply_event(ctx, &ev, "e2", &o),
-	    RS_ERR_INPUT);
+	apply_good_then_failing(st, ctx);
 	expect_counts(st, 2, 1, 2, 2, 0);	/* no savepoint undid r2 */
 	store_rollback(st);
 	expect_counts(st, 0, 0, 0, 0, 0);
 
 	/* The same events, isolated: e2 fails alone. */
 	ck_assert_int_eq(store_begin(st), RS_OK);
-	event_cleanup(&ev);
-	mk_refund_event(&ev, "e1", "inst-1", 1, "r1", "PENDING", 1, NULL);
-	ck_assert_int_eq(store_apply_event(st, &ev, "e1", &o), RS_OK);
-	event_cleanup(&ev);
-	mk_refund_event(&ev, "e2", "inst-1", 1, "r2", "PENDING", 1, NULL);
-	free(ev.event_type);
-	ev.event_type = NULL;
-	ck_assert_int_eq(store_sqlite_ops.apply_event(ctx, &ev, "e2", &o),
-	    RS_ERR_INPUT);
+	apply_good_then_failing(st, ctx);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	ck_assert_int_eq(store_commit(st), RS_OK);
-	event_cleanup(&ev);
 
 	/* A batch that succeeds commits like any transaction. */
 	ck_assert_int_eq(store_begin_batch(st), RS_OK);
