@@ -1784,11 +1784,24 @@ rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 	return remove(path);
 }
 
+/* Let a directory's entries be removed (a test may have taken the
+ * permission away); files need none. */
+static int
+rm_open_dir(const char *path, const struct stat *sb, int flag,
+    struct FTW *ftw)
+{
+	if (flag == FTW_D || flag == FTW_DNR)
+		(void)chmod(path, 0700);
+	return 0;
+}
+
 void
 tu_rmtree(const char *dir)
 {
-	if (dir != NULL && getenv("RS_KEEP_TMP") == NULL)
-		(void)nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (dir == NULL || getenv("RS_KEEP_TMP") != NULL)
+		return;
+	(void)nftw(dir, rm_open_dir, 16, FTW_PHYS);
+	(void)nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 void

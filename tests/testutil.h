@@ -328,7 +328,8 @@ char	*tu_daemon_metrics(const struct tu_daemon *d);
 
 /* A new directory under $TMPDIR (or /tmp).  Caller frees the name. */
 char	*tu_tempdir(void);
-/* Remove dir and everything in it (unless RS_KEEP_TMP is set). */
+/* Remove dir and everything in it, directories a test made read-only
+ * included (unless RS_KEEP_TMP is set). */
 void	tu_rmtree(const char *dir);
 
 /*

@@ -16,7 +16,6 @@
  */
 #include <sys/stat.h>
 
-#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -44,38 +43,13 @@
 #include "util/metrics.h"
 #include "util/xmalloc.h"
 
+#include "../testutil.h"
+
 #define INST	"inst-1"
 
 static char case_dir[512];
 
 /* ---- files ------------------------------------------------------------- */
-
-static void
-rm_tree(const char *path)
-{
-	struct stat sb;
-	struct dirent *de;
-	DIR *d;
-	char *sub;
-
-	if (lstat(path, &sb) == -1)
-		return;
-	if (S_ISDIR(sb.st_mode)) {
-		if ((d = opendir(path)) != NULL) {
-			while ((de = readdir(d)) != NULL) {
-				if (strcmp(de->d_name, ".") == 0 ||
-				    strcmp(de->d_name, "..") == 0)
-					continue;
-				sub = xasprintf("%s/%s", path, de->d_name);
-				rm_tree(sub);
-				free(sub);
-			}
-			closedir(d);
-		}
-		rmdir(path);
-	} else
-		unlink(path);
-}
 
 static void
 case_setup(void)
@@ -95,8 +69,7 @@ case_setup(void)
 static void
 case_teardown(void)
 {
-	if (getenv("RS_KEEP_TMP") == NULL)
-		rm_tree(case_dir);
+	tu_rmtree(case_dir);
 	case_dir[0] = '\0';
 }
 

@@ -19,7 +19,6 @@
 
 #include <linux/fs.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -56,34 +55,6 @@ static char case_dir[512];
 /* ---- files ------------------------------------------------------------- */
 
 static void
-rm_tree(const char *path)
-{
-	struct stat sb;
-	struct dirent *de;
-	DIR *d;
-	char *sub;
-
-	if (lstat(path, &sb) == -1)
-		return;
-	if (S_ISDIR(sb.st_mode)) {
-		chmod(path, 0700);
-		if ((d = opendir(path)) != NULL) {
-			while ((de = readdir(d)) != NULL) {
-				if (strcmp(de->d_name, ".") == 0 ||
-				    strcmp(de->d_name, "..") == 0)
-					continue;
-				sub = xasprintf("%s/%s", path, de->d_name);
-				rm_tree(sub);
-				free(sub);
-			}
-			closedir(d);
-		}
-		rmdir(path);
-	} else
-		unlink(path);
-}
-
-static void
 case_setup(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -104,7 +75,7 @@ case_setup(void)
 static void
 case_teardown(void)
 {
-	rm_tree(case_dir);
+	tu_rmtree(case_dir);
 	case_dir[0] = '\0';
 }
 
