@@ -890,15 +890,20 @@ sq_instance_load(struct sq *s, const char *id, bool *found,
 }
 
 /*
- * AppInstalled.  A new instance starts with backfill pending.  A row
- * that exists without installed_at (named in the config, say) gets it.
- * A removed instance that comes back is installed afresh, and its
- * backfill is pending again: webhooks sent while it was removed never
- * reached us.  An instance already installed is a duplicate.
+ * AppInstalled (install true) or AppRemoved.
+ *
+ * AppInstalled: a new instance starts with backfill pending.  A row that
+ * exists without installed_at (named in the config, say) gets it.  A
+ * removed instance that comes back is installed afresh, and its backfill
+ * is pending again: webhooks sent while it was removed never reached us.
+ * An instance already installed is a duplicate.
+ *
+ * AppRemoved: an unknown instance is recorded as removed; one removed
+ * already is a duplicate.
  */
 static enum rs_status
-sq_instance_installed(struct sq *s, const struct event *ev, const char *now,
-    enum store_outcome *out)
+sq_instance_event(struct sq *s, const struct event *ev, const char *now,
+    bool install, enum store_outcome *out)
 {
 	enum sq_stmt id;
 	enum rs_status st;
@@ -912,47 +917,15 @@ sq_instance_installed(struct sq *s, const struct event *ev, const char *now,
 	if (!found) {
 		id = SQ_IN_NEW;
 		sq_bind_text(s->stmt[id], 1, ev->instance_id, &brc);
-		sq_bind_text(s->stmt[id], 2, now, &brc);
+		sq_bind_text(s->stmt[id], 2, install ? now : NULL, &brc);
 		sq_bind_text(s->stmt[id], 3, ev->app_id, &brc);
-		sq_bind_text(s->stmt[id], 4, NULL, &brc);
+		sq_bind_text(s->stmt[id], 4, install ? NULL : now, &brc);
 		sq_bind_text(s->stmt[id], 5, now, &brc);
-	} else if (removed || !installed) {
-		id = removed ? SQ_IN_REINSTALL : SQ_IN_INSTALL;
-		sq_bind_text(s->stmt[id], 1, ev->instance_id, &brc);
-		sq_bind_text(s->stmt[id], 2, now, &brc);
-		sq_bind_text(s->stmt[id], 3, ev->app_id, &brc);
-	} else {
-		*out = STORE_DUPLICATE;
-		return RS_OK;
-	}
-	if ((st = sq_run(s, id, brc, ev->instance_id)) == RS_OK)
-		*out = STORE_APPLIED;
-	return st;
-}
-
-/* AppRemoved.  An unknown instance is recorded as removed. */
-static enum rs_status
-sq_instance_removed(struct sq *s, const struct event *ev, const char *now,
-    enum store_outcome *out)
-{
-	enum sq_stmt id;
-	enum rs_status st;
-	bool found, installed, removed;
-	int brc = SQLITE_OK;
-
-	st = sq_instance_load(s, ev->instance_id, &found, &installed,
-	    &removed);
-	if (st != RS_OK)
-		return st;
-	if (!found) {
-		id = SQ_IN_NEW;
-		sq_bind_text(s->stmt[id], 1, ev->instance_id, &brc);
-		sq_bind_text(s->stmt[id], 2, NULL, &brc);
-		sq_bind_text(s->stmt[id], 3, ev->app_id, &brc);
-		sq_bind_text(s->stmt[id], 4, now, &brc);
-		sq_bind_text(s->stmt[id], 5, now, &brc);
-	} else if (!removed) {
-		id = SQ_IN_REMOVE;
+	} else if (install ? removed || !installed : !removed) {
+		if (!install)
+			id = SQ_IN_REMOVE;
+		else
+			id = removed ? SQ_IN_REINSTALL : SQ_IN_INSTALL;
 		sq_bind_text(s->stmt[id], 1, ev->instance_id, &brc);
 		sq_bind_text(s->stmt[id], 2, now, &brc);
 		sq_bind_text(s->stmt[id], 3, ev->app_id, &brc);
@@ -998,10 +971,10 @@ sq_apply_event(void *ctx, const struct event *ev, const char *key,
 		    ev->has_sequence, ev->sequence, "webhook", now, &o);
 		break;
 	case EVENT_APP_INSTALLED:
-		st = sq_instance_installed(s, ev, now, &o);
+		st = sq_instance_event(s, ev, now, true, &o);
 		break;
 	case EVENT_APP_REMOVED:
-		st = sq_instance_removed(s, ev, now, &o);
+		st = sq_instance_event(s, ev, now, false, &o);
 		break;
 	case EVENT_IGNORED:
 		o = STORE_IGNORED;
