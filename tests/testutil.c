@@ -2036,6 +2036,63 @@ out:
 	return ok;
 }
 
+bool
+tu_sandbox_log(const struct tu_sandbox *sb, const char *instance,
+    const char *part, struct tu_sandbox_entry **out, size_t *n)
+{
+	struct tu_sandbox_entry *v = NULL;
+	struct tu_http_resp resp;
+	const cJSON *t, *in, *p, *s, *f;
+	char *line, *nl;
+	cJSON *o;
+	int st;
+
+	*out = NULL;
+	*n = 0;
+	memset(&resp, 0, sizeof(resp));
+	st = tu_sandbox_request(sb, "GET", "/_sandbox/log", NULL, NULL,
+	    &resp);
+	if (st != 200) {
+		fprintf(stderr, "tu_sandbox_log: GET /_sandbox/log: %d\n", st);
+		tu_http_resp_cleanup(&resp);
+		return false;
+	}
+	for (line = resp.body; line != NULL && *line != '\0'; line = nl) {
+		nl = strchr(line, '\n');
+		if (nl != NULL)
+			*nl++ = '\0';
+		if ((o = cJSON_Parse(line)) == NULL)
+			continue;
+		t = cJSON_GetObjectItemCaseSensitive(o, "t_ms");
+		in = cJSON_GetObjectItemCaseSensitive(o, "instance");
+		p = cJSON_GetObjectItemCaseSensitive(o, "path");
+		s = cJSON_GetObjectItemCaseSensitive(o, "status");
+		f = cJSON_GetObjectItemCaseSensitive(o, "fault");
+		if (cJSON_IsNumber(t) && cJSON_IsString(p) &&
+		    cJSON_IsNumber(s) && (instance == NULL ||
+		    (cJSON_IsString(in) &&
+		    strcmp(in->valuestring, instance) == 0)) &&
+		    (part == NULL || strstr(p->valuestring, part) != NULL)) {
+			struct tu_sandbox_entry *e;
+
+			v = xreallocarray(v, *n + 1, sizeof(*v));
+			e = &v[(*n)++];
+			e->t_ms = (int64_t)t->valuedouble;
+			snprintf(e->instance, sizeof(e->instance), "%s",
+			    cJSON_IsString(in) ? in->valuestring : "");
+			snprintf(e->path, sizeof(e->path), "%s",
+			    p->valuestring);
+			e->status = s->valueint;
+			snprintf(e->fault, sizeof(e->fault), "%s",
+			    cJSON_IsString(f) ? f->valuestring : "");
+		}
+		cJSON_Delete(o);
+	}
+	tu_http_resp_cleanup(&resp);
+	*out = v;
+	return true;
+}
+
 cJSON *
 tu_sandbox_refunds(const struct tu_sandbox *sb, const char *instance,
     int limit)

@@ -455,6 +455,23 @@ char	*tu_sandbox_token(const struct tu_sandbox *sb, const char *instance);
 struct cJSON *tu_sandbox_refunds(const struct tu_sandbox *sb,
 	    const char *instance, int limit);
 
+/* One line of the sandbox's request log (GET /_sandbox/log). */
+struct tu_sandbox_entry {
+	int64_t	 t_ms;		/* when, on the sandbox's CLOCK_MONOTONIC */
+	char	 instance[128];	/* the instance it was for, or "" */
+	char	 path[128];
+	int	 status;
+	char	 fault[32];	/* the fault it got, or "" */
+};
+
+/*
+ * The request log's entries for instance (NULL: every one) whose path
+ * contains part (NULL: any), oldest first: *out (caller frees; NULL if
+ * none) and *n.  false (stderr says why) if the log cannot be read.
+ */
+bool	tu_sandbox_log(const struct tu_sandbox *sb, const char *instance,
+	    const char *part, struct tu_sandbox_entry **out, size_t *n);
+
 /*
  * Write dir/app-secret (mode 0600) and return the [wix] keys that use
  * the sandbox with it: "app_id = ...\napp_secret_file = ...\napi_base =

@@ -109,58 +109,20 @@ fclock_close(struct fclock *c)
 
 /* ---- the sandbox's request log --------------------------------------- */
 
-struct sb_entry {
-	int64_t	 t_ms;		/* its CLOCK_MONOTONIC, in ms */
-	int	 status;
-	char	 fault[32];	/* the fault it got, or "" */
-};
-
 /* The Query Refunds requests of INST in the log, oldest first.  *n
  * set; caller frees. */
-static struct sb_entry *
+static struct tu_sandbox_entry *
 sb_queries(const struct tu_sandbox *sb, size_t *n)
 {
-	struct tu_http_resp resp;
-	struct sb_entry *v = NULL;
-	const cJSON *t, *in, *p, *s, *f;
-	char *line, *nl;
-	cJSON *o;
+	struct tu_sandbox_entry *v;
 
-	*n = 0;
-	memset(&resp, 0, sizeof(resp));
-	ck_assert_int_eq(tu_sandbox_request(sb, "GET", "/_sandbox/log", NULL,
-	    NULL, &resp), 200);
-	for (line = resp.body; line != NULL && *line != '\0'; line = nl) {
-		nl = strchr(line, '\n');
-		if (nl != NULL)
-			*nl++ = '\0';
-		if ((o = cJSON_Parse(line)) == NULL)
-			continue;
-		t = cJSON_GetObjectItemCaseSensitive(o, "t_ms");
-		in = cJSON_GetObjectItemCaseSensitive(o, "instance");
-		p = cJSON_GetObjectItemCaseSensitive(o, "path");
-		s = cJSON_GetObjectItemCaseSensitive(o, "status");
-		f = cJSON_GetObjectItemCaseSensitive(o, "fault");
-		if (cJSON_IsNumber(t) && cJSON_IsString(in) &&
-		    strcmp(in->valuestring, INST) == 0 && cJSON_IsString(p) &&
-		    strstr(p->valuestring, "/refunds/query") != NULL &&
-		    cJSON_IsNumber(s)) {
-			v = xreallocarray(v, *n + 1, sizeof(*v));
-			v[*n].t_ms = (int64_t)t->valuedouble;
-			v[*n].status = s->valueint;
-			snprintf(v[*n].fault, sizeof(v[*n].fault), "%s",
-			    cJSON_IsString(f) ? f->valuestring : "");
-			(*n)++;
-		}
-		cJSON_Delete(o);
-	}
-	tu_http_resp_cleanup(&resp);
+	ck_assert(tu_sandbox_log(sb, INST, "/refunds/query", &v, n));
 	return v;
 }
 
 /* How many of v[from..n) got fault. */
 static size_t
-sb_count_fault(const struct sb_entry *v, size_t from, size_t n,
+sb_count_fault(const struct tu_sandbox_entry *v, size_t from, size_t n,
     const char *fault)
 {
 	size_t i, c = 0;
@@ -224,7 +186,7 @@ sb_ids(const struct tu_sandbox *sb, size_t *count)
  * The gap from query i to query i + 1 must be one wait of [lo, hi] ms.
  */
 static void
-assert_gap(const struct sb_entry *v, size_t i, int64_t lo, int64_t hi,
+assert_gap(const struct tu_sandbox_entry *v, size_t i, int64_t lo, int64_t hi,
     const char *what)
 {
 	int64_t gap = v[i + 1].t_ms - v[i].t_ms;
@@ -247,7 +209,7 @@ START_TEST(test_backfill_backoff_across_jumps)
 	struct tu_daemon *d;
 	struct tu_conf conf;
 	struct fclock fc;
-	struct sb_entry *v = NULL;
+	struct tu_sandbox_entry *v = NULL;
 	char *want, *keys, *wix, *tail, *state, *st;
 	size_t n = 0, n0, count, i;
 	int64_t t0, deadline, took;

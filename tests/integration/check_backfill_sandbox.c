@@ -90,72 +90,15 @@ sb_clear(const struct tu_sandbox *sb)
 	    NULL, NULL, NULL), 200);
 }
 
-/* The request log (JSON lines).  Caller frees. */
-static char *
-sb_log(const struct tu_sandbox *sb)
-{
-	struct tu_http_resp resp;
-	char *text;
-
-	memset(&resp, 0, sizeof(resp));
-	ck_assert_int_eq(tu_sandbox_request(sb, "GET", "/_sandbox/log", NULL,
-	    NULL, &resp), 200);
-	text = xstrdup(resp.body != NULL ? resp.body : "");
-	tu_http_resp_cleanup(&resp);
-	return text;
-}
-
-/* One line of the request log. */
-struct sb_entry {
-	int64_t	 t_ms;
-	char	 instance[128];
-	char	 path[128];
-	int	 status;
-	char	 fault[32];	/* the fault it got, or "" */
-};
-
 /* The log entries for instance (NULL: all) whose path contains part
  * (NULL: any).  *n set; caller frees. */
-static struct sb_entry *
+static struct tu_sandbox_entry *
 sb_entries(const struct tu_sandbox *sb, const char *instance, const char *part,
     size_t *n)
 {
-	struct sb_entry *v = NULL;
-	char *text = sb_log(sb), *line, *nl;
-	const cJSON *t, *in, *p, *s, *f;
-	cJSON *o;
+	struct tu_sandbox_entry *v;
 
-	*n = 0;
-	for (line = text; line != NULL && *line != '\0'; line = nl) {
-		nl = strchr(line, '\n');
-		if (nl != NULL)
-			*nl++ = '\0';
-		if ((o = cJSON_Parse(line)) == NULL)
-			continue;
-		t = cJSON_GetObjectItemCaseSensitive(o, "t_ms");
-		in = cJSON_GetObjectItemCaseSensitive(o, "instance");
-		p = cJSON_GetObjectItemCaseSensitive(o, "path");
-		s = cJSON_GetObjectItemCaseSensitive(o, "status");
-		f = cJSON_GetObjectItemCaseSensitive(o, "fault");
-		if (cJSON_IsNumber(t) && cJSON_IsString(p) &&
-		    cJSON_IsNumber(s) && (instance == NULL ||
-		    (cJSON_IsString(in) &&
-		    strcmp(in->valuestring, instance) == 0)) &&
-		    (part == NULL || strstr(p->valuestring, part) != NULL)) {
-			v = xreallocarray(v, *n + 1, sizeof(*v));
-			v[*n].t_ms = (int64_t)t->valuedouble;
-			snprintf(v[*n].instance, sizeof(v[*n].instance), "%s",
-			    cJSON_IsString(in) ? in->valuestring : "");
-			snprintf(v[*n].path, sizeof(v[*n].path), "%s",
-			    p->valuestring);
-			v[*n].status = s->valueint;
-			snprintf(v[*n].fault, sizeof(v[*n].fault), "%s",
-			    cJSON_IsString(f) ? f->valuestring : "");
-			(*n)++;
-		}
-		cJSON_Delete(o);
-	}
-	free(text);
+	ck_assert(tu_sandbox_log(sb, instance, part, &v, n));
 	return v;
 }
 
@@ -164,7 +107,7 @@ static size_t
 sb_count(const struct tu_sandbox *sb, const char *instance, const char *part,
     int status)
 {
-	struct sb_entry *v;
+	struct tu_sandbox_entry *v;
 	size_t n, i, c = 0;
 
 	v = sb_entries(sb, instance, part, &n);
@@ -179,7 +122,7 @@ sb_count(const struct tu_sandbox *sb, const char *instance, const char *part,
 static size_t
 sb_faulted(const struct tu_sandbox *sb, const char *instance, const char *fault)
 {
-	struct sb_entry *v;
+	struct tu_sandbox_entry *v;
 	size_t n, i, c = 0;
 
 	v = sb_entries(sb, instance, NULL, &n);
@@ -630,7 +573,7 @@ END_TEST
  */
 START_TEST(test_retry_after_date)
 {
-	struct sb_entry *v;
+	struct tu_sandbox_entry *v;
 	struct env e;
 	char *want, *out = NULL, *err = NULL, *date, *json;
 	size_t n, i;
@@ -1161,7 +1104,7 @@ END_TEST
 
 /* The most entries of v (in time order) inside any window of ms. */
 static size_t
-max_in_window(const struct sb_entry *v, size_t n, int64_t ms)
+max_in_window(const struct tu_sandbox_entry *v, size_t n, int64_t ms)
 {
 	size_t i, j = 0, best = 0;
 
@@ -1176,7 +1119,7 @@ max_in_window(const struct sb_entry *v, size_t n, int64_t ms)
 
 START_TEST(test_two_instances)
 {
-	struct sb_entry *a, *b;
+	struct tu_sandbox_entry *a, *b;
 	struct env e;
 	char *wa, *wb, *out = NULL, *err = NULL;
 	size_t na, nb;
@@ -1262,7 +1205,7 @@ END_TEST
  */
 START_TEST(test_budget)
 {
-	struct sb_entry *v;
+	struct tu_sandbox_entry *v;
 	struct env e;
 	size_t n, i;
 	pid_t pid;
