@@ -79,25 +79,8 @@ for f in "$RS" "$SANDBOX"; do
 		exit 1
 	fi
 done
-if grep -q '^SAN_CFLAGS = .*-fsanitize' "$B/Makefile" 2>/dev/null; then
-	echo "bench: warning: $B is a sanitizer build; the figures will" \
-	    "not mean much" >&2
-fi
-rm -rf "$W"
-mkdir -p "$W"
-printf 'sandbox-secret\n' > "$W/app-secret"
-chmod 600 "$W/app-secret"
+sandbox_setup "$B" "$W"
 hz=$(getconf CLK_TCK)
-
-sbpid=""
-rspid=""
-cleanup() {
-	[ -n "$rspid" ] && kill -TERM "$rspid" 2>/dev/null
-	[ -n "$sbpid" ] && kill -TERM "$sbpid" 2>/dev/null
-	wait 2>/dev/null
-	return 0
-}
-trap cleanup EXIT
 
 start_sandbox() { # TAG SANDBOX-ARGS... -> sets sbpid, writes bench.conf
 	tag=$1

@@ -64,25 +64,8 @@ if [ "$ROUNDS" -lt 1 ]; then
 	echo "bench: ROUNDS must be at least 1" >&2
 	exit 1
 fi
-if grep -q '^SAN_CFLAGS = .*-fsanitize' "$B/Makefile" 2>/dev/null; then
-	echo "bench: warning: $B is a sanitizer build; the figures will" \
-	    "not mean much" >&2
-fi
-rm -rf "$W"
-mkdir -p "$W"
-printf 'sandbox-secret\n' > "$W/app-secret"
-chmod 600 "$W/app-secret"
+sandbox_setup "$B" "$W"
 hz=$(getconf CLK_TCK)
-
-sbpid=""
-rspid=""
-cleanup() {
-	[ -n "$rspid" ] && kill -TERM "$rspid" 2>/dev/null
-	[ -n "$sbpid" ] && kill -TERM "$sbpid" 2>/dev/null
-	wait 2>/dev/null
-	return 0
-}
-trap cleanup EXIT
 
 write_conf() { # [EXTRA-FILE] -> $W/bench.conf
 	cat > "$W/bench.conf" <<CONF
