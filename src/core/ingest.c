@@ -67,6 +67,10 @@ ingest_define_metrics(void)
 	metrics_define_histogram("refundsync_commit_batch_size",
 	    "Webhooks made durable by one commit.", batch_bounds,
 	    sizeof(batch_bounds) / sizeof(batch_bounds[0]), 1);
+	/* Counters without labels are shown from the start, at 0, so a
+	 * rate over them has a first sample. */
+	metrics_add("refundsync_store_errors_total", "", 0);
+	metrics_add("refundsync_batch_redos_total", "", 0);
 }
 
 static void

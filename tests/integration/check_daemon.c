@@ -611,6 +611,11 @@ START_TEST(test_probes_and_metrics)
 	ck_assert(tu_metric(text, "refundsync_commit_seconds_count", NULL) >=
 	    1.0);
 	ck_assert(tu_metric(text, "refundsync_store_ready", NULL) == 1.0);
+	/* Counters that have not moved are shown at 0. */
+	ck_assert(tu_metric(text, "refundsync_store_errors_total", NULL) ==
+	    0.0);
+	ck_assert(tu_metric(text, "refundsync_batch_redos_total", NULL) ==
+	    0.0);
 	tu_http_resp_cleanup(&resp);
 
 	/* Operators' pages are not on the public listener. */
