@@ -377,6 +377,8 @@ server_define_metrics(void)
 	    "Verified webhooks whose payload was malformed (400).");
 	metrics_define("refundsync_reloads_total", METRIC_COUNTER,
 	    "Configuration reloads, by result.");
+	/* Shown at 0 from the start, as the writer's counters are. */
+	metrics_add("refundsync_decode_failures_total", "", 0);
 	metrics_define("refundsync_info", METRIC_GAUGE,
 	    "Build information.");
 	metrics_set("refundsync_info", "version=\"" PACKAGE_VERSION "\"", 1);

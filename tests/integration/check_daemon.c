@@ -616,6 +616,8 @@ START_TEST(test_probes_and_metrics)
 	    0.0);
 	ck_assert(tu_metric(text, "refundsync_batch_redos_total", NULL) ==
 	    0.0);
+	ck_assert(tu_metric(text, "refundsync_decode_failures_total", NULL) ==
+	    0.0);
 	tu_http_resp_cleanup(&resp);
 
 	/* Operators' pages are not on the public listener. */
