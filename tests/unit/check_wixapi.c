@@ -2983,39 +2983,38 @@ START_TEST(test_nf_tls)
 }
 END_TEST
 
-/* Retry-After as an HTTP date in the future: waited for, capped at
- * backoff_max_ms, not taken for the 1 ms backoff nor for a huge wait. */
-START_TEST(test_nf_retry_after_date)
+/*
+ * One query against a raw server that answers 429 with Retry-After an
+ * HTTP date secs ahead, then the page of refund "r-after", with waits
+ * capped at backoff_max_ms.  Returns how long the query took, in ms.
+ */
+static int64_t
+retry_after_date_query(int secs, int backoff_max_ms)
 {
 	struct wixapi_options o;
 	struct wixapi_page p;
 	struct wixapi_error e;
-	struct capture cap = { .saved = -1 };
 	struct nf_raw_server *rs;
 	struct nf_raw_step steps[2];
 	struct wixapi *w;
-	char base[64], *log, *date, *hdr, *ans429, *ans200;
-	int64_t t0, dt, dt2;
+	char base[64], *date, *hdr, *ans429, *ans200;
+	int64_t t0, dt;
 
+	date = nf_http_date(secs);
+	hdr = xasprintf("Retry-After: %s\r\n", date);
+	ans429 = nf_answer(429, "Too Many Requests", hdr, "{}");
 	ans200 = nf_answer(200, "OK", "", NF_PAGE("r-after"));
 	memset(steps, 0, sizeof(steps));
 	steps[0].action = NF_RAW_CLOSE;
+	steps[0].data = ans429;
 	steps[1].action = NF_RAW_CLOSE;
 	steps[1].data = ans200;
-
-	/* Three seconds ahead: a wait of 2-3 s (whole seconds, counted
-	 * when the answer arrives). */
-	date = nf_http_date(3);
-	hdr = xasprintf("Retry-After: %s\r\n", date);
-	ans429 = nf_answer(429, "Too Many Requests", hdr, "{}");
-	steps[0].data = ans429;
 	rs = nf_raw_start(steps, 2);
 	ck_assert_ptr_nonnull(rs);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
 	nf_opts(&o, base, false);
-	o.backoff_max_ms = 10000;
+	o.backoff_max_ms = backoff_max_ms;
 	w = mk(&o);
-	capture_begin(&cap);
 	t0 = clock_mono_ms();
 	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
 	dt = clock_mono_ms() - t0;
@@ -3026,30 +3025,28 @@ START_TEST(test_nf_retry_after_date)
 	ck_assert_uint_eq(nf_raw_connections(rs), 2);
 	wixapi_free(w);
 	nf_raw_stop(rs);
+	free(ans200);
 	free(ans429);
 	free(hdr);
 	free(date);
+	return dt;
+}
 
+/* Retry-After as an HTTP date in the future: waited for, capped at
+ * backoff_max_ms, not taken for the 1 ms backoff nor for a huge wait. */
+START_TEST(test_nf_retry_after_date)
+{
+	struct capture cap = { .saved = -1 };
+	int64_t dt, dt2;
+	char *log;
+
+	capture_begin(&cap);
+	/* Three seconds ahead: a wait of 2-3 s (whole seconds, counted
+	 * when the answer arrives). */
+	dt = retry_after_date_query(3, 10000);
 	/* A day ahead: capped at backoff_max_ms (1.5 s here). */
-	date = nf_http_date(86400);
-	hdr = xasprintf("Retry-After: %s\r\n", date);
-	ans429 = nf_answer(429, "Too Many Requests", hdr, "{}");
-	steps[0].data = ans429;
-	rs = nf_raw_start(steps, 2);
-	ck_assert_ptr_nonnull(rs);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
-	nf_opts(&o, base, false);
-	o.backoff_max_ms = 1500;
-	w = mk(&o);
-	t0 = clock_mono_ms();
-	ck_assert_int_eq(query(w, NULL, NULL, &p, &e), RS_OK);
-	dt2 = clock_mono_ms() - t0;
-	ck_assert_uint_eq(p.n, 1);
-	wixapi_page_cleanup(&p);
-	wixapi_error_cleanup(&e);
-	wixapi_free(w);
+	dt2 = retry_after_date_query(86400, 1500);
 	log = capture_end(&cap);
-	nf_raw_stop(rs);
 
 	ck_assert_msg(strstr(log, "HTTP 429 (request id rid-nf-429): attempt "
 	    "1 of 2, retrying in 3000 ms (Retry-After)") != NULL ||
@@ -3062,10 +3059,6 @@ START_TEST(test_nf_retry_after_date)
 	ck_assert_int_ge(dt2, 1450);
 	ck_assert_int_lt(dt2, 3000);
 	free(log);
-	free(ans429);
-	free(ans200);
-	free(hdr);
-	free(date);
 }
 END_TEST
 
