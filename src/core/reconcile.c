@@ -19,8 +19,8 @@
  *
  * The report is a cJSON document (the JSON form of reconcile.h); the text
  * form is printed from it.  Integers go into it as raw JSON numbers, so
- * no count ever passes through a double, and money as exact decimal
- * strings.
+ * no count ever passes through binary floating point, and money as
+ * exact decimal strings.
  */
 #include <inttypes.h>
 #include <pthread.h>

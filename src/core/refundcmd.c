@@ -450,8 +450,8 @@ fmt_refund_amount(const struct refund *r, char *buf, size_t len)
 	return safe(r->amount, buf, len);
 }
 
-/* An integer as a raw JSON number: a count never goes through a
- * double. */
+/* An integer as a raw JSON number: a count never goes through binary
+ * floating point. */
 static void
 rc_json_int(cJSON *o, const char *name, int64_t v)
 {

@@ -3,8 +3,8 @@
  *
  * refund_from_json() copies what we store out of a strictly parsed
  * entity (WIX.md §2): keys are matched case-sensitively, the amount must
- * be a decimal string and is converted exactly (never through a double),
- * and the whole entity is kept as compact JSON.  An amount we cannot
+ * be a decimal string and is converted exactly (never through floating
+ * point), and the whole entity is kept as compact JSON.  An amount we cannot
  * express in minor units (unknown currency, too many decimals, too
  * large) is not an error: the text is kept and amount_exact is false.
  * refund_version_newer() is SPEC §4 and nothing else.  Pure functions,
