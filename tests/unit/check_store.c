@@ -115,6 +115,16 @@ open_store(const char *path, bool readonly)
 	return st;
 }
 
+/* st's SQLite backend, to call past store.c's checks. */
+static void *
+sqlite_ctx(struct store *st)
+{
+	void *ctx = store_backend_ctx(st, &store_sqlite_ops);
+
+	ck_assert_ptr_nonnull(ctx);
+	return ctx;
+}
+
 /* ---- the raw connection ------------------------------------------------ */
 
 static sqlite3 *
@@ -1151,8 +1161,7 @@ START_TEST(test_savepoint)
 	sqlite3 *db;
 
 	st = open_store(path, false);
-	ctx = store_backend_ctx(st, &store_sqlite_ops);
-	ck_assert_ptr_nonnull(ctx);
+	ctx = sqlite_ctx(st);
 
 	ck_assert_int_eq(store_begin(st), RS_OK);
 	mk_refund_event(&ev, "e1", "inst-1", 1, "r1", "PENDING", 1, NULL);
@@ -1236,8 +1245,7 @@ START_TEST(test_batch_txn)
 	sqlite3 *db;
 
 	st = open_store(path, false);
-	ctx = store_backend_ctx(st, &store_sqlite_ops);
-	ck_assert_ptr_nonnull(ctx);
+	ctx = sqlite_ctx(st);
 
 	/* In a batch, e2's refund and change stay until the rollback. */
 	ck_assert_int_eq(store_begin_batch(st), RS_OK);

@@ -2983,6 +2983,19 @@ START_TEST(test_nf_tls)
 }
 END_TEST
 
+/* Start a raw server playing steps[0..n) and write its http:// address
+ * to base (of size len). */
+static struct nf_raw_server *
+raw_start_base(const struct nf_raw_step *steps, size_t n, char *base,
+    size_t len)
+{
+	struct nf_raw_server *rs = nf_raw_start(steps, n);
+
+	ck_assert_ptr_nonnull(rs);
+	snprintf(base, len, "http://127.0.0.1:%d", nf_raw_port(rs));
+	return rs;
+}
+
 /*
  * One query against a raw server that answers 429 with Retry-After an
  * HTTP date secs ahead, then the page of refund "r-after", with waits
@@ -3009,9 +3022,7 @@ retry_after_date_query(int secs, int backoff_max_ms)
 	steps[0].data = ans429;
 	steps[1].action = NF_RAW_CLOSE;
 	steps[1].data = ans200;
-	rs = nf_raw_start(steps, 2);
-	ck_assert_ptr_nonnull(rs);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	rs = raw_start_base(steps, 2, base, sizeof(base));
 	nf_opts(&o, base, false);
 	o.backoff_max_ms = backoff_max_ms;
 	w = mk(&o);
@@ -3094,9 +3105,7 @@ START_TEST(test_nf_reset_mid_answer)
 	steps[1].data = a_chunk;
 	steps[2].action = NF_RAW_CLOSE;
 	steps[2].data = a_ok;
-	rs = nf_raw_start(steps, 3);
-	ck_assert_ptr_nonnull(rs);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	rs = raw_start_base(steps, 3, base, sizeof(base));
 	nf_opts(&o, base, false);
 	o.max_attempts = 3;
 	w = mk(&o);
@@ -3116,9 +3125,7 @@ START_TEST(test_nf_reset_mid_answer)
 	nf_raw_stop(rs);
 
 	/* One attempt only: RS_ERR_BUSY, nothing of the page. */
-	rs = nf_raw_start(steps, 1);
-	ck_assert_ptr_nonnull(rs);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	rs = raw_start_base(steps, 1, base, sizeof(base));
 	nf_opts(&o, base, false);
 	o.max_attempts = 1;
 	w = mk(&o);
@@ -3513,9 +3520,7 @@ START_TEST(test_stop_budget_wait)
 	memset(&step, 0, sizeof(step));
 	step.action = NF_RAW_CLOSE;
 	step.data = ans;
-	rs = nf_raw_start(&step, 1);
-	ck_assert_ptr_nonnull(rs);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%d", nf_raw_port(rs));
+	rs = raw_start_base(&step, 1, base, sizeof(base));
 	stop_opts(&o, base, false);
 	o.requests_per_minute = 1;
 	w = mk(&o);
