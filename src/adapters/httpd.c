@@ -1,9 +1,19 @@
 /*
  * httpd.c: libmicrohttpd listener with limits, deadlines and deferral.
  *
- * MHD runs its own polling thread (or pool).  Each connection gets a
- * struct conn (MHD's socket context) that records when its current
- * request began; a sweeper thread shuts down the socket of any connection
+ * Each of the `threads` workers is a libmicrohttpd daemon with one
+ * polling thread and a listening socket of its own, all bound to the same
+ * address with SO_REUSEPORT, so the kernel spreads new connections evenly
+ * over the workers.  (MHD's own thread pool shares one listening socket,
+ * and whichever worker wakes first takes a whole burst of connections:
+ * under load one worker did 80% of the verifying while the other idled.)
+ * The connection limits are therefore the listener's, not MHD's: every
+ * connection is counted here, per address and in all, and one over either
+ * limit is shut down at once.  A port another process listens on, with or
+ * without SO_REUSEPORT, is refused before the workers bind it.
+ *
+ * Each connection gets a struct conn (MHD's socket context) that records
+ * when its current request began; a sweeper thread shuts down the socket of any connection
  * whose request outlives the absolute deadline, which MHD's idle timeout
  * alone cannot do (a byte per interval keeps it alive).  shutdown(2) is
  * safe against fd reuse because the conn is unlinked, under the same
@@ -48,7 +58,11 @@ struct conn {
 	MHD_socket		 fd;
 	_Atomic int64_t		 since;		/* mono ms: request began */
 	atomic_bool		 suspended;
-	struct conn		*prev, *next;
+	struct conn		*prev, *next;	/* all connections */
+	struct conn		*ip_prev, *ip_next; /* the same hash bucket */
+	sa_family_t		 family;	/* AF_INET, AF_INET6, or 0 */
+	unsigned char		 ip[16];	/* the peer's address */
+	size_t			 bucket;
 };
 
 struct httpd_request {
@@ -74,16 +88,23 @@ struct httpd_request {
 struct httpd {
 	char			*name;
 	struct sockaddr_storage	 addr;		/* what we bind */
-	struct MHD_Daemon	*mhd;
+	struct MHD_Daemon	**mhd;		/* nmhd workers */
+	size_t			 nmhd;
 	uint16_t		 port;
+	unsigned		 max_conns;
+	unsigned		 max_per_ip;
 	size_t			 max_body;
 	int64_t			 deadline_ms;
 	const struct httpd_route *routes;
 	size_t			 nroutes;
 	atomic_bool		 draining;
 	_Atomic size_t		 inflight;
-	pthread_mutex_t		 mtx;		/* guards conns */
+	pthread_mutex_t		 mtx;		/* guards conns to nbuckets */
 	struct conn		*conns;
+	size_t			 nconns;
+	struct conn		**buckets;	/* by peer address */
+	size_t			 nbuckets;	/* a power of two */
+	uint32_t		 seed;		/* of the bucket hash */
 	pthread_t		 sweeper;
 	bool			 sweeping;
 	pthread_mutex_t		 stop_mtx;
@@ -98,6 +119,10 @@ httpd_define_metrics(void)
 	    "HTTP requests answered, by listener, route and status code.");
 	metrics_define("refundsync_http_deadline_closed_total", METRIC_COUNTER,
 	    "Connections closed for outliving the request deadline.");
+	metrics_define("refundsync_http_connections_refused_total",
+	    METRIC_COUNTER,
+	    "Connections closed at once for going over a connection limit, "
+	    "by limit.");
 }
 
 static void mhd_logger(void *, const char *, va_list)
@@ -385,6 +410,96 @@ on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
 	atomic_fetch_sub(&h->inflight, 1);
 }
 
+/* The peer's address, without the port, into c->family and c->ip. */
+static void
+conn_peer(struct conn *c, struct MHD_Connection *mc)
+{
+	const union MHD_ConnectionInfo *ci;
+	const struct sockaddr *sa;
+
+	ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci == NULL || (sa = ci->client_addr) == NULL)
+		return;
+	if (sa->sa_family == AF_INET) {
+		c->family = AF_INET;
+		memcpy(c->ip, &((const struct sockaddr_in *)(const void *)sa)->
+		    sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		c->family = AF_INET6;
+		memcpy(c->ip, &((const struct sockaddr_in6 *)(const void *)sa)->
+		    sin6_addr, 16);
+	}
+}
+
+/* FNV-1a over the address, seeded per process so that no client can
+ * aim many addresses at one bucket. */
+static size_t
+conn_bucket(const struct httpd *h, const struct conn *c)
+{
+	uint32_t x = 2166136261u ^ h->seed;
+
+	for (size_t i = 0; i < sizeof(c->ip); i++) {
+		x ^= c->ip[i];
+		x *= 16777619u;
+	}
+	x ^= c->family;
+	return (size_t)(x * 16777619u) & (h->nbuckets - 1);
+}
+
+/*
+ * Link c and count it.  Returns the name of the limit it goes over, or
+ * NULL.  Called with h->mtx held.
+ */
+static const char *
+conn_link(struct httpd *h, struct conn *c, unsigned *limit)
+{
+	struct conn *o;
+	unsigned same = 1;
+
+	c->next = h->conns;
+	if (h->conns != NULL)
+		h->conns->prev = c;
+	h->conns = c;
+	h->nconns++;
+	c->bucket = conn_bucket(h, c);
+	for (o = h->buckets[c->bucket]; o != NULL; o = o->ip_next)
+		if (o->family == c->family &&
+		    memcmp(o->ip, c->ip, sizeof(c->ip)) == 0)
+			same++;
+	c->ip_next = h->buckets[c->bucket];
+	if (c->ip_next != NULL)
+		c->ip_next->ip_prev = c;
+	h->buckets[c->bucket] = c;
+	if (h->nconns > h->max_conns) {
+		*limit = h->max_conns;
+		return "max_connections";
+	}
+	if (c->family != 0 && same > h->max_per_ip) {
+		*limit = h->max_per_ip;
+		return "max_connections_per_ip";
+	}
+	return NULL;
+}
+
+/* Called with h->mtx held. */
+static void
+conn_unlink(struct httpd *h, struct conn *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		h->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	if (c->ip_prev != NULL)
+		c->ip_prev->ip_next = c->ip_next;
+	else
+		h->buckets[c->bucket] = c->ip_next;
+	if (c->ip_next != NULL)
+		c->ip_next->ip_prev = c->ip_prev;
+	h->nconns--;
+}
+
 static void
 on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
     enum MHD_ConnectionNotificationCode toe)
@@ -392,6 +507,8 @@ on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
 	struct httpd *h = cls;
 	struct conn *c;
 	const union MHD_ConnectionInfo *ci;
+	const char *over;
+	unsigned limit = 0;
 
 	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		c = xcalloc(1, sizeof(*c));
@@ -400,24 +517,36 @@ on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
 		c->fd = ci != NULL ? ci->connect_fd : MHD_INVALID_SOCKET;
 		atomic_init(&c->since, clock_mono_ms());
 		atomic_init(&c->suspended, false);
+		conn_peer(c, mc);
 		pthread_mutex_lock(&h->mtx);
-		c->next = h->conns;
-		if (h->conns != NULL)
-			h->conns->prev = c;
-		h->conns = c;
+		over = conn_link(h, c, &limit);
 		pthread_mutex_unlock(&h->mtx);
 		*socket_context = c;
+		if (over != NULL) {
+			char peer[INET6_ADDRSTRLEN] = "?";
+
+			if (c->family != 0)
+				inet_ntop(c->family, c->ip, peer,
+				    sizeof(peer));
+			log_info("http %s: connection from %s over %s (%u): "
+			    "closed", h->name, peer, over, limit);
+			metrics_add("refundsync_http_connections_refused_total",
+			    strcmp(over, "max_connections") == 0 ?
+			    "limit=\"max_connections\"" :
+			    "limit=\"max_connections_per_ip\"", 1);
+			/* MHD reads the end of the stream, closes the
+			 * connection and tells us (CLOSED, below).  The
+			 * sweeper leaves it alone. */
+			atomic_store(&c->since, INT64_MAX / 2);
+			if (c->fd != MHD_INVALID_SOCKET)
+				(void)shutdown(c->fd, SHUT_RDWR);
+		}
 		return;
 	}
 	if ((c = *socket_context) == NULL)
 		return;
 	pthread_mutex_lock(&h->mtx);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		h->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+	conn_unlink(h, c);
 	pthread_mutex_unlock(&h->mtx);
 	free(c);
 	*socket_context = NULL;
@@ -467,6 +596,67 @@ sweeper_main(void *arg)
 }
 
 static uint16_t
+sockaddr_port(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)(const void *)ss)->
+		    sin_port);
+	if (ss->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)(const void *)ss)->
+		    sin6_port);
+	return 0;
+}
+
+static void
+sockaddr_set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)(void *)ss)->sin_port = htons(port);
+	else if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)(void *)ss)->sin6_port = htons(port);
+}
+
+static socklen_t
+sockaddr_len(const struct sockaddr_storage *ss)
+{
+	return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	    sizeof(struct sockaddr_in);
+}
+
+/*
+ * Bind a plain socket (SO_REUSEADDR, as MHD does, but not SO_REUSEPORT)
+ * to the address, so that a port already listened on by anyone is
+ * refused, and learn the port when 0 was asked for.  The socket is
+ * closed again; the workers bind next.  Returns the port, or 0 with
+ * errno set.
+ */
+static uint16_t
+probe_port(const struct sockaddr_storage *addr)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int fd, on = 1, e;
+
+	fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (addr->ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on,
+		    sizeof(on));
+	memset(&ss, 0, sizeof(ss));
+	if (bind(fd, (const struct sockaddr *)addr, sockaddr_len(addr)) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+		e = errno;
+		close(fd);
+		errno = e;
+		return 0;
+	}
+	close(fd);
+	return sockaddr_port(&ss);
+}
+
+static uint16_t
 bound_port(struct MHD_Daemon *mhd)
 {
 	const union MHD_DaemonInfo *di;
@@ -478,49 +668,23 @@ bound_port(struct MHD_Daemon *mhd)
 	if (di == NULL || getsockname(di->listen_fd, (struct sockaddr *)&ss,
 	    &len) != 0)
 		return 0;
-	if (ss.ss_family == AF_INET)
-		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return 0;
+	return sockaddr_port(&ss);
 }
 
-enum rs_status
-httpd_start(const struct httpd_options *opt, struct httpd **out, char **why)
+/* One worker: an MHD daemon with one polling thread. */
+static struct MHD_Daemon *
+worker_start(struct httpd *h, const struct httpd_options *opt, bool reuse)
 {
-	struct httpd *h;
 	unsigned flags;
-	int r;
-
-	httpd_define_metrics();
-	h = xcalloc(1, sizeof(*h));
-	h->name = xstrdup(opt->name);
-	h->addr = opt->addr;
-	h->max_body = opt->max_body;
-	h->deadline_ms = (int64_t)opt->request_timeout * 1000;
-	h->routes = opt->routes;
-	h->nroutes = opt->nroutes;
-	atomic_init(&h->draining, false);
-	atomic_init(&h->inflight, 0);
-	pthread_mutex_init(&h->mtx, NULL);
-	pthread_mutex_init(&h->stop_mtx, NULL);
-	{
-		/* Timed waits count on the monotonic clock, like every
-		 * deadline here. */
-		pthread_condattr_t ca;
-
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&h->stop_cond, &ca);
-		pthread_condattr_destroy(&ca);
-	}
 
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 	    MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-	if (opt->addr.ss_family == AF_INET6)
+	if (h->addr.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	{
-		/* The logger goes first, so MHD never prints on its own. */
+		/* The logger goes first, so MHD never prints on its own.
+		 * MHD's connection limits are per worker; they only cut
+		 * off early what conn_link() would refuse anyway. */
 		struct MHD_OptionItem ops[] = {
 			{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h },
 			{ MHD_OPTION_SOCK_ADDR, 0, &h->addr },
@@ -536,35 +700,96 @@ httpd_start(const struct httpd_options *opt, struct httpd **out, char **why)
 			    h },
 			{ MHD_OPTION_NOTIFY_CONNECTION,
 			    (intptr_t)on_connection, h },
-			{ MHD_OPTION_THREAD_POOL_SIZE,
-			    (intptr_t)opt->threads, NULL },
+			{ MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL },
 			{ MHD_OPTION_END, 0, NULL }
 		};
 
-		if (opt->threads <= 1)
+		if (!reuse)
 			ops[8].option = MHD_OPTION_END;
-		h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h,
+		return MHD_start_daemon(flags, 0, NULL, NULL, on_access, h,
 		    MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
 	}
-	if (h->mhd == NULL) {
-		*why = xasprintf("%s listener: cannot start: %s (address in "
-		    "use, or not permitted?)", opt->name, strerror(errno));
-		goto fail;
+}
+
+enum rs_status
+httpd_start(const struct httpd_options *opt, struct httpd **out, char **why)
+{
+	struct httpd *h;
+	size_t n = opt->threads > 1 ? opt->threads : 1;
+	int r;
+
+	httpd_define_metrics();
+	h = xcalloc(1, sizeof(*h));
+	h->name = xstrdup(opt->name);
+	h->addr = opt->addr;
+	h->max_body = opt->max_body;
+	h->deadline_ms = (int64_t)opt->request_timeout * 1000;
+	h->routes = opt->routes;
+	h->nroutes = opt->nroutes;
+	h->max_conns = opt->max_connections;
+	h->max_per_ip = opt->max_connections_per_ip;
+	for (h->nbuckets = 16; h->nbuckets < opt->max_connections &&
+	    h->nbuckets < 65536; h->nbuckets *= 2)
+		;
+	/* Arrays of pointers: sizeof(struct conn *) and
+	 * sizeof(struct MHD_Daemon *) are meant. */
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
+	h->buckets = xcalloc(h->nbuckets, sizeof(*h->buckets));
+	h->seed = arc4random();
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
+	h->mhd = xcalloc(n, sizeof(*h->mhd));
+	atomic_init(&h->draining, false);
+	atomic_init(&h->inflight, 0);
+	pthread_mutex_init(&h->mtx, NULL);
+	pthread_mutex_init(&h->stop_mtx, NULL);
+	{
+		/* Timed waits count on the monotonic clock, like every
+		 * deadline here. */
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&h->stop_cond, &ca);
+		pthread_condattr_destroy(&ca);
 	}
-	h->port = bound_port(h->mhd);
+
+	if (n > 1) {
+		uint16_t port = probe_port(&h->addr);
+
+		if (port == 0) {
+			*why = xasprintf("%s listener: cannot bind port %u: "
+			    "%s", opt->name, (unsigned)sockaddr_port(&h->addr),
+			    strerror(errno));
+			goto fail;
+		}
+		sockaddr_set_port(&h->addr, port);
+	}
+	for (h->nmhd = 0; h->nmhd < n; h->nmhd++) {
+		h->mhd[h->nmhd] = worker_start(h, opt, n > 1);
+		if (h->mhd[h->nmhd] == NULL) {
+			*why = xasprintf("%s listener: cannot start: %s "
+			    "(address in use, or not permitted?)", opt->name,
+			    strerror(errno));
+			goto fail;
+		}
+	}
+	h->port = bound_port(h->mhd[0]);
 	if ((r = pthread_create(&h->sweeper, NULL, sweeper_main, h)) != 0) {
 		*why = xasprintf("%s listener: pthread_create: %s", opt->name,
 		    strerror(r));
-		MHD_stop_daemon(h->mhd);
 		goto fail;
 	}
 	h->sweeping = true;
 	*out = h;
 	return RS_OK;
 fail:
+	while (h->nmhd > 0)
+		MHD_stop_daemon(h->mhd[--h->nmhd]);
 	pthread_cond_destroy(&h->stop_cond);
 	pthread_mutex_destroy(&h->stop_mtx);
 	pthread_mutex_destroy(&h->mtx);
+	free(h->mhd);
+	free(h->buckets);
 	free(h->name);
 	free(h);
 	return RS_ERR_IO;
@@ -583,9 +808,11 @@ httpd_drain(struct httpd *h)
 
 	if (atomic_exchange(&h->draining, true))
 		return;
-	s = MHD_quiesce_daemon(h->mhd);
-	if (s != MHD_INVALID_SOCKET)
-		close(s);
+	for (size_t i = 0; i < h->nmhd; i++) {
+		s = MHD_quiesce_daemon(h->mhd[i]);
+		if (s != MHD_INVALID_SOCKET)
+			close(s);
+	}
 }
 
 size_t
@@ -606,10 +833,13 @@ httpd_stop(struct httpd *h)
 		pthread_mutex_unlock(&h->stop_mtx);
 		pthread_join(h->sweeper, NULL);
 	}
-	MHD_stop_daemon(h->mhd);
+	for (size_t i = 0; i < h->nmhd; i++)
+		MHD_stop_daemon(h->mhd[i]);
 	pthread_cond_destroy(&h->stop_cond);
 	pthread_mutex_destroy(&h->stop_mtx);
 	pthread_mutex_destroy(&h->mtx);
+	free(h->mhd);
+	free(h->buckets);
 	free(h->name);
 	free(h);
 }

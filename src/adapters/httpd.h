@@ -10,7 +10,9 @@
  * past the cap); an idle timeout and an absolute per-request deadline on
  * the monotonic clock (a sweeper shuts down connections past it, so a
  * trickle cannot hold a slot); connection, per-IP and per-connection
- * memory limits (a header block over the pool gets 431 from MHD).
+ * memory limits (a header block over the pool gets 431 from MHD).  The
+ * connection limits hold for the listener as a whole, however many
+ * workers share its port.
  *
  * Handlers run on MHD's pool threads and must not block.  A handler
  * either answers at once with httpd_respond(), or calls httpd_defer()
@@ -46,7 +48,7 @@ struct httpd_options {
 	const char		*name;		/* "public", "admin" */
 	struct sockaddr_storage	 addr;
 	socklen_t		 addrlen;
-	unsigned		 threads;	/* pool size, >= 1 */
+	unsigned		 threads;	/* workers, >= 1; see httpd.c */
 	size_t			 max_body;	/* bytes */
 	unsigned		 request_timeout; /* seconds */
 	unsigned		 max_connections;

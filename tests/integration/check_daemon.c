@@ -8,11 +8,14 @@
  * inside the daemon: statuses, rows, metrics text, exit codes and log
  * lines are the whole interface.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -759,6 +762,85 @@ START_TEST(test_sigterm_exit0)
 }
 END_TEST
 
+/*
+ * serve on a port another process listens on: the workers share their
+ * port with SO_REUSEPORT, but a second daemon must not quietly join them
+ * (or a stranger's socket) and take half the webhooks.
+ */
+static void
+assert_port_refused(const char *dir, int port, const char *pub)
+{
+	char *conf = xasprintf("%s/second.conf", dir), *text, *out = NULL;
+	char *err = NULL, *argv[5], *want, *bin = xstrdup(tu_binary());
+	int st;
+
+	text = xasprintf("[server]\nlisten = 127.0.0.1:%d\n"
+	    "admin_listen = 127.0.0.1:0\n[store]\npath = %s/second.db\n"
+	    "[wix]\npublic_key_file = %s\n", port, dir, pub);
+	ck_assert(tu_write_file(conf, text, false));
+	argv[0] = bin;
+	argv[1] = (char *)"serve";
+	argv[2] = (char *)"-c";
+	argv[3] = conf;
+	argv[4] = NULL;
+	st = tu_run(argv, 20000, &out, &err);
+	ck_assert_msg(st != 0 && st != -1, "serve on a taken port: exit %d",
+	    st);
+	want = xasprintf("public listener: cannot bind port %d: Address "
+	    "already in use", port);
+	ck_assert_msg(strstr(err, want) != NULL, "no \"%s\" in \"%s\"", want,
+	    err);
+	free(want);
+	free(out);
+	free(err);
+	free(text);
+	free(conf);
+	free(bin);
+}
+
+START_TEST(test_port_in_use)
+{
+	struct tu_daemon *d = start(NULL);
+	char *dir = tu_tempdir();
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	int fd, on = 1, i, fds[16];
+
+	/* Another refundsync. */
+	assert_port_refused(dir, d->port, d->pub_path);
+	/* A plain listening socket of someone else's. */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on,
+	    sizeof(on)), 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(fd, 4), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	assert_port_refused(dir, ntohs(sin.sin_port), d->pub_path);
+	close(fd);
+
+	/* The first daemon alone still answers every connection. */
+	for (i = 0; i < 16; i++) {
+		fds[i] = tu_connect(NULL, d->port, 2000);
+		ck_assert_int_ge(fds[i], 0);
+	}
+	for (i = 0; i < 16; i++) {
+		static const char req[] = "GET /healthz HTTP/1.1\r\n"
+		    "Host: x\r\nConnection: close\r\n\r\n";
+
+		ck_assert(tu_send_all(fds[i], req, sizeof(req) - 1));
+		ck_assert_int_eq(tu_read_response(fds[i], 5000, NULL), 200);
+		close(fds[i]);
+	}
+	tu_rmtree(dir);
+	free(dir);
+	tu_daemon_free(d);
+}
+END_TEST
+
 START_TEST(test_cli_check_and_version)
 {
 	char *dir = tu_tempdir(), *good, *bad, *exp, *out = NULL, *err = NULL;
@@ -1265,6 +1347,7 @@ daemon_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_probes_and_metrics);
 	tcase_add_test(tc, test_cli_check_and_version);
+	tcase_add_test(tc, test_port_in_use);
 	tcase_add_test(tc, test_wix_sign_tool);
 	suite_add_tcase(s, tc);
 

@@ -543,6 +543,86 @@ START_TEST(test_05_connections_per_ip)
 }
 END_TEST
 
+/* A request on an open connection is answered 200. */
+static void
+assert_served(int fd)
+{
+	static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+	ck_assert(tu_send_all(fd, req, sizeof(req) - 1));
+	ck_assert_int_eq(tu_read_response(fd, 5000, NULL), 200);
+}
+
+/* A new connection from src is closed without an answer. */
+static void
+assert_refused(const struct tu_daemon *d, const char *src)
+{
+	int fd = tu_connect(src, d->port, 2000), st;
+
+	if (fd < 0)
+		return;
+	ck_assert_msg(tu_wait_closed(fd, 2000, &st) >= 0,
+	    "a connection from %s over the limit stayed open",
+	    src != NULL ? src : "127.0.0.1");
+	ck_assert_int_ne(st, 200);
+	close(fd);
+}
+
+/*
+ * With four workers, each with its own listening socket on the port, the
+ * kernel spreads the connections over them.  The limits still hold for
+ * the listener as a whole: what one worker sees would let every one of
+ * these in.
+ */
+START_TEST(test_05_limits_across_workers)
+{
+	struct tu_daemon *d = start("threads = 4\nmax_connections = 12\n"
+	    "max_connections_per_ip = 8");
+	const char *per_ip[] = { "127.0.0.1 over max_connections_per_ip (8)",
+	    NULL };
+	const char *total[] = { "127.0.0.3 over max_connections (12)", NULL };
+	const char *lim[] = { "limit=\"max_connections_per_ip\"", NULL };
+	int fds[12], i;
+	char *m;
+
+	for (i = 0; i < 8; i++) {
+		fds[i] = tu_connect(NULL, d->port, 2000);
+		ck_assert_int_ge(fds[i], 0);
+	}
+	for (i = 0; i < 8; i++)
+		assert_served(fds[i]);
+	for (i = 0; i < 4; i++)
+		assert_refused(d, NULL);
+	ck_assert(tu_daemon_wait_log(d, 0, per_ip, 5000));
+
+	/* Four more from another address fill max_connections... */
+	for (i = 8; i < 12; i++) {
+		fds[i] = tu_connect("127.0.0.2", d->port, 2000);
+		ck_assert_int_ge(fds[i], 0);
+	}
+	for (i = 8; i < 12; i++)
+		assert_served(fds[i]);
+	/* ...and a thirteenth, from a third, is over it. */
+	assert_refused(d, "127.0.0.3");
+	ck_assert(tu_daemon_wait_log(d, 0, total, 5000));
+	m = tu_daemon_metrics(d);
+	ck_assert_msg(tu_metric(m, "refundsync_http_connections_refused_total",
+	    lim) >= 4, "refused per IP: %s", m);
+	free(m);
+
+	/* The open ones are still served, and once some go, new ones are
+	 * let in again. */
+	for (i = 0; i < 12; i++)
+		assert_served(fds[i]);
+	for (i = 0; i < 12; i++)
+		close(fds[i]);
+	tu_sleep_ms(300);
+	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
+	assert_alive(d);
+	tu_daemon_free(d);
+}
+END_TEST
+
 /* ---- 6: methods and paths ------------------------------------------ */
 
 static void
@@ -1667,6 +1747,7 @@ hostile_suite(void)
 	tcase_add_test(tc, test_03_huge_headers);
 	tcase_add_test(tc, test_04_slowloris);
 	tcase_add_test(tc, test_05_connections_per_ip);
+	tcase_add_test(tc, test_05_limits_across_workers);
 	tcase_add_test(tc, test_06_method_and_path);
 	suite_add_tcase(s, tc);
 
