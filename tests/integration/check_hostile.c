@@ -576,8 +576,10 @@ assert_refused(const struct tu_daemon *d, const char *src)
  */
 START_TEST(test_05_limits_across_workers)
 {
+	/* A long request_timeout: the connections stay idle between
+	 * the steps, which take seconds under ASan on a busy machine. */
 	struct tu_daemon *d = start("threads = 4\nmax_connections = 12\n"
-	    "max_connections_per_ip = 8");
+	    "max_connections_per_ip = 8\nrequest_timeout = 120");
 	const char *per_ip[] = { "127.0.0.1 over max_connections_per_ip (8)",
 	    NULL };
 	const char *total[] = { "127.0.0.3 over max_connections (12)", NULL };
