@@ -9,7 +9,10 @@
 # Reports medians of requests/s, p50/p99 latency, RSS (idle and peak),
 # the ratio b/a, and the commit batch sizes reached.
 # Environment: ROUNDS (3), DURATION (8s), CONNS (64), WRK_THREADS (1),
-# NTOKENS (120000).
+# NTOKENS (120000).  Not more: wrk's Lua GC walks the token table, so a
+# bigger one slows wrk and with it the bare baseline (200000 tokens cost
+# bare-mhd 14%), which would flatter the ratio.  A round of (b) that
+# outruns the tokens resends some; the duplicates are counted below.
 set -e
 . "$(dirname "$0")/lib.sh"
 B=${1:?build dir}
