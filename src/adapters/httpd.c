@@ -13,13 +13,13 @@
  * without SO_REUSEPORT, is refused before the workers bind it.
  *
  * Each connection gets a struct conn (MHD's socket context) that records
- * when its current request began; a sweeper thread shuts down the socket of any connection
- * whose request outlives the absolute deadline, which MHD's idle timeout
- * alone cannot do (a byte per interval keeps it alive).  shutdown(2) is
- * safe against fd reuse because the conn is unlinked, under the same
- * mutex, in the CLOSED notification, which MHD sends before it closes the
- * socket.  Suspended (deferred) requests are never swept: their answer is
- * on its way from the writer.
+ * when its current request began; a sweeper thread shuts down the socket
+ * of any connection whose request outlives the absolute deadline, which
+ * MHD's idle timeout alone cannot do (a byte per interval keeps it
+ * alive).  shutdown(2) is safe against fd reuse because the conn is
+ * unlinked, under the same mutex, in the CLOSED notification, which MHD
+ * sends before it closes the socket.  Suspended (deferred) requests are
+ * never swept: their answer is on its way from the writer.
  *
  * Each request has a struct httpd_request (MHD's con_cls), freed when MHD
  * reports the request completed.
@@ -431,8 +431,9 @@ conn_peer(struct conn *c, struct MHD_Connection *mc)
 	}
 }
 
-/* FNV-1a over the address, seeded per process so that no client can
- * aim many addresses at one bucket. */
+/* FNV-1a over the address, seeded per process so that the buckets
+ * cannot be worked out from outside.  However the addresses fall, a
+ * bucket's chain is never longer than max_connections. */
 static size_t
 conn_bucket(const struct httpd *h, const struct conn *c)
 {
