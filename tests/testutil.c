@@ -1605,7 +1605,7 @@ tu_daemon_write_config(struct tu_daemon *d, const struct tu_conf *conf)
 		conf = &none;
 	text = xasprintf(
 	    "[server]\n"
-	    "listen = 127.0.0.1:0\n"
+	    "listen = %s\n"
 	    "admin_listen = 127.0.0.1:0\n"
 	    "%s%s"
 	    "[store]\n"
@@ -1615,6 +1615,7 @@ tu_daemon_write_config(struct tu_daemon *d, const struct tu_conf *conf)
 	    "public_key_file = %s\n"
 	    "%s%s"
 	    "%s%s",
+	    conf->listen != NULL ? conf->listen : "127.0.0.1:0",
 	    conf->server != NULL ? conf->server : "",
 	    conf->server != NULL ? "\n" : "",
 	    d->db_path,

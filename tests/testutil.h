@@ -246,6 +246,7 @@ double	tu_metric(const char *text, const char *name,
 /* Extra configuration, each a block of "key = value" lines placed in the
  * section of the same name.  NULL members add nothing. */
 struct tu_conf {
+	const char	*listen;	/* NULL: 127.0.0.1:0 */
 	const char	*server;
 	const char	*store;
 	const char	*wix;
@@ -270,16 +271,16 @@ struct tu_daemon {
 
 /*
  * Make a temporary directory, a key pair, the public key file and a
- * config (listeners on 127.0.0.1:0, the store in the directory, plus
- * conf), then start the daemon and wait up to 10 s for its listener and
- * ready lines.  env: extra environment entries for the child (copied),
- * or NULL.  Returns the daemon, or NULL (with the log on stderr).
- * Free with tu_daemon_free().
+ * config (the admin listener on 127.0.0.1:0, the public one on
+ * conf->listen, the store in the directory, plus conf), then start the
+ * daemon and wait up to 10 s for its listener and ready lines.  env:
+ * extra environment entries for the child (copied), or NULL.  Returns the
+ * daemon, or NULL (with the log on stderr).  Free with tu_daemon_free().
  */
 struct tu_daemon *tu_daemon_start(const struct tu_conf *conf,
 	    const char *const *env);
 
-/* Rewrite the config file from conf (the listeners stay on port 0). */
+/* Rewrite the config file from conf (the admin listener on port 0). */
 bool	tu_daemon_write_config(struct tu_daemon *d,
 	    const struct tu_conf *conf);
 

@@ -8,11 +8,14 @@
  * for byte with testutil's OpenSSL signer, so the daemon's own JWT code
  * is never trusted to make its test input.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -621,6 +624,88 @@ START_TEST(test_05_limits_across_workers)
 	tu_sleep_ms(300);
 	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
 	assert_alive(d);
+	tu_daemon_free(d);
+}
+END_TEST
+
+/* A TCP connection to [::1]:port, or -1. */
+static int
+connect6(int port)
+{
+	struct sockaddr_in6 sin6;
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	sin6.sin6_port = htons((uint16_t)port);
+	sin6.sin6_addr = in6addr_loopback;
+	if (connect(fd, (struct sockaddr *)&sin6, sizeof(sin6)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Can this machine listen on [::1]?  (Some containers have no IPv6.) */
+static bool
+have_ipv6_loopback(void)
+{
+	struct sockaddr_in6 sin6;
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	sin6.sin6_addr = in6addr_loopback;
+	ok = bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* The same over IPv6: the workers share [::1]:port, the per-address
+ * limit counts the IPv6 peer over all of them. */
+START_TEST(test_05_limits_across_workers_ipv6)
+{
+	struct tu_conf conf;
+	struct tu_daemon *d;
+	const char *per_ip[] = { "::1 over max_connections_per_ip (4)",
+	    NULL };
+	int fds[4], i, x, st;
+
+	if (!have_ipv6_loopback()) {
+		fprintf(stderr, "check_hostile: no IPv6 loopback here; the "
+		    "IPv6 listener test is skipped\n");
+		return;
+	}
+	memset(&conf, 0, sizeof(conf));
+	conf.listen = "[::1]:0";
+	conf.server = "threads = 3\nmax_connections_per_ip = 4\n"
+	    "request_timeout = 120";
+	d = tu_daemon_start(&conf, NULL);
+	ck_assert_msg(d != NULL, "the daemon did not start on [::1]");
+	for (i = 0; i < 4; i++) {
+		fds[i] = connect6(d->port);
+		ck_assert_int_ge(fds[i], 0);
+	}
+	for (i = 0; i < 4; i++)
+		assert_served(fds[i]);
+	for (i = 0; i < 3; i++) {
+		if ((x = connect6(d->port)) < 0)
+			continue;
+		ck_assert_msg(tu_wait_closed(x, 2000, &st) >= 0,
+		    "an IPv6 connection over the limit stayed open");
+		ck_assert_int_ne(st, 200);
+		close(x);
+	}
+	ck_assert(tu_daemon_wait_log(d, 0, per_ip, 5000));
+	for (i = 0; i < 4; i++) {
+		assert_served(fds[i]);
+		close(fds[i]);
+	}
 	tu_daemon_free(d);
 }
 END_TEST
@@ -1750,6 +1835,7 @@ hostile_suite(void)
 	tcase_add_test(tc, test_04_slowloris);
 	tcase_add_test(tc, test_05_connections_per_ip);
 	tcase_add_test(tc, test_05_limits_across_workers);
+	tcase_add_test(tc, test_05_limits_across_workers_ipv6);
 	tcase_add_test(tc, test_06_method_and_path);
 	suite_add_tcase(s, tc);
 
