@@ -123,6 +123,12 @@ httpd_define_metrics(void)
 	    METRIC_COUNTER,
 	    "Connections closed at once for going over a connection limit, "
 	    "by limit.");
+	/* Shown from the start, at 0, so a rate over them has a first
+	 * sample. */
+	metrics_add("refundsync_http_connections_refused_total",
+	    "limit=\"max_connections\"", 0);
+	metrics_add("refundsync_http_connections_refused_total",
+	    "limit=\"max_connections_per_ip\"", 0);
 }
 
 static void mhd_logger(void *, const char *, va_list)

@@ -582,6 +582,10 @@ START_TEST(test_probes_and_metrics)
 		"route=\"webhook\"", "code=\"200\"", NULL };
 	static const char *const pub_401[] = { "listener=\"public\"",
 		"code=\"401\"", NULL };
+	static const char *const lim_total[] = {
+		"limit=\"max_connections\"", NULL };
+	static const char *const lim_ip[] = {
+		"limit=\"max_connections_per_ip\"", NULL };
 	struct tu_daemon *d = start(NULL);
 	struct tu_http_resp resp;
 	struct tu_refund r;
@@ -621,6 +625,10 @@ START_TEST(test_probes_and_metrics)
 	    0.0);
 	ck_assert(tu_metric(text, "refundsync_decode_failures_total", NULL) ==
 	    0.0);
+	ck_assert(tu_metric(text, "refundsync_http_connections_refused_total",
+	    lim_total) == 0.0);
+	ck_assert(tu_metric(text, "refundsync_http_connections_refused_total",
+	    lim_ip) == 0.0);
 	tu_http_resp_cleanup(&resp);
 
 	/* Operators' pages are not on the public listener. */
