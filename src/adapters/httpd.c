@@ -63,6 +63,7 @@ struct conn {
 	sa_family_t		 family;	/* AF_INET, AF_INET6, or 0 */
 	unsigned char		 ip[16];	/* the peer's address */
 	size_t			 bucket;
+	bool			 refused;	/* over a limit: not counted */
 };
 
 struct httpd_request {
@@ -454,8 +455,11 @@ conn_bucket(const struct httpd *h, const struct conn *c)
 }
 
 /*
- * Link c and count it.  Returns the name of the limit it goes over, or
- * NULL.  Called with h->mtx held.
+ * Link c and, unless it goes over a limit, count it.  Returns the name of
+ * the limit it goes over (c->refused is then set), or NULL.  A refused
+ * connection is not counted: it is on its way out, and the connections
+ * that come after it must not find the limit taken by it.  Called with
+ * h->mtx held.
  */
 static const char *
 conn_link(struct httpd *h, struct conn *c, unsigned *limit)
@@ -467,24 +471,26 @@ conn_link(struct httpd *h, struct conn *c, unsigned *limit)
 	if (h->conns != NULL)
 		h->conns->prev = c;
 	h->conns = c;
-	h->nconns++;
 	c->bucket = conn_bucket(h, c);
 	for (o = h->buckets[c->bucket]; o != NULL; o = o->ip_next)
 		if (o->family == c->family &&
 		    memcmp(o->ip, c->ip, sizeof(c->ip)) == 0)
 			same++;
-	c->ip_next = h->buckets[c->bucket];
-	if (c->ip_next != NULL)
-		c->ip_next->ip_prev = c;
-	h->buckets[c->bucket] = c;
-	if (h->nconns > h->max_conns) {
+	if (h->nconns >= h->max_conns) {
+		c->refused = true;
 		*limit = h->max_conns;
 		return "max_connections";
 	}
 	if (c->family != 0 && same > h->max_per_ip) {
+		c->refused = true;
 		*limit = h->max_per_ip;
 		return "max_connections_per_ip";
 	}
+	h->nconns++;
+	c->ip_next = h->buckets[c->bucket];
+	if (c->ip_next != NULL)
+		c->ip_next->ip_prev = c;
+	h->buckets[c->bucket] = c;
 	return NULL;
 }
 
@@ -498,6 +504,8 @@ conn_unlink(struct httpd *h, struct conn *c)
 		h->conns = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
+	if (c->refused)
+		return;
 	if (c->ip_prev != NULL)
 		c->ip_prev->ip_next = c->ip_next;
 	else
@@ -690,15 +698,17 @@ worker_start(struct httpd *h, const struct httpd_options *opt, bool reuse)
 		flags |= MHD_USE_IPv6;
 	{
 		/* The logger goes first, so MHD never prints on its own.
-		 * MHD's connection limits are per worker; they only cut
-		 * off early what conn_link() would refuse anyway. */
+		 * MHD's connection limits count per worker, and count a
+		 * refused connection until it is closed; set at twice
+		 * ours, they are only a backstop against a flood, and
+		 * conn_link() (which logs) refuses first. */
 		struct MHD_OptionItem ops[] = {
 			{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h },
 			{ MHD_OPTION_SOCK_ADDR, 0, &h->addr },
 			{ MHD_OPTION_CONNECTION_LIMIT,
-			    (intptr_t)opt->max_connections, NULL },
+			    (intptr_t)opt->max_connections * 2, NULL },
 			{ MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-			    (intptr_t)opt->max_connections_per_ip, NULL },
+			    (intptr_t)opt->max_connections_per_ip * 2, NULL },
 			{ MHD_OPTION_CONNECTION_TIMEOUT,
 			    (intptr_t)opt->request_timeout, NULL },
 			{ MHD_OPTION_CONNECTION_MEMORY_LIMIT,

@@ -615,10 +615,33 @@ START_TEST(test_05_limits_across_workers)
 	    lim) >= 4, "refused per IP: %s", m);
 	free(m);
 
-	/* The open ones are still served, and once some go, new ones are
-	 * let in again. */
+	/* The open ones are still served. */
 	for (i = 0; i < 12; i++)
 		assert_served(fds[i]);
+
+	/*
+	 * A refused connection does not hold a slot while it is on its way
+	 * out: with one slot free, a connection over the per-IP limit and,
+	 * at once, one from a fourth address: the second gets the slot.
+	 */
+	close(fds[11]);
+	tu_sleep_ms(200);
+	for (i = 0; i < 30; i++) {
+		int over = tu_connect(NULL, d->port, 2000), y;
+
+		y = tu_connect("127.0.0.4", d->port, 2000);
+		ck_assert_int_ge(y, 0);
+		assert_served(y);
+		close(y);
+		if (over >= 0)
+			close(over);
+		tu_sleep_ms(20);
+	}
+	fds[11] = tu_connect("127.0.0.2", d->port, 2000);
+	ck_assert_int_ge(fds[11], 0);
+	assert_served(fds[11]);
+
+	/* Once they go, new ones are let in again. */
 	for (i = 0; i < 12; i++)
 		close(fds[i]);
 	tu_sleep_ms(300);
