@@ -609,7 +609,7 @@ store_export_replay(struct store *st, const char *name, int64_t from,
 		return RS_ERR_INPUT;
 	}
 	rc = st->ops->export_replay(st->ctx, name, from, &o);
-	if (rc == RS_OK && old != NULL)
+	if ((rc == RS_OK || rc == RS_ERR_RANGE) && old != NULL)
 		*old = o;
 	return rc;
 }

@@ -492,7 +492,10 @@ enum rs_status	store_export_skip(struct store *st, const char *name,
  * `export replay`: the next record of name becomes the first change with
  * seq >= from (from >= 1); the row is created if absent, its epoch moves
  * on and its retry state is cleared.  *old (may be NULL) is the position
- * it had.
+ * it had.  A replay only moves an exporter back (or to where it is, which
+ * retries its next record at once): RS_ERR_RANGE, with *old set, if from
+ * is past the record after its position, since moving there would skip
+ * records it never delivered.
  */
 enum rs_status	store_export_replay(struct store *st, const char *name,
 		    int64_t from, int64_t *old /* OUT */);

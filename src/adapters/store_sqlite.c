@@ -1972,12 +1972,17 @@ sq_export_replay(void *ctx, const char *name, int64_t from, int64_t *old)
 	if ((st = sq_export_add(s, name, now)) != RS_OK ||
 	    (st = sq_export_pos(s, name, &pos, &ep)) != RS_OK)
 		goto out;
+	if (from - 1 > pos) {
+		/* Forward: records pos+1 .. from-1 would never go out. */
+		st = RS_ERR_RANGE;
+		goto out;
+	}
 	sq_bind_text(stmt, 1, name, &brc);
 	sq_bind_i64(stmt, 2, true, from - 1, &brc);
 	sq_bind_text(stmt, 3, now, &brc);
 	st = sq_export_update(s, SQ_EX_REPLAY, brc, name);
 out:
-	if ((st = sq_txn_end(s, st)) == RS_OK)
+	if ((st = sq_txn_end(s, st)) == RS_OK || st == RS_ERR_RANGE)
 		*old = pos;
 	return st;
 }

@@ -1246,7 +1246,17 @@ export_cmd_replay(const struct config *cfg, struct store *st,
 
 	if (name == NULL || !export_cmd_known(cfg, "replay", name, err))
 		return RS_ERR_CONFIG;
-	if ((s = store_export_replay(st, name, from, &old)) != RS_OK) {
+	if ((s = store_export_replay(st, name, from, &old)) == RS_ERR_RANGE) {
+		/* A usage error: the operator asked to skip records. */
+		fprintf(err, "refundsync: export replay %s: --from %" PRId64
+		    " is ahead of it: it has delivered up to seq %" PRId64
+		    ", and a replay only moves an exporter back (--from %"
+		    PRId64 " at most), since records %" PRId64 " to %" PRId64
+		    " would never be delivered\n", name, from, old, old + 1,
+		    old + 1, from - 1);
+		return RS_ERR_CONFIG;
+	}
+	if (s != RS_OK) {
 		fprintf(err, "refundsync: export replay %s: store: %s\n", name,
 		    rs_strstatus(s));
 		return s;

@@ -190,8 +190,8 @@ enum rs_status	export_check_config(const struct config *cfg, char **why);
  * Each prints its result on out (text, or JSON when json is set: one
  * document for status, replay and retry-dead; one object per line for
  * dead) and a reason on err when it fails.  They return RS_OK, or
- * RS_ERR_CONFIG for an exporter that is not configured (a usage error),
- * or the store's error.  st must be open (read-write for replay and
+ * RS_ERR_CONFIG for an exporter that is not configured or a replay --from
+ * ahead of the exporter's position (usage errors), or the store's error.  st must be open (read-write for replay and
  * retry-dead).
  */
 enum rs_status	export_cmd_status(const struct config *cfg, struct store *st,

@@ -969,6 +969,28 @@ START_TEST(test_replay_from)
 	e = state("fake0");
 	ck_assert_int_eq(e.position, 6);
 	store_export_cleanup(&e);
+	/* Never forward: 7 would skip nothing and is allowed, 8 would
+	 * skip 7 and 1000 everything to come; the position stays. */
+	old = -1;
+	ck_assert_int_eq(store_export_replay(st, "fake0", 8, &old),
+	    RS_ERR_RANGE);
+	ck_assert_int_eq(old, 6);
+	ck_assert_int_eq(store_export_replay(st, "fake0", 1000, NULL),
+	    RS_ERR_RANGE);
+	e = state("fake0");
+	ck_assert_int_eq(e.position, 6);
+	store_export_cleanup(&e);
+	ck_assert_int_eq(store_export_replay(st, "fake0", 7, &old), RS_OK);
+	ck_assert_int_eq(old, 6);
+	put_many(7, 2);
+	ck_assert_int_eq(run(w, T0 + 2, &next), EXPORT_STEP_IDLE);
+	ck_assert_uint_eq(fakes[0].n, 12);
+	ck_assert_int_eq(fakes[0].seqs[10], 7);
+	ck_assert_int_eq(fakes[0].seqs[11], 8);
+	/* A new exporter is at 0: only 1 is allowed. */
+	ck_assert_int_eq(store_export_replay(st, "fresh", 2, &old),
+	    RS_ERR_RANGE);
+	ck_assert_int_eq(old, 0);
 	/* Replay is refused below 1 and creates an unknown exporter. */
 	ck_assert_int_eq(store_export_replay(st, "fake0", 0, NULL),
 	    RS_ERR_INPUT);
@@ -1013,7 +1035,7 @@ START_TEST(test_replay_during_backoff)
 	put_many(1, 3);
 	fakes[0].mode = FAKE_RETRY;
 	fakes[0].fail_seq = 1;
-	fakes[0].fail_count = -1;
+	fakes[0].fail_count = 1;
 	w = worker("fake0", 10);
 	ck_assert_int_eq(export_worker_step(w, now, &next), EXPORT_STEP_WAIT);
 	ck_assert_int_ge(next - now, 50);
@@ -1022,12 +1044,13 @@ START_TEST(test_replay_during_backoff)
 	    EXPORT_STEP_WAIT);
 	ck_assert_int_le(next, now + 1 + 50);
 	ck_assert_uint_eq(fakes[0].calls, 1);
-	/* Skip the record that fails: at once, not after the backoff. */
-	ck_assert_int_eq(store_export_replay(st, "fake0", 2, NULL), RS_OK);
+	/* Retry it now (replay from where it is): at once, not after the
+	 * backoff. */
+	ck_assert_int_eq(store_export_replay(st, "fake0", 1, NULL), RS_OK);
 	ck_assert_int_eq(run(w, now + 2, &next), EXPORT_STEP_IDLE);
-	ck_assert_uint_eq(fakes[0].n, 2);
-	ck_assert_int_eq(fakes[0].seqs[0], 2);
-	ck_assert_int_eq(fakes[0].seqs[1], 3);
+	ck_assert_uint_eq(fakes[0].n, 3);
+	ck_assert_int_eq(fakes[0].seqs[0], 1);
+	ck_assert_int_eq(fakes[0].seqs[2], 3);
 	export_worker_free(w);
 }
 END_TEST
