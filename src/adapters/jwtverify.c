@@ -18,8 +18,9 @@
  * segments, strict base64url), the header (strict JSON, alg exactly
  * "RS256", everything else ignored), the signature against every
  * configured key, and only then the payload (strict JSON object) and its
- * claims (exp required; exp, nbf and iat integers; exp and nbf checked
- * against the injected clock with a leeway).
+ * claims (exp required; exp, nbf and iat integers; exp, nbf and iat
+ * checked against the injected clock with a leeway, iat only against
+ * the future).
  *
  * Threads: a key set is built once (at start or on SIGHUP, by the thread
  * loading the config) and its keys are immutable afterwards; read-only
@@ -638,6 +639,12 @@ jwtv_verify(const struct jwtv_keys *keys, const char *token, size_t len,
 		goto out;
 	}
 	if (has_nbf && now < nbf - leeway) {
+		*reason = JWTV_NOT_YET_VALID;
+		goto out;
+	}
+	/* No maximum age, but a token issued in the future is clock skew
+	 * past the leeway, or forged with a wrong clock. */
+	if (has_iat && now < iat - leeway) {
 		*reason = JWTV_NOT_YET_VALID;
 		goto out;
 	}

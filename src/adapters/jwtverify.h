@@ -9,8 +9,9 @@
  * The signature is checked with OpenSSL against keys parsed once at load
  * time; see the module comment in jwtverify.c for why not libjwt.
  * Then the claims: strict JSON, exp (required) and nbf (if present)
- * integers checked against the injected wall clock with a leeway, and no
- * maximum age on iat (Wix retries the same token for ~47 hours).
+ * integers checked against the injected wall clock with a leeway; iat
+ * (if present) no more than the leeway in the future, and no maximum age
+ * (Wix retries the same token for ~47 hours).
  */
 #ifndef RS_JWTVERIFY_H
 #define RS_JWTVERIFY_H
@@ -37,7 +38,7 @@ enum jwtv_reason {
 	JWTV_SIGNATURE,		/* no configured key verifies it */
 	JWTV_CLAIMS,		/* exp/nbf of the wrong type */
 	JWTV_EXPIRED,		/* exp + leeway is past */
-	JWTV_NOT_YET_VALID,	/* nbf - leeway is in the future */
+	JWTV_NOT_YET_VALID,	/* nbf or iat - leeway is in the future */
 	JWTV_PAYLOAD		/* signature fine, payload not strict JSON
 				   object: the caller answers 400 */
 };

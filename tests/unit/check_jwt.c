@@ -893,9 +893,16 @@ START_TEST(test_claims_types)
 	/* A type error wins over an expiry. */
 	check_claims("{\"exp\":1,\"iat\":\"x\"}", t, 0, RS_ERR_AUTH,
 	    JWTV_CLAIMS);
-	/* iat: no maximum age, and no check against the future either. */
+	/* iat: no maximum age; in the future only within the leeway
+	 * (SPEC: jwt_leeway is the skew allowed on exp, nbf and iat). */
 	check_claims("{\"exp\":2000000,\"iat\":0}", t, 0, RS_OK, JWTV_OK);
-	check_claims("{\"exp\":2000000,\"iat\":1999999}", t, 0, RS_OK,
+	check_claims("{\"exp\":2000000,\"iat\":1999999}", t, 0,
+	    RS_ERR_AUTH, JWTV_NOT_YET_VALID);
+	check_claims("{\"exp\":2000000,\"iat\":1000060}", t, 60, RS_OK,
+	    JWTV_OK);
+	check_claims("{\"exp\":2000000,\"iat\":1000061}", t, 60,
+	    RS_ERR_AUTH, JWTV_NOT_YET_VALID);
+	check_claims("{\"exp\":2000000,\"iat\":1000000}", t, 0, RS_OK,
 	    JWTV_OK);
 	check_claims("{\"exp\":2000000,\"nbf\":0,\"iat\":5}", t, 0, RS_OK,
 	    JWTV_OK);
