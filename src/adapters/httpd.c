@@ -270,6 +270,29 @@ peer_name(struct MHD_Connection *mc, char *out, size_t outlen)
 		    out, (socklen_t)outlen);
 }
 
+struct cl_count {
+	const char	*first;		/* the first Content-Length value */
+	bool		 conflict;	/* a later one differs */
+};
+
+static enum MHD_Result
+cl_each(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	struct cl_count *c = cls;
+
+	(void)kind;
+	if (key == NULL || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0)
+		return MHD_YES;
+	if (value == NULL)
+		value = "";
+	if (c->first == NULL)
+		c->first = value;
+	else if (strcmp(c->first, value) != 0)
+		c->conflict = true;
+	return MHD_YES;
+}
+
 /* First call for a request: headers are in.  Decide early answers. */
 static void
 request_begin(struct httpd *h, struct httpd_request *req, const char *method,
@@ -306,6 +329,24 @@ request_begin(struct httpd *h, struct httpd_request *req, const char *method,
 	    MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	cl = MHD_lookup_connection_value(req->mc, MHD_HEADER_KIND,
 	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl != NULL) {
+		/* MHD frames the body by the first Content-Length; a client
+		 * that sends two different ones means another reading of the
+		 * stream (request smuggling, RFC 9112 6.3). */
+		struct cl_count c = { NULL, false };
+
+		(void)MHD_get_connection_values(req->mc, MHD_HEADER_KIND,
+		    cl_each, &c);
+		if (c.conflict) {
+			req->close = true;
+			log_info("http %s: %s %s from %s: 400: conflicting "
+			    "Content-Length headers", h->name, method, url,
+			    req->peer);
+			httpd_respond_error(req, 400, "bad request",
+			    "conflicting content-length");
+			return;
+		}
+	}
 	if (te != NULL && cl != NULL) {
 		req->close = true;
 		log_info("http %s: %s %s from %s: 400: Transfer-Encoding with "

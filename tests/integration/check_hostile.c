@@ -326,7 +326,45 @@ START_TEST(test_02_transfer_encoding)
 	ck_assert_msg(st == 400, "TE gzip + CL: got %d", st);
 	tu_http_resp_cleanup(&resp);
 	free(req);
-	assert_nothing_stored(d);
+	/* Two different Content-Lengths: MHD would frame the body by the
+	 * first, and the rest of the body would be read as a second
+	 * request on the same connection.  One 400, then the close. */
+	{
+		static const char smuggle[] = "POST /webhooks HTTP/1.1\r\n"
+		    "Host: x\r\nContent-Length: 3\r\nContent-Length: 37\r\n"
+		    "\r\nabcGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+		int fd, st2 = 0;
+
+		fd = tu_connect(NULL, d->port, 5000);
+		ck_assert_int_ge(fd, 0);
+		ck_assert(write(fd, smuggle, sizeof(smuggle) - 1) ==
+		    (ssize_t)(sizeof(smuggle) - 1));
+		st = tu_read_response(fd, 5000, &resp);
+		ck_assert_msg(st == 400, "two Content-Lengths: got %d", st);
+		ck_assert(tu_is_error_json(resp.body));
+		ck_assert_msg(strstr(resp.body, "conflicting content-length")
+		    != NULL, "%s", resp.body);
+		tu_http_resp_cleanup(&resp);
+		ck_assert_msg(tu_wait_closed(fd, 5000, &st2) >= 0,
+		    "the connection stayed open");
+		ck_assert_msg(st2 == -1, "the smuggled request was answered "
+		    "(%d)", st2);
+		close(fd);
+		{
+			static const char *const line[] = { "400",
+			    "conflicting Content-Length headers", NULL };
+
+			ck_assert(tu_daemon_wait_log(d, 0, line, 5000));
+		}
+	}
+	/* The same value twice frames the body one way: accepted. */
+	req = xasprintf("POST /webhooks HTTP/1.1\r\nHost: x\r\n"
+	    "Content-Length: %zu\r\nContent-Length: %zu\r\n"
+	    "Connection: close\r\n\r\n%s", strlen(tok), strlen(tok), tok);
+	st = tu_http_raw(d->port, req, strlen(req), 5000, &resp);
+	ck_assert_msg(st == 200, "CL twice, same value: got %d", st);
+	tu_http_resp_cleanup(&resp);
+	free(req);
 	assert_alive(d);
 	free(tok);
 	tu_daemon_free(d);
