@@ -110,6 +110,12 @@ store_schema_version(struct store *st)
 	return st->ops->schema_version(st->ctx);
 }
 
+const char *
+store_last_error(struct store *st)
+{
+	return st->ops->last_error(st->ctx);
+}
+
 enum rs_status
 store_begin(struct store *st)
 {

@@ -73,6 +73,13 @@ void		store_close(struct store *st);
 int		store_schema_version(struct store *st);
 
 /*
+ * Why the last call that failed on st failed, in a few words for a log
+ * line ("database or disk is full", "database is locked", ...), or NULL
+ * if none has failed.  The string is static.  Same thread rules as st.
+ */
+const char	*store_last_error(struct store *st);
+
+/*
  * Write transactions.  store_begin() takes the write lock (BEGIN
  * IMMEDIATE).  store_commit() makes everything durable or, on failure,
  * rolls back and returns RS_ERR_BUSY/RS_ERR_IO.  store_rollback() is safe

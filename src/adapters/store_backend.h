@@ -30,7 +30,7 @@ extern const struct store_migration store_migrations[];
 extern const unsigned store_migration_count;
 
 /* Bumped when struct store_ops changes shape. */
-#define STORE_OPS_VERSION	7
+#define STORE_OPS_VERSION	8
 
 struct store_ops {
 	int		 version;	/* STORE_OPS_VERSION */
@@ -47,6 +47,7 @@ struct store_ops {
 	/* Release ctx and everything it holds; ctx may be NULL. */
 	void		(*close)(void *ctx);
 	int		(*schema_version)(void *ctx);
+	const char	*(*last_error)(void *ctx);
 
 	enum rs_status	(*begin)(void *ctx);
 	/* Optional: NULL makes store_begin_batch() a store_begin(). */

@@ -444,6 +444,7 @@ struct sq {
 	int64_t		 busy_ms;	/* busy_timeout */
 	int64_t		 busy_since;	/* when the current wait began */
 	int		 version;	/* user_version after migrations */
+	const char	*last_error;	/* static; see store_last_error() */
 	sqlite3_stmt	*stmt[SQ_NSTMT];
 };
 
@@ -488,6 +489,9 @@ sq_status(struct sq *s, int rc, const char *what, const char *which)
 {
 	enum rs_status st;
 
+	/* The error string of the primary code, for the log line of each
+	 * request the failure turns away. */
+	s->last_error = sqlite3_errstr(rc & 0xff);
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
@@ -1313,6 +1317,12 @@ sq_txn_end(struct sq *s, enum rs_status st)
 		return sq_commit(s);
 	sq_rollback(s);
 	return st;
+}
+
+static const char *
+sq_last_error(void *ctx)
+{
+	return ((struct sq *)ctx)->last_error;
 }
 
 static enum rs_status
@@ -2677,6 +2687,7 @@ const struct store_ops store_sqlite_ops = {
 	.open = sq_open,
 	.close = sq_close,
 	.schema_version = sq_schema_version,
+	.last_error = sq_last_error,
 	.begin = sq_begin,
 	.begin_batch = sq_begin_batch,
 	.commit = sq_commit,

@@ -145,9 +145,13 @@ run_batch(struct ingest *in, struct ingest_job *batch, size_t n)
 	clock_gettime(CLOCK_MONOTONIC, &b);
 
 	if (st != RS_OK) {
+		const char *why = store_last_error(in->st);
+
 		metrics_add("refundsync_store_errors_total", "", 1);
-		for (j = batch; j != NULL; j = j->next)
+		for (j = batch; j != NULL; j = j->next) {
 			j->status = RS_ERR_BUSY;
+			j->why = why;
+		}
 		set_ready(in, false, st);
 		log_warnx("ingest: batch of %zu not committed: %s", n,
 		    rs_strstatus(st));

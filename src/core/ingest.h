@@ -33,6 +33,8 @@ struct ingest_job {
 	/* Set by the writer before done() is called: */
 	enum rs_status	 status;	/* RS_OK, RS_ERR_BUSY, RS_ERR_INPUT... */
 	enum store_outcome outcome;	/* meaningful when status is RS_OK */
+	const char	*why;		/* static: the store's reason for a
+					 * failed commit, or NULL */
 	/* Called once, from the ingest's responder thread, after the
 	 * commit (or the failure), in commit order.  The job is the
 	 * callee's again from then on. */

@@ -223,7 +223,8 @@ on_ingested(struct ingest_job *job, void *arg)
 		break;
 	default:
 		log_info("webhook %s from %s: 503: store cannot commit: %s",
-		    job->key, httpd_req_peer(req), rs_strstatus(job->status));
+		    job->key, httpd_req_peer(req), job->why != NULL ?
+		    job->why : rs_strstatus(job->status));
 		httpd_respond_error(req, 503, "unavailable", "store");
 		break;
 	}

@@ -126,6 +126,33 @@ counts(const struct tu_daemon *d)
 	return v;
 }
 
+/* The one log line of webhook evid's 503 names the store's reason
+ * (NULL: any reason, but not the vague "busy, retry later"). */
+static void
+assert_503_line(const struct tu_daemon *d, const char *evid,
+    const char *reason)
+{
+	const char *line[] = { evid, "503: store cannot commit: ", reason,
+	    NULL };
+	char *log, *p, *eol;
+
+	ck_assert_msg(tu_daemon_wait_log(d, 0, line, 5000),
+	    "no 503 line for %s with '%s'", evid, reason != NULL ? reason :
+	    "");
+	log = tu_daemon_log(d);
+	for (p = log; (p = strstr(p, evid)) != NULL; p++) {
+		eol = strchr(p, '\n');
+		if (eol != NULL)
+			*eol = '\0';
+		ck_assert_msg(strstr(p, "busy, retry later") == NULL,
+		    "vague 503 line: %s", p);
+		if (eol == NULL)
+			break;
+		p = eol;
+	}
+	free(log);
+}
+
 /* A 503 with Retry-After and a JSON error body. */
 static void
 assert_503(struct tu_http_resp *resp, int st, const char *what)
@@ -304,6 +331,7 @@ START_TEST(test_disk_full)
 		st = post(d, evid, id, 1, &resp);
 		if (st == 503) {
 			assert_503(&resp, st, "disk full");
+			assert_503_line(d, evid, "database or disk is full");
 			first_503 = i;
 			tu_http_resp_cleanup(&resp);
 			break;
@@ -392,6 +420,7 @@ START_TEST(test_locked)
 		memset(&resp, 0, sizeof(resp));
 		st = post(d, evid, id, 1, &resp);
 		assert_503(&resp, st, "locked");
+		assert_503_line(d, evid, "database is locked");
 		tu_http_resp_cleanup(&resp);
 	}
 	memset(&resp, 0, sizeof(resp));
@@ -482,6 +511,7 @@ START_TEST(test_read_only)
 		memset(&resp, 0, sizeof(resp));
 		st = post(d, evid, id, 1, &resp);
 		assert_503(&resp, st, "read-only");
+		assert_503_line(d, evid, NULL);
 		tu_http_resp_cleanup(&resp);
 		assert_absent(d, evid, id);
 	}
