@@ -70,6 +70,10 @@ struct runtime {
 };
 
 struct server {
+	/* The configuration the daemon started with: what every setting
+	 * that only a restart applies is running with.  cfg is the last
+	 * one SIGHUP applied (keys, leeway, on_install), or boot. */
+	struct config		*boot;
 	struct config		*cfg;
 	pthread_mutex_t		 rt_mtx;
 	struct runtime		*rt;
@@ -409,7 +413,7 @@ static enum rs_status
 start_listener(struct server *srv, const char *name, const char *listen,
     const struct httpd_route *routes, size_t nroutes, struct httpd **out)
 {
-	const struct config *cfg = srv->cfg;
+	const struct config *cfg = srv->boot;
 	struct httpd_options opt;
 	char *why = NULL, where[80];
 	unsigned sslen = 0;
@@ -520,7 +524,9 @@ server_reload(struct server *srv)
 		config_free(ncfg);
 		return;
 	}
-	reload_warn_restart(srv->cfg, ncfg);
+	/* Against what runs, not the last reload: a value put back is no
+	 * change. */
+	reload_warn_restart(srv->boot, ncfg);
 	rt = xcalloc(1, sizeof(*rt));
 	atomic_init(&rt->refs, 1);
 	rt->keys = keys;
@@ -534,7 +540,8 @@ server_reload(struct server *srv)
 	log_info("reload: applied (%zu public keys, jwt_leeway %lld s)",
 	    jwtv_keys_count(keys), (long long)ncfg->jwt_leeway);
 	metrics_add("refundsync_reloads_total", "result=\"applied\"", 1);
-	config_free(srv->cfg);
+	if (srv->cfg != srv->boot)
+		config_free(srv->cfg);
 	srv->cfg = ncfg;
 }
 
@@ -546,7 +553,7 @@ server_reload(struct server *srv)
 static enum rs_status
 backfill_start(struct server *srv)
 {
-	const struct config *cfg = srv->cfg;
+	const struct config *cfg = srv->boot;
 	enum rs_status rc;
 	char *why = NULL;
 
@@ -654,13 +661,14 @@ server_notify_ready(struct server *srv)
 static enum rs_status
 server_writer_start(struct server *srv, struct store *st, char **why)
 {
-	struct config cfg = *srv->cfg;	/* shallow: borrowed for the call */
+	struct config cfg = *srv->boot;	/* shallow: borrowed for the call */
 	struct ingest *in = NULL;
 	enum rs_status rc;
 	size_t n;
 
 	cfg.store_path = srv->store_path;
 	cfg.busy_timeout_ms = srv->busy_ms;
+	cfg.on_install = srv->cfg->on_install;	/* SIGHUP applies it */
 	if ((rc = export_engine_start(&cfg, &srv->exp, why)) != RS_OK) {
 		store_close(st);
 		return rc;
@@ -743,7 +751,7 @@ server_drain(struct server *srv)
 	httpd_drain(srv->pub);
 	if (srv->admin != NULL)
 		httpd_drain(srv->admin);
-	deadline = clock_mono_ms() + srv->cfg->request_timeout * 1000 + 1000;
+	deadline = clock_mono_ms() + srv->boot->request_timeout * 1000 + 1000;
 	while (httpd_inflight(srv->pub) > 0 && clock_mono_ms() < deadline) {
 		struct timespec ts = { 0, 20 * 1000000L };
 
@@ -812,7 +820,7 @@ server_run(struct config *cfg)
 	int status = 1;
 
 	memset(&srv, 0, sizeof(srv));
-	srv.cfg = cfg;
+	srv.boot = srv.cfg = cfg;
 	atomic_init(&srv.ingest, NULL);
 	pthread_mutex_init(&srv.rt_mtx, NULL);
 	pthread_mutex_init(&srv.store_mtx, NULL);
@@ -958,6 +966,8 @@ out:
 	free(srv.webhook_path);
 	pthread_mutex_destroy(&srv.store_mtx);
 	pthread_mutex_destroy(&srv.rt_mtx);
-	config_free(srv.cfg);
+	if (srv.cfg != srv.boot)
+		config_free(srv.cfg);
+	config_free(srv.boot);
 	return status;
 }

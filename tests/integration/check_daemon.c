@@ -1074,6 +1074,61 @@ START_TEST(test_sighup_under_load)
 }
 END_TEST
 
+/*
+ * A setting only a restart applies: SIGHUP says so, and the old value
+ * keeps running; put back, it is no change (the comparison is with what
+ * runs, not with the last file read).
+ */
+START_TEST(test_sighup_restart_only)
+{
+	static const char *const warned[] = { "reload: [server] max_body "
+	    "changed: restart to apply it", NULL };
+	static const char *const applied[] = { "reload: applied", NULL };
+	struct tu_daemon *d = start(NULL);
+	struct tu_conf conf;
+	size_t mark;
+	char *tok, *log;
+
+	memset(&conf, 0, sizeof(conf));
+	conf.server = "max_body = 1024";
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_msg(tu_daemon_wait_log(d, mark, warned, 5000),
+	    "no restart warning for max_body");
+	ck_assert(tu_daemon_wait_log(d, mark, applied, 5000));
+	/* A webhook over 1024 bytes is still taken: the old cap runs. */
+	{
+		struct tu_event ev;
+		struct tu_refund r = refund("rf-big", "1.00", "USD",
+		    "SUCCEEDED", 1);
+
+		memset(&ev, 0, sizeof(ev));
+		ev.id = "evt-big";
+		ev.slug = TU_CREATED;
+		ev.form = TU_FORM_OBJECT;
+		ev.seq = -1;
+		tok = tu_refund_webhook(d->key.priv_pem, &ev, &r, INST);
+		ck_assert_uint_gt(strlen(tok), 1024);
+		ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+		free(tok);
+	}
+
+	/* Put back: applied, and nothing to warn about. */
+	memset(&conf, 0, sizeof(conf));
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert(tu_daemon_wait_log(d, mark, applied, 5000));
+	log = tu_daemon_log(d);
+	ck_assert_msg(strstr(log + mark, "restart to apply") == NULL,
+	    "warned after the value was put back: %s", log + mark);
+	free(log);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
 START_TEST(test_sighup_broken_config)
 {
 	static const char *const refused[] = { "reload", "refused", NULL };
@@ -1370,6 +1425,7 @@ daemon_suite(void)
 	tcase_add_test(tc, test_store_locked_503_and_recovery);
 	tcase_add_test(tc, test_sighup_key_rotation);
 	tcase_add_test(tc, test_sighup_under_load);
+	tcase_add_test(tc, test_sighup_restart_only);
 	tcase_add_test(tc, test_sighup_broken_config);
 	tcase_add_test(tc, test_key_one_line_base64);
 	suite_add_tcase(s, tc);
