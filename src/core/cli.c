@@ -114,6 +114,16 @@ struct cli_args {
 	char		**args;
 };
 
+/* The long name of option ch, for messages. */
+static const char *
+opt_name(int ch)
+{
+	for (const struct option *o = common_opts; o->name != NULL; o++)
+		if (o->val == ch)
+			return o->name;
+	return "?";
+}
+
 /* Parse options allowed by `allowed` (a string of short letters). */
 static int
 parse_args(int argc, char *argv[], const char *allowed, struct cli_args *a)
@@ -125,15 +135,41 @@ parse_args(int argc, char *argv[], const char *allowed, struct cli_args *a)
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "c:vh", common_opts, NULL)) !=
 	    -1) {
-		if (ch == '?' || ch == ':' || strchr(allowed, ch) == NULL) {
-			if (ch == 'h')
-				return usage(NULL);
-			fprintf(stderr, "refundsync %s: unknown or misplaced "
-			    "option '%s'\n", argv[0], argv[optind - 1]);
+		if (ch == 'h')
+			return usage(NULL);
+		if (ch == '?' && optopt != 0 && strchr("cisef", optopt) !=
+		    NULL) {
+			/* A known option at the end, without its value. */
+			fprintf(stderr, "refundsync %s: option --%s needs a "
+			    "value\n", argv[0], opt_name(optopt));
+			return usage(NULL);
+		}
+		if (ch == '?' && optopt != 0) {
+			fprintf(stderr, "refundsync %s: unknown option '-%c'\n",
+			    argv[0], optopt);
+			return usage(NULL);
+		}
+		if (ch == '?') {
+			/* A long one: getopt_long() has stepped past it. */
+			fprintf(stderr, "refundsync %s: unknown option '%s'\n",
+			    argv[0], argv[optind - 1]);
+			return usage(NULL);
+		}
+		if (strchr(allowed, ch) == NULL) {
+			fprintf(stderr, "refundsync %s: option --%s is not for "
+			    "this command\n", argv[0], opt_name(ch));
 			return usage(NULL);
 		}
 		switch (ch) {
 		case 'c':
+			if (optarg[0] == '\0') {
+				/* Not the default: an unset variable in
+				 * -c "$CONF" must not pick the production
+				 * file. */
+				fprintf(stderr, "refundsync %s: option -c: "
+				    "the path is empty\n", argv[0]);
+				return usage(NULL);
+			}
 			a->config = optarg;
 			break;
 		case 'v':

@@ -925,6 +925,46 @@ START_TEST(test_cli_check_and_version)
 	free(out);
 	free(err);
 
+	/* Each usage error names the option it is about; an empty -c is
+	 * one, not the default file. */
+	{
+		static const struct {
+			const char *args[4];
+			const char *says;
+		} cases[] = {
+			{ { "status", "--instance", "x", NULL },
+			    "option --instance is not for this command" },
+			{ { "version", "-c", "d.conf", NULL },
+			    "option --config is not for this command" },
+			{ { "refunds", "list", "--status", NULL },
+			    "option --status needs a value" },
+			{ { "refunds", "-c", NULL, NULL },
+			    "option --config needs a value" },
+			{ { "refunds", "--bogus", NULL, NULL },
+			    "unknown option '--bogus'" },
+			{ { "refunds", "-x", NULL, NULL },
+			    "unknown option '-x'" },
+			{ { "check", "-c", "", NULL },
+			    "option -c: the path is empty" },
+		};
+
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			char *av[6] = { bin, NULL };
+
+			for (size_t k = 0; k < 4 && cases[i].args[k] != NULL;
+			    k++)
+				av[k + 1] = xstrdup(cases[i].args[k]);
+			ck_assert_int_eq(tu_run(av, 20000, &out, &err), 2);
+			for (size_t k = 1; av[k] != NULL; k++)
+				free(av[k]);
+			ck_assert_msg(strstr(err, cases[i].says) != NULL,
+			    "%s: \"%s\" does not say \"%s\"",
+			    cases[i].args[0], err, cases[i].says);
+			free(out);
+			free(err);
+		}
+	}
+
 	tu_rmtree(dir);
 	free(dir);
 	free(good);
