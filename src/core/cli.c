@@ -37,6 +37,7 @@
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/strnum.h"
+#include "util/termsafe.h"
 #include "util/xmalloc.h"
 
 static const char usage_text[] =
@@ -337,16 +338,36 @@ print_row(void *arg, const struct store_refund_row *row)
 		free(s);
 		cJSON_Delete(o);
 	} else {
-		char rev[24] = "-";
+		/* Text from Wix: no control byte reaches the terminal. */
+		char rev[24] = "-", id[512], stat[128], amt[128], cur[32];
+		char upd[128];
 
 		if (r->has_revision)
 			snprintf(rev, sizeof(rev), "%lld",
 			    (long long)r->revision);
-		printf("%-36s %-10s %16s %-3s %6s %s\n", r->id, r->status,
-		    r->amount, r->currency, rev,
-		    r->updated_date != NULL ? r->updated_date : "-");
+		printf("%-36s %-10s %16s %-3s %6s %s\n",
+		    term_safe(r->id, id, sizeof(id)),
+		    term_safe(r->status, stat, sizeof(stat)),
+		    term_safe(r->amount, amt, sizeof(amt)),
+		    term_safe(r->currency, cur, sizeof(cur)), rev,
+		    term_safe(r->updated_date != NULL ? r->updated_date : "-",
+		    upd, sizeof(upd)));
 	}
 	return RS_OK;
+}
+
+/* label, value (and " " extra if not NULL) made safe, then end. */
+static void
+show_field(const char *label, const char *value, const char *extra,
+    const char *end)
+{
+	fputs(label, stdout);
+	term_fputs(value, stdout);
+	if (extra != NULL) {
+		fputc(' ', stdout);
+		term_fputs(extra, stdout);
+	}
+	fputs(end, stdout);
 }
 
 static int
@@ -421,28 +442,29 @@ cmd_refunds(int argc, char *argv[])
 	} else {
 		const struct refund *rf = &row.refund;
 
-		printf("id:           %s\n", rf->id);
-		printf("instance:     %s\n",
-		    row.instance_id != NULL ? row.instance_id : "-");
-		printf("charge:       %s\n", rf->charge_id);
-		printf("amount:       %s %s\n", rf->amount, rf->currency);
+		/* Text from Wix: no control byte reaches the terminal. */
+		show_field("id:           ", rf->id, NULL, "\n");
+		show_field("instance:     ", row.instance_id != NULL ?
+		    row.instance_id : "-", NULL, "\n");
+		show_field("charge:       ", rf->charge_id, NULL, "\n");
+		show_field("amount:       ", rf->amount, rf->currency, "\n");
 		if (rf->amount_exact)
 			printf("amount_minor: %lld\n",
 			    (long long)rf->amount_minor);
 		else
-			printf("amount_minor: - (not exact in %s)\n",
-			    rf->currency);
-		printf("status:       %s\n", rf->status);
+			show_field("amount_minor: - (not exact in ",
+			    rf->currency, NULL, ")\n");
+		show_field("status:       ", rf->status, NULL, "\n");
 		if (rf->has_revision)
 			printf("revision:     %lld\n",
 			    (long long)rf->revision);
-		printf("created:      %s\n",
-		    rf->created_date != NULL ? rf->created_date : "-");
-		printf("updated:      %s\n",
-		    rf->updated_date != NULL ? rf->updated_date : "-");
-		printf("source:       %s (stored %s)\n", row.source,
-		    row.stored_at);
-		printf("body:         %s\n", rf->body);
+		show_field("created:      ", rf->created_date != NULL ?
+		    rf->created_date : "-", NULL, "\n");
+		show_field("updated:      ", rf->updated_date != NULL ?
+		    rf->updated_date : "-", NULL, "\n");
+		show_field("source:       ", row.source, NULL, " (stored ");
+		show_field("", row.stored_at, NULL, ")\n");
+		show_field("body:         ", rf->body, NULL, "\n");
 	}
 	store_refund_row_cleanup(&row);
 	status = CLI_EXIT_OK;

@@ -39,6 +39,7 @@
 #include "domain/money.h"
 #include "domain/refund.h"
 #include "util/log.h"
+#include "util/termsafe.h"
 #include "util/xmalloc.h"
 
 #define RC_PATH_CREATE	"/payments/refunds/v1/refunds"
@@ -46,7 +47,7 @@
 #define RC_TEXT_MAX	4096	/* longest reason or note */
 #define RC_MAX_PAGES	1000	/* history pages of one charge */
 #define RC_MAX_ROUNDS	10	/* fresh attempts after mismatches */
-#define RC_SAFE_MAX	512	/* text shown from Wix, per item */
+#define RC_SAFE_MAX	512	/* text shown from Wix, per item (term_safe) */
 
 /* The charge's refund history, as read just now. */
 struct rc_hist {
@@ -110,22 +111,6 @@ complain(struct rc *c, const char *fmt, ...)
 	fputc('\n', c->err);
 }
 
-/* s with control bytes replaced by '?' and cut at RC_SAFE_MAX bytes,
- * into buf.  Text from Wix or the environment goes to a terminal and to
- * the log only through this.  Returns buf. */
-static const char *
-safe(const char *s, char *buf, size_t len)
-{
-	size_t i;
-
-	if (s == NULL)
-		s = "";
-	for (i = 0; s[i] != '\0' && i + 1 < len; i++)
-		buf[i] = (char)((unsigned char)s[i] < 0x20 || s[i] == 0x7f ?
-		    '?' : s[i]);
-	buf[i] = '\0';
-	return buf;
-}
 
 /* Who asked, for the log: the login name, else $USER/$LOGNAME, and the
  * uid. */
@@ -141,7 +126,7 @@ who_asked(char *buf, size_t len)
 		n = getenv("LOGNAME");
 	if (n == NULL || *n == '\0')
 		n = "unknown";
-	snprintf(buf, len, "%s (uid %ld)", safe(n, tmp, sizeof(tmp)),
+	snprintf(buf, len, "%s (uid %ld)", term_safe(n, tmp, sizeof(tmp)),
 	    (long)getuid());
 }
 
@@ -293,12 +278,12 @@ api_why(enum rs_status s, const struct wixapi_error *e)
 	if (e->http_status == 0)
 		return xstrdup(what);
 	return xasprintf("%s: HTTP %ld%s%s%s%s%s%s", what, e->http_status,
-	    e->code != NULL ? " " : "", e->code != NULL ? safe(e->code, a,
+	    e->code != NULL ? " " : "", e->code != NULL ? term_safe(e->code, a,
 	    sizeof(a)) : "", e->message != NULL || e->description != NULL ?
-	    ": " : "", safe(e->description != NULL ? e->description :
+	    ": " : "", term_safe(e->description != NULL ? e->description :
 	    e->message, b, sizeof(b)), e->request_id != NULL ?
 	    ", x-wix-request-id " : "", e->request_id != NULL ?
-	    safe(e->request_id, r, sizeof(r)) : "");
+	    term_safe(e->request_id, r, sizeof(r)) : "");
 }
 
 /* Read every page of the charge's refunds into *h.  RS_OK, or an error
@@ -447,7 +432,7 @@ fmt_refund_amount(const struct refund *r, char *buf, size_t len)
 	if (r->amount_exact && e >= 0 && money_format(r->amount_minor, e,
 	    buf, len) == RS_OK)
 		return buf;
-	return safe(r->amount, buf, len);
+	return term_safe(r->amount, buf, len);
 }
 
 /* An integer as a raw JSON number: a count never goes through binary
@@ -508,9 +493,9 @@ hist_show(struct rc *c, const struct rc_hist *h, const char *title)
 		say(c, "  no refunds yet\n");
 	for (i = 0; i < h->n; i++) {
 		r = &h->v[i];
-		say(c, "  %-28s %-27s %-10s %14s %.3s\n", safe(r->id, id,
-		    sizeof(id)), safe(r->created_date != NULL ?
-		    r->created_date : "-", d, sizeof(d)), safe(r->status, st,
+		say(c, "  %-28s %-27s %-10s %14s %.3s\n", term_safe(r->id, id,
+		    sizeof(id)), term_safe(r->created_date != NULL ?
+		    r->created_date : "-", d, sizeof(d)), term_safe(r->status, st,
 		    sizeof(st)), fmt_refund_amount(r, a, sizeof(a)),
 		    r->currency);
 	}
@@ -536,9 +521,9 @@ hist_show_pending(struct rc *c, const struct rc_hist *h)
 			continue;
 		n++;
 		fprintf(c->err, "  still PENDING: refund %s of %s %.3s, "
-		    "created %s\n", safe(r->id, id, sizeof(id)),
+		    "created %s\n", term_safe(r->id, id, sizeof(id)),
 		    fmt_refund_amount(r, a, sizeof(a)), r->currency,
-		    safe(r->created_date != NULL ? r->created_date : "-", d,
+		    term_safe(r->created_date != NULL ? r->created_date : "-", d,
 		    sizeof(d)));
 	}
 	if (n == 0)
@@ -710,12 +695,12 @@ created(struct rc *c, const struct wixapi_http_response *resp)
 		goto out;
 	}
 	doc_set(c, "refund", cJSON_Duplicate(ent, true));
-	safe(r.id, id, sizeof(id));
-	safe(r.status, st, sizeof(st));
+	term_safe(r.id, id, sizeof(id));
+	term_safe(r.status, st, sizeof(st));
 	fmt_refund_amount(&r, a, sizeof(a));
 	si = json_get_object(ent, "statusInfo");
-	safe(json_get_string(si, "code"), sc, sizeof(sc));
-	safe(json_get_string(si, "description"), sd, sizeof(sd));
+	term_safe(json_get_string(si, "code"), sc, sizeof(sc));
+	term_safe(json_get_string(si, "description"), sd, sizeof(sd));
 	log_info("refund create: Wix answered HTTP %ld: refund %s of %s %.3s, "
 	    "status %s%s%s%s%s", resp->status, id, a, r.currency, st,
 	    sc[0] != '\0' ? ", statusInfo " : "", sc, sd[0] != '\0' ? ": " :
@@ -782,8 +767,8 @@ explain_retry(struct rc *c, const struct rc_hist *before,
 			continue;
 		complain(c, "refund %s (%s %.3s, %s) is new since this request "
 		    "began: most likely it is this request's own",
-		    safe(r->id, id, sizeof(id)), fmt_refund_amount(r, a,
-		    sizeof(a)), r->currency, safe(r->status, st, sizeof(st)));
+		    term_safe(r->id, id, sizeof(id)), fmt_refund_amount(r, a,
+		    sizeof(a)), r->currency, term_safe(r->status, st, sizeof(st)));
 	}
 }
 
@@ -818,10 +803,10 @@ refused(struct rc *c, enum rs_status s, const struct wixapi_error *e,
 
 	memset(&now, 0, sizeof(now));
 	doc_set(c, "error", error_json(e, s));
-	safe(e->code, code, sizeof(code));
-	safe(e->description != NULL ? e->description : e->message, desc,
+	term_safe(e->code, code, sizeof(code));
+	term_safe(e->description != NULL ? e->description : e->message, desc,
 	    sizeof(desc));
-	safe(e->request_id != NULL ? e->request_id : "-", rid, sizeof(rid));
+	term_safe(e->request_id != NULL ? e->request_id : "-", rid, sizeof(rid));
 	if (s == RS_ERR_INPUT && e->code != NULL && e->http_status != 401 &&
 	    e->http_status != 403) {
 		log_warnx("refund create: Wix refused: %s: %s (HTTP %ld, "
@@ -879,7 +864,7 @@ refused(struct rc *c, enum rs_status s, const struct wixapi_error *e,
 		goto out;
 	}
 	if (s == RS_ERR_INPUT && e->violations != NULL) {
-		safe(e->violations, desc, sizeof(desc));
+		term_safe(e->violations, desc, sizeof(desc));
 		log_warnx("refund create: Wix rejected the request as invalid "
 		    "(HTTP %ld, x-wix-request-id %s): %s", e->http_status, rid,
 		    desc);
@@ -947,7 +932,7 @@ refundcmd_create(struct wixapi *w, struct store *st,
 		cJSON_AddStringToObject(c.doc, "currency", c.currency);
 	}
 	log_info("refund create: asked by %s: instance %s, charge %s, %s%s%s",
-	    c.who, safe(o->instance, id, sizeof(id)), safe(o->charge, ch,
+	    c.who, term_safe(o->instance, id, sizeof(id)), term_safe(o->charge, ch,
 	    sizeof(ch)), c.full ? "a full refund" : c.amount, c.full ? "" :
 	    " ", c.full ? "" : c.currency);
 

@@ -22,6 +22,7 @@
 #include "util/buf.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/termsafe.h"
 #include "util/xmalloc.h"
 
 /* The largest page we render; far above any real one. */
@@ -565,8 +566,7 @@ text_field(FILE *out, const char *s, int width)
 
 	if (s == NULL || s[0] == '\0')
 		s = "-";
-	for (; *s != '\0'; s++, n++)
-		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, out);
+	n = (int)term_fputs(s, out);
 	for (; n < width; n++)
 		fputc(' ', out);
 }

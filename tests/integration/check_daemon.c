@@ -1315,6 +1315,57 @@ wix_sign_path(void)
 }
 
 /* Tokens signed by libjwt (wix-sign) verify in the daemon. */
+/* True when s holds no control byte but newlines. */
+static bool
+terminal_safe(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (((unsigned char)*s < 0x20 && *s != '\n') || *s == 0x7f)
+			return false;
+	return true;
+}
+
+/* A signed refund whose id and status carry escape sequences: the text
+ * of `refunds list` and `refunds show` shows them as '?'. */
+START_TEST(test_cli_control_bytes)
+{
+	static const char id[] = "rf-\033[31mRED\a";
+	struct tu_daemon *d = start(NULL);
+	struct tu_refund r = refund(id, "1.00", "USD", "SUCC\033[0m", 1);
+	char *argv[6], *out = NULL, *err = NULL;
+
+	ck_assert_int_eq(post_refund(d, "evt-ctl", TU_CREATED, &r), 200);
+	argv[0] = xstrdup(tu_binary());
+	argv[1] = (char *)"refunds";
+	argv[2] = (char *)"-c";
+	argv[3] = d->conf_path;
+	argv[4] = (char *)"list";
+	argv[5] = NULL;
+	ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 0);
+	ck_assert_msg(terminal_safe(out), "raw control bytes: %s", out);
+	ck_assert_msg(strstr(out, "rf-?[31mRED?") != NULL, "%s", out);
+	ck_assert_msg(strstr(out, "SUCC?[0m") != NULL, "%s", out);
+	free(out);
+	free(err);
+	argv[4] = (char *)"show";
+	{
+		char *av[7] = { argv[0], argv[1], argv[2], argv[3], argv[4],
+		    xstrdup(id), NULL };
+
+		ck_assert_int_eq(tu_run(av, 20000, &out, &err), 0);
+		free(av[5]);
+	}
+	ck_assert_msg(terminal_safe(out), "raw control bytes: %s", out);
+	ck_assert_msg(strstr(out, "id:           rf-?[31mRED?\n") != NULL,
+	    "%s", out);
+	free(out);
+	free(err);
+	free(argv[0]);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
 START_TEST(test_wix_sign_tool)
 {
 	struct tu_daemon *d;
@@ -1454,6 +1505,7 @@ daemon_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_probes_and_metrics);
 	tcase_add_test(tc, test_cli_check_and_version);
+	tcase_add_test(tc, test_cli_control_bytes);
 	tcase_add_test(tc, test_port_in_use);
 	tcase_add_test(tc, test_wix_sign_tool);
 	suite_add_tcase(s, tc);

@@ -3,6 +3,7 @@
  */
 #include <check.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@
 #include "util/metrics.h"
 #include "util/status.h"
 #include "util/strnum.h"
+#include "util/termsafe.h"
 
 START_TEST(test_strnum_good)
 {
@@ -184,6 +186,28 @@ START_TEST(test_status_names)
 }
 END_TEST
 
+START_TEST(test_term_safe)
+{
+	char buf[8], *mem = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	ck_assert_str_eq(term_safe("a\033[1m\x7f\tb", buf, sizeof(buf)),
+	    "a?[1m??");
+	ck_assert_str_eq(term_safe(NULL, buf, sizeof(buf)), "");
+	ck_assert_str_eq(term_safe("abc", buf, 1), "");
+	/* Bytes of UTF-8 are not control bytes. */
+	ck_assert_str_eq(term_safe("\xc3\xbc", buf, sizeof(buf)), "\xc3\xbc");
+	f = open_memstream(&mem, &len);
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(term_fputs("x\ny\r\033z", f), 6);
+	ck_assert_uint_eq(term_fputs(NULL, f), 0);
+	fclose(f);
+	ck_assert_str_eq(mem, "x?y??z");
+	free(mem);
+}
+END_TEST
+
 static Suite *
 util_suite(void)
 {
@@ -197,6 +221,7 @@ util_suite(void)
 	tcase_add_test(tc, test_isotime);
 	tcase_add_test(tc, test_metrics_render);
 	tcase_add_test(tc, test_status_names);
+	tcase_add_test(tc, test_term_safe);
 	suite_add_tcase(s, tc);
 	return s;
 }
