@@ -22,6 +22,10 @@
 
 /* While the store is not ready, probe it this often. */
 #define INGEST_PROBE_MS	1000
+/* While it is ready and no commit has shown it still is, this often, so
+ * that /readyz turns 503 for a lock, a read-only file or a full disk
+ * without waiting for a webhook to fail first. */
+#define INGEST_IDLE_PROBE_MS	5000
 
 struct ingest {
 	struct store		*st;
@@ -78,9 +82,12 @@ set_ready(struct ingest *in, bool ready, enum rs_status why)
 {
 	bool was = atomic_exchange(&in->ready, ready);
 
-	if (was && !ready)
+	if (was && !ready) {
+		const char *e = store_last_error(in->st);
+
 		log_warnx("store: not ready: %s; answering 503 until it "
-		    "recovers", rs_strstatus(why));
+		    "recovers", e != NULL ? e : rs_strstatus(why));
+	}
 	else if (!was && ready)
 		log_info("store: ready again");
 	metrics_set("refundsync_store_ready", "", ready ? 1 : 0);
@@ -189,7 +196,26 @@ writer_main(void *arg)
 
 		while (in->head == NULL && !in->stopping) {
 			if (atomic_load(&in->ready)) {
-				pthread_cond_wait(&in->cond, &in->mtx);
+				int64_t due = last_probe + INGEST_IDLE_PROBE_MS;
+				struct timespec ts;
+				enum rs_status st;
+
+				if (clock_mono_ms() < due) {
+					clock_gettime(CLOCK_MONOTONIC, &ts);
+					ts.tv_sec += (due - clock_mono_ms()) /
+					    1000 + 1;
+					pthread_cond_timedwait(&in->cond,
+					    &in->mtx, &ts);
+					continue;
+				}
+				/* Idle, and no commit for a while: does a
+				 * write still go through? */
+				pthread_mutex_unlock(&in->mtx);
+				st = store_probe(in->st);
+				last_probe = clock_mono_ms();
+				if (st != RS_OK)
+					set_ready(in, false, st);
+				pthread_mutex_lock(&in->mtx);
 				continue;
 			}
 			/* Not ready: probe now and then, so /readyz comes
@@ -233,6 +259,8 @@ writer_main(void *arg)
 		pthread_mutex_unlock(&in->mtx);
 
 		run_batch(in, batch, n);
+		/* A commit, or its failure, tells as much as a probe. */
+		last_probe = clock_mono_ms();
 
 		pthread_mutex_lock(&in->mtx);
 		in->inbatch = 0;

@@ -412,6 +412,15 @@ START_TEST(test_locked)
 	ck_assert_int_eq(sqlite3_open(d->db_path, &db), SQLITE_OK);
 	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL,
 	    NULL), SQLITE_OK);
+	/* Not ready before any webhook fails: the idle writer probes. */
+	ck_assert_msg(readyz_becomes(d, 503, 20000), "/readyz stays 200 "
+	    "while the store is locked and no webhook comes");
+	{
+		static const char *const line[] = { "store: not ready: "
+		    "database is locked", NULL };
+
+		ck_assert(tu_daemon_wait_log(d, 0, line, 1000));
+	}
 	for (i = 1; i <= 3; i++) {
 		char evid[32], id[32];
 
@@ -502,6 +511,8 @@ START_TEST(test_read_only)
 	ck_assert_msg(access(wal, F_OK) == 0, "no %s", wal);
 	ck_assert(set_immutable(d->db_path, true));
 	ck_assert(set_immutable(wal, true));
+	ck_assert_msg(readyz_becomes(d, 503, 20000), "/readyz stays 200 "
+	    "while the WAL is read-only and no webhook comes");
 
 	for (i = 1; i <= 3; i++) {
 		char evid[32], id[32];
