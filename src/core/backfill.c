@@ -86,6 +86,7 @@
 #define BF_DEF_BATCH		8	/* pages in one commit */
 #define BF_MAX_QUEUE		64
 #define BF_MAX_BATCH		64
+#define BF_RATE_MIN_MS		1000	/* a progress rate needs this much */
 
 /* ---- metrics ----------------------------------------------------------- */
 
@@ -1083,6 +1084,35 @@ bf_tune(struct bf_run *r, const struct backfill_options *opt)
 	r->batch_pages = opt->batch_pages <= 0 ? BF_DEF_BATCH :
 	    opt->batch_pages > BF_MAX_BATCH ? BF_MAX_BATCH : opt->batch_pages;
 	r->t0 = clock_mono_ms();
+}
+
+/*
+ * The rate is this run's pages over this run's time, in whole pages a
+ * minute (the unit of requests_per_minute, so the two compare at a
+ * glance).  Over less than a second it would mostly measure the first
+ * burst the budget lets through, so none is given.
+ *
+ * There is no ETA: Query Refunds pages by cursor and tells neither a
+ * total nor the pages left (WIX.md §4: pagingMetadata has only this
+ * page's count, hasNext and the cursors).  The budget bounds the time a
+ * page takes, but without the pages left that gives no end time, so the
+ * line says so instead of guessing one.
+ */
+int
+backfill_progress_line(char *buf, size_t len,
+    const struct backfill_progress *p)
+{
+	char rate[24];
+
+	if (p->elapsed_ms >= BF_RATE_MIN_MS && p->run_pages >= 0)
+		(void)snprintf(rate, sizeof(rate), "%lld", (long long)
+		    ((p->run_pages * 60000 + p->elapsed_ms / 2) /
+		    p->elapsed_ms));
+	else
+		(void)snprintf(rate, sizeof(rate), "-");
+	return snprintf(buf, len, "%s: page %lld, %lld refunds, %s pages/min, "
+	    "%lld s elapsed, ETA unknown", p->instance_id, (long long)p->pages,
+	    (long long)p->refunds, rate, (long long)(p->elapsed_ms / 1000));
 }
 
 enum rs_status

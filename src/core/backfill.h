@@ -54,6 +54,21 @@ struct backfill_progress {
 typedef void	(*backfill_progress_fn)(void *arg,
 		    const struct backfill_progress *p);
 
+/*
+ * Format p as one short progress line into buf (len bytes; cut to fit,
+ * NUL-terminated when len > 0):
+ *	"ID: page P, R refunds, N pages/min, S s elapsed, ETA unknown"
+ * P and R are the whole backfill's.  N is this run's pages over
+ * p->elapsed_ms, rounded, or "-" before the run's first second.  A
+ * caller that draws between pages must set elapsed_ms to the time now:
+ * taken when the last page arrived, the rate stays at the speed of the
+ * burst before a budget wait for as long as the wait lasts.  The ETA is
+ * always unknown: Query Refunds tells no total (see backfill.c).
+ * Returns what snprintf() returns.
+ */
+int		backfill_progress_line(char *buf, size_t len,
+		    const struct backfill_progress *p);
+
 struct backfill_options {
 	int		 page_size;	/* per page, 1..100; 0: 100 */
 	bool		 restart;	/* from the first page even if a

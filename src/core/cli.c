@@ -495,9 +495,11 @@ struct cli_bf_job {
 	char			*why;
 	int64_t			 pages;
 	int64_t			 refunds;
+	int64_t			 run_pages;
 	int64_t			 applied;
 	uint64_t		 requests;
-	int64_t			 elapsed_ms;
+	int64_t			 t0;		/* when the run began
+						   (clock_mono_ms()) */
 };
 
 struct cli_bf {
@@ -513,40 +515,30 @@ struct cli_bf {
 	size_t			 ndone;
 };
 
-/* Requests per minute from a count and a duration. */
-static int64_t
-cli_bf_rate(uint64_t requests, int64_t elapsed_ms)
-{
-	if (elapsed_ms <= 0)
-		return 0;
-	return (int64_t)(requests * 60000 / (uint64_t)elapsed_ms);
-}
-
 static void
 cli_bf_progress(void *arg, const struct backfill_progress *p)
 {
 	struct cli_bf_job *job = arg;
 	struct cli_bf *bf = job->bf;
+	char line[256];
 	bool say;
 
 	pthread_mutex_lock(&bf->mu);
 	job->pages = p->pages;
 	job->refunds = p->refunds;
+	job->run_pages = p->run_pages;
 	job->applied = p->applied;
 	job->requests = p->requests;
-	job->elapsed_ms = p->elapsed_ms;
+	job->t0 = clock_mono_ms() - p->elapsed_ms;
 	pthread_mutex_unlock(&bf->mu);
 	/* Without a terminal, plain lines (backfill_run logs the start,
 	 * the end and every retry itself). */
 	say = !bf->tty && !p->finished && p->note == NULL &&
 	    p->run_pages > 0 && p->run_pages % CLI_BF_LOG_PAGES == 0;
-	if (say)
-		log_info("backfill %s: page %lld, %lld refunds, %llu "
-		    "requests, %lld req/min, %lld s elapsed", p->instance_id,
-		    (long long)p->pages, (long long)p->refunds,
-		    (unsigned long long)p->requests,
-		    (long long)cli_bf_rate(p->requests, p->elapsed_ms),
-		    (long long)(p->elapsed_ms / 1000));
+	if (say) {
+		(void)backfill_progress_line(line, sizeof(line), p);
+		log_info("backfill %s", line);
+	}
 }
 
 /* Backfill one instance with the worker's store connection. */
@@ -600,8 +592,10 @@ cli_bf_worker(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&bf->mu);
 		job = bf->next < bf->njobs ? &bf->jobs[bf->next++] : NULL;
-		if (job != NULL)
+		if (job != NULL) {
 			job->started = true;
+			job->t0 = clock_mono_ms();
+		}
 		pthread_mutex_unlock(&bf->mu);
 		if (job == NULL)
 			break;
@@ -624,11 +618,13 @@ cli_bf_worker(void *arg)
 
 /* Redraw the progress line (terminal only): every running instance. */
 static void
-cli_bf_draw(struct cli_bf *bf, int64_t t0)
+cli_bf_draw(struct cli_bf *bf)
 {
+	struct backfill_progress p;
 	char line[512];
 	size_t i, n = 0, width = 160;
 	struct winsize ws;
+	int64_t now = clock_mono_ms();
 	int r;
 
 	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 10)
@@ -642,12 +638,23 @@ cli_bf_draw(struct cli_bf *bf, int64_t t0)
 
 		if (!j->started || j->finished)
 			continue;
-		r = snprintf(line + n, sizeof(line) - n, "%s%s: page %lld, "
-		    "%lld refunds, %lld req/min, %lld s elapsed",
-		    n > 0 ? " | " : "", j->id, (long long)j->pages,
-		    (long long)j->refunds,
-		    (long long)cli_bf_rate(j->requests, j->elapsed_ms),
-		    (long long)((clock_mono_ms() - t0) / 1000));
+		if (n > 0) {
+			r = snprintf(line + n, sizeof(line) - n, " | ");
+			if (r < 0)
+				break;
+			n += (size_t)r;
+			if (n >= sizeof(line))
+				break;
+		}
+		/* The time now, not that of the last page: while the
+		 * budget holds the next page back, the rate falls. */
+		memset(&p, 0, sizeof(p));
+		p.instance_id = j->id;
+		p.pages = j->pages;
+		p.refunds = j->refunds;
+		p.run_pages = j->run_pages;
+		p.elapsed_ms = now - j->t0;
+		r = backfill_progress_line(line + n, sizeof(line) - n, &p);
 		if (r < 0)
 			break;
 		n += (size_t)r;
@@ -743,7 +750,6 @@ cmd_backfill(int argc, char *argv[])
 	sigset_t set, old;
 	size_t i, nthreads = 0;
 	char *why = NULL;
-	int64_t t0;
 	int r, status = CLI_EXIT_FAILURE, sig;
 	bool failed = false, interrupted = false;
 
@@ -809,7 +815,6 @@ cmd_backfill(int argc, char *argv[])
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		goto out;
 	}
-	t0 = clock_mono_ms();
 	for (;;) {
 		struct timespec ts = { 0, CLI_BF_TICK_MS * 1000000L };
 
@@ -819,7 +824,7 @@ cmd_backfill(int argc, char *argv[])
 		if (r)
 			break;
 		if (bf.tty)
-			cli_bf_draw(&bf, t0);
+			cli_bf_draw(&bf);
 		sig = sigtimedwait(&set, NULL, &ts);
 		if (sig != SIGINT && sig != SIGTERM)
 			continue;

@@ -23,6 +23,8 @@
  */
 #include <sys/types.h>
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@
 #include <check.h>
 #include <cjson/cJSON.h>
 
+#include "util/buf.h"
 #include "util/clock.h"
 #include "util/xmalloc.h"
 
@@ -1232,6 +1235,88 @@ START_TEST(test_budget)
 }
 END_TEST
 
+/*
+ * The progress line on a terminal (stderr on a pty), under the same
+ * budget as test_budget: 9 pages at once, then a wait for the window.
+ * While it waits, the line is redrawn with the rate over the time now,
+ * falling (the old line kept the rate of the burst, "60000 req/min"),
+ * and says the ETA is unknown rather than making one up.
+ */
+START_TEST(test_progress_tty)
+{
+	static const char head[] = "\033[Kinst-p: page 9, 9 refunds, ";
+	char *argv[7], *bin = xstrdup(tu_binary()), *out, *seg, *cr, *rest;
+	char chunk[4096];
+	struct buf b;
+	struct pollfd pfd;
+	int64_t end;
+	long long rate, first = -1, last = -1;
+	ssize_t n;
+	pid_t pid;
+	int pty;
+	struct env e;
+
+	env_open(&e, 40, "inst-p", NULL, 1, 10, 0);
+	pty = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	ck_assert_int_ne(pty, -1);
+	ck_assert(grantpt(pty) == 0 && unlockpt(pty) == 0);
+	argv[0] = bin;
+	argv[1] = (char *)"backfill";
+	argv[2] = (char *)"-c";
+	argv[3] = e.conf;
+	argv[4] = (char *)"--instance";
+	argv[5] = (char *)"inst-p";
+	argv[6] = NULL;
+	pid = tu_spawn(argv, e.out, ptsname(pty));
+	ck_assert_int_gt(pid, 0);
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    9, 20000));
+	/* Three seconds into the wait, a dozen redraws. */
+	buf_init(&b, 1024 * 1024);
+	end = clock_mono_ms() + 3000;
+	pfd.fd = pty;
+	pfd.events = POLLIN;
+	while (clock_mono_ms() < end) {
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		if ((n = read(pty, chunk, sizeof(chunk))) <= 0)
+			break;
+		(void)buf_append(&b, chunk, (size_t)n);
+	}
+	(void)buf_append(&b, "", 0);
+	out = buf_detach(&b, NULL);
+	buf_cleanup(&b);
+	kill(pid, SIGKILL);
+	(void)tu_wait_exit(pid, 5000);
+	/* Each redraw is "\r\033[K" then the line. */
+	for (seg = out; seg != NULL; seg = cr != NULL ? cr + 1 : NULL) {
+		if ((cr = strchr(seg, '\r')) != NULL)
+			*cr = '\0';
+		if (strncmp(seg, head, sizeof(head) - 1) != 0)
+			continue;
+		ck_assert_msg(strstr(seg, ", ETA unknown") != NULL, "%s",
+		    seg + 3);
+		seg += sizeof(head) - 1;
+		rate = strtoll(seg, &rest, 10);
+		if (rest == seg || strncmp(rest, " pages/min, ", 12) != 0)
+			continue;
+		ck_assert_msg(last == -1 || rate <= last, "rate rose: %s",
+		    seg);
+		if (first == -1)
+			first = rate;
+		last = rate;
+	}
+	ck_assert_msg(last != -1, "no progress line with a rate");
+	/* 9 pages over at least 2.75 s of the run: under 200 a minute,
+	 * and falling while no page comes. */
+	ck_assert_int_le(last, 200);
+	ck_assert_int_lt(last, first);
+	free(out);
+	free(bin);
+	env_close(&e);
+}
+END_TEST
+
 /* Usage and config errors: exit 2. */
 START_TEST(test_cli_usage)
 {
@@ -1288,6 +1373,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_two_instances);
 	tcase_add_test(tc, test_tokens);
 	tcase_add_test(tc, test_budget);
+	tcase_add_test(tc, test_progress_tty);
 	tcase_add_test(tc, test_cli_usage);
 	suite_add_tcase(s, tc);
 	return s;

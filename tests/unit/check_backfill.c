@@ -2125,6 +2125,84 @@ START_TEST(test_wixapi_from_config)
 }
 END_TEST
 
+/* ---- tests: the progress line ------------------------------------------ */
+
+static char *
+progress_line(int64_t pages, int64_t refunds, int64_t run_pages,
+    int64_t elapsed_ms)
+{
+	struct backfill_progress p;
+	char buf[256];
+
+	memset(&p, 0, sizeof(p));
+	p.instance_id = "inst2";
+	p.pages = pages;
+	p.refunds = refunds;
+	p.run_pages = run_pages;
+	p.elapsed_ms = elapsed_ms;
+	/* What the old line's rate came from; none of it is a rate. */
+	p.requests = 20;
+	ck_assert_int_lt(backfill_progress_line(buf, sizeof(buf), &p),
+	    (int)sizeof(buf));
+	return xstrdup(buf);
+}
+
+#define ck_line(got, want) do {						\
+	char *g_ = (got);						\
+	ck_assert_str_eq(g_, (want));					\
+	free(g_);							\
+} while (0)
+
+/*
+ * The audit's case: requests_per_minute = 20, one refund a page.  The
+ * budget lets a token and 19 pages through at once, then holds the next
+ * page back for the rest of its minute.  The rate is this run's pages
+ * over the time now, so it falls through the wait to the budget's pace
+ * instead of staying at the burst's (the old line: "85714 req/min"), and
+ * there is no ETA, as Query Refunds gives no total.
+ */
+START_TEST(test_progress_line)
+{
+	char small[16];
+	struct backfill_progress p;
+
+	/* The burst: too short a time for a rate. */
+	ck_line(progress_line(19, 19, 19, 14), "inst2: page 19, 19 refunds, "
+	    "- pages/min, 0 s elapsed, ETA unknown");
+	ck_line(progress_line(19, 19, 19, 999), "inst2: page 19, 19 refunds, "
+	    "- pages/min, 0 s elapsed, ETA unknown");
+	/* The same page, redrawn while the budget waits. */
+	ck_line(progress_line(19, 19, 19, 3000), "inst2: page 19, 19 refunds, "
+	    "380 pages/min, 3 s elapsed, ETA unknown");
+	ck_line(progress_line(19, 19, 19, 57000), "inst2: page 19, 19 "
+	    "refunds, 20 pages/min, 57 s elapsed, ETA unknown");
+	ck_line(progress_line(19, 19, 19, 60000), "inst2: page 19, 19 "
+	    "refunds, 19 pages/min, 60 s elapsed, ETA unknown");
+	/* Ten minutes at the budget's pace. */
+	ck_line(progress_line(199, 199, 199, 600000), "inst2: page 199, 199 "
+	    "refunds, 20 pages/min, 600 s elapsed, ETA unknown");
+	/* A resumed run: the counts are the backfill's, the rate only this
+	 * run's pages. */
+	ck_line(progress_line(1019, 101900, 19, 60000), "inst2: page 1019, "
+	    "101900 refunds, 19 pages/min, 60 s elapsed, ETA unknown");
+	/* Rounded, in integers: 2 pages in 3 minutes is 0.67 a minute. */
+	ck_line(progress_line(2, 200, 2, 180000), "inst2: page 2, 200 "
+	    "refunds, 1 pages/min, 180 s elapsed, ETA unknown");
+	ck_line(progress_line(0, 0, 0, 5000), "inst2: page 0, 0 refunds, "
+	    "0 pages/min, 5 s elapsed, ETA unknown");
+
+	/* Cut to fit, NUL-terminated, with snprintf()'s return. */
+	memset(&p, 0, sizeof(p));
+	p.instance_id = "inst2";
+	p.pages = p.refunds = p.run_pages = 19;
+	p.elapsed_ms = 60000;
+	ck_assert_int_eq(backfill_progress_line(small, sizeof(small), &p),
+	    (int)strlen("inst2: page 19, 19 refunds, 19 pages/min, 60 s "
+	    "elapsed, ETA unknown"));
+	ck_assert_str_eq(small, "inst2: page 19,");
+}
+END_TEST
+
 static Suite *
 backfill_suite(void)
 {
@@ -2164,6 +2242,7 @@ backfill_suite(void)
 	tcase_add_test(tc, test_backfiller_stop_resume);
 	tcase_add_test(tc, test_backfiller_stop_in_call);
 	tcase_add_test(tc, test_wixapi_from_config);
+	tcase_add_test(tc, test_progress_line);
 	suite_add_tcase(s, tc);
 	return s;
 }
