@@ -616,9 +616,15 @@ jwtv_verify(const struct jwtv_keys *keys, const char *token, size_t len,
 	if (!verified)
 		goto out;
 
-	/* From here on the sender is authentic: a bad payload is a 400. */
+	/* From here on the sender is authentic: a bad payload is a 400.
+	 * But the payload's numbers are its claims, and a claim beyond any
+	 * time (exp: 1e999) fails like any bad claim (HARDENING row 12). */
 	if (json_parse_strict((const char *)pay, paylen, JSON_MAX_DEPTH,
 	    &cjson, &why) != RS_OK || !cJSON_IsObject(cjson)) {
+		if (why == json_why_range) {
+			*reason = JWTV_CLAIMS;
+			goto out;
+		}
 		*reason = JWTV_PAYLOAD;
 		st = RS_ERR_INPUT;
 		goto out;

@@ -366,6 +366,8 @@ cmp_names(const void *a, const void *b)
  * non-finite.  Recursion is bounded by the validated depth.
  * NOLINTBEGIN(misc-no-recursion)
  */
+const char json_why_range[] = "number out of range";
+
 static const char *
 tree_check(const cJSON *item)
 {
@@ -375,7 +377,7 @@ tree_check(const cJSON *item)
 	size_t n = 0, i;
 
 	if (cJSON_IsNumber(item) && !isfinite(item->valuedouble))
-		return "number out of range";
+		return json_why_range;
 	if (!cJSON_IsArray(item) && !cJSON_IsObject(item))
 		return NULL;
 	for (c = item->child; c != NULL; c = c->next) {

@@ -22,6 +22,10 @@
 /* Our documents need fewer than 10 levels; Wix refunds about 5. */
 #define JSON_MAX_DEPTH	16
 
+/* The reason json_parse_strict() gives for a number beyond a double
+ * (1e999); compare the pointer. */
+extern const char json_why_range[];
+
 /*
  * Parse exactly len bytes at text as one JSON value.  Refused, with a
  * static reason in *why: empty input, a NUL byte, invalid UTF-8 (also
