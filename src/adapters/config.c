@@ -818,6 +818,48 @@ exporter_key(struct parse *p, const char *name, const char *value)
 	e->nkv++;
 }
 
+/* What a type's check reports about one section. */
+struct exporter_report {
+	struct parse			*p;
+	const struct config_exporter	*e;
+};
+
+static void
+exporter_report(void *arg, const char *key, const char *reason)
+{
+	struct exporter_report *r = arg;
+	const struct config_exporter *e = r->e;
+	int line = e->line;
+	size_t i;
+
+	for (i = 0; i < e->nkv; i++)
+		if (strcmp(e->kv[i].key, key) == 0)
+			line = e->kv[i].line;
+	perr(r->p, line, "[exporter %s] %s: %s", e->name, key, reason);
+}
+
+/*
+ * The values of the type's own keys, parsed by the exporter's own code
+ * (registry_check_keys()), so a value the exporter would refuse at open
+ * is refused here, at its line.
+ */
+static void
+exporter_check_values(struct parse *p, const struct config_exporter *e)
+{
+	struct exporter_report r = { p, e };
+	struct rs_export_kv *kv;
+	size_t i;
+
+	kv = xcalloc(e->nkv + 1, sizeof(*kv));
+	for (i = 0; i < e->nkv; i++) {
+		kv[i].key = e->kv[i].key;
+		kv[i].value = e->kv[i].value;
+	}
+	(void)registry_check_keys(e->type, e->name, kv, e->nkv,
+	    exporter_report, &r);
+	free(kv);
+}
+
 /* The checks of one exporter that need the whole section. */
 static void
 exporter_validate(struct parse *p, size_t idx)
@@ -826,7 +868,7 @@ exporter_validate(struct parse *p, size_t idx)
 	const struct parse_exporter *pe = &p->pexp[idx];
 	const char *req;
 	char *q;
-	size_t i;
+	size_t i, nerr = p->nerr;
 	bool have;
 	int init = -1, max = -1;
 
@@ -856,6 +898,10 @@ exporter_validate(struct parse *p, size_t idx)
 			perr(p, e->line, "[exporter %s] %s: missing (type %s "
 			    "needs it)", e->name, req, e->type);
 	}
+	/* Only a section whose keys are all known and present: the
+	 * check may assume it, and says nothing twice. */
+	if (p->nerr == nerr)
+		exporter_check_values(p, e);
 	for (i = 0; i < NEXPROWS; i++) {
 		if (strcmp(exporter_rows[i].key.name, "retry_initial_ms") == 0)
 			init = (int)i;

@@ -31,6 +31,13 @@ beancount_open(void **ctx, const char *name, const struct rs_export_kv *kv,
 	return exporter_journal_open(true, ctx, name, kv, nkv, err, errlen);
 }
 
+bool
+exporter_beancount_check(const char *name, const struct rs_export_kv *kv,
+    size_t nkv, exporter_report_fn *report, void *arg)
+{
+	return exporter_journal_check(true, name, kv, nkv, report, arg);
+}
+
 const struct rs_exporter_ops exporter_beancount_ops = {
 	.abi_version = RS_EXPORTER_ABI_VERSION,
 	.name = "beancount",

@@ -19,6 +19,34 @@ extern const struct rs_exporter_ops exporter_http_ops;
 extern const struct rs_exporter_ops exporter_exec_ops;
 
 /*
+ * CHECKING.  Each built-in has a check function that parses the keys of
+ * a section exactly as its open() does, with no effect outside the
+ * process: no file is opened or created, no secret is read, no command
+ * is started.  The config layer calls it through the registry, so a bad
+ * value is refused when the config is loaded (`refundsync check`, the
+ * start, a reload), at its file and line, instead of an exporter that
+ * never opens.  open() reports the same reasons through the same code.
+ *
+ * A check calls report(arg, key, reason) once per bad value: key is the
+ * key at fault, reason says why without naming the key (borrowed for the
+ * call).  It returns true if nothing was reported.  The section has no
+ * unknown key and has its required key (the config layer made sure).
+ */
+typedef void exporter_report_fn(void *arg, const char *key,
+    const char *reason);
+
+typedef bool exporter_check_fn(const char *name,
+    const struct rs_export_kv *kv, size_t nkv, exporter_report_fn *report,
+    void *arg);
+
+exporter_check_fn exporter_jsonl_check;
+exporter_check_fn exporter_csv_check;
+exporter_check_fn exporter_ledger_check;
+exporter_check_fn exporter_beancount_check;
+exporter_check_fn exporter_http_check;
+exporter_check_fn exporter_exec_check;
+
+/*
  * The keys each built-in file exporter accepts in its [exporter NAME]
  * section besides "type", NULL-terminated (the config parser reports any
  * other key as unknown at its line; open() refuses it too):
@@ -42,6 +70,10 @@ extern const char *const exporter_beancount_keys[];
 int	exporter_journal_open(bool beancount, void **ctx, const char *name,
 	    const struct rs_export_kv *kv, size_t nkv, char *err,
 	    size_t errlen);
+/* Its check (see CHECKING above). */
+bool	exporter_journal_check(bool beancount, const char *name,
+	    const struct rs_export_kv *kv, size_t nkv,
+	    exporter_report_fn *report, void *arg);
 
 /*
  * DELIVERY (http, exec): the keys each type accepts in its
@@ -51,6 +83,10 @@ int	exporter_journal_open(bool beancount, void **ctx, const char *name,
  */
 extern const char *const exporter_http_keys[];
 extern const char *const exporter_exec_keys[];
+
+/* The http exporter's secret_file: the most bytes of HMAC secret it
+ * reads at open (registry_secret_max()). */
+#define EXPORTER_HTTP_SECRET_MAX	4096
 
 /*
  * The JSON form of a record (schema "refundsync.record.v1", documented in

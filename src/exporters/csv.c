@@ -56,7 +56,7 @@ csv_commit_line(const char *line, size_t len, int64_t *seq)
 
 static int
 csv_init(void **state, const char *name, const struct rs_export_kv *kv,
-    size_t nkv, char *err, size_t errlen)
+    size_t nkv, exporter_report_fn *report, void *arg)
 {
 	/* Nothing to configure beyond the path; a non-NULL state. */
 	static char dummy;
@@ -151,6 +151,14 @@ csv_open(void **ctx, const char *name, const struct rs_export_kv *kv,
 {
 	return filejournal_exporter_open(&csv_format_def, ctx, name, kv, nkv,
 	    err, errlen);
+}
+
+bool
+exporter_csv_check(const char *name, const struct rs_export_kv *kv,
+    size_t nkv, exporter_report_fn *report, void *arg)
+{
+	return filejournal_exporter_check(&csv_format_def, name, kv, nkv,
+	    report, arg);
 }
 
 const struct rs_exporter_ops exporter_csv_ops = {

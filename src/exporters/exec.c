@@ -568,20 +568,21 @@ exec_free(struct exec_exporter *x)
 	free(x);
 }
 
-static int
-exec_open(void **ctxp, const char *name, const struct rs_export_kv *kv,
-    size_t nkv, char *err, size_t errlen)
+/*
+ * Parse the keys into x, as open() and the check share: every bad value
+ * is reported.  Nothing is started.
+ */
+static bool
+exec_parse(struct exec_exporter *x, const struct rs_export_kv *kv,
+    size_t nkv, exporter_report_fn *report, void *arg)
 {
-	struct exec_exporter *x;
 	const char *command = NULL, *why;
+	char reason[128];
+	bool ok = true;
 	size_t i;
 	int64_t t;
 
-	*ctxp = NULL;
-	x = xcalloc(1, sizeof(*x));
-	x->name = xstrdup(name);
 	x->timeout_ms = EXEC_DEF_TIMEOUT_S * 1000;
-	x->to_fd = x->from_fd = -1;
 	/* Keys this type does not know (type, the engine's) are not ours
 	 * to refuse: the config layer has checked the section. */
 	for (i = 0; i < nkv; i++) {
@@ -590,26 +591,75 @@ exec_open(void **ctxp, const char *name, const struct rs_export_kv *kv,
 		else if (strcmp(kv[i].key, "timeout") == 0) {
 			if ((why = strnum_i64(kv[i].value, 1,
 			    EXEC_MAX_TIMEOUT_S, &t)) != NULL) {
-				snprintf(err, errlen, "timeout: %s (whole "
+				snprintf(reason, sizeof(reason), "%s (whole "
 				    "seconds from 1 to %d)", why,
 				    EXEC_MAX_TIMEOUT_S);
-				goto fail;
-			}
-			x->timeout_ms = t * 1000;
+				report(arg, "timeout", reason);
+				ok = false;
+			} else
+				x->timeout_ms = t * 1000;
 		}
 	}
 	if (command == NULL || command[0] == '\0') {
-		snprintf(err, errlen, "command: required");
-		goto fail;
+		report(arg, "command", "required");
+		ok = false;
+	} else
+		x->command = xstrdup(command);
+	return ok;
+}
+
+/* Where open() keeps the first bad key that exec_parse() reports. */
+struct exec_first_err {
+	char	*err;
+	size_t	 errlen;
+	bool	 set;
+};
+
+static void
+exec_first_err(void *arg, const char *key, const char *reason)
+{
+	struct exec_first_err *fe = arg;
+
+	if (fe->set)
+		return;
+	fe->set = true;
+	snprintf(fe->err, fe->errlen, "%s: %s", key, reason);
+}
+
+bool
+exporter_exec_check(const char *name, const struct rs_export_kv *kv,
+    size_t nkv, exporter_report_fn *report, void *arg)
+{
+	struct exec_exporter *x;
+	bool ok;
+
+	(void)name;
+	x = xcalloc(1, sizeof(*x));
+	x->to_fd = x->from_fd = -1;
+	ok = exec_parse(x, kv, nkv, report, arg);
+	exec_free(x);
+	return ok;
+}
+
+static int
+exec_open(void **ctxp, const char *name, const struct rs_export_kv *kv,
+    size_t nkv, char *err, size_t errlen)
+{
+	struct exec_exporter *x;
+	struct exec_first_err fe = { err, errlen, false };
+
+	*ctxp = NULL;
+	x = xcalloc(1, sizeof(*x));
+	x->name = xstrdup(name);
+	x->to_fd = x->from_fd = -1;
+	if (!exec_parse(x, kv, nkv, exec_first_err, &fe)) {
+		exec_free(x);
+		return RS_EXPORT_PERMANENT;
 	}
-	x->command = xstrdup(command);
 	/* Started on the first delivery, so a command that cannot start
 	 * is retried rather than refusing the whole exporter. */
 	*ctxp = x;
 	return RS_EXPORT_OK;
-fail:
-	exec_free(x);
-	return RS_EXPORT_PERMANENT;
 }
 
 static int

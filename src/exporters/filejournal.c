@@ -914,12 +914,33 @@ attach(struct fjexp *x, char *err, size_t errlen)
 	return RS_EXPORT_OK;
 }
 
+/* Where open() keeps the first bad key that init() reports. */
+struct first_err {
+	const char	*name;		/* the section's NAME */
+	char		*err;
+	size_t		 errlen;
+	bool		 set;
+};
+
+static void
+first_err_report(void *arg, const char *key, const char *reason)
+{
+	struct first_err *fe = arg;
+
+	if (fe->set)
+		return;
+	fe->set = true;
+	seterr(fe->err, fe->errlen, "[exporter %s] %s: %s", fe->name, key,
+	    reason);
+}
+
 int
 filejournal_exporter_open(const struct filejournal_format *fmt, void **ctx,
     const char *name, const struct rs_export_kv *kv, size_t nkv, char *err,
     size_t errlen)
 {
 	struct fjexp *x = NULL;
+	struct first_err fe = { 0 };
 	const char *path;
 	size_t i, k;
 	bool known;
@@ -950,9 +971,16 @@ filejournal_exporter_open(const struct filejournal_format *fmt, void **ctx,
 	x->path = xstrdup(path);
 	/* Pending text is flushed at FJ_FLUSH, so this caps one record. */
 	buf_init(&x->out, FJ_FLUSH + FILEJOURNAL_MAX_RECORD);
-	if ((r = fmt->init(&x->state, name, kv, nkv, err, errlen)) !=
-	    RS_EXPORT_OK)
+	fe.name = name;
+	fe.err = err;
+	fe.errlen = errlen;
+	if ((r = fmt->init(&x->state, name, kv, nkv, first_err_report,
+	    &fe)) != RS_EXPORT_OK) {
+		if (!fe.set)
+			seterr(err, errlen, "[exporter %s]: cannot set up type "
+			    "%s", name, fmt->type);
 		goto fail;
+	}
 	if ((r = attach(x, err, errlen)) != RS_EXPORT_OK)
 		goto fail;
 	*ctx = x;
@@ -1110,6 +1138,20 @@ filejournal_exporter_recover(void *ctx, int64_t *last_seq, char *err,
 	(void)errlen;
 	*last_seq = filejournal_last_seq(x->fj);
 	return RS_EXPORT_OK;
+}
+
+bool
+filejournal_exporter_check(const struct filejournal_format *fmt,
+    const char *name, const struct rs_export_kv *kv, size_t nkv,
+    exporter_report_fn *report, void *arg)
+{
+	void *state = NULL;
+
+	if (fmt->init(&state, name, kv, nkv, report, arg) != RS_EXPORT_OK)
+		return false;
+	if (state != NULL && fmt->free != NULL)
+		fmt->free(state);
+	return true;
 }
 
 void

@@ -58,6 +58,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "exporters/builtin.h"
 #include "refundsync/exporter.h"
 #include "util/buf.h"
 #include "util/status.h"
@@ -168,12 +169,14 @@ struct filejournal_format {
 	const char *begins;
 	/*
 	 * Make the format's state from the section's keys (all of them
-	 * known, "path" included).  RS_EXPORT_OK and *state, or
-	 * RS_EXPORT_PERMANENT with a message in err.
+	 * known, "path" included), touching nothing outside the process:
+	 * it is the whole of the format's check too.  RS_EXPORT_OK and
+	 * *state, or RS_EXPORT_PERMANENT after calling report once per
+	 * bad key (builtin.h, CHECKING).
 	 */
 	int	(*init)(void **state, const char *name,
-		    const struct rs_export_kv *kv, size_t nkv, char *err,
-		    size_t errlen);
+		    const struct rs_export_kv *kv, size_t nkv,
+		    exporter_report_fn *report, void *arg);
 	/* Optional: see every committed line of the file at open. */
 	void	(*scan)(void *state, const char *line, size_t len);
 	/*
@@ -214,6 +217,14 @@ int		filejournal_exporter_deliver(void *ctx,
 int		filejournal_exporter_recover(void *ctx, int64_t *last_seq,
 		    char *err, size_t errlen);
 void		filejournal_exporter_close(void *ctx);
+
+/*
+ * The check of a file format (builtin.h, CHECKING): its init() and
+ * free(), and nothing else; the file is not opened.
+ */
+bool		filejournal_exporter_check(const struct filejournal_format *fmt,
+		    const char *name, const struct rs_export_kv *kv,
+		    size_t nkv, exporter_report_fn *report, void *arg);
 
 /* The value of key in kv, or NULL.  Borrowed. */
 const char	*filejournal_kv(const struct rs_export_kv *kv, size_t nkv,

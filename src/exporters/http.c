@@ -88,7 +88,6 @@
 #define HTTP_DEF_TIMEOUT_S	30
 #define HTTP_DEF_CONNECT_S	10
 #define HTTP_MAX_TIMEOUT_S	3600
-#define HTTP_MAX_SECRET		4096	/* bytes of HMAC secret */
 #define HTTP_MAX_URL		4096
 #define HTTP_KEEP_RESPONSE	512	/* bytes of a response kept */
 #define HTTP_SHOW_RESPONSE	200	/* ... and shown in a reason */
@@ -358,7 +357,7 @@ parse_seconds(const char *v, long *ms)
 /*
  * Check url (an absolute http or https URL with a host) and make the
  * form shown in logs and reasons.  NULL and *shown (caller frees), or a
- * reason (caller frees).
+ * reason without the key's name (caller frees).
  */
 static char *
 url_check(const char *url, char **shown)
@@ -369,27 +368,27 @@ url_check(const char *url, char **shown)
 	const char *p;
 
 	if (url[0] == '\0')
-		return xstrdup("url: must not be empty");
+		return xstrdup("must not be empty");
 	if (strlen(url) > HTTP_MAX_URL)
-		return xstrdup("url: too long");
+		return xstrdup("too long");
 	for (p = url; *p != '\0'; p++)
 		if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-			return xstrdup("url: contains white space or a "
+			return xstrdup("contains white space or a "
 			    "control character");
 	if (strncasecmp(url, "http://", 7) != 0 &&
 	    strncasecmp(url, "https://", 8) != 0)
-		return xstrdup("url: must start with http:// or https://");
+		return xstrdup("must start with http:// or https://");
 	/* libcurl reads "http:///x" as host "x": refuse it here. */
 	p = url + (url[4] == ':' ? 7 : 8);
 	if (*p == '\0' || *p == '/' || *p == '?' || *p == '#')
-		return xstrdup("url: no host");
+		return xstrdup("no host");
 	if ((u = curl_url()) == NULL)
-		return xstrdup("url: curl_url failed");
+		return xstrdup("curl_url failed");
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
 	    host[0] == '\0') {
-		why = xstrdup("url: not a valid URL with a host");
+		why = xstrdup("not a valid URL with a host");
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
@@ -423,19 +422,31 @@ http_free(struct http_exporter *x)
 	free(x);
 }
 
-static int
-http_open(void **ctxp, const char *name, const struct rs_export_kv *kv,
-    size_t nkv, char *err, size_t errlen)
+/* Report a bad key and return false. */
+static bool
+http_bad(exporter_report_fn *report, void *arg, const char *key,
+    const char *reason)
 {
-	struct http_exporter *x;
-	const char *url = NULL, *secret_ref = NULL, *why;
-	char *reason = NULL, *swhy = NULL;
-	bool connect_set = false;
+	report(arg, key, reason);
+	return false;
+}
+
+/*
+ * Parse the keys into x, as open() and the check share: every bad value
+ * is reported.  *secret_ref: the secret_file to read at open, or NULL.
+ * Nothing outside the process is touched.
+ */
+static bool
+http_parse(struct http_exporter *x, const struct rs_export_kv *kv,
+    size_t nkv, const char **secret_ref, exporter_report_fn *report,
+    void *arg)
+{
+	const char *url = NULL, *why;
+	char *reason;
+	bool ok = true, connect_set = false;
 	size_t i;
 
-	*ctxp = NULL;
-	x = xcalloc(1, sizeof(*x));
-	x->name = xstrdup(name);
+	*secret_ref = NULL;
 	x->timeout_ms = HTTP_DEF_TIMEOUT_S * 1000L;
 	x->connect_ms = HTTP_DEF_CONNECT_S * 1000L;
 	/* Keys this type does not know (type, the engine's) are not ours
@@ -444,42 +455,79 @@ http_open(void **ctxp, const char *name, const struct rs_export_kv *kv,
 		if (strcmp(kv[i].key, "url") == 0)
 			url = kv[i].value;
 		else if (strcmp(kv[i].key, "secret_file") == 0)
-			secret_ref = kv[i].value[0] != '\0' ? kv[i].value :
+			*secret_ref = kv[i].value[0] != '\0' ? kv[i].value :
 			    NULL;
 		else if (strcmp(kv[i].key, "ca_file") == 0) {
 			free(x->ca_file);
 			x->ca_file = kv[i].value[0] != '\0' ?
 			    xstrdup(kv[i].value) : NULL;
-		} else if (strcmp(kv[i].key, "timeout") == 0) {
-			if ((why = parse_seconds(kv[i].value,
-			    &x->timeout_ms)) != NULL) {
-				reason = xasprintf("timeout: %s (whole seconds "
-				    "from 1 to %d)", why, HTTP_MAX_TIMEOUT_S);
-				goto fail;
-			}
-		} else if (strcmp(kv[i].key, "connect_timeout") == 0) {
-			if ((why = parse_seconds(kv[i].value,
-			    &x->connect_ms)) != NULL) {
-				reason = xasprintf("connect_timeout: %s (whole "
-				    "seconds from 1 to %d)", why,
-				    HTTP_MAX_TIMEOUT_S);
-				goto fail;
-			}
-			connect_set = true;
+		} else if (strcmp(kv[i].key, "timeout") == 0 ||
+		    strcmp(kv[i].key, "connect_timeout") == 0) {
+			bool connect = kv[i].key[0] == 'c';
+
+			if ((why = parse_seconds(kv[i].value, connect ?
+			    &x->connect_ms : &x->timeout_ms)) != NULL) {
+				reason = xasprintf("%s (whole seconds from 1 "
+				    "to %d)", why, HTTP_MAX_TIMEOUT_S);
+				ok = http_bad(report, arg, kv[i].key, reason);
+				free(reason);
+			} else if (connect)
+				connect_set = true;
 		}
 	}
-	if (url == NULL) {
-		reason = xstrdup("url: required");
-		goto fail;
-	}
-	if ((reason = url_check(url, &x->shown_url)) != NULL)
-		goto fail;
-	x->url = xstrdup(url);
+	if (url == NULL)
+		ok = http_bad(report, arg, "url", "required");
+	else if ((reason = url_check(url, &x->shown_url)) != NULL) {
+		ok = http_bad(report, arg, "url", reason);
+		free(reason);
+	} else
+		x->url = xstrdup(url);
 	if (!connect_set && x->connect_ms > x->timeout_ms)
 		x->connect_ms = x->timeout_ms;
+	return ok;
+}
+
+/* Where open() keeps the first bad key that http_parse() reports. */
+static void
+http_first_err(void *arg, const char *key, const char *reason)
+{
+	char **first = arg;
+
+	if (*first == NULL)
+		*first = xasprintf("%s: %s", key, reason);
+}
+
+bool
+exporter_http_check(const char *name, const struct rs_export_kv *kv,
+    size_t nkv, exporter_report_fn *report, void *arg)
+{
+	struct http_exporter *x;
+	const char *secret_ref;
+	bool ok;
+
+	(void)name;
+	x = xcalloc(1, sizeof(*x));
+	ok = http_parse(x, kv, nkv, &secret_ref, report, arg);
+	http_free(x);
+	return ok;
+}
+
+static int
+http_open(void **ctxp, const char *name, const struct rs_export_kv *kv,
+    size_t nkv, char *err, size_t errlen)
+{
+	struct http_exporter *x;
+	const char *secret_ref;
+	char *reason = NULL, *swhy = NULL;
+
+	*ctxp = NULL;
+	x = xcalloc(1, sizeof(*x));
+	x->name = xstrdup(name);
+	if (!http_parse(x, kv, nkv, &secret_ref, http_first_err, &reason))
+		goto fail;
 	if (secret_ref != NULL) {
-		if (config_read_secret(secret_ref, HTTP_MAX_SECRET, &x->secret,
-		    &swhy) != RS_OK) {
+		if (config_read_secret(secret_ref, EXPORTER_HTTP_SECRET_MAX,
+		    &x->secret, &swhy) != RS_OK) {
 			reason = xasprintf("secret_file: %s", swhy);
 			goto fail;
 		}
@@ -506,7 +554,7 @@ http_open(void **ctxp, const char *name, const struct rs_export_kv *kv,
 	*ctxp = x;
 	return RS_EXPORT_OK;
 fail:
-	snprintf(err, errlen, "%s", reason);
+	snprintf(err, errlen, "%s", reason != NULL ? reason : "cannot open");
 	free(reason);
 	free(swhy);
 	http_free(x);

@@ -208,16 +208,19 @@ jsonl_commit_line(const char *line, size_t len, int64_t *seq)
 
 static int
 jsonl_init(void **state, const char *name, const struct rs_export_kv *kv,
-    size_t nkv, char *err, size_t errlen)
+    size_t nkv, exporter_report_fn *report, void *arg)
 {
 	struct jsonl *j;
 	const char *v;
+	char why[512];
 	bool body = true;
 
+	(void)name;
 	if ((v = filejournal_kv(kv, nkv, "body")) != NULL &&
 	    !filejournal_parse_bool(v, &body)) {
-		snprintf(err, errlen, "[exporter %s] body: %s is not yes/no, "
-		    "true/false, on/off or 1/0", name, v);
+		snprintf(why, sizeof(why), "%s is not yes/no, true/false, "
+		    "on/off or 1/0", v);
+		report(arg, "body", why);
 		return RS_EXPORT_PERMANENT;
 	}
 	j = xcalloc(1, sizeof(*j));
@@ -324,6 +327,14 @@ jsonl_open(void **ctx, const char *name, const struct rs_export_kv *kv,
 {
 	return filejournal_exporter_open(&jsonl_format_def, ctx, name, kv, nkv,
 	    err, errlen);
+}
+
+bool
+exporter_jsonl_check(const char *name, const struct rs_export_kv *kv,
+    size_t nkv, exporter_report_fn *report, void *arg)
+{
+	return filejournal_exporter_check(&jsonl_format_def, name, kv, nkv,
+	    report, arg);
 }
 
 const struct rs_exporter_ops exporter_jsonl_ops = {

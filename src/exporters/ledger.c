@@ -158,25 +158,31 @@ journal_free(void *state)
 	free(j);
 }
 
+/* Every account key is checked, so each bad one is reported. */
 static int
-journal_init(struct journal *j, const char *name,
-    const struct rs_export_kv *kv, size_t nkv, char *err, size_t errlen)
+journal_init(struct journal *j, const struct rs_export_kv *kv, size_t nkv,
+    exporter_report_fn *report, void *arg)
 {
 	const char *v;
+	char why[512];
 	size_t i;
+	int r = RS_EXPORT_OK;
 
 	for (i = 0; i < NACCOUNTS; i++) {
 		if ((v = filejournal_kv(kv, nkv, account_keys[i])) == NULL)
 			v = account_defaults[i];
 		if (!posting_account_valid(v, j->syn)) {
-			snprintf(err, errlen, "[exporter %s] %s: \"%s\" is not "
-			    "a valid %s account name", name, account_keys[i], v,
-			    j->syn == POSTING_SYNTAX_BEANCOUNT ? "beancount" :
-			    "ledger");
-			return RS_EXPORT_PERMANENT;
+			snprintf(why, sizeof(why), "\"%s\" is not a valid %s "
+			    "account name", v, j->syn ==
+			    POSTING_SYNTAX_BEANCOUNT ? "beancount" : "ledger");
+			report(arg, account_keys[i], why);
+			r = RS_EXPORT_PERMANENT;
+			continue;
 		}
 		j->names[i] = xstrdup(v);
 	}
+	if (r != RS_EXPORT_OK)
+		return r;
 	j->acc.refund = j->names[0];
 	j->acc.clearing = j->names[1];
 	j->acc.application_fee = j->names[2];
@@ -186,7 +192,8 @@ journal_init(struct journal *j, const char *name,
 
 static int
 journal_init_syn(enum posting_syntax syn, void **state, const char *name,
-    const struct rs_export_kv *kv, size_t nkv, char *err, size_t errlen)
+    const struct rs_export_kv *kv, size_t nkv, exporter_report_fn *report,
+    void *arg)
 {
 	struct journal *j = xcalloc(1, sizeof(*j));
 	int r;
@@ -195,8 +202,7 @@ journal_init_syn(enum posting_syntax syn, void **state, const char *name,
 	j->name = xstrdup(name);
 	filejournal_names_init(&j->accounts);
 	filejournal_names_init(&j->commodities);
-	if ((r = journal_init(j, name, kv, nkv, err, errlen)) !=
-	    RS_EXPORT_OK) {
+	if ((r = journal_init(j, kv, nkv, report, arg)) != RS_EXPORT_OK) {
 		journal_free(j);
 		return r;
 	}
@@ -206,18 +212,19 @@ journal_init_syn(enum posting_syntax syn, void **state, const char *name,
 
 static int
 ledger_init(void **state, const char *name, const struct rs_export_kv *kv,
-    size_t nkv, char *err, size_t errlen)
+    size_t nkv, exporter_report_fn *report, void *arg)
 {
 	return journal_init_syn(POSTING_SYNTAX_LEDGER, state, name, kv, nkv,
-	    err, errlen);
+	    report, arg);
 }
 
 static int
 beancount_init(void **state, const char *name,
-    const struct rs_export_kv *kv, size_t nkv, char *err, size_t errlen)
+    const struct rs_export_kv *kv, size_t nkv, exporter_report_fn *report,
+    void *arg)
 {
 	return journal_init_syn(POSTING_SYNTAX_BEANCOUNT, state, name, kv, nkv,
-	    err, errlen);
+	    report, arg);
 }
 
 /* The first word of s (len bytes): up to a space, tab or ';'. */
@@ -542,6 +549,22 @@ exporter_journal_open(bool beancount, void **ctx, const char *name,
 {
 	return filejournal_exporter_open(beancount ? &beancount_format_def :
 	    &ledger_format_def, ctx, name, kv, nkv, err, errlen);
+}
+
+bool
+exporter_journal_check(bool beancount, const char *name,
+    const struct rs_export_kv *kv, size_t nkv, exporter_report_fn *report,
+    void *arg)
+{
+	return filejournal_exporter_check(beancount ? &beancount_format_def :
+	    &ledger_format_def, name, kv, nkv, report, arg);
+}
+
+bool
+exporter_ledger_check(const char *name, const struct rs_export_kv *kv,
+    size_t nkv, exporter_report_fn *report, void *arg)
+{
+	return exporter_journal_check(false, name, kv, nkv, report, arg);
 }
 
 static int

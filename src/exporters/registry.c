@@ -25,26 +25,31 @@
 #define REGISTRY_REMOTE_BATCH	16
 #define REGISTRY_OTHER_BATCH	256
 
-/* The built-in types.  The key lists are the exporters' own. */
+/* The built-in types.  The key lists and checks are the exporters' own. */
 static const struct registry_builtin {
 	const char		 *type;
 	const struct rs_exporter_ops *ops;
 	const char *const	 *keys;		/* NULL-terminated */
 	const char		 *required;	/* a key, or NULL */
 	size_t			  batch;	/* the default batch */
+	exporter_check_fn	 *check;
+	const char		 *secret;	/* the key naming a secret
+						   file, or NULL */
+	size_t			  secret_max;	/* its largest size */
 } builtins[] = {
 	{ "jsonl", &exporter_jsonl_ops, exporter_jsonl_keys, "path",
-	    REGISTRY_FILE_BATCH },
+	    REGISTRY_FILE_BATCH, exporter_jsonl_check, NULL, 0 },
 	{ "csv", &exporter_csv_ops, exporter_csv_keys, "path",
-	    REGISTRY_FILE_BATCH },
+	    REGISTRY_FILE_BATCH, exporter_csv_check, NULL, 0 },
 	{ "ledger", &exporter_ledger_ops, exporter_ledger_keys, "path",
-	    REGISTRY_FILE_BATCH },
+	    REGISTRY_FILE_BATCH, exporter_ledger_check, NULL, 0 },
 	{ "beancount", &exporter_beancount_ops, exporter_beancount_keys,
-	    "path", REGISTRY_FILE_BATCH },
+	    "path", REGISTRY_FILE_BATCH, exporter_beancount_check, NULL, 0 },
 	{ "http", &exporter_http_ops, exporter_http_keys, "url",
-	    REGISTRY_REMOTE_BATCH },
+	    REGISTRY_REMOTE_BATCH, exporter_http_check, "secret_file",
+	    EXPORTER_HTTP_SECRET_MAX },
 	{ "exec", &exporter_exec_ops, exporter_exec_keys, "command",
-	    REGISTRY_REMOTE_BATCH },
+	    REGISTRY_REMOTE_BATCH, exporter_exec_check, NULL, 0 },
 };
 
 #define NBUILTINS	(sizeof(builtins) / sizeof(builtins[0]))
@@ -108,6 +113,30 @@ registry_key_required(const char *type)
 	if ((b = registry_builtin(type)) == NULL)
 		return NULL;
 	return b->required;
+}
+
+bool
+registry_check_keys(const char *type, const char *name,
+    const struct rs_export_kv *kv, size_t nkv, exporter_report_fn *report,
+    void *arg)
+{
+	const struct registry_builtin *b = registry_builtin(type);
+
+	/* A plugin's keys are its own: only its open() knows them. */
+	if (b == NULL)
+		return true;
+	return b->check(name, kv, nkv, report, arg);
+}
+
+size_t
+registry_secret_max(const char *type, const char *key)
+{
+	const struct registry_builtin *b = registry_builtin(type);
+
+	if (b == NULL || b->secret == NULL || key == NULL ||
+	    strcmp(b->secret, key) != 0)
+		return 0;
+	return b->secret_max;
 }
 
 size_t

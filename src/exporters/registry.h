@@ -8,8 +8,10 @@
  * abi_version of the ops table it returns before reading anything else
  * from it (include/refundsync/exporter.h).
  *
- * The config layer asks the registry which keys a type takes, so an
- * unknown key is reported at its line; the engine asks it for the ops.
+ * The config layer asks the registry which keys a type takes and has it
+ * check their values with the exporter's own parsing, so an unknown key
+ * or a bad value is reported at its line; the engine asks it for the
+ * ops.
  * Every key of a section but the engine's own (export.h) goes to the
  * exporter's open().
  *
@@ -22,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "exporters/builtin.h"
 #include "refundsync/exporter.h"
 #include "util/status.h"
 
@@ -47,6 +50,26 @@ bool		registry_key_allowed(const char *type, const char *key);
  * jsonl and plugin, "url" for http).  Static.
  */
 const char	*registry_key_required(const char *type);
+
+/*
+ * Check the values of the type's own keys in a section (kv, nkv: the
+ * section's keys but "type" and the engine's; name: its NAME) as the
+ * type's open() parses them, without opening, reading or starting
+ * anything (builtin.h, CHECKING).  report is called once per bad value
+ * with the key at fault and why; returns true if none was.  The section
+ * must hold only allowed keys and its required key.  A plugin's keys are
+ * its own, known only to its open(): true.
+ */
+bool		registry_check_keys(const char *type, const char *name,
+		    const struct rs_export_kv *kv, size_t nkv,
+		    exporter_report_fn *report, void *arg);
+
+/*
+ * Does key of a section of type name a secret file that the exporter
+ * reads at open (http's secret_file)?  The most bytes it reads, else 0.
+ * For `refundsync check`, which reads such files as the start would.
+ */
+size_t		registry_secret_max(const char *type, const char *key);
 
 /*
  * The batch size that suits type when its section sets none: large for

@@ -727,6 +727,78 @@ START_TEST(test_exporter_section)
 }
 END_TEST
 
+/*
+ * The values of an exporter type's own keys are parsed by the exporter's
+ * own code when the config loads, so `check`, the start and a reload
+ * refuse what open() would: at the key's line, every bad value listed.
+ */
+START_TEST(test_exporter_values)
+{
+	struct config *cfg;
+
+	load_err("[exporter a]\ntype = jsonl\npath = a.jsonl\nbody = maybe\n",
+	    "@:4: [exporter a] body: maybe is not yes/no, true/false, on/off "
+	    "or 1/0");
+	load_err("[exporter a]\ntype = http\nurl = ftp://x\n",
+	    "@:3: [exporter a] url: must start with http:// or https://");
+	load_err("[exporter a]\ntype = http\nurl = notaurl\n",
+	    "@:3: [exporter a] url: must start with http:// or https://");
+	load_err("[exporter a]\ntype = http\nurl = http:///x\n",
+	    "@:3: [exporter a] url: no host");
+	load_err("[exporter a]\ntype = http\nurl = http://127.0.0.1:9/\n"
+	    "connect_timeout = 0\n",
+	    "@:4: [exporter a] connect_timeout: too small (whole seconds "
+	    "from 1 to 3600)");
+	load_err("[exporter a]\ntype = exec\ncommand = cat\ntimeout = 1m\n",
+	    "@:4: [exporter a] timeout: invalid (whole seconds from 1 to "
+	    "3600)");
+	load_err("[exporter a]\ntype = ledger\npath = a.journal\n"
+	    "clearing_account = Assets:Wix  Clearing\n",
+	    "@:4: [exporter a] clearing_account: \"Assets:Wix  Clearing\" is "
+	    "not a valid ledger account name");
+	/* Every bad key of every section, each at its line; a generic
+	 * key's error is there too. */
+	load_err("[exporter b]\n"				/* 1 */
+	    "type = beancount\n"				/* 2 */
+	    "path = b.beancount\n"				/* 3 */
+	    "refund_account = expenses:refunds\n"		/* 4 */
+	    "processing_fee_account = Fees\n"		/* 5 */
+	    "batch = -1\n"					/* 6 */
+	    "[exporter c]\n"					/* 7 */
+	    "type = csv\n"					/* 8 */
+	    "path = c.csv\n"					/* 9 */
+	    "[exporter h]\n"					/* 10 */
+	    "type = http\n"					/* 11 */
+	    "timeout = 0\n"					/* 12 */
+	    "url = notaurl\n",				/* 13 */
+	    "@:6: [exporter b] batch: \"-1\" is out of range 0..10000\n"
+	    "@:4: [exporter b] refund_account: \"expenses:refunds\" is not "
+	    "a valid beancount account name\n"
+	    "@:5: [exporter b] processing_fee_account: \"Fees\" is not a "
+	    "valid beancount account name\n"
+	    "@:12: [exporter h] timeout: too small (whole seconds from 1 to "
+	    "3600)\n"
+	    "@:13: [exporter h] url: must start with http:// or https://");
+	/* A section already refused for its keys is not checked again. */
+	load_err("[exporter a]\ntype = jsonl\nbody = maybe\n",
+	    "@:1: [exporter a] path: missing (type jsonl needs it)");
+
+	/* Good values, and a secret file that is not read at load. */
+	cfg = load_ok("[exporter a]\ntype = jsonl\npath = a.jsonl\n"
+	    "body = no\n"
+	    "[exporter h]\ntype = http\nurl = https://erp.example/hook\n"
+	    "timeout = 10\nconnect_timeout = 3\n"
+	    "secret_file = /nonexistent/secret\n"
+	    "[exporter e]\ntype = exec\ncommand = cat\ntimeout = 5\n"
+	    "[exporter l]\ntype = ledger\npath = l.journal\n"
+	    "refund_account = Expenses:Refunds:Wix\n"
+	    "[exporter p]\ntype = plugin\npath = /nonexistent/p.so\n"
+	    "whatever = it likes\n");
+	ck_assert_uint_eq(cfg->nexporters, 5);
+	config_free(cfg);
+}
+END_TEST
+
 START_TEST(test_key_outside_section)
 {
 	load_err("threads = 2\n[server]\n",
@@ -1415,6 +1487,7 @@ config_suite(void)
 	tcase_add_test(tc, test_unknown_key);
 	tcase_add_test(tc, test_unknown_section);
 	tcase_add_test(tc, test_exporter_section);
+	tcase_add_test(tc, test_exporter_values);
 	tcase_add_test(tc, test_key_outside_section);
 	tcase_add_test(tc, test_duplicate_key);
 	tcase_add_test(tc, test_syntax_errors);
