@@ -237,7 +237,7 @@ cmd_check(int argc, char *argv[])
 		char *why = NULL;
 
 		if (export_check_config(cfg, &why) != RS_OK) {
-			fprintf(stderr, "%s: %s\n", cfg->path, why);
+			fprintf(stderr, "%s\n", why);
 			free(why);
 			config_free(cfg);
 			return CLI_EXIT_FAILURE;

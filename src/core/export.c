@@ -909,18 +909,28 @@ export_kv(const struct config_exporter *ce, const char *key)
 	return NULL;
 }
 
-/* Resolve the type of section ce; RS_OK and *out, or RS_ERR_CONFIG. */
+/*
+ * Resolve the type of section ce of cfg; RS_OK and *out, or
+ * RS_ERR_CONFIG and *why as a config error: "file:line: [exporter NAME]
+ * path: reason", at the line of the plugin's path (a plugin is the only
+ * type that can fail here: config_load() knows the others).
+ */
 static enum rs_status
-export_resolve(const struct config_exporter *ce,
+export_resolve(const struct config *cfg, const struct config_exporter *ce,
     struct registry_entry **out, char **why)
 {
 	char *r = NULL;
 	enum rs_status st;
+	size_t i;
+	int line = ce->line;
 
 	st = registry_open(ce->type, export_kv(ce, "path"), out, &r);
 	if (st != RS_OK) {
-		*why = xasprintf("[exporter %s]: %s", ce->name,
-		    r != NULL ? r : "cannot resolve its type");
+		for (i = 0; i < ce->nkv; i++)
+			if (strcmp(ce->kv[i].key, "path") == 0)
+				line = ce->kv[i].line;
+		*why = xasprintf("%s:%d: [exporter %s] path: %s", cfg->path,
+		    line, ce->name, r != NULL ? r : "cannot resolve its type");
 		free(r);
 	}
 	return st;
@@ -947,7 +957,8 @@ export_engine_start(const struct config *cfg, struct export_engine **out,
 	kvs = xcalloc(n + 1, sizeof(*kvs));
 	for (i = 0; i < n && st == RS_OK; i++) {
 		ce = &cfg->exporters[i];
-		if ((st = export_resolve(ce, &e->reg[i], why)) != RS_OK)
+		if ((st = export_resolve(cfg, ce, &e->reg[i], why)) !=
+		    RS_OK)
 			break;
 		e->nreg = i + 1;
 		/* open() gets "type" and the type's own keys. */
@@ -1013,17 +1024,30 @@ enum rs_status
 export_check_config(const struct config *cfg, char **why)
 {
 	struct registry_entry *r = NULL;
-	enum rs_status st;
+	enum rs_status st = RS_OK;
+	struct buf b;
+	char *one = NULL;
 	size_t i;
 
 	*why = NULL;
+	buf_init(&b, 1024 * 1024);
 	for (i = 0; i < cfg->nexporters; i++) {
-		if ((st = export_resolve(&cfg->exporters[i], &r, why)) !=
-		    RS_OK)
-			return st;
+		if (export_resolve(cfg, &cfg->exporters[i], &r, &one) !=
+		    RS_OK) {
+			(void)buf_printf(&b, "%s%s", b.len > 0 ? "\n" : "",
+			    one);
+			free(one);
+			one = NULL;
+			st = RS_ERR_CONFIG;
+			continue;
+		}
 		registry_close(r);
+		r = NULL;
 	}
-	return RS_OK;
+	if (st != RS_OK)
+		*why = buf_detach(&b, NULL);
+	buf_cleanup(&b);
+	return st;
 }
 
 /* ---- the `refundsync export` commands ---------------------------------- */

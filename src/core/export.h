@@ -180,7 +180,8 @@ void		export_engine_stop(struct export_engine *e);
 /*
  * Load every plugin of cfg and check its ABI version, as the daemon
  * would at start, then unload it (for `refundsync check`).  RS_OK, or
- * RS_ERR_CONFIG with a message in *why (caller frees).
+ * RS_ERR_CONFIG with one line per plugin refused in *why (caller frees),
+ * each "file:line: [exporter NAME] path: reason" like a config error.
  */
 enum rs_status	export_check_config(const struct config *cfg, char **why);
 
