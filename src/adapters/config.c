@@ -1306,6 +1306,7 @@ config_free(struct config *cfg)
 		free(e->type);
 	}
 	free(cfg->exporters);
+	free(cfg->lines);
 	free(cfg->path);
 	free(cfg->dir);
 	free(cfg);
@@ -1350,6 +1351,8 @@ config_load(const char *path, struct config **out, char **errors)
 	if (!p.stop)
 		config_validate(&p);
 	if (p.nerr == 0) {
+		cfg->lines = xcalloc(NROWS, sizeof(*cfg->lines));
+		memcpy(cfg->lines, p.keyline, sizeof(p.keyline));
 		*out = cfg;
 		cfg = NULL;
 		st = RS_OK;
@@ -1408,6 +1411,17 @@ config_exporter_keys(void)
 	return exporter_keys;
 }
 
+int
+config_line(const struct config *cfg, const char *section, const char *name)
+{
+	int i;
+
+	if (cfg == NULL || cfg->lines == NULL ||
+	    (i = row_find(section, name)) < 0)
+		return 0;
+	return cfg->lines[i];
+}
+
 const struct config_exporter *
 config_exporter_find(const struct config *cfg, const char *name)
 {
@@ -1458,6 +1472,17 @@ config_path_choose(const char *arg)
 	if ((env = getenv(CONFIG_ENV)) != NULL && env[0] != '\0')
 		return env;
 	return CONFIG_DEFAULT_PATH;
+}
+
+bool
+config_secret_visible(const char *ref)
+{
+	const char *cdir;
+
+	if (ref == NULL || credential_name(ref) == NULL)
+		return true;
+	cdir = getenv("CREDENTIALS_DIRECTORY");
+	return cdir != NULL && cdir[0] != '\0';
 }
 
 enum rs_status

@@ -112,6 +112,8 @@ struct config {
 	/* [exporter NAME] sections, in file order; names are unique. */
 	struct config_exporter *exporters;
 	size_t	 nexporters;
+
+	int	*lines;			/* private: see config_line() */
 };
 
 /* One row of the key table, exposed for the sample-config test. */
@@ -129,6 +131,14 @@ const struct config_key	*config_keys(void);
  * their defaults and help; terminated by a row with name == NULL.
  * section is "exporter". */
 const struct config_key	*config_exporter_keys(void);
+
+/*
+ * The line of cfg's file where [section] name was set, or 0 if it was
+ * not (its default) or the key is not in the table.  For messages about
+ * a value found bad after loading, e.g. by `refundsync check`.
+ */
+int		 config_line(const struct config *cfg, const char *section,
+		    const char *name);
 
 /* The exporter called name in cfg, or NULL.  Borrowed. */
 const struct config_exporter *config_exporter_find(const struct config *cfg,
@@ -167,6 +177,14 @@ const char	*config_path_choose(const char *arg);
  */
 enum rs_status	config_read_secret(const char *ref, size_t max,
 		    char **out /* OUT */, char **why /* OUT */);
+
+/*
+ * Can config_read_secret() see ref from this process?  false only for a
+ * "credential:NAME" while $CREDENTIALS_DIRECTORY is unset: systemd sets
+ * it for the service (LoadCredential=), not for an operator's shell, so
+ * `refundsync check` run by hand cannot check such a value.
+ */
+bool		config_secret_visible(const char *ref);
 
 /* Split "host:port" / "[v6]:port" into a socket address.  Port 0 is
  * allowed (the kernel picks).  RS_OK or RS_ERR_CONFIG. */

@@ -79,7 +79,6 @@
 #define BF_DEF_MAX_MS		30000
 #define BF_DEF_RESTARTS		3
 #define BF_SLICE_MS		50	/* ms between looks at stop */
-#define BF_SECRET_MAX		(64 * 1024)
 #define BF_MAX_WORKERS		8	/* instances run at once */
 #define BF_CURSOR_SHOWN		24	/* cursor bytes in a message */
 #define BF_DEF_QUEUE		8	/* pages fetched ahead of the commit */
@@ -1272,7 +1271,7 @@ backfill_wixapi_new(const struct config *cfg, struct wixapi **out,
 		file = cfg->api_key_file;
 	} else
 		return RS_ERR_NOTFOUND;
-	rc = config_read_secret(file, BF_SECRET_MAX, &secret, &rwhy);
+	rc = config_read_secret(file, BACKFILL_SECRET_MAX, &secret, &rwhy);
 	if (rc != RS_OK) {
 		*why = xasprintf("[wix] %s: %s", key,
 		    rwhy != NULL ? rwhy : rs_strstatus(rc));

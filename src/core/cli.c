@@ -12,6 +12,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "adapters/config.h"
+#include "adapters/jwtverify.h"
 #include "adapters/store.h"
 #include "adapters/wixapi.h"
 #include "core/backfill.h"
@@ -34,6 +36,7 @@
 #include "core/server.h"
 #include "core/statuspage.h"
 #include "domain/money.h"
+#include "exporters/registry.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/strnum.h"
@@ -218,6 +221,144 @@ cmd_version(int argc, char *argv[])
 	return CLI_EXIT_OK;
 }
 
+/* What `check` found past the config's own errors. */
+struct check_run {
+	const struct config	*cfg;
+	size_t			 nerr;
+};
+
+static void	check_say(const struct check_run *c, int line,
+		    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* One line on stderr, "file:line: ..." like a config error. */
+static void
+check_say(const struct check_run *c, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (line > 0)
+		fprintf(stderr, "%s:%d: ", c->cfg->path, line);
+	else
+		fprintf(stderr, "%s: ", c->cfg->path);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* A credential not visible here (config_secret_visible()): a note. */
+static void
+check_unseen(const struct check_run *c, int line, const char *section,
+    const char *key, const char *ref)
+{
+	check_say(c, line, "note: [%s] %s: %s not checked: "
+	    "$CREDENTIALS_DIRECTORY is not set (systemd sets it for the "
+	    "service's LoadCredential=)", section, key, ref);
+}
+
+/*
+ * Read the secret file ref of [section] key as the start would (max
+ * bytes at most), and wipe it: only whether it can be read is shown,
+ * never the content.  A credential this process cannot see (run from a
+ * shell, not by systemd) is a note, not an error.
+ */
+static void
+check_secret(struct check_run *c, int line, const char *section,
+    const char *key, const char *ref, size_t max)
+{
+	char *secret = NULL, *why = NULL;
+
+	if (!config_secret_visible(ref)) {
+		check_unseen(c, line, section, key, ref);
+		return;
+	}
+	if (config_read_secret(ref, max, &secret, &why) != RS_OK) {
+		check_say(c, line, "[%s] %s: %s", section, key,
+		    why != NULL ? why : "cannot be read");
+		c->nerr++;
+	}
+	free(why);
+	freezero_str(secret);
+}
+
+/* The public keys, loaded as the start and a reload load them. */
+static void
+check_public_keys(struct check_run *c)
+{
+	const struct config *cfg = c->cfg;
+	struct jwtv_keys *keys = NULL;
+	int line = config_line(cfg, "wix", "public_key_file");
+	char *why = NULL;
+	size_t i;
+
+	if (cfg->npublic_key_files == 0) {
+		check_say(c, line, "[wix] public_key_file: no key configured "
+		    "(serve needs one to verify webhooks)");
+		c->nerr++;
+	}
+	for (i = 0; i < cfg->npublic_key_files; i++) {
+		const char *ref = cfg->public_key_files[i];
+
+		if (!config_secret_visible(ref)) {
+			check_unseen(c, line, "wix", "public_key_file", ref);
+			continue;
+		}
+		if (server_load_key(&keys, ref, &why) != RS_OK) {
+			check_say(c, line, "[wix] public_key_file: %s: %s", ref,
+			    why);
+			free(why);
+			why = NULL;
+			c->nerr++;
+		}
+	}
+	jwtv_keys_free(keys);
+}
+
+/*
+ * What serve reads before it starts, beyond the config's syntax: the
+ * exporter plugins, the public keys, and the secret files.  Each failure
+ * is a line "file:line: [section] key: reason"; the number of them.
+ */
+static size_t
+check_files(const struct config *cfg)
+{
+	struct check_run c = { cfg, 0 };
+	const struct config_exporter *e;
+	char *why = NULL, *section;
+	size_t i, j, max;
+
+	/* Plugins are loaded and their ABI version checked, as at start. */
+	if (export_check_config(cfg, &why) != RS_OK) {
+		fprintf(stderr, "%s\n", why);
+		for (i = 0; why[i] != '\0'; i++)
+			c.nerr += why[i] == '\n';
+		c.nerr++;
+		free(why);
+	}
+	check_public_keys(&c);
+	if (cfg->app_secret_file[0] != '\0')
+		check_secret(&c, config_line(cfg, "wix", "app_secret_file"),
+		    "wix", "app_secret_file", cfg->app_secret_file,
+		    BACKFILL_SECRET_MAX);
+	if (cfg->api_key_file[0] != '\0')
+		check_secret(&c, config_line(cfg, "wix", "api_key_file"),
+		    "wix", "api_key_file", cfg->api_key_file,
+		    BACKFILL_SECRET_MAX);
+	for (i = 0; i < cfg->nexporters; i++) {
+		e = &cfg->exporters[i];
+		for (j = 0; j < e->nkv; j++) {
+			max = registry_secret_max(e->type, e->kv[j].key);
+			if (max == 0 || e->kv[j].value[0] == '\0')
+				continue;
+			section = xasprintf("exporter %s", e->name);
+			check_secret(&c, e->kv[j].line, section, e->kv[j].key,
+			    e->kv[j].value, max);
+			free(section);
+		}
+	}
+	return c.nerr;
+}
+
 static int
 cmd_check(int argc, char *argv[])
 {
@@ -232,16 +373,10 @@ cmd_check(int argc, char *argv[])
 	/* SPEC §1: check answers 0 (valid) or 1 (not valid). */
 	if ((cfg = load_config(a.config)) == NULL)
 		return CLI_EXIT_FAILURE;
-	/* Plugins are loaded and their ABI version checked, as at start. */
-	{
-		char *why = NULL;
-
-		if (export_check_config(cfg, &why) != RS_OK) {
-			fprintf(stderr, "%s\n", why);
-			free(why);
-			config_free(cfg);
-			return CLI_EXIT_FAILURE;
-		}
+	/* What serve would refuse at start is not "ok" either. */
+	if (check_files(cfg) > 0) {
+		config_free(cfg);
+		return CLI_EXIT_FAILURE;
 	}
 	printf("%s: ok\n", cfg->path);
 	config_free(cfg);

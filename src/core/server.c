@@ -129,12 +129,36 @@ runtime_release(struct runtime *rt)
 	}
 }
 
+enum rs_status
+server_load_key(struct jwtv_keys **keys, const char *ref, char **why)
+{
+	char *pem = NULL, *rwhy = NULL;
+	const char *r;
+	enum rs_status st;
+
+	if (strncmp(ref, "credential:", 11) == 0) {
+		if (config_read_secret(ref, SERVER_KEY_MAX, &pem, &rwhy) !=
+		    RS_OK) {
+			*why = rwhy;
+			return RS_ERR_CONFIG;
+		}
+		st = jwtv_keys_add_pem(keys, pem, strlen(pem), &r);
+		freezero_str(pem);
+	} else
+		st = jwtv_keys_add_file(keys, ref, &r);
+	if (st != RS_OK) {
+		*why = xstrdup(r);
+		return RS_ERR_CONFIG;
+	}
+	return RS_OK;
+}
+
 /* Load every configured public key.  RS_OK and *out, or a reason. */
 static enum rs_status
 load_keys(const struct config *cfg, struct jwtv_keys **out, char **why)
 {
 	struct jwtv_keys *keys = NULL;
-	const char *r;
+	char *r = NULL;
 
 	if (cfg->npublic_key_files == 0) {
 		*why = xstrdup("[wix] public_key_file: no key configured");
@@ -142,34 +166,17 @@ load_keys(const struct config *cfg, struct jwtv_keys **out, char **why)
 	}
 	for (size_t i = 0; i < cfg->npublic_key_files; i++) {
 		const char *ref = cfg->public_key_files[i];
-		enum rs_status st;
 
-		if (strncmp(ref, "credential:", 11) == 0) {
-			char *pem = NULL, *rwhy = NULL;
-
-			st = config_read_secret(ref, SERVER_KEY_MAX, &pem,
-			    &rwhy);
-			if (st != RS_OK) {
-				*why = xasprintf("[wix] public_key_file %s: %s",
-				    ref, rwhy);
-				free(rwhy);
-				goto fail;
-			}
-			st = jwtv_keys_add_pem(&keys, pem, strlen(pem), &r);
-			freezero_str(pem);
-		} else {
-			st = jwtv_keys_add_file(&keys, ref, &r);
-		}
-		if (st != RS_OK) {
-			*why = xasprintf("[wix] public_key_file %s: %s", ref, r);
-			goto fail;
+		if (server_load_key(&keys, ref, &r) != RS_OK) {
+			*why = xasprintf("[wix] public_key_file %s: %s", ref,
+			    r);
+			free(r);
+			jwtv_keys_free(keys);
+			return RS_ERR_CONFIG;
 		}
 	}
 	*out = keys;
 	return RS_OK;
-fail:
-	jwtv_keys_free(keys);
-	return RS_ERR_CONFIG;
 }
 
 /* The dedupe key of an event without an id: the token's SHA-256. */

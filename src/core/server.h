@@ -21,4 +21,14 @@
  */
 int	server_run(struct config *cfg);
 
+/*
+ * Load one [wix] public_key_file value as the start and a reload do: a
+ * file, or "credential:NAME", holding a PEM or base64-PEM RSA public key
+ * (jwtverify.h), added to *keys (created if NULL).  RS_OK, or
+ * RS_ERR_CONFIG and *why (caller frees; never the file's content).
+ */
+struct jwtv_keys;
+enum rs_status	server_load_key(struct jwtv_keys **keys, const char *ref,
+		    char **why /* OUT */);
+
 #endif

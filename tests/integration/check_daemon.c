@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -856,14 +857,20 @@ END_TEST
 START_TEST(test_cli_check_and_version)
 {
 	char *dir = tu_tempdir(), *good, *bad, *exp, *out = NULL, *err = NULL;
-	char *argv[5];
+	char *argv[5], *pub;
+	struct tu_keypair kp;
 	char *bin = xstrdup(tu_binary());
 
 	good = xasprintf("%s/good.conf", dir);
 	bad = xasprintf("%s/bad.conf", dir);
 	exp = xasprintf("%s/exporter.conf", dir);
+	/* check loads the public key, as serve does: give it one. */
+	tu_keypair_generate(&kp);
+	pub = xasprintf("%s/wix-public.pem", dir);
+	ck_assert(tu_write_file(pub, kp.pub_pem, false));
 	ck_assert(tu_write_file(good, "[server]\nlisten = 127.0.0.1:0\n"
-	    "[store]\npath = x.db\n", false));
+	    "[store]\npath = x.db\n[wix]\npublic_key_file = wix-public.pem\n",
+	    false));
 	ck_assert(tu_write_file(bad, "[server]\nlisten = 127.0.0.1:0\n"
 	    "no_such_key = 1\n", false));
 	ck_assert(tu_write_file(exp, "[exporter books]\ntype = jsonl\n",
@@ -970,7 +977,278 @@ START_TEST(test_cli_check_and_version)
 	free(good);
 	free(bad);
 	free(exp);
+	free(pub);
+	tu_keypair_cleanup(&kp);
 	free(bin);
+}
+END_TEST
+
+/* `refundsync CMD -c conf`: the exit status, stdout and stderr. */
+static int
+run_rs(const char *cmd, const char *conf, char **out, char **err)
+{
+	char *argv[5];
+	int rc;
+
+	argv[0] = xstrdup(tu_binary());
+	argv[1] = xstrdup(cmd);
+	argv[2] = xstrdup("-c");
+	argv[3] = xstrdup(conf);
+	argv[4] = NULL;
+	rc = tu_run(argv, 20000, out, err);
+	for (int i = 0; i < 4; i++)
+		free(argv[i]);
+	return rc;
+}
+
+/* Write text into dir/name and return the path (caller frees). */
+static char *
+put_conf(const char *dir, const char *name, const char *text)
+{
+	char *path = xasprintf("%s/%s", dir, name);
+
+	ck_assert(tu_write_file(path, text, false));
+	return path;
+}
+
+/* s holds needle, or the test fails showing s. */
+#define ASSERT_HAS(s, needle)						\
+	ck_assert_msg(strstr((s), (needle)) != NULL,			\
+	    "\"%s\" not in \"%s\"", (needle), (s))
+
+/*
+ * An exporter type's own keys with bad values: `check` says so at the
+ * key's line (it used to say ok), and serve refuses to start (it used
+ * to start and retry the exporter's open() forever).
+ */
+START_TEST(test_cli_check_exporter_values)
+{
+	char *dir = tu_tempdir(), *pub, *conf, *text, *want, *out, *err;
+	struct tu_keypair kp;
+
+	tu_keypair_generate(&kp);
+	pub = put_conf(dir, "wix-public.pem", kp.pub_pem);
+	text = xasprintf("[server]\nlisten = 127.0.0.1:0\n"	/* 1-2 */
+	    "admin_listen =\n"				/* 3 */
+	    "[store]\npath = x.db\n"				/* 4-5 */
+	    "[wix]\npublic_key_file = %s\n"			/* 6-7 */
+	    "[exporter a]\ntype = jsonl\npath = a.jsonl\n"	/* 8-10 */
+	    "body = maybe\n"					/* 11 */
+	    "[exporter h]\ntype = http\n"			/* 12-13 */
+	    "url = ftp://x\n"					/* 14 */
+	    "[exporter n]\ntype = http\n"			/* 15-16 */
+	    "url = notaurl\n", pub);				/* 17 */
+	conf = put_conf(dir, "values.conf", text);
+
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 1);
+	ck_assert_msg(strstr(out, "ok") == NULL, "check said: %s", out);
+	want = xasprintf("%s:11: [exporter a] body: maybe is not yes/no", conf);
+	ASSERT_HAS(err, want);
+	free(want);
+	want = xasprintf("%s:14: [exporter h] url: must start with http:// "
+	    "or https://", conf);
+	ASSERT_HAS(err, want);
+	free(want);
+	want = xasprintf("%s:17: [exporter n] url: must start with http:// "
+	    "or https://", conf);
+	ASSERT_HAS(err, want);
+	free(out);
+	free(err);
+
+	/* serve refuses the same config: a config error is 2. */
+	ck_assert_int_eq(run_rs("serve", conf, &out, &err), 2);
+	ASSERT_HAS(err, want);
+	free(want);
+	free(out);
+	free(err);
+
+	tu_rmtree(dir);
+	tu_keypair_cleanup(&kp);
+	free(text);
+	free(conf);
+	free(pub);
+	free(dir);
+}
+END_TEST
+
+#define TOPSECRET	"TOPSECRET-5f3a9c"
+
+/*
+ * check reads what serve reads before it starts: the public keys (they
+ * must parse), the Wix secret and an http exporter's secret_file.  Each
+ * failure is "file:line: [section] key: reason", and no secret is ever
+ * printed.
+ */
+START_TEST(test_cli_check_keys_and_secrets)
+{
+	char *dir = tu_tempdir(), *pub, *junk, *sec, *text, *conf, *want;
+	char *out, *err, *creds;
+	struct tu_keypair kp;
+
+	tu_keypair_generate(&kp);
+	pub = put_conf(dir, "wix-public.pem", kp.pub_pem);
+	junk = put_conf(dir, "junk.pem", "-----BEGIN PUBLIC KEY-----\n"
+	    "not base64 at all\n-----END PUBLIC KEY-----\n");
+	sec = put_conf(dir, "secret", TOPSECRET "\n");
+	creds = xasprintf("%s/creds", dir);
+	ck_assert_int_eq(mkdir(creds, 0700), 0);
+
+	/* A key file that does not exist; one that is not a key. */
+	text = xasprintf("[store]\npath = x.db\n[wix]\n"	/* 1-3 */
+	    "public_key_file = %s, missing.pem\n", pub);	/* 4 */
+	conf = put_conf(dir, "nokey.conf", text);
+	free(text);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 1);
+	want = xasprintf("%s:4: [wix] public_key_file: %s/missing.pem: ",
+	    conf, dir);
+	ASSERT_HAS(err, want);
+	free(want);
+	free(out);
+	free(err);
+	/* That is what serve refuses too. */
+	ck_assert_int_eq(run_rs("serve", conf, &out, &err), 2);
+	ASSERT_HAS(err, "missing.pem");
+	free(out);
+	free(err);
+	free(conf);
+
+	text = xasprintf("[wix]\npublic_key_file = %s\n", junk);
+	conf = put_conf(dir, "junk.conf", text);
+	free(text);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 1);
+	want = xasprintf("%s:2: [wix] public_key_file: %s: ", conf, junk);
+	ASSERT_HAS(err, want);
+	free(want);
+	free(out);
+	free(err);
+	free(conf);
+
+	/* Secrets that cannot be read: a missing file, a directory. */
+	text = xasprintf("[wix]\npublic_key_file = %s\n"	/* 1-2 */
+	    "app_id = app-1\n"				/* 3 */
+	    "app_secret_file = no-such-secret\n"		/* 4 */
+	    "[exporter h]\ntype = http\n"			/* 5-6 */
+	    "url = http://127.0.0.1:9/\n"			/* 7 */
+	    "secret_file = creds\n", pub);			/* 8 */
+	conf = put_conf(dir, "nosecret.conf", text);
+	free(text);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 1);
+	want = xasprintf("%s:4: [wix] app_secret_file: %s/no-such-secret: ",
+	    conf, dir);
+	ASSERT_HAS(err, want);
+	free(want);
+	want = xasprintf("%s:8: [exporter h] secret_file: %s: not a regular "
+	    "file", conf, creds);
+	ASSERT_HAS(err, want);
+	free(want);
+	free(out);
+	free(err);
+	free(conf);
+
+	text = xasprintf("[wix]\npublic_key_file = %s\n"
+	    "api_key_file = no-such-key\nsite_id = site-1\n", pub);
+	conf = put_conf(dir, "noapikey.conf", text);
+	free(text);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 1);
+	want = xasprintf("%s:3: [wix] api_key_file: ", conf);
+	ASSERT_HAS(err, want);
+	free(want);
+	free(out);
+	free(err);
+	free(conf);
+
+	/* Readable secrets: ok, and the secret is never shown. */
+	text = xasprintf("[wix]\npublic_key_file = %s\napp_id = app-1\n"
+	    "app_secret_file = secret\n[exporter h]\ntype = http\n"
+	    "url = http://127.0.0.1:9/\nsecret_file = %s\n", pub, sec);
+	conf = put_conf(dir, "good.conf", text);
+	free(text);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 0);
+	ck_assert_msg(strstr(out, TOPSECRET) == NULL &&
+	    strstr(err, TOPSECRET) == NULL, "secret shown: %s%s", out, err);
+	want = xasprintf("%s: ok\n", conf);
+	ck_assert_str_eq(out, want);
+	free(want);
+	free(out);
+	free(err);
+	free(conf);
+
+	/*
+	 * credential:NAME without $CREDENTIALS_DIRECTORY (a shell, not
+	 * systemd): not checked, one note line, not a failure.
+	 */
+	text = xasprintf("[wix]\npublic_key_file = %s\n"	/* 1-2 */
+	    "app_id = app-1\n"				/* 3 */
+	    "app_secret_file = credential:wix-secret\n", pub);	/* 4 */
+	conf = put_conf(dir, "cred.conf", text);
+	free(text);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 0);
+	want = xasprintf("%s:4: note: [wix] app_secret_file: "
+	    "credential:wix-secret not checked: $CREDENTIALS_DIRECTORY is not "
+	    "set", conf);
+	ASSERT_HAS(err, want);
+	ck_assert_msg(strchr(err, '\n') == strrchr(err, '\n'),
+	    "more than one line: %s", err);
+	free(want);
+	free(out);
+	free(err);
+	/* With it set, the credential is read like a file. */
+	setenv("CREDENTIALS_DIRECTORY", creds, 1);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 1);
+	want = xasprintf("%s:4: [wix] app_secret_file: %s/wix-secret: ", conf,
+	    creds);
+	ASSERT_HAS(err, want);
+	free(want);
+	free(out);
+	free(err);
+	text = xasprintf("%s/wix-secret", creds);
+	ck_assert(tu_write_file(text, TOPSECRET "\n", true));
+	free(text);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 0);
+	ck_assert_str_eq(err, "");
+	ck_assert_msg(strstr(out, TOPSECRET) == NULL, "secret shown: %s",
+	    out);
+	free(out);
+	free(err);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	free(conf);
+
+	tu_rmtree(dir);
+	tu_keypair_cleanup(&kp);
+	free(creds);
+	free(sec);
+	free(junk);
+	free(pub);
+	free(dir);
+}
+END_TEST
+
+/* A plugin that cannot be loaded: check names the file and line. */
+START_TEST(test_cli_check_missing_plugin)
+{
+	char *dir = tu_tempdir(), *pub, *text, *conf, *want, *out, *err;
+	struct tu_keypair kp;
+
+	tu_keypair_generate(&kp);
+	pub = put_conf(dir, "wix-public.pem", kp.pub_pem);
+	text = xasprintf("[wix]\npublic_key_file = %s\n"	/* 1-2 */
+	    "[exporter p]\ntype = plugin\n"			/* 3-4 */
+	    "path = /nonexistent/rs-plugin.so\n", pub);	/* 5 */
+	conf = put_conf(dir, "plugin.conf", text);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 1);
+	want = xasprintf("%s:5: [exporter p] path: plugin "
+	    "/nonexistent/rs-plugin.so: cannot load: ", conf);
+	ASSERT_HAS(err, want);
+	free(want);
+	free(out);
+	free(err);
+	tu_rmtree(dir);
+	tu_keypair_cleanup(&kp);
+	free(text);
+	free(conf);
+	free(pub);
+	free(dir);
 }
 END_TEST
 
@@ -1506,6 +1784,9 @@ daemon_suite(void)
 	tcase_add_test(tc, test_probes_and_metrics);
 	tcase_add_test(tc, test_cli_check_and_version);
 	tcase_add_test(tc, test_cli_control_bytes);
+	tcase_add_test(tc, test_cli_check_exporter_values);
+	tcase_add_test(tc, test_cli_check_keys_and_secrets);
+	tcase_add_test(tc, test_cli_check_missing_plugin);
 	tcase_add_test(tc, test_port_in_use);
 	tcase_add_test(tc, test_wix_sign_tool);
 	suite_add_tcase(s, tc);
