@@ -113,7 +113,7 @@ struct config {
 	struct config_exporter *exporters;
 	size_t	 nexporters;
 
-	int	*lines;			/* private: see config_line() */
+	int	*lines;			/* private: config_line() */
 };
 
 /* One row of the key table, exposed for the sample-config test. */

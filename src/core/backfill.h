@@ -163,7 +163,8 @@ enum rs_status	backfill_walk(struct wixapi *w, const char *instance_id,
  * secret in app_secret_file) or API-key mode (api_key_file and site_id),
  * api_base, connect_timeout and timeout, and [backfill]
  * requests_per_minute.  The secret file is read (at most
- * BACKFILL_SECRET_MAX bytes) with config_read_secret() and wiped once the client has its copy.
+ * BACKFILL_SECRET_MAX bytes) with config_read_secret() and wiped once
+ * the client has its copy.
  * RS_OK and *out (caller owns; wixapi_free()); RS_ERR_NOTFOUND when no
  * credentials are configured (backfill is off); RS_ERR_CONFIG and *why
  * (caller frees) when they cannot be used.

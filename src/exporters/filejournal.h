@@ -222,9 +222,10 @@ void		filejournal_exporter_close(void *ctx);
  * The check of a file format (builtin.h, CHECKING): its init() and
  * free(), and nothing else; the file is not opened.
  */
-bool		filejournal_exporter_check(const struct filejournal_format *fmt,
-		    const char *name, const struct rs_export_kv *kv,
-		    size_t nkv, exporter_report_fn *report, void *arg);
+bool		filejournal_exporter_check(
+		    const struct filejournal_format *fmt, const char *name,
+		    const struct rs_export_kv *kv, size_t nkv,
+		    exporter_report_fn *report, void *arg);
 
 /* The value of key in kv, or NULL.  Borrowed. */
 const char	*filejournal_kv(const struct rs_export_kv *kv, size_t nkv,

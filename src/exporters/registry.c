@@ -35,7 +35,7 @@ static const struct registry_builtin {
 	exporter_check_fn	 *check;
 	const char		 *secret;	/* the key naming a secret
 						   file, or NULL */
-	size_t			  secret_max;	/* its largest size */
+	size_t			  secret_max;	/* its size limit */
 } builtins[] = {
 	{ "jsonl", &exporter_jsonl_ops, exporter_jsonl_keys, "path",
 	    REGISTRY_FILE_BATCH, exporter_jsonl_check, NULL, 0 },
