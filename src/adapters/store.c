@@ -575,6 +575,15 @@ store_export_failed(struct store *st, const char *name, int64_t epoch,
 }
 
 enum rs_status
+store_export_error(struct store *st, const char *name, const char *error)
+{
+	if (!store_exporter_ok(name, __func__))
+		return RS_ERR_INPUT;
+	return st->ops->export_error(st->ctx, name, error != NULL ? error :
+	    "");
+}
+
+enum rs_status
 store_export_dead(struct store *st, const char *name, int64_t epoch,
     const struct store_dead_letter *dl, int64_t position)
 {

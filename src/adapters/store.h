@@ -464,6 +464,14 @@ enum rs_status	store_export_failed(struct store *st, const char *name,
 		    int64_t epoch, int64_t seq, int64_t attempts, int64_t since,
 		    const char *error);
 
+/*
+ * The exporter itself could not be opened (no record involved): failures
+ * grows by one and last_error is error, so `export status` says why the
+ * exporter is not moving.  The retry state is left alone.
+ */
+enum rs_status	store_export_error(struct store *st, const char *name,
+		    const char *error);
+
 /* What store_export_dead() records; every pointer is borrowed. */
 struct store_dead_letter {
 	int64_t		 seq;

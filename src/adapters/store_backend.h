@@ -30,7 +30,7 @@ extern const struct store_migration store_migrations[];
 extern const unsigned store_migration_count;
 
 /* Bumped when struct store_ops changes shape. */
-#define STORE_OPS_VERSION	8
+#define STORE_OPS_VERSION	9
 
 struct store_ops {
 	int		 version;	/* STORE_OPS_VERSION */
@@ -115,6 +115,8 @@ struct store_ops {
 			    int64_t position);
 	enum rs_status	(*export_skip)(void *ctx, const char *name,
 			    int64_t epoch, int64_t to, int64_t *skipped);
+	enum rs_status	(*export_error)(void *ctx, const char *name,
+			    const char *error);
 	enum rs_status	(*export_replay)(void *ctx, const char *name,
 			    int64_t from, int64_t *old);
 	enum rs_status	(*export_retry_dead)(void *ctx, const char *name,

@@ -84,6 +84,7 @@ enum sq_stmt {
 	SQ_EX_LOG,
 	SQ_EX_UNDEAD,
 	SQ_EX_FAILED,
+	SQ_EX_ERROR,
 	SQ_EX_DEAD,
 	SQ_EX_DEAD_PUT,
 	SQ_EX_SKIP_LOG,
@@ -329,6 +330,10 @@ static const struct {
 	    " retry_seq = ?3, retry_attempts = ?4, retry_since = ?5,"
 	    " last_error = ?6, last_error_at = ?7, updated_at = ?7"
 	    " WHERE exporter = ?1 AND epoch = ?2" },
+	[SQ_EX_ERROR] = { "record exporter error",
+	    "UPDATE exporter_positions SET failures = failures + 1,"
+	    " last_error = ?2, last_error_at = ?3, updated_at = ?3"
+	    " WHERE exporter = ?1" },
 	[SQ_EX_DEAD] = { "record dead letter",
 	    "UPDATE exporter_positions SET"
 	    " position = CASE WHEN ?3 >= 0 THEN ?3 ELSE position END,"
@@ -1859,6 +1864,25 @@ sq_export_failed(void *ctx, const char *name, int64_t epoch, int64_t seq,
 	return sq_txn_end(s, st);
 }
 
+static enum rs_status
+sq_export_error(void *ctx, const char *name, const char *error)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_EX_ERROR];
+	enum rs_status st;
+	char now[32];
+	int brc = SQLITE_OK;
+
+	if ((st = sq_begin(s)) != RS_OK)
+		return st;
+	clock_wall_iso(now);
+	sq_bind_text(stmt, 1, name, &brc);
+	sq_bind_text(stmt, 2, error, &brc);
+	sq_bind_text(stmt, 3, now, &brc);
+	st = sq_export_update(s, SQ_EX_ERROR, brc, name);
+	return sq_txn_end(s, st);
+}
+
 /* Inside a transaction: dl becomes (or replaces) a dead letter of name,
  * queued or not; dead_at, and first_failure_at without dl->since, now. */
 static enum rs_status
@@ -2713,6 +2737,7 @@ const struct store_ops store_sqlite_ops = {
 	.export_ensure = sq_export_ensure,
 	.export_delivered = sq_export_delivered,
 	.export_failed = sq_export_failed,
+	.export_error = sq_export_error,
 	.export_dead = sq_export_dead,
 	.export_skip = sq_export_skip,
 	.export_replay = sq_export_replay,

@@ -38,6 +38,7 @@
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/metrics.h"
+#include "util/termsafe.h"
 #include "util/xmalloc.h"
 
 #define EXPORT_ERR_MAX		1024	/* bytes of an exporter's message */
@@ -415,6 +416,14 @@ export_open(struct export_worker *w, int64_t now)
 	    rc == RS_EXPORT_PERMANENT ? "permanent" : "transient",
 	    w->err[0] != '\0' ? w->err : "no reason given",
 	    w->due_ms - now);
+	{
+		/* So that `export status` says why it does not move. */
+		char *e = xasprintf("cannot open the exporter: %s",
+		    w->err[0] != '\0' ? w->err : "no reason given");
+
+		(void)store_export_error(w->st, w->name, e);
+		free(e);
+	}
 	return false;
 }
 
@@ -1313,14 +1322,20 @@ export_dead_one(void *arg, const struct store_dead_row *d)
 
 	p->n++;
 	if (!p->json) {
-		if (d->has_revision)
-			snprintf(rev, sizeof(rev), "%" PRId64, d->revision);
-		fprintf(p->out, "%-16s %10" PRId64 " %-28s %6s %5" PRId64
-		    " %-7s %s  %s%s%s\n", d->exporter, d->seq, d->refund_id,
-		    rev, d->attempts, d->queued ? "queued" : "dead",
-		    d->dead_at, d->reason, d->last_response != NULL ?
-		    ": " : "", d->last_response != NULL ?
-		    d->last_response : "");
+		/* The key names the refund and its version; it, the reason
+		 * and the answer hold text from outside, shown safe. */
+		char key[512];
+
+		fprintf(p->out, "%-16s %10" PRId64 " %-36s %5" PRId64
+		    " %-7s %s  ", d->exporter, d->seq,
+		    term_safe(d->idempotency_key, key, sizeof(key)),
+		    d->attempts, d->queued ? "queued" : "dead", d->dead_at);
+		term_fputs(d->reason, p->out);
+		if (d->last_response != NULL) {
+			fputs(": ", p->out);
+			term_fputs(d->last_response, p->out);
+		}
+		fputc('\n', p->out);
 		return RS_OK;
 	}
 	o = cJSON_CreateObject();
@@ -1353,9 +1368,9 @@ export_cmd_dead(const struct config *cfg, struct store *st, const char *name,
 	if (name != NULL && !export_cmd_known(cfg, "dead", name, err))
 		return RS_ERR_CONFIG;
 	if (!json)
-		fprintf(out, "%-16s %10s %-28s %6s %5s %-7s %-20s  %s\n",
-		    "EXPORTER", "SEQ", "REFUND", "REV", "TRIES", "STATE",
-		    "DEAD SINCE", "REASON");
+		fprintf(out, "%-16s %10s %-36s %5s %-7s %-20s  %s\n",
+		    "EXPORTER", "SEQ", "IDEMPOTENCY KEY", "TRIES", "STATE",
+		    "DEAD SINCE", "REASON: LAST ANSWER");
 	if ((s = store_dead_foreach(st, name, export_dead_one, &p)) !=
 	    RS_OK) {
 		fprintf(err, "refundsync: export dead: store: %s\n",

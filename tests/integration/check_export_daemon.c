@@ -298,6 +298,12 @@ START_TEST(test_failures_dead_letters_and_commands)
 	    "last_response")->valuestring, "400") != NULL, "%s", out);
 	cJSON_Delete(doc);
 	free(out);
+	/* The text form shows the key too (docs/exporters.md). */
+	ck_assert_int_eq(cli(d, &out, "dead", END), 0);
+	ck_assert_msg(strstr(out, "IDEMPOTENCY KEY") != NULL &&
+	    strstr(out, " h:d-02:1 ") != NULL && strstr(out, "permanent") !=
+	    NULL, "%s", out);
+	free(out);
 	ck_assert(metric(d, "refundsync_export_dead_letters",
 	    "exporter=\"h\"") == 1);
 	ck_assert_int_eq(tu_sink_posts(s, "h:d-03:1"), 1);

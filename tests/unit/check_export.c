@@ -846,6 +846,16 @@ START_TEST(test_open_failure_backs_off)
 	ck_assert_int_ge(next - now, 50);
 	ck_assert_int_le(next - now, 100);
 	ck_assert_int_eq(fakes[0].opens, 0);
+	/* `export status` says why it does not move. */
+	{
+		struct store_export e = state("fake0");
+
+		ck_assert_int_eq(e.failures, 1);
+		ck_assert_ptr_nonnull(e.last_error);
+		ck_assert_str_eq(e.last_error, "cannot open the exporter: "
+		    "cannot reach the target");
+		store_export_cleanup(&e);
+	}
 	now = next;
 	ck_assert_int_eq(export_worker_step(w, now, &next), EXPORT_STEP_WAIT);
 	ck_assert_int_ge(next - now, 100);
