@@ -34,6 +34,7 @@
 #include "core/reconcile.h"
 #include "core/refundcmd.h"
 #include "core/server.h"
+#include "domain/json.h"
 #include "core/statuspage.h"
 #include "domain/money.h"
 #include "exporters/registry.h"
@@ -567,10 +568,12 @@ cmd_refunds(int argc, char *argv[])
 		cJSON *o = row_json(&row), *body;
 		char *text;
 
-		body = cJSON_Parse(row.refund.body);
-		if (body != NULL)
+		/* Strict, so that the body's numbers print as stored. */
+		if (json_parse_strict(row.refund.body,
+		    strlen(row.refund.body), JSON_MAX_DEPTH, &body, NULL) ==
+		    RS_OK)
 			cJSON_AddItemToObject(o, "body", body);
-		text = cJSON_PrintUnformatted(o);
+		text = json_print(o);
 		printf("%s\n", text);
 		free(text);
 		cJSON_Delete(o);

@@ -456,7 +456,8 @@ hist_json(const struct rc_hist *h)
 
 	a = cJSON_AddArrayToObject(o, "refunds");
 	for (i = 0; i < h->n; i++)
-		if ((e = cJSON_Parse(h->v[i].body)) != NULL)
+		if (h->v[i].body != NULL && json_parse_strict(h->v[i].body,
+		    strlen(h->v[i].body), JSON_MAX_DEPTH, &e, NULL) == RS_OK)
 			cJSON_AddItemToArray(a, e);
 	if (h->summed) {
 		cJSON_AddStringToObject(o, "succeeded", fmt_minor(h->succeeded,

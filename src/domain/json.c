@@ -37,12 +37,21 @@
 /* Integers a double holds exactly: -2^53 .. 2^53. */
 #define JSON_EXACT_INT		9007199254740992.0
 
+/* Where a number's text is in the input, in document order. */
+struct jv_num {
+	size_t		 off;
+	size_t		 len;
+};
+
 struct jv {
+	const unsigned char	*start;	/* the input */
 	const unsigned char	*p;	/* next byte */
 	const unsigned char	*end;	/* one past the last byte */
 	int			 depth;	/* open arrays and objects */
 	int			 max_depth;
 	const char		*why;	/* first failure */
+	struct jv_num		*nums;	/* every number seen (owned) */
+	size_t			 nnums, capnums;
 };
 
 static bool	jv_value(struct jv *);
@@ -240,6 +249,14 @@ jv_number(struct jv *v)
 	}
 	if (v->p - start > JSON_MAX_NUMBER)
 		return jv_fail(v, "number too long");
+	if (v->nnums == v->capnums) {
+		v->capnums = v->capnums != 0 ? v->capnums * 2 : 16;
+		v->nums = xreallocarray(v->nums, v->capnums,
+		    sizeof(*v->nums));
+	}
+	v->nums[v->nnums].off = (size_t)(start - v->start);
+	v->nums[v->nnums].len = (size_t)(v->p - start);
+	v->nnums++;
 	return true;
 }
 
@@ -402,6 +419,35 @@ tree_check(const cJSON *item)
 }
 /* NOLINTEND(misc-no-recursion) */
 
+/*
+ * Give each number of tree, in document order, its text from the input
+ * as valuestring (cJSON keeps only the double, and prints 1e5 as 100000
+ * and 12345678901234567890.1 rounded).  json_print() prints that text.
+ * cJSON_Delete() frees a valuestring whatever the type; cJSON_Duplicate()
+ * copies it.  Returns the next index into v->nums.
+ * NOLINTBEGIN(misc-no-recursion): bounded by the validated depth.
+ */
+static size_t
+keep_numbers(cJSON *item, const struct jv *v, const char *text, size_t i)
+{
+	cJSON *c;
+
+	if (cJSON_IsNumber(item) && i < v->nnums) {
+		char *s = cJSON_malloc(v->nums[i].len + 1);
+
+		if (s == NULL)
+			fatalx("%s: out of memory", __func__);
+		memcpy(s, text + v->nums[i].off, v->nums[i].len);
+		s[v->nums[i].len] = '\0';
+		item->valuestring = s;
+		return i + 1;
+	}
+	for (c = item->child; c != NULL; c = c->next)
+		i = keep_numbers(c, v, text, i);
+	return i;
+}
+/* NOLINTEND(misc-no-recursion) */
+
 enum rs_status
 json_parse_strict(const char *text, size_t len, int max_depth, cJSON **out,
     const char **why)
@@ -411,6 +457,7 @@ json_parse_strict(const char *text, size_t len, int max_depth, cJSON **out,
 	char *copy = NULL;
 	const char *reason = NULL;
 
+	memset(&v, 0, sizeof(v));
 	if (text == NULL || len == 0) {
 		reason = "empty";
 		goto out;
@@ -423,8 +470,7 @@ json_parse_strict(const char *text, size_t len, int max_depth, cJSON **out,
 		reason = "invalid utf-8";
 		goto out;
 	}
-	memset(&v, 0, sizeof(v));
-	v.p = (const unsigned char *)text;
+	v.start = v.p = (const unsigned char *)text;
 	v.end = v.p + len;
 	v.max_depth = max_depth < JSON_HARD_MAX_DEPTH ? max_depth :
 	    JSON_HARD_MAX_DEPTH;
@@ -457,9 +503,12 @@ json_parse_strict(const char *text, size_t len, int max_depth, cJSON **out,
 	}
 	if ((reason = tree_check(tree)) != NULL)
 		goto out;
+	if (v.nnums > 0 && keep_numbers(tree, &v, text, 0) != v.nnums)
+		RS_PANIC("numbers of the text and of the tree differ");
 	*out = tree;
 	tree = NULL;
 out:
+	free(v.nums);
 	free(copy);
 	cJSON_Delete(tree);
 	if (reason != NULL) {
@@ -544,14 +593,55 @@ json_get_int64(const cJSON *obj, const char *key, int64_t *out)
 	return RS_OK;
 }
 
+/* Has item a number with its text kept (keep_numbers())?
+ * NOLINTBEGIN(misc-no-recursion): bounded by the validated depth. */
+static bool
+has_kept_number(const cJSON *item)
+{
+	const cJSON *c;
+
+	if (cJSON_IsNumber(item))
+		return item->valuestring != NULL;
+	for (c = item->child; c != NULL; c = c->next)
+		if (has_kept_number(c))
+			return true;
+	return false;
+}
+
+/* Numbers with their text become raw nodes of that text. */
+static void
+numbers_to_raw(cJSON *item)
+{
+	cJSON *c;
+
+	if (cJSON_IsNumber(item) && item->valuestring != NULL) {
+		item->type = cJSON_Raw | (item->type & cJSON_StringIsConst);
+		return;
+	}
+	for (c = item->child; c != NULL; c = c->next)
+		numbers_to_raw(c);
+}
+/* NOLINTEND(misc-no-recursion) */
+
 char *
 json_print(const cJSON *item)
 {
+	cJSON *copy;
 	char *s;
 
 	if (item == NULL)
 		RS_PANIC("json_print of NULL");
-	if ((s = cJSON_PrintUnformatted(item)) == NULL)
+	if (!has_kept_number(item)) {
+		if ((s = cJSON_PrintUnformatted(item)) == NULL)
+			fatalx("%s: cJSON_PrintUnformatted failed", __func__);
+		return s;
+	}
+	/* Each number as it was sent, never through a double. */
+	if ((copy = cJSON_Duplicate(item, 1)) == NULL)
+		fatalx("%s: cJSON_Duplicate failed", __func__);
+	numbers_to_raw(copy);
+	if ((s = cJSON_PrintUnformatted(copy)) == NULL)
 		fatalx("%s: cJSON_PrintUnformatted failed", __func__);
+	cJSON_Delete(copy);
 	return s;
 }

@@ -522,6 +522,46 @@ START_TEST(test_print)
 }
 END_TEST
 
+/* Numbers print as they were sent, never through a double; their values
+ * are still there for the getters. */
+START_TEST(test_print_numbers_as_sent)
+{
+	cJSON *t = NULL, *d;
+	char *s;
+	int64_t i;
+	static const char doc[] = "{\"x\": 12345678901234567890.123, "
+	    "\"y\": 1e5, \"z\": [0.10, -0, 1E-7, 9007199254740993],"
+	    " \"n\": {\"k\": 42}}";
+
+	ck_assert_ptr_null(parse_n(doc, sizeof(doc) - 1, 16, &t));
+	s = json_print(t);
+	ck_assert_str_eq(s, "{\"x\":12345678901234567890.123,\"y\":1e5,"
+	    "\"z\":[0.10,-0,1E-7,9007199254740993],\"n\":{\"k\":42}}");
+	free(s);
+	s = json_print(json_get(t, "n"));
+	ck_assert_str_eq(s, "{\"k\":42}");
+	free(s);
+	ck_assert_int_eq(json_get_int64(json_get(t, "n"), "k", &i), RS_OK);
+	ck_assert_int_eq(i, 42);
+	ck_assert(cJSON_IsNumber(json_get(t, "y")));
+	/* A copy keeps the text; the tree itself is not changed. */
+	d = cJSON_Duplicate(t, 1);
+	s = json_print(d);
+	ck_assert_ptr_nonnull(strstr(s, "12345678901234567890.123"));
+	free(s);
+	cJSON_Delete(d);
+	ck_assert(cJSON_IsNumber(json_get(t, "x")));
+	cJSON_Delete(t);
+	/* A tree built here has no text for its numbers: cJSON's. */
+	t = cJSON_CreateObject();
+	cJSON_AddNumberToObject(t, "a", 100000);
+	s = json_print(t);
+	ck_assert_str_eq(s, "{\"a\":100000}");
+	free(s);
+	cJSON_Delete(t);
+}
+END_TEST
+
 START_TEST(test_why_optional)
 {
 	cJSON *t = NULL;
@@ -562,6 +602,7 @@ json_suite(void)
 	tcase_add_test(tc, test_getters);
 	tcase_add_test(tc, test_get_int64);
 	tcase_add_test(tc, test_print);
+	tcase_add_test(tc, test_print_numbers_as_sent);
 	tcase_add_test(tc, test_why_optional);
 	suite_add_tcase(s, tc);
 	return s;
