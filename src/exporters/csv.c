@@ -12,6 +12,15 @@
  * keeps values exactly).  Each row is its own commit line (filejournal.h)
  * and starts with its seq; the header row counts as seq 0.
  *
+ * Recovery takes a line for a row of ours only if it is one whole,
+ * well-formed row: as many fields as the header, every quoted field
+ * closed, a seq, and an idempotency key that is the one the engine forms
+ * for that row ("<exporter>:<refund_id>:<revision>", "-..." without a
+ * revision, ":reverse" when posting is reverse).  So a row a crash cut
+ * short is cut away, never taken for the last record, and a csv file
+ * that some other program wrote (or another exporter: the key names it)
+ * is refused; so is a file that does not begin with our header row.
+ *
  * Threads: an instance belongs to one export worker at a time.
  */
 #include <stdbool.h>
@@ -25,6 +34,7 @@
 #include "exporters/filejournal.h"
 #include "exporters/posting.h"
 #include "util/strnum.h"
+#include "util/xmalloc.h"
 
 const char *const exporter_csv_keys[] = { "path", NULL };
 
@@ -33,36 +43,189 @@ const char *const exporter_csv_keys[] = { "path", NULL };
 	"amount_minor,exponent,returned_application_fee," \
 	"returned_processing_fee,created_date,updated_date,changed_at,source"
 
+/* The columns of CSV_HEADER that recovery checks, and their number. */
+enum {
+	CSV_COL_SEQ = 0,
+	CSV_COL_KEY = 1,
+	CSV_COL_REFUND = 2,
+	CSV_COL_REVISION = 5,
+	CSV_COL_POSTING = 8,
+	CSV_NCOLS = 19
+};
+
+struct csv {
+	char	*name;		/* the exporter's name, as keys begin */
+};
+
+/*
+ * Split the row in s (NUL-terminated, no control characters) into
+ * exactly CSV_NCOLS fields, unquoting in place, as filejournal_put_csv()
+ * writes them: a quoted field is closed and followed by ',' or the end,
+ * and a bare one holds no '"'.  false if s is not one whole row.
+ */
 static bool
-csv_commit_line(const char *line, size_t len, int64_t *seq)
+csv_split(char *s, char **v)
 {
-	char num[24];
-	size_t n;
+	char *r = s, *w = s;
+	size_t n = 0;
+
+	for (;;) {
+		if (n == CSV_NCOLS)
+			return false;
+		v[n++] = w;
+		if (*r == '"') {
+			for (r++;; r++) {
+				if (*r == '\0')
+					return false;	/* unterminated */
+				if (*r == '"' && r[1] == '"')
+					r++;
+				else if (*r == '"')
+					break;
+				*w++ = *r;
+			}
+			r++;
+			if (*r != ',' && *r != '\0')
+				return false;
+		} else {
+			while (*r != ',' && *r != '\0' && *r != '"')
+				*w++ = *r++;
+			if (*r == '"')
+				return false;
+		}
+		if (*r == '\0') {
+			*w = '\0';
+			return n == CSV_NCOLS;
+		}
+		*w++ = '\0';
+		r++;
+	}
+}
+
+/*
+ * Does key start with name, as filejournal_put_csv() writes it (a
+ * control character as a space)?  The length of name if so, else 0.
+ */
+static size_t
+csv_key_name(const char *key, const char *name)
+{
+	size_t i;
+	unsigned char c;
+
+	for (i = 0; name[i] != '\0'; i++) {
+		c = (unsigned char)name[i];
+		if (c < 0x20 || c == 0x7f)
+			c = ' ';
+		if ((unsigned char)key[i] != c)
+			return 0;
+	}
+	return i;
+}
+
+/* The posting column: "none", "post" or "reverse" (posting_name()). */
+static bool
+csv_posting(const char *s, enum rs_posting *out)
+{
+	static const enum rs_posting all[] = { RS_POSTING_NONE,
+	    RS_POSTING_POST, RS_POSTING_REVERSE };
+	size_t i;
+
+	for (i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (strcmp(s, posting_name(all[i])) == 0) {
+			*out = all[i];
+			return true;
+		}
+	return false;
+}
+
+/*
+ * A line of ours: the header (seq 0), or one whole row with a seq whose
+ * key is the one the engine forms for it (export_idempotency_key()):
+ * "<name>:<refund_id>:" then its revision, or "-" (alone or followed by
+ * ':' and the version's event sequence and date) when it has none, then
+ * ":reverse" exactly when its posting is reverse.  Rows are written with
+ * no control characters, so a line holding one is not a row.
+ */
+static bool
+csv_commit_line(void *ctx, const char *line, size_t len, int64_t *seq)
+{
+	static const char rev_sfx[] = ":reverse";
+	const struct csv *c = ctx;
+	char *s = NULL, *v[CSV_NCOLS], *k;
+	const char *rev;
+	size_t i, n, klen, rlen;
+	enum rs_posting posting;
+	int64_t num, r;
+	bool ok = false;
 
 	if (len == sizeof(CSV_HEADER) - 1 &&
 	    memcmp(line, CSV_HEADER, len) == 0) {
 		*seq = 0;
 		return true;
 	}
-	for (n = 0; n < len && line[n] != ','; n++)
-		if (n + 1 >= sizeof(num))
+	if (len == 0 || line[0] < '0' || line[0] > '9')
+		return false;		/* cheap: most lines we meet are */
+	for (i = 0; i < len; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
 			return false;
-	if (n == len || n == 0)
-		return false;
-	memcpy(num, line, n);
-	num[n] = '\0';
-	return strnum_i64(num, 0, INT64_MAX, seq) == NULL;
+	s = xmalloc(len + 1);
+	memcpy(s, line, len);
+	s[len] = '\0';
+	if (!csv_split(s, v) ||
+	    strnum_i64(v[CSV_COL_SEQ], 0, INT64_MAX, &num) != NULL ||
+	    *v[CSV_COL_REFUND] == '\0' ||
+	    !csv_posting(v[CSV_COL_POSTING], &posting))
+		goto out;
+	rev = v[CSV_COL_REVISION];
+	if (*rev != '\0' && strnum_i64(rev, INT64_MIN, INT64_MAX, &r) != NULL)
+		goto out;
+	/* "<name>:<refund_id>:" */
+	k = v[CSV_COL_KEY];
+	if ((n = csv_key_name(k, c->name)) == 0 || k[n] != ':')
+		goto out;
+	k += n + 1;
+	rlen = strlen(v[CSV_COL_REFUND]);
+	if (strncmp(k, v[CSV_COL_REFUND], rlen) != 0 || k[rlen] != ':')
+		goto out;
+	k += rlen + 1;
+	/* Then the version, and ":reverse" for a reversal. */
+	klen = strlen(k);
+	if (posting == RS_POSTING_REVERSE) {
+		if (klen < sizeof(rev_sfx) - 1 || strcmp(k + klen -
+		    (sizeof(rev_sfx) - 1), rev_sfx) != 0)
+			goto out;
+		klen -= sizeof(rev_sfx) - 1;
+	}
+	if (*rev != '\0')
+		ok = klen == strlen(rev) && strncmp(k, rev, klen) == 0;
+	else
+		ok = klen >= 1 && k[0] == '-' && (klen == 1 || k[1] == ':');
+	if (ok)
+		*seq = num;
+out:
+	free(s);
+	return ok;
 }
 
 static int
 csv_init(void **state, const char *name, const struct rs_export_kv *kv,
     size_t nkv, exporter_report_fn *report, void *arg)
 {
-	/* Nothing to configure beyond the path; a non-NULL state. */
-	static char dummy;
+	struct csv *c = xcalloc(1, sizeof(*c));
 
-	*state = &dummy;
+	c->name = xstrdup(name);
+	*state = c;
 	return RS_EXPORT_OK;
+}
+
+static void
+csv_free(void *state)
+{
+	struct csv *c = state;
+
+	if (c == NULL)
+		return;
+	free(c->name);
+	free(c);
 }
 
 static enum rs_status
@@ -143,6 +306,8 @@ static const struct filejournal_format csv_format_def = {
 	.init = csv_init,
 	.start = csv_start,
 	.format = csv_format,
+	.free = csv_free,
+	.header_fixed = true,
 };
 
 static int

@@ -41,6 +41,7 @@ struct filejournal {
 	int			 fd;
 	char			*path;
 	filejournal_commit_fn	 commit;
+	void			*arg;		/* commit's ctx */
 	uint64_t		 committed;	/* bytes durable */
 	uint64_t		 written;	/* bytes written */
 	bool			 dirty;		/* bytes past written may
@@ -113,8 +114,8 @@ sync_dir(const char *path)
  * of its first byte and *end to the offset just past its '\n'.
  */
 static bool
-scan_window(const char *data, size_t len, bool at_start,
-    filejournal_commit_fn commit, size_t *start, size_t *end, int64_t *seq)
+scan_window(const struct filejournal *fj, const char *data, size_t len,
+    bool at_start, size_t *start, size_t *end, int64_t *seq)
 {
 	size_t line_end = len, s;
 
@@ -132,7 +133,7 @@ scan_window(const char *data, size_t len, bool at_start,
 			;
 		if (s == 0 && !at_start)
 			return false;	/* the line may start before data */
-		if (commit(data + s, line_end - s, seq)) {
+		if (fj->commit(fj->arg, data + s, line_end - s, seq)) {
 			*start = s;
 			*end = line_end + 1;
 			return true;
@@ -160,6 +161,39 @@ cut_to(struct filejournal *fj, uint64_t keep, uint64_t size, int64_t seq,
 }
 
 /*
+ * Does fj's committed part begin with header (hlen bytes)?  RS_ERR_INPUT
+ * if not, RS_ERR_IO on a read error; a message in err.
+ */
+static enum rs_status
+check_header(struct filejournal *fj, const char *header, size_t hlen,
+    char *err, size_t errlen)
+{
+	char *head;
+	bool same;
+
+	if (fj->committed < hlen) {
+		same = false;
+	} else {
+		head = xmalloc(hlen);
+		if (!pread_full(fj->fd, head, hlen, 0)) {
+			seterr(err, errlen, "%s: read: %s", fj->path,
+			    strerror(errno));
+			free(head);
+			return RS_ERR_IO;
+		}
+		same = memcmp(head, header, hlen) == 0;
+		free(head);
+	}
+	if (!same) {
+		seterr(err, errlen, "%s: does not begin with this exporter's "
+		    "header: not a file this exporter wrote (move it away or "
+		    "choose another path)", fj->path);
+		return RS_ERR_INPUT;
+	}
+	return RS_OK;
+}
+
+/*
  * Find the committed end of fj's file of size bytes; truncate the rest.
  * A file with no commit line that starts like header (see
  * filejournal_open()) is a torn first write: it is emptied.
@@ -172,7 +206,7 @@ cut_to(struct filejournal *fj, uint64_t keep, uint64_t size, int64_t seq,
  */
 static enum rs_status
 recover_tail(struct filejournal *fj, uint64_t size, const char *header,
-    size_t hlen, char *err, size_t errlen)
+    size_t hlen, unsigned flags, char *err, size_t errlen)
 {
 	uint64_t win = FJ_FIRST_WINDOW, off, line_at = 0;
 	size_t start = 0, end = 0, pstart, pend;
@@ -196,16 +230,16 @@ recover_tail(struct filejournal *fj, uint64_t size, const char *header,
 			st = RS_ERR_IO;
 			goto out;
 		}
-		if (!found && scan_window(data, (size_t)win, off == 0,
-		    fj->commit, &start, &end, &seq)) {
+		if (!found && scan_window(fj, data, (size_t)win, off == 0,
+		    &start, &end, &seq)) {
 			found = true;
 			line_at = off + start;
 			fj->committed = fj->written = off + end;
 		}
 		/* Then the commit line before it, in what the window holds
 		 * before the last one. */
-		if (found && scan_window(data, (size_t)(line_at - off),
-		    off == 0, fj->commit, &pstart, &pend, &pseq)) {
+		if (found && scan_window(fj, data, (size_t)(line_at - off),
+		    off == 0, &pstart, &pend, &pseq)) {
 			if (pseq > seq)
 				seq = pseq;
 			break;
@@ -231,6 +265,11 @@ recover_tail(struct filejournal *fj, uint64_t size, const char *header,
 		st = RS_ERR_INPUT;
 		goto out;
 	}
+	/* Checked before anything is cut: a file that is not ours is left
+	 * as it is. */
+	if ((flags & FILEJOURNAL_HEADER_FIXED) && hlen > 0 &&
+	    (st = check_header(fj, header, hlen, err, errlen)) != RS_OK)
+		goto out;
 	fj->last_seq = seq;
 	if (fj->committed < size)
 		st = cut_to(fj, fj->committed, size, seq, err, errlen);
@@ -240,9 +279,9 @@ out:
 }
 
 enum rs_status
-filejournal_open(const char *path, filejournal_commit_fn commit,
-    const char *header, size_t hlen, struct filejournal **out, char *err,
-    size_t errlen)
+filejournal_open(const char *path, filejournal_commit_fn commit, void *arg,
+    const char *header, size_t hlen, unsigned flags,
+    struct filejournal **out, char *err, size_t errlen)
 {
 	struct filejournal *fj = NULL;
 	struct stat sb;
@@ -266,6 +305,7 @@ filejournal_open(const char *path, filejournal_commit_fn commit,
 	fj->fd = fd;
 	fj->path = xstrdup(path);
 	fj->commit = commit;
+	fj->arg = arg;
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		saved = errno;
 		seterr(err, errlen, "%s: %s", path, saved == EWOULDBLOCK ?
@@ -289,8 +329,8 @@ filejournal_open(const char *path, filejournal_commit_fn commit,
 		st = RS_ERR_IO;
 		goto fail;
 	}
-	if ((st = recover_tail(fj, (uint64_t)sb.st_size, header, hlen, err,
-	    errlen)) != RS_OK)
+	if ((st = recover_tail(fj, (uint64_t)sb.st_size, header, hlen, flags,
+	    err, errlen)) != RS_OK)
 		goto fail;
 	*out = fj;
 	return RS_OK;
@@ -810,7 +850,7 @@ held_line(void *arg, const char *line, size_t len)
 	    x->fmt->record_seq : x->fmt->commit_line;
 	int64_t seq;
 
-	if (fn(line, len, &seq))
+	if (fn(x->state, line, len, &seq))
 		held_push(&x->h.held, &x->h.nheld, &x->h.cap, seq);
 }
 
@@ -880,8 +920,9 @@ attach(struct fjexp *x, char *err, size_t errlen)
 	settle(x, false);
 	if (x->fmt->begins != NULL)
 		(void)buf_appends(&header, x->fmt->begins);
-	st = filejournal_open(x->path, x->fmt->commit_line, header.data,
-	    header.len, &x->fj, err, errlen);
+	st = filejournal_open(x->path, x->fmt->commit_line, x->state,
+	    header.data, header.len, x->fmt->header_fixed ?
+	    FILEJOURNAL_HEADER_FIXED : 0, &x->fj, err, errlen);
 	buf_cleanup(&header);
 	if (st != RS_OK)
 		return result_of(st);

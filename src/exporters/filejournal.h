@@ -11,6 +11,13 @@
  * format must make sure that no data it writes can produce a newline
  * inside a record's last line or a false commit line.
  *
+ * A format must also accept as a commit line only a line it wrote whole
+ * (csv: a row of the right shape whose idempotency key matches it): a
+ * line cut short by a crash, or a line of someone else's file, that
+ * passes for one moves the file's last seq, and the engine would skip
+ * records.  A file that claims a seq beyond the change log's newest is
+ * refused by the engine (export.h), not here: the journal knows no store.
+ *
  * Recovery (on open): the committed part of the file ends with its last
  * complete commit line; anything after it is the remains of a write that
  * a crash cut short and is truncated away (and logged).  The seq of that
@@ -79,30 +86,40 @@ struct filejournal;
 
 /*
  * Is line (len bytes, no '\n') a commit line?  If so set *seq (>= 0)
- * and return true.
+ * and return true.  ctx is the format's state (the arg given to
+ * filejournal_open()).  A format should accept only a line it wrote
+ * whole: a line cut short by a crash, or one of a file it did not write,
+ * that passes for a commit line moves the file's last seq.
  */
-typedef bool (*filejournal_commit_fn)(const char *line, size_t len,
-    int64_t *seq /* OUT */);
+typedef bool (*filejournal_commit_fn)(void *ctx, const char *line,
+    size_t len, int64_t *seq /* OUT */);
 
 /* Called with each committed line (len bytes, no '\n'); borrowed. */
 typedef void (*filejournal_line_fn)(void *arg, const char *line,
     size_t len);
 
+/* filejournal_open() flags. */
+#define FILEJOURNAL_HEADER_FIXED	0x1	/* every file begins with
+						   header exactly */
+
 /*
  * Open (creating it, mode 0640, if needed) the file at path for
- * appending, lock it and recover its tail as above.  header (hlen
- * bytes, may be NULL) is how every file the caller writes begins: a file
- * that holds no commit line, starts like header (or is a prefix of it)
- * and holds no newline past it is what a crash left of the first write,
- * and is emptied.  Returns RS_OK and
+ * appending, lock it and recover its tail as above; commit(arg, ...)
+ * tells commit lines.  header (hlen bytes, may be NULL) is how every
+ * file the caller writes begins: a file that holds no commit line,
+ * starts like header (or is a prefix of it) and holds no newline past it
+ * is what a crash left of the first write, and is emptied.  With
+ * FILEJOURNAL_HEADER_FIXED in flags, a non-empty file that does not
+ * begin with header is refused (before anything is cut) like one
+ * without a commit line.  Returns RS_OK and
  * *out (caller owns; filejournal_close()), else a message in err:
  * RS_ERR_BUSY if another writer holds the lock; RS_ERR_INPUT if the file
  * is not a regular file or not one of ours; RS_ERR_IO on a system error.
  */
 enum rs_status	filejournal_open(const char *path,
-		    filejournal_commit_fn commit, const char *header,
-		    size_t hlen, struct filejournal **out, char *err,
-		    size_t errlen);
+		    filejournal_commit_fn commit, void *arg,
+		    const char *header, size_t hlen, unsigned flags,
+		    struct filejournal **out, char *err, size_t errlen);
 void		filejournal_close(struct filejournal *fj);
 
 /* The seq of the last commit line (0 if none or seq 0). */
@@ -167,6 +184,10 @@ struct filejournal_format {
 	 * "{\"seq\":"), so that a torn first write is recognised; else
 	 * NULL, and start()'s text for an empty file is used. */
 	const char *begins;
+	/* Every file of this format begins exactly with start()'s text for
+	 * an empty file (csv: its header row): one that does not is not
+	 * ours and is refused (FILEJOURNAL_HEADER_FIXED). */
+	bool	header_fixed;
 	/*
 	 * Make the format's state from the section's keys (all of them
 	 * known, "path" included), touching nothing outside the process:

@@ -186,7 +186,7 @@ json_object_line(const char *s)
 /* ---- the format -------------------------------------------------------- */
 
 static bool
-jsonl_commit_line(const char *line, size_t len, int64_t *seq)
+jsonl_commit_line(void *ctx, const char *line, size_t len, int64_t *seq)
 {
 	static const char pre[] = "{\"seq\":";
 	char num[24];

@@ -101,7 +101,7 @@ struct journal {
 };
 
 static bool
-journal_commit_line(const char *line, size_t len, int64_t *seq)
+journal_commit_line(void *ctx, const char *line, size_t len, int64_t *seq)
 {
 	char num[24];
 	size_t n = sizeof(COMMIT_PREFIX) - 1;
@@ -120,7 +120,7 @@ journal_commit_line(const char *line, size_t len, int64_t *seq)
  * percent-encoded and never starts a line.
  */
 static bool
-journal_record_seq(const char *line, size_t len, int64_t *seq)
+journal_record_seq(void *ctx, const char *line, size_t len, int64_t *seq)
 {
 	static const char ledger[] = "    ; rs-seq: ";
 	static const char bean[] = "  rs-seq: ";

@@ -145,8 +145,11 @@ make_records(void)
 	r[5].updated_date = "2024-05-05T08:00:00Z";
 	r[5].body = "{\"id\":\"r-1\",\"status\":\"SUCCEEDED\"}";
 
-	/* Text that tries to end a record early or forge a seq. */
-	rec_set(&r[6], 8, "books:r,\"4\"\n; rs-seq: 99:1",
+	/* Text that tries to end a record early or forge a seq (the key
+	 * is what the engine forms from the refund id, as recovery of a
+	 * csv file checks). */
+	rec_set(&r[6], 8,
+	    "books:r,\"4\"\n; rs-seq: 99\n{\"seq\":99,\"x\":1}\n99,:1",
 	    "r,\"4\"\n; rs-seq: 99\n{\"seq\":99,\"x\":1}\n99,", "SUCCEEDED",
 	    NULL, "EUR", "5.00", 500, 2);
 	r[6].has_revision = 1;
@@ -583,6 +586,98 @@ START_TEST(test_foreign_file)
 	ck_assert_msg(strstr(err, "not a file this exporter wrote") != NULL,
 	    "%s", err);
 	expect_file(path, text, sizeof(text) - 1);
+	free(path);
+}
+END_TEST
+
+/*
+ * csv: a file of comma-separated rows that refundsync did not write is
+ * refused, not taken for one whose last row names a seq: rows of
+ * another shape, and our rows under another header.
+ */
+START_TEST(test_csv_foreign)
+{
+	static const char *const texts[] = {
+		"a,b,c\n1,2,3\n",
+		"seq,key\n7,books:r-1:1\n",
+		NULL,	/* our rows under another header: below */
+	};
+	char *path = path_in_tmp("csv"), *golden, *text, err[512];
+	size_t glen, k;
+	void *ctx;
+
+	write_all(1, path);
+	golden = slurp(path, &glen);
+	for (k = 0; k < sizeof(texts) / sizeof(texts[0]); k++) {
+		text = texts[k] != NULL ? xstrdup(texts[k]) :
+		    xasprintf("id,amount\n%s", strchr(golden, '\n') + 1);
+		ck_assert(tu_write_file(path, text, false));
+		ctx = NULL;
+		ck_assert_int_eq(try_open(1, path, &ctx, err, sizeof(err),
+		    NULL), RS_EXPORT_PERMANENT);
+		ck_assert_ptr_null(ctx);
+		ck_assert_msg(strstr(err, "not a file this exporter wrote") !=
+		    NULL, "%s", err);
+		expect_file(path, text, strlen(text));
+		free(text);
+	}
+	free(golden);
+	free(path);
+}
+END_TEST
+
+/*
+ * csv: a last row that is not a whole row of ours (cut short by a crash
+ * inside a quoted field, too few fields, another exporter's key, a key
+ * that does not match its refund id or revision) is no record end: it is
+ * cut, and the file's last seq is that of the row before it.
+ */
+START_TEST(test_csv_torn_row)
+{
+	static const char *const tails[] = {
+		"999,books:X:1,X,\"inst\n",
+		"999,books:X:1,X,\"inst",
+		"999,books:X:1,X\n",
+		/* 19 fields, but not a row the engine would write */
+		"999,other:X:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
+		"999,books:Y:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
+		"999,books:X:2,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
+		"999,books:X:1,X,,,1,REVERSED,,reverse,USD,1,100,2,,,,,,cli\n",
+		"999,books:X:-,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
+		"999,books:X:1,X,,,1,SUCCEEDED,,maybe,USD,1,100,2,,,,,,cli\n",
+		"999,books:X:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli,\n",
+		"999,books:X:1,\"X\"x,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
+	};
+	char *path = path_in_tmp("csv"), *golden, *text;
+	size_t glen, k;
+	void *ctx;
+
+	write_all(1, path);
+	golden = slurp(path, &glen);
+	for (k = 0; k < sizeof(tails) / sizeof(tails[0]); k++) {
+		text = xasprintf("%s%s", golden, tails[k]);
+		ck_assert(tu_write_file(path, text, false));
+		ctx = open_ok(1, path, NULL);
+		ck_assert_msg(recover_seq(1, ctx) == 10, "tail %zu: %s", k,
+		    tails[k]);
+		ops_of(1)->close(ctx);
+		expect_file(path, golden, glen);
+		free(text);
+	}
+	/* Whole rows of ours are taken: with and without a revision, a
+	 * reversal, and a key of the form without a revision. */
+	text = xasprintf("%s%s", golden,
+	    "11,books:X:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n"
+	    "12,books:X:-,X,,,,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n"
+	    "13,books:X:-:4:2024-05-01T00:00:00Z:reverse,X,,,,REVERSED,"
+	    "SUCCEEDED,reverse,USD,1,100,2,,,,,,cli\n");
+	ck_assert(tu_write_file(path, text, false));
+	ctx = open_ok(1, path, NULL);
+	ck_assert_int_eq(recover_seq(1, ctx), 13);
+	ops_of(1)->close(ctx);
+	expect_file(path, text, strlen(text));
+	free(text);
+	free(golden);
 	free(path);
 }
 END_TEST
@@ -1160,7 +1255,7 @@ START_TEST(test_out_of_order_batch)
 END_TEST
 
 static bool
-test_commit_line(const char *line, size_t len, int64_t *seq)
+test_commit_line(void *ctx, const char *line, size_t len, int64_t *seq)
 {
 	char num[24];
 
@@ -1199,8 +1294,8 @@ START_TEST(test_out_of_order_crash)
 	/* The mark never reached the disk. */
 	nomark = xstrndup(full, flen - 12);
 	ck_assert(tu_write_file(path, nomark, false));
-	ck_assert_int_eq(filejournal_open(path, test_commit_line, NULL, 0,
-	    &fj, err, sizeof(err)), RS_OK);
+	ck_assert_int_eq(filejournal_open(path, test_commit_line, NULL, NULL,
+	    0, 0, &fj, err, sizeof(err)), RS_OK);
 	ck_assert_int_eq(filejournal_last_seq(fj), 5);
 	ck_assert_uint_eq(filejournal_size(fj), flen - 12);
 	filejournal_close(fj);
@@ -1401,6 +1496,8 @@ file_exporters_suite(void)
 	tcase_add_loop_test(tc, test_no_duplicates, 0, NTYPES);
 	tcase_add_loop_test(tc, test_hostile_last, 0, NTYPES);
 	tcase_add_loop_test(tc, test_foreign_file, 0, NTYPES);
+	tcase_add_test(tc, test_csv_foreign);
+	tcase_add_test(tc, test_csv_torn_row);
 	tcase_add_loop_test(tc, test_write_failure, 0, NTYPES);
 	tcase_add_loop_test(tc, test_long_tail_refused, 0, NTYPES);
 	tcase_add_test(tc, test_large_batch_partial);

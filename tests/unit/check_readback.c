@@ -215,10 +215,10 @@ check_all(const struct collect *c, const struct want *w, size_t n)
 }
 
 #define CD	"2024-04-30T09:00:00Z"
-#define HKEY	"books:r,\"4\"\n; rs-seq: 99:1"
 #define HID	"r,\"4\"\n; rs-seq: 99\n{\"seq\":99,\"x\":1}\n99,"
-#define HKEY_CSV "books:r,\"4\" ; rs-seq: 99:1"
+#define HKEY	"books:" HID ":1"
 #define HID_CSV	"r,\"4\" ; rs-seq: 99 {\"seq\":99,\"x\":1} 99,"
+#define HKEY_CSV "books:" HID_CSV ":1"
 #define NONE	RS_POSTING_NONE
 #define POST	RS_POSTING_POST
 #define REV	RS_POSTING_REVERSE
