@@ -66,6 +66,7 @@ struct export_worker {
 	void			*ctx;		/* the exporter instance */
 	bool			 opened;
 	int64_t			 open_failures;
+	int64_t			 refusals;	/* in a row (export_refuse) */
 	bool			 loaded;	/* epoch is the row's */
 	int64_t			 epoch;
 	/* The record being retried (mirrors the row's retry state). */
@@ -428,18 +429,41 @@ export_open(struct export_worker *w, int64_t now)
 }
 
 /*
+ * The instance's target cannot be used (the reason is in w->err): close
+ * it and open it again after a backoff, as when open() fails, so that an
+ * operator who moved a file away sees it taken up without a restart.
+ */
+static void
+export_refuse(struct export_worker *w, int64_t now)
+{
+	w->ops.close(w->ctx);
+	w->ctx = NULL;
+	w->opened = false;
+	w->loaded = false;
+	w->refusals++;
+	w->due_ms = now + export_backoff(w, w->refusals);
+	metrics_add(M_FAILURES, w->label, 1);
+	log_warnx("export %s: %s; trying again in %" PRId64 " ms", w->name,
+	    w->err, w->due_ms - now);
+}
+
+/*
  * Read the row into *e; on a new epoch (first step, reopen, replay,
  * retry-dead) take its retry state and fast-forward to what the target
- * holds.  *skipped: the position moved.
+ * holds.  *skipped: the position moved.  *alien: the target claims a
+ * change the change log does not hold yet (w->err says so): it was
+ * written against another store, and nothing is delivered to it.
  */
 static enum rs_status
-export_load(struct export_worker *w, struct store_export *e, bool *skipped)
+export_load(struct export_worker *w, struct store_export *e, bool *skipped,
+    bool *alien)
 {
 	enum rs_status st;
-	int64_t last = 0, k = 0;
+	int64_t last = 0, k = 0, newest = 0;
 	int rc;
 
 	*skipped = false;
+	*alien = false;
 	st = store_export_get(w->st, w->name, e);
 	if (st == RS_ERR_NOTFOUND) {
 		/* Deleted by hand while running: start again. */
@@ -465,6 +489,26 @@ export_load(struct export_worker *w, struct store_export *e, bool *skipped)
 		    w->err[0] != '\0' ? w->err : "failed");
 		last = 0;
 	}
+	/*
+	 * Seqs are never reused and the change log is durable before an
+	 * exporter sees a change, so a target ahead of it was filled from
+	 * another store (or this one was restored from an older copy).
+	 * Skipping to its seq would skip every change up to it that this
+	 * store will get.
+	 */
+	if (last > 0) {
+		if ((st = store_changes_last(w->st, &newest)) != RS_OK)
+			return st;
+		if (last > newest) {
+			snprintf(w->err, sizeof(w->err), "the target holds "
+			    "changes up to seq %" PRId64 " but the change log "
+			    "ends at seq %" PRId64 ": it was written against "
+			    "another store; refusing it (move it away, or "
+			    "choose another path)", last, newest);
+			*alien = true;
+			return RS_OK;
+		}
+	}
 	if (last > e->position) {
 		st = store_export_skip(w->st, w->name, w->epoch, last, &k);
 		if (st != RS_OK)
@@ -477,6 +521,7 @@ export_load(struct export_worker *w, struct store_export *e, bool *skipped)
 		*skipped = true;
 		return RS_OK;	/* w->loaded stays false: read again */
 	}
+	w->refusals = 0;
 	w->loaded = true;
 	return RS_OK;
 }
@@ -703,7 +748,7 @@ export_worker_step(struct export_worker *w, int64_t now, int64_t *next_ms)
 	enum export_step r;
 	enum rs_status st;
 	int64_t next = now + w->poll_ms;
-	bool skipped = false;
+	bool skipped = false, alien = false;
 
 	memset(&e, 0, sizeof(e));
 	export_batch_clear(w);
@@ -716,8 +761,14 @@ export_worker_step(struct export_worker *w, int64_t now, int64_t *next_ms)
 		r = EXPORT_STEP_WAIT;
 		goto out;
 	}
-	if ((st = export_load(w, &e, &skipped)) != RS_OK) {
+	if ((st = export_load(w, &e, &skipped, &alien)) != RS_OK) {
 		r = export_store_failed(w, now, "read state", st, &next);
+		goto out;
+	}
+	if (alien) {
+		export_refuse(w, now);
+		next = w->due_ms;
+		r = EXPORT_STEP_WAIT;
 		goto out;
 	}
 	export_gauges(w, &e);

@@ -21,6 +21,10 @@
  * start, and after an operator moved the exporter, the engine asks the
  * exporter's recover() for the last seq the target holds and
  * fast-forwards past it, so a file exporter never writes a record twice.
+ * A target that reports a seq beyond the newest change in the change log
+ * was written against another store: the engine refuses it (closes the
+ * exporter and opens it again after a backoff, with a warning) rather
+ * than skip the changes still to come.
  * The same makes it safe for a worker to commit its own state without
  * waiting for the disk (store_options.lazy_sync): a power cut may forget
  * the last positions, which only means records sent again with the same

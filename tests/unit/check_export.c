@@ -1101,6 +1101,48 @@ START_TEST(test_recover_fast_forward)
 }
 END_TEST
 
+/*
+ * A target that claims a seq the change log does not hold yet was filled
+ * from another store: the engine does not skip to it (which would skip
+ * the changes to come), it closes the exporter and tries again later.
+ */
+START_TEST(test_recover_ahead_of_store_refused)
+{
+	struct export_worker *w;
+	struct store_export e;
+	int64_t next, now = T0;
+
+	put_many(1, 3);
+	fakes[0].has_recover = true;
+	fakes[0].recover_last = 999;
+	w = worker("fake0", 10);
+	ck_assert_int_eq(export_worker_step(w, now, &next), EXPORT_STEP_WAIT);
+	ck_assert_int_ge(next - now, 50);
+	ck_assert_int_le(next - now, 100);
+	ck_assert_uint_eq(fakes[0].n, 0);
+	ck_assert_int_eq(fakes[0].opens, 1);
+	ck_assert_int_eq(fakes[0].closes, 1);
+	e = state("fake0");
+	ck_assert_int_eq(e.position, 0);
+	ck_assert_int_eq(e.delivered, 0);
+	store_export_cleanup(&e);
+	/* Still refused, with a longer wait. */
+	now = next;
+	ck_assert_int_eq(export_worker_step(w, now, &next), EXPORT_STEP_WAIT);
+	ck_assert_int_ge(next - now, 100);
+	ck_assert_int_le(next - now, 200);
+	ck_assert_uint_eq(fakes[0].n, 0);
+	/* The operator moved it away: everything is delivered. */
+	fakes[0].recover_last = 0;
+	ck_assert_int_eq(run(w, next, &next), EXPORT_STEP_IDLE);
+	ck_assert_uint_eq(fakes[0].n, 3);
+	e = state("fake0");
+	ck_assert_int_eq(e.position, 3);
+	store_export_cleanup(&e);
+	export_worker_free(w);
+}
+END_TEST
+
 /* ---- the threaded engine ------------------------------------------------- */
 
 START_TEST(test_failing_exporter_does_not_stop_another)
@@ -1943,6 +1985,42 @@ START_TEST(test_requeued_into_jsonl_refused)
 }
 END_TEST
 
+/* A csv file ahead of the store is refused and left as it is. */
+START_TEST(test_csv_ahead_of_store_refused)
+{
+	static const char text[] = "seq,idempotency_key,refund_id,"
+	    "instance_id,charge_id,revision,status,prev_status,posting,"
+	    "currency,amount,amount_minor,exponent,returned_application_fee,"
+	    "returned_processing_fee,created_date,updated_date,changed_at,"
+	    "source\n"
+	    "999,books:X:1,X,,,1,SUCCEEDED,,post,USD,1.00,100,2,,,,,,cli\n";
+	struct export_worker *w;
+	struct store_export e;
+	char *file = xasprintf("%s/books.csv", dir), *got;
+	int64_t next;
+
+	put_many(1, 3);
+	ck_assert(tu_write_file(file, text, false));
+	w = file_worker(&exporter_csv_ops, "csv", file);
+	ck_assert_int_eq(run(w, T0, &next), EXPORT_STEP_WAIT);
+	file_is(file, text);
+	e = state("books");
+	ck_assert_int_eq(e.position, 0);
+	store_export_cleanup(&e);
+	ck_assert(unlink(file) == 0);
+	ck_assert_int_eq(run(w, next, &next), EXPORT_STEP_IDLE);
+	got = tu_read_file(file, NULL);
+	ck_assert_ptr_nonnull(got);
+	ck_assert_ptr_nonnull(strstr(got, "\n3,books:r3:1,r3,"));
+	free(got);
+	e = state("books");
+	ck_assert_int_eq(e.position, 3);
+	store_export_cleanup(&e);
+	export_worker_free(w);
+	free(file);
+}
+END_TEST
+
 static Suite *
 export_suite(void)
 {
@@ -1969,6 +2047,8 @@ export_suite(void)
 	tcase_add_test(tc, test_replay_with_recover_skips_what_target_holds);
 	tcase_add_test(tc, test_replay_during_backoff);
 	tcase_add_test(tc, test_recover_fast_forward);
+	tcase_add_test(tc, test_recover_ahead_of_store_refused);
+	tcase_add_test(tc, test_csv_ahead_of_store_refused);
 	tcase_add_test(tc, test_failing_exporter_does_not_stop_another);
 	tcase_add_test(tc, test_requeued_into_ledger);
 	tcase_add_test(tc, test_requeued_into_jsonl_refused);
