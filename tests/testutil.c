@@ -2811,6 +2811,7 @@ expect_load(const char *db_path, struct expect *x)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *stmt = NULL;
+	struct store_change c;
 	enum rs_posting p;
 	bool ok = false;
 	int rc;
@@ -2818,7 +2819,8 @@ expect_load(const char *db_path, struct expect *x)
 	memset(x, 0, sizeof(*x));
 	if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) !=
 	    SQLITE_OK || sqlite3_prepare_v2(db, "SELECT seq, refund_id,"
-	    " revision, status, prev_status FROM changes ORDER BY seq", -1,
+	    " revision, status, prev_status, event_seq, updated_date"
+	    " FROM changes ORDER BY seq", -1,
 	    &stmt, NULL) != SQLITE_OK) {
 		fprintf(stderr, "testutil: %s: %s\n", db_path,
 		    db != NULL ? sqlite3_errmsg(db) : "out of memory");
@@ -2833,10 +2835,15 @@ expect_load(const char *db_path, struct expect *x)
 		x->seqs[x->n] = sqlite3_column_int64(stmt, 0);
 		p = posting_classify((const char *)sqlite3_column_text(stmt,
 		    3), (const char *)sqlite3_column_text(stmt, 4));
-		x->hkeys[x->n] = export_idempotency_key("h",
-		    (const char *)sqlite3_column_text(stmt, 1),
-		    sqlite3_column_type(stmt, 2) != SQLITE_NULL,
-		    sqlite3_column_int64(stmt, 2), p);
+		memset(&c, 0, sizeof(c));
+		c.refund_id = (char *)(uintptr_t)sqlite3_column_text(stmt, 1);
+		c.has_revision = sqlite3_column_type(stmt, 2) != SQLITE_NULL;
+		c.revision = sqlite3_column_int64(stmt, 2);
+		c.has_event_seq = sqlite3_column_type(stmt, 5) != SQLITE_NULL;
+		c.event_seq = sqlite3_column_int64(stmt, 5);
+		c.updated_date = (char *)(uintptr_t)sqlite3_column_text(stmt,
+		    6);
+		x->hkeys[x->n] = export_idempotency_key("h", &c, p);
 		if (p != RS_POSTING_NONE)
 			x->posting[x->nposting++] = x->seqs[x->n];
 		x->n++;

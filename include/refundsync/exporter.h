@@ -56,7 +56,9 @@ struct rs_export_record {
 	int64_t		 seq;		/* change-log sequence, increasing */
 	const char	*idempotency_key; /* "<exporter>:<refund>:<revision>"
 					   (+ ":reverse" for a reversal):
-					   stable across retries */
+					   stable across retries, one per
+					   change (no revision: see
+					   docs/exporters.md) */
 	const char	*refund_id;
 	const char	*instance_id;	/* NULL if unknown */
 	const char	*charge_id;

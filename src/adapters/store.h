@@ -378,6 +378,8 @@ struct store_change {
 	char	*updated_date;
 	char	*source;	/* webhook|backfill|reconcile|cli */
 	char	*changed_at;	/* when it was stored */
+	bool	 has_event_seq;	/* event_seq is known */
+	int64_t	 event_seq;	/* the event's entityEventSequence */
 	char	*body;		/* the entity JSON of this version */
 };
 void		store_change_cleanup(struct store_change *c);

@@ -128,7 +128,7 @@ enum {
 	"seq, refund_id, instance_id, charge_id, revision, status, "	\
 	"prev_status, currency, amount, amount_minor, amount_exponent, "\
 	"returned_application_fee, returned_processing_fee, "		\
-	"created_date, updated_date, source, changed_at, "
+	"created_date, updated_date, source, changed_at, event_seq, "
 #define SQ_CH_COLS	SQ_CH_COLS_HEAD "body"
 /* The same for a walk without bodies: only an entry written before
  * migration 002 (charge_id NULL) brings its body, for the fallback. */
@@ -1454,7 +1454,7 @@ enum {
 	SQ_CH_SEQ, SQ_CH_REFUND, SQ_CH_INSTANCE, SQ_CH_CHARGE, SQ_CH_REVISION,
 	SQ_CH_STATUS, SQ_CH_PREV, SQ_CH_CURRENCY, SQ_CH_AMOUNT, SQ_CH_MINOR,
 	SQ_CH_EXP, SQ_CH_APPFEE, SQ_CH_PROCFEE, SQ_CH_CREATED, SQ_CH_UPDATED,
-	SQ_CH_SOURCE, SQ_CH_CHANGED, SQ_CH_BODY
+	SQ_CH_SOURCE, SQ_CH_CHANGED, SQ_CH_EVSEQ, SQ_CH_BODY
 };
 
 /*
@@ -1521,6 +1521,9 @@ sq_change_read(struct sq *s, sqlite3_stmt *stmt, struct store_change *c)
 	c->updated_date = sq_col_dup(stmt, SQ_CH_UPDATED);
 	c->source = sq_col_dup(stmt, SQ_CH_SOURCE);
 	c->changed_at = sq_col_dup(stmt, SQ_CH_CHANGED);
+	c->has_event_seq = sqlite3_column_type(stmt, SQ_CH_EVSEQ) !=
+	    SQLITE_NULL;
+	c->event_seq = sqlite3_column_int64(stmt, SQ_CH_EVSEQ);
 	c->body = sq_col_dup(stmt, SQ_CH_BODY);
 	if (c->charge_id == NULL)
 		sq_change_from_body(s, c);

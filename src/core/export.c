@@ -175,16 +175,56 @@ export_backoff(struct export_worker *w, int64_t attempts)
 	return d - half + (int64_t)(export_rand(w) % (uint64_t)(half + 1));
 }
 
-char *
-export_idempotency_key(const char *name, const char *refund_id,
-    bool has_revision, int64_t revision, enum rs_posting posting)
+/* Is c kept as it is in the date part of a key? */
+static bool
+export_key_byte(unsigned char c)
 {
-	const char *rev_sfx = posting == RS_POSTING_REVERSE ? ":reverse" : "";
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '~' ||
+	    c == ':' || c == '@' || c == '/' || c == '+' || c == '=' ||
+	    c == '-';
+}
 
-	if (has_revision)
-		return xasprintf("%s:%s:%" PRId64 "%s", name, refund_id,
-		    revision, rev_sfx);
-	return xasprintf("%s:%s:-%s", name, refund_id, rev_sfx);
+char *
+export_idempotency_key(const char *name, const struct store_change *c,
+    enum rs_posting posting)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *rev_sfx = posting == RS_POSTING_REVERSE ? ":reverse" : "";
+	const unsigned char *d;
+	struct buf b;
+
+	if (c->has_revision)
+		return xasprintf("%s:%s:%" PRId64 "%s", name, c->refund_id,
+		    c->revision, rev_sfx);
+	if (!c->has_event_seq && c->updated_date == NULL)
+		return xasprintf("%s:%s:-%s", name, c->refund_id, rev_sfx);
+	/*
+	 * No revision: the store ordered this version by its event
+	 * sequence, then its updatedDate, so the two tell it from every
+	 * other version of the refund.  Both come from the change log, so
+	 * the key is the same on every retry, crash and replay.
+	 */
+	/* Room for all of it, so no append fails. */
+	buf_init(&b, strlen(name) + strlen(c->refund_id) + 64 +
+	    (c->updated_date != NULL ? 3 * strlen(c->updated_date) : 0));
+	(void)buf_printf(&b, "%s:%s:-:", name, c->refund_id);
+	if (c->has_event_seq)
+		(void)buf_printf(&b, "%" PRId64 ":", c->event_seq);
+	else
+		(void)buf_appends(&b, "-:");
+	if (c->updated_date == NULL)
+		(void)buf_appends(&b, "-");
+	for (d = (const unsigned char *)c->updated_date; d != NULL &&
+	    *d != '\0'; d++) {
+		if (export_key_byte(*d))
+			(void)buf_append(&b, d, 1);
+		else
+			(void)buf_printf(&b, "%%%c%c", hex[*d >> 4],
+			    hex[*d & 15]);
+	}
+	(void)buf_appends(&b, rev_sfx);
+	return buf_detach(&b, NULL);
 }
 
 void
@@ -342,8 +382,7 @@ export_batch_fill(struct export_worker *w)
 		memset(r, 0, sizeof(*r));
 		r->seq = c->seq;
 		r->posting = posting_classify(c->status, c->prev_status);
-		w->keys[i] = export_idempotency_key(w->name, c->refund_id,
-		    c->has_revision, c->revision, r->posting);
+		w->keys[i] = export_idempotency_key(w->name, c, r->posting);
 		r->idempotency_key = w->keys[i];
 		r->refund_id = c->refund_id;
 		r->instance_id = c->instance_id;

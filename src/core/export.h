@@ -13,9 +13,11 @@
  * record being retried, the dead letters and a delivery log.
  *
  * Delivery is at least once, in change-log order.  Each record carries
- * the idempotency key "<NAME>:<refund id>:<revision>" ("-" when the
- * version has no revision), with ":reverse" appended for a reversal, so
- * the same change always carries the same key.  The position moves only
+ * the idempotency key "<NAME>:<refund id>:<revision>" (when the version
+ * has no revision: "-:<entityEventSequence>:<updatedDate>", see
+ * export_idempotency_key()), with ":reverse" appended for a reversal, so
+ * the same change always carries the same key and two changes never
+ * share one.  The position moves only
  * after deliver() reported records done (a file exporter has fsync()ed
  * them by then); a crash in between re-sends them with the same keys.  On
  * start, and after an operator moved the exporter, the engine asks the
@@ -137,10 +139,19 @@ enum export_step export_worker_step(struct export_worker *w, int64_t now_ms,
 /* The worker's name.  Borrowed. */
 const char	*export_worker_name(const struct export_worker *w);
 
-/* "<name>:<refund_id>:<revision or ->[:reverse]".  Caller frees. */
+/*
+ * The idempotency key of change c for exporter name, posting as
+ * posting_classify() says: "<name>:<refund_id>:<version>[:reverse]".
+ * The version is c's revision; without one it is
+ * "-:<entityEventSequence>:<updatedDate>" ("-" for a part that is
+ * unknown; the date with bytes outside [A-Za-z0-9._~:@/+=-] written as
+ * %XX), the fields the store orders such versions by (SPEC §4), so two
+ * versions of a refund never share a key; and just "-" when both are
+ * unknown (only a refund's first version can lack all three).  Caller
+ * frees.
+ */
 char		*export_idempotency_key(const char *name,
-		    const char *refund_id, bool has_revision,
-		    int64_t revision, enum rs_posting posting);
+		    const struct store_change *c, enum rs_posting posting);
 
 /* ---- the engine: one thread per worker --------------------------------- */
 

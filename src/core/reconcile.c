@@ -1200,8 +1200,7 @@ rc_change(void *arg, const struct store_change *c)
 		x = &run->exps[k];
 		if (x->accounting && posting == RS_POSTING_NONE)
 			continue;
-		key = export_idempotency_key(x->cfg->name, c->refund_id,
-		    c->has_revision, c->revision, posting);
+		key = export_idempotency_key(x->cfg->name, c, posting);
 		queued = rc_seqs_has(x->queued, x->nqueued, c->seq);
 		dead = !queued && rc_seqs_has(x->dead, x->ndead, c->seq);
 		/* Queued for another try, or not reached yet: lag. */

@@ -28,6 +28,8 @@
  *
  *	Content-Type: application/json
  *	Idempotency-Key: <exporter>:<refund id>:<revision>[:reverse]
+ *	    (without a revision, "-:<entityEventSequence>:<updatedDate>"
+ *	    in its place: export_idempotency_key())
  *	X-Refundsync-Timestamp: <unix seconds of this attempt>
  *	X-Refundsync-Signature: sha256=<hex HMAC-SHA256(secret,
  *	    "<timestamp>.<raw body>")>	(only when secret_file is set)

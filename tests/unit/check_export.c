@@ -445,24 +445,126 @@ dead_of(const char *name)
 
 /* ---- keys, order, batches ------------------------------------------------ */
 
+/* The key of a change with (rev >= 0) or without a revision. */
+static char *
+key_of(const char *name, const char *id, int64_t rev, bool has_evseq,
+    int64_t evseq, const char *updated, enum rs_posting posting)
+{
+	struct store_change c;
+
+	memset(&c, 0, sizeof(c));
+	c.refund_id = (char *)(uintptr_t)id;
+	c.has_revision = rev >= 0;
+	c.revision = rev;
+	c.has_event_seq = has_evseq;
+	c.event_seq = evseq;
+	c.updated_date = (char *)(uintptr_t)updated;
+	return export_idempotency_key(name, &c, posting);
+}
+
 START_TEST(test_idempotency_key)
 {
 	char *k;
 
-	k = export_idempotency_key("books", "r-1", true, 7, RS_POSTING_POST);
+	/* With a revision: exactly as always, whatever else is known. */
+	k = key_of("books", "r-1", 7, true, 3, "2025-01-01T00:00:00Z",
+	    RS_POSTING_POST);
 	ck_assert_str_eq(k, "books:r-1:7");
 	free(k);
-	k = export_idempotency_key("books", "r-1", true, 8,
-	    RS_POSTING_REVERSE);
+	k = key_of("books", "r-1", 8, false, 0, NULL, RS_POSTING_REVERSE);
 	ck_assert_str_eq(k, "books:r-1:8:reverse");
 	free(k);
-	k = export_idempotency_key("my books", "r-2", false, 0,
-	    RS_POSTING_NONE);
+	/* Without: the event sequence and updatedDate tell versions
+	 * apart. */
+	k = key_of("my books", "r-2", -1, false, 0, NULL, RS_POSTING_NONE);
 	ck_assert_str_eq(k, "my books:r-2:-");
 	free(k);
-	k = export_idempotency_key("b", "r-2", false, 0, RS_POSTING_REVERSE);
+	k = key_of("b", "r-2", -1, false, 0, NULL, RS_POSTING_REVERSE);
 	ck_assert_str_eq(k, "b:r-2:-:reverse");
 	free(k);
+	k = key_of("b", "r-2", -1, true, 41, "2025-08-09T15:26:25.000Z",
+	    RS_POSTING_POST);
+	ck_assert_str_eq(k, "b:r-2:-:41:2025-08-09T15:26:25.000Z");
+	free(k);
+	k = key_of("b", "r-2", -1, true, 42, NULL, RS_POSTING_REVERSE);
+	ck_assert_str_eq(k, "b:r-2:-:42:-:reverse");
+	free(k);
+	k = key_of("b", "r-2", -1, false, 0, "2025-08-09 15:26\r\n%",
+	    RS_POSTING_NONE);
+	ck_assert_str_eq(k, "b:r-2:-:-:2025-08-09%2015:26%0D%0A%25");
+	free(k);
+}
+END_TEST
+
+/* Apply a version of id without a revision: event sequence evseq (< 0:
+ * none, as a backfill or the CLI) and updatedDate updated. */
+static void
+put_unrevised(const char *id, const char *status, int64_t evseq,
+    const char *updated)
+{
+	struct refund r;
+	enum store_outcome o = STORE_STALE;
+
+	memset(&r, 0, sizeof(r));
+	r.id = xstrdup(id);
+	r.charge_id = xasprintf("ch-%s", id);
+	r.currency = xstrdup("USD");
+	r.amount = xstrdup("2.00");
+	r.amount_exact = true;
+	r.amount_minor = 200;
+	r.status = xstrdup(status);
+	r.updated_date = updated != NULL ? xstrdup(updated) : NULL;
+	r.body = xasprintf("{\"id\":\"%s\",\"status\":\"%s\"}", id,
+	    status);
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	ck_assert_int_eq(store_apply_refund(st, &r, "inst-1", evseq >= 0,
+	    evseq, "webhook", &o), RS_OK);
+	ck_assert_int_eq(store_commit(st), RS_OK);
+	ck_assert_int_eq(o, STORE_APPLIED);
+	refund_cleanup(&r);
+}
+
+/*
+ * A refund without a revision: PENDING, SUCCEEDED, REVERSED, SUCCEEDED
+ * again.  Each change gets its own key (they all were "fake0:rb:-"), and
+ * the same one when it is sent again.
+ */
+START_TEST(test_keys_without_revision)
+{
+	static const char *const want[] = {
+		"fake0:rb:-:6:2025-08-09T15:00:00Z",
+		"fake0:rb:-:7:2025-08-09T15:00:00Z",
+		"fake0:rb:-:8:2025-08-09T16:00:00Z:reverse",
+		"fake0:rb:-:-:2025-08-09T17:00:00Z",
+	};
+	struct export_worker *w;
+	int64_t next;
+	size_t i, j;
+
+	put_unrevised("rb", "PENDING", 6, "2025-08-09T15:00:00Z");
+	put_unrevised("rb", "SUCCEEDED", 7, "2025-08-09T15:00:00Z");
+	put_unrevised("rb", "REVERSED", 8, "2025-08-09T16:00:00Z");
+	put_unrevised("rb", "SUCCEEDED", -1, "2025-08-09T17:00:00Z");
+	w = worker("fake0", 10);
+	ck_assert_int_eq(run(w, T0, &next), EXPORT_STEP_IDLE);
+	export_worker_free(w);
+	ck_assert_uint_eq(fakes[0].n, 4);
+	ck_assert_int_eq(fakes[0].postings[1], RS_POSTING_POST);
+	ck_assert_int_eq(fakes[0].postings[2], RS_POSTING_REVERSE);
+	ck_assert_int_eq(fakes[0].postings[3], RS_POSTING_POST);
+	for (i = 0; i < 4; i++) {
+		ck_assert_str_eq(fakes[0].keys[i], want[i]);
+		for (j = 0; j < i; j++)
+			ck_assert_str_ne(fakes[0].keys[i], fakes[0].keys[j]);
+	}
+	/* A replay (another worker, after a restart) sends the same keys. */
+	ck_assert_int_eq(store_export_replay(st, "fake0", 1, NULL), RS_OK);
+	w = worker("fake0", 10);
+	ck_assert_int_eq(run(w, T0, &next), EXPORT_STEP_IDLE);
+	export_worker_free(w);
+	ck_assert_uint_eq(fakes[0].n, 8);
+	for (i = 0; i < 4; i++)
+		ck_assert_str_eq(fakes[0].keys[4 + i], want[i]);
 }
 END_TEST
 
@@ -532,7 +634,8 @@ START_TEST(test_record_fields)
 	ck_assert_str_eq(fakes[0].keys[0], "fake0:ra:1");
 	ck_assert_str_eq(fakes[0].keys[1], "fake0:ra:2");
 	ck_assert_str_eq(fakes[0].keys[2], "fake0:ra:3:reverse");
-	ck_assert_str_eq(fakes[0].keys[3], "fake0:rb:-");
+	ck_assert_str_eq(fakes[0].keys[3],
+	    "fake0:rb:-:-:2025-08-09T15:26:25.000Z");
 	ck_assert_int_eq(fakes[0].postings[0], RS_POSTING_NONE);
 	ck_assert_int_eq(fakes[0].postings[1], RS_POSTING_POST);
 	ck_assert_int_eq(fakes[0].postings[2], RS_POSTING_REVERSE);
@@ -2031,6 +2134,7 @@ export_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_idempotency_key);
+	tcase_add_test(tc, test_keys_without_revision);
 	tcase_add_test(tc, test_order_and_batches);
 	tcase_add_test(tc, test_record_fields);
 	tcase_add_test(tc, test_change_from_old_row);

@@ -467,8 +467,10 @@ make_rt(void)
 	    "12.95", 1295, 2, "2024-06-02T23:59:59-01:00");
 	rt[1].returned_application_fee = "0.10";
 	rt[1].returned_processing_fee = "0.40";
-	rt_set(&rt[2], 4, "rt:r-2:-", "r-2", "SUCCEEDED", NULL, "JPY", "1500",
-	    1500, 0, "2024-06-04T00:00:00Z");
+	/* No revision: the key names the event sequence and updatedDate
+	 * (export_idempotency_key()); it reads back as written. */
+	rt_set(&rt[2], 4, "rt:r-2:-:17:2024-06-04T00:00:00Z", "r-2",
+	    "SUCCEEDED", NULL, "JPY", "1500", 1500, 0, "2024-06-04T00:00:00Z");
 	rt[2].has_revision = 0;
 	rt[2].returned_processing_fee = "45";
 	rt_set(&rt[3], 5, "rt:r-3:1", "r-3", "SUCCEEDED", NULL, "KWD",
