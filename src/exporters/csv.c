@@ -17,9 +17,11 @@
  * closed, a seq, and an idempotency key that is the one the engine forms
  * for that row ("<exporter>:<refund_id>:<revision>", "-..." without a
  * revision, ":reverse" when posting is reverse).  So a row a crash cut
- * short is cut away, never taken for the last record, and a csv file
- * that some other program wrote (or another exporter: the key names it)
- * is refused; so is a file that does not begin with our header row.
+ * short (no newline yet) is cut away, never taken for the last record;
+ * a whole line after the last row of ours (a row of another exporter:
+ * the key names it, a hand edit, another program's csv) makes the file
+ * refused, never cut (FILEJOURNAL_LINE_RECORDS), as is a file that does
+ * not begin with our header row.
  *
  * Threads: an instance belongs to one export worker at a time.
  */
@@ -163,7 +165,7 @@ csv_commit_line(void *ctx, const char *line, size_t len, int64_t *seq)
 		return true;
 	}
 	if (len == 0 || line[0] < '0' || line[0] > '9')
-		return false;		/* cheap: most lines we meet are */
+		return false;		/* no seq: no row */
 	for (i = 0; i < len; i++)
 		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
 			return false;
@@ -172,7 +174,6 @@ csv_commit_line(void *ctx, const char *line, size_t len, int64_t *seq)
 	s[len] = '\0';
 	if (!csv_split(s, v) ||
 	    strnum_i64(v[CSV_COL_SEQ], 0, INT64_MAX, &num) != NULL ||
-	    *v[CSV_COL_REFUND] == '\0' ||
 	    !csv_posting(v[CSV_COL_POSTING], &posting))
 		goto out;
 	rev = v[CSV_COL_REVISION];
@@ -308,6 +309,7 @@ static const struct filejournal_format csv_format_def = {
 	.format = csv_format,
 	.free = csv_free,
 	.header_fixed = true,
+	.line_records = true,
 };
 
 static int

@@ -161,6 +161,24 @@ cut_to(struct filejournal *fj, uint64_t keep, uint64_t size, int64_t seq,
 }
 
 /*
+ * Does the tail p[0..len) hold a whole line without a NUL byte, which no
+ * crash leaves behind?
+ */
+static bool
+whole_line(const char *p, size_t len)
+{
+	size_t i;
+	bool nul = false;
+
+	for (i = 0; i < len; i++) {
+		if (p[i] == '\n' && !nul)
+			return true;
+		nul = p[i] == '\n' ? false : nul || p[i] == '\0';
+	}
+	return false;
+}
+
+/*
  * Does fj's committed part begin with header (hlen bytes)?  RS_ERR_INPUT
  * if not, RS_ERR_IO on a read error; a message in err.
  */
@@ -270,6 +288,16 @@ recover_tail(struct filejournal *fj, uint64_t size, const char *header,
 	if ((flags & FILEJOURNAL_HEADER_FIXED) && hlen > 0 &&
 	    (st = check_header(fj, header, hlen, err, errlen)) != RS_OK)
 		goto out;
+	if ((flags & FILEJOURNAL_LINE_RECORDS) &&
+	    whole_line(data + (fj->committed - off),
+	    (size_t)(size - fj->committed))) {
+		seterr(err, errlen, "%s: a line after its last record (seq "
+		    "%lld) is not a record this exporter wrote: not a file "
+		    "this exporter wrote, or changed by hand (move it away "
+		    "or choose another path)", fj->path, (long long)seq);
+		st = RS_ERR_INPUT;
+		goto out;
+	}
 	fj->last_seq = seq;
 	if (fj->committed < size)
 		st = cut_to(fj, fj->committed, size, seq, err, errlen);
@@ -921,8 +949,10 @@ attach(struct fjexp *x, char *err, size_t errlen)
 	if (x->fmt->begins != NULL)
 		(void)buf_appends(&header, x->fmt->begins);
 	st = filejournal_open(x->path, x->fmt->commit_line, x->state,
-	    header.data, header.len, x->fmt->header_fixed ?
-	    FILEJOURNAL_HEADER_FIXED : 0, &x->fj, err, errlen);
+	    header.data, header.len,
+	    (x->fmt->header_fixed ? FILEJOURNAL_HEADER_FIXED : 0) |
+	    (x->fmt->line_records ? FILEJOURNAL_LINE_RECORDS : 0), &x->fj,
+	    err, errlen);
 	buf_cleanup(&header);
 	if (st != RS_OK)
 		return result_of(st);

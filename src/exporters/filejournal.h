@@ -101,6 +101,8 @@ typedef void (*filejournal_line_fn)(void *arg, const char *line,
 /* filejournal_open() flags. */
 #define FILEJOURNAL_HEADER_FIXED	0x1	/* every file begins with
 						   header exactly */
+#define FILEJOURNAL_LINE_RECORDS	0x2	/* every line is a commit
+						   line */
 
 /*
  * Open (creating it, mode 0640, if needed) the file at path for
@@ -111,7 +113,13 @@ typedef void (*filejournal_line_fn)(void *arg, const char *line,
  * is what a crash left of the first write, and is emptied.  With
  * FILEJOURNAL_HEADER_FIXED in flags, a non-empty file that does not
  * begin with header is refused (before anything is cut) like one
- * without a commit line.  Returns RS_OK and
+ * without a commit line.  With FILEJOURNAL_LINE_RECORDS (every line the
+ * caller writes is a commit line), a whole line after the last commit
+ * line that holds no NUL byte is no remains of a crash (a crash leaves
+ * a partial last line, or NULs where data never reached the disk): it
+ * was written by someone else (rows of another exporter after our
+ * header, say), and the file is refused rather than cut.  Returns RS_OK
+ * and
  * *out (caller owns; filejournal_close()), else a message in err:
  * RS_ERR_BUSY if another writer holds the lock; RS_ERR_INPUT if the file
  * is not a regular file or not one of ours; RS_ERR_IO on a system error.
@@ -188,6 +196,9 @@ struct filejournal_format {
 	 * an empty file (csv: its header row): one that does not is not
 	 * ours and is refused (FILEJOURNAL_HEADER_FIXED). */
 	bool	header_fixed;
+	/* Every line is a record's commit line (csv): a whole line after
+	 * the last one is refused, not cut (FILEJOURNAL_LINE_RECORDS). */
+	bool	line_records;
 	/*
 	 * Make the format's state from the section's keys (all of them
 	 * known, "path" included), touching nothing outside the process:

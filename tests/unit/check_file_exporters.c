@@ -627,18 +627,25 @@ START_TEST(test_csv_foreign)
 END_TEST
 
 /*
- * csv: a last row that is not a whole row of ours (cut short by a crash
- * inside a quoted field, too few fields, another exporter's key, a key
- * that does not match its refund id or revision) is no record end: it is
- * cut, and the file's last seq is that of the row before it.
+ * csv: a last row that is not a whole row of ours.  Cut short by a crash
+ * (no newline yet): cut, and the file's last seq is that of the row
+ * before it.  A whole line (a row cut short inside a quoted field, too
+ * few fields, another exporter's key, a key that does not match its
+ * refund id, revision or posting): no crash leaves that, so the file is
+ * refused and left alone.  Either way it never names the file's last
+ * seq.
  */
 START_TEST(test_csv_torn_row)
 {
-	static const char *const tails[] = {
-		"999,books:X:1,X,\"inst\n",
+	static const char *const torn[] = {
 		"999,books:X:1,X,\"inst",
+		"999,books:X:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cl",
+		"999,books:X:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli",
+		"\0\0\0\n\0",	/* data that never reached the disk */
+	};
+	static const char *const whole[] = {
+		"999,books:X:1,X,\"inst\n",
 		"999,books:X:1,X\n",
-		/* 19 fields, but not a row the engine would write */
 		"999,other:X:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
 		"999,books:Y:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
 		"999,books:X:2,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
@@ -647,22 +654,55 @@ START_TEST(test_csv_torn_row)
 		"999,books:X:1,X,,,1,SUCCEEDED,,maybe,USD,1,100,2,,,,,,cli\n",
 		"999,books:X:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli,\n",
 		"999,books:X:1,\"X\"x,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n",
+		"\n",
 	};
-	char *path = path_in_tmp("csv"), *golden, *text;
-	size_t glen, k;
+	char *path = path_in_tmp("csv"), *golden, *text, err[512];
+	size_t glen, k, tlen;
 	void *ctx;
+	FILE *f;
 
 	write_all(1, path);
 	golden = slurp(path, &glen);
-	for (k = 0; k < sizeof(tails) / sizeof(tails[0]); k++) {
-		text = xasprintf("%s%s", golden, tails[k]);
-		ck_assert(tu_write_file(path, text, false));
+	for (k = 0; k < sizeof(torn) / sizeof(torn[0]); k++) {
+		tlen = k == 3 ? 6 : strlen(torn[k]);
+		text = xmalloc(glen + tlen);
+		memcpy(text, golden, glen);
+		memcpy(text + glen, torn[k], tlen);
+		f = fopen(path, "wb");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_uint_eq(fwrite(text, 1, glen + tlen, f), glen + tlen);
+		ck_assert_int_eq(fclose(f), 0);
 		ctx = open_ok(1, path, NULL);
-		ck_assert_msg(recover_seq(1, ctx) == 10, "tail %zu: %s", k,
-		    tails[k]);
+		ck_assert_msg(recover_seq(1, ctx) == 10, "torn %zu: %s", k,
+		    torn[k]);
 		ops_of(1)->close(ctx);
 		expect_file(path, golden, glen);
 		free(text);
+	}
+	for (k = 0; k < sizeof(whole) / sizeof(whole[0]); k++) {
+		text = xasprintf("%s%s", golden, whole[k]);
+		ck_assert(tu_write_file(path, text, false));
+		ctx = NULL;
+		ck_assert_msg(try_open(1, path, &ctx, err, sizeof(err),
+		    NULL) == RS_EXPORT_PERMANENT, "whole %zu: %s", k, whole[k]);
+		ck_assert_ptr_null(ctx);
+		ck_assert_msg(strstr(err, "not a record this exporter wrote") !=
+		    NULL, "%s", err);
+		expect_file(path, text, strlen(text));
+		free(text);
+	}
+	/* The same file under another exporter name: its rows are not
+	 * that exporter's, and the file is refused whole, not cut. */
+	ck_assert(tu_write_file(path, golden, false));
+	{
+		struct rs_export_kv kv[2] = { { "type", "csv" },
+		    { "path", path } };
+
+		ctx = NULL;
+		ck_assert_int_eq(exporter_csv_ops.open(&ctx, "renamed", kv, 2,
+		    err, sizeof(err)), RS_EXPORT_PERMANENT);
+		ck_assert_ptr_null(ctx);
+		expect_file(path, golden, glen);
 	}
 	/* Whole rows of ours are taken: with and without a revision, a
 	 * reversal, and a key of the form without a revision. */
