@@ -452,6 +452,9 @@ store_change_cleanup(struct store_change *c)
 	free(c->source);
 	free(c->changed_at);
 	free(c->body);
+	free(c->posted_currency);
+	free(c->posted_returned_application_fee);
+	free(c->posted_returned_processing_fee);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -381,6 +381,19 @@ struct store_change {
 	bool	 has_event_seq;	/* event_seq is known */
 	int64_t	 event_seq;	/* the event's entityEventSequence */
 	char	*body;		/* the entity JSON of this version */
+	/*
+	 * What the version before it posted (SPEC §5): when prev_status
+	 * is SUCCEEDED, the entity columns of the refund's previous entry
+	 * in the log (has_posted true); otherwise, or if the log does not
+	 * hold that entry, has_posted is false and the rest NULL/0.
+	 */
+	bool	 has_posted;
+	char	*posted_currency;
+	bool	 posted_amount_exact;	/* posted_amount_minor is meaningful */
+	int64_t	 posted_amount_minor;
+	int	 posted_exponent;	/* ISO 4217 digits; -1 if unknown */
+	char	*posted_returned_application_fee;
+	char	*posted_returned_processing_fee;
 };
 void		store_change_cleanup(struct store_change *c);
 

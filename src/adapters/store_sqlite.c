@@ -75,6 +75,7 @@ enum sq_stmt {
 	SQ_BF_FINISH,
 	SQ_CH_READ,
 	SQ_CH_GET,
+	SQ_CH_POSTED,
 	SQ_CH_LAST,
 	SQ_EX_GET,
 	SQ_EX_ALL,
@@ -134,6 +135,10 @@ enum {
  * migration 002 (charge_id NULL) brings its body, for the fallback. */
 #define SQ_CH_COLS_LIGHT						\
 	SQ_CH_COLS_HEAD "CASE WHEN charge_id IS NULL THEN body END"
+
+/* The status whose versions are posted (POSTING_STATUS_SUCCEEDED of
+ * the exporters, a layer above). */
+#define SQ_STATUS_POSTED	"SUCCEEDED"
 
 /* How many runs of each instance reconcile_runs keeps. */
 #define SQ_RUNS_KEPT	100
@@ -298,6 +303,10 @@ static const struct {
 	    " ORDER BY seq LIMIT ?2" },
 	[SQ_CH_GET] = { "read change",
 	    "SELECT " SQ_CH_COLS " FROM changes WHERE seq = ?1" },
+	/* The entry before seq ?2 of refund ?1 (index changes_refund). */
+	[SQ_CH_POSTED] = { "read previous change",
+	    "SELECT " SQ_CH_COLS " FROM changes WHERE refund_id = ?1"
+	    " AND seq < ?2 ORDER BY seq DESC LIMIT 1" },
 	[SQ_CH_LAST] = { "last change",
 	    "SELECT coalesce(max(seq), 0) FROM changes" },
 	[SQ_EX_GET] = { "read exporter",
@@ -1530,6 +1539,48 @@ sq_change_read(struct sq *s, sqlite3_stmt *stmt, struct store_change *c)
 }
 
 /*
+ * Fill c's posted_* fields: when c left or followed a SUCCEEDED version,
+ * what that version posted is the refund's previous entry in the log
+ * (every applied version has one, in seq order).  Its own statement, so
+ * it can run while a walk or a batch read steps another.
+ */
+static enum rs_status
+sq_change_posted(struct sq *s, struct store_change *c)
+{
+	sqlite3_stmt *stmt = s->stmt[SQ_CH_POSTED];
+	struct store_change p;
+	enum rs_status st;
+	int brc = SQLITE_OK;
+
+	if (c->prev_status == NULL ||
+	    strcmp(c->prev_status, SQ_STATUS_POSTED) != 0)
+		return RS_OK;
+	sq_bind_text(stmt, 1, c->refund_id, &brc);
+	sq_bind_i64(stmt, 2, true, c->seq, &brc);
+	st = sq_step_one(s, SQ_CH_POSTED, brc, c->refund_id);
+	if (st == RS_OK) {
+		sq_change_read(s, stmt, &p);
+		c->has_posted = true;
+		c->posted_currency = p.currency;
+		c->posted_amount_exact = p.amount_exact;
+		c->posted_amount_minor = p.amount_minor;
+		c->posted_exponent = p.exponent;
+		c->posted_returned_application_fee =
+		    p.returned_application_fee;
+		c->posted_returned_processing_fee =
+		    p.returned_processing_fee;
+		p.currency = p.returned_application_fee =
+		    p.returned_processing_fee = NULL;
+		store_change_cleanup(&p);
+	} else if (st == RS_ERR_NOTFOUND) {
+		/* The log does not hold it (a store older than the log). */
+		st = RS_OK;
+	}
+	sq_done(stmt);
+	return st;
+}
+
+/*
  * The rows are read in one statement, which is one read transaction
  * when none is open: short, since it ends with the last row.
  */
@@ -1552,10 +1603,13 @@ sq_changes_read(void *ctx, int64_t after, size_t max,
 			break;
 		if ((rc = sqlite3_step(stmt)) != SQLITE_ROW)
 			break;
-		sq_change_read(s, stmt, &out[got++]);
+		sq_change_read(s, stmt, &out[got]);
+		if ((st = sq_change_posted(s, &out[got++])) != RS_OK)
+			break;
 	}
-	if (got < max && rc != SQLITE_DONE) {
+	if (st == RS_OK && got < max && rc != SQLITE_DONE)
 		st = sq_status(s, rc, sq_defs[SQ_CH_READ].name, NULL);
+	if (st != RS_OK) {
 		for (i = 0; i < got; i++)
 			store_change_cleanup(&out[i]);
 		got = 0;
@@ -1575,8 +1629,11 @@ sq_change_get(void *ctx, int64_t seq, struct store_change *out)
 	int brc = SQLITE_OK;
 
 	sq_bind_i64(stmt, 1, true, seq, &brc);
-	if ((st = sq_step_one(s, SQ_CH_GET, brc, NULL)) == RS_OK)
+	if ((st = sq_step_one(s, SQ_CH_GET, brc, NULL)) == RS_OK) {
 		sq_change_read(s, stmt, out);
+		if ((st = sq_change_posted(s, out)) != RS_OK)
+			store_change_cleanup(out);
+	}
 	sq_done(stmt);
 	return st;
 }
@@ -2085,7 +2142,8 @@ sq_change_each(sqlite3_stmt *stmt, const struct sq_walker *w)
 	sq_change_read(w->s, stmt, &c);
 	free(c.body);
 	c.body = NULL;
-	st = w->change_fn(w->arg, &c);
+	if ((st = sq_change_posted(w->s, &c)) == RS_OK)
+		st = w->change_fn(w->arg, &c);
 	store_change_cleanup(&c);
 	return st;
 }

@@ -363,28 +363,30 @@ START_TEST(test_open_migrate_reopen)
 	struct store_refund_row row;
 	sqlite3 *db;
 
-	ck_assert_uint_eq(store_migration_count, 3);
+	ck_assert_uint_eq(store_migration_count, 4);
 	ck_assert_int_eq(store_migrations[0].version, 1);
 	ck_assert_str_eq(store_migrations[0].name, "001_initial");
 	ck_assert_int_eq(store_migrations[1].version, 2);
 	ck_assert_str_eq(store_migrations[1].name, "002_exporters");
 	ck_assert_int_eq(store_migrations[2].version, 3);
 	ck_assert_str_eq(store_migrations[2].name, "003_reconcile");
+	ck_assert_int_eq(store_migrations[3].version, 4);
+	ck_assert_str_eq(store_migrations[3].name, "004_posted");
 
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 3);
+	ck_assert_int_eq(store_schema_version(st), 4);
 	expect_counts(st, 0, 0, 0, 0, 0);
 	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-1", 1, "r1",
 	    "PENDING", 1, NULL), STORE_APPLIED);
 	store_close(st);
 
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 3);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
 	sqlite3_close(db);
 
 	/* Reopening migrates nothing and keeps the data. */
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 3);
+	ck_assert_int_eq(store_schema_version(st), 4);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	ck_assert_int_eq(store_refund_get(st, "r1", &row), RS_OK);
 	ck_assert_str_eq(row.refund.status, "PENDING");
@@ -395,12 +397,12 @@ START_TEST(test_open_migrate_reopen)
 
 	/* Read-only opens of a current database work, and read. */
 	st = open_store(path, true);
-	ck_assert_int_eq(store_schema_version(st), 3);
+	ck_assert_int_eq(store_schema_version(st), 4);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	store_close(st);
 
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 3);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
 	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master"
 	    " WHERE type = 'table' AND name IN ('refunds', 'webhook_events',"
 	    " 'instances', 'changes', 'meta')"), 5);
@@ -610,8 +612,10 @@ START_TEST(test_schema)
 	/* The indexes the reads use. */
 	ck_assert_rows(db, "SELECT name FROM sqlite_master WHERE type ="
 	    " 'index' AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY name",
-	    "reconcile_repairs_kind\nreconcile_runs_instance\n"
-	    "refunds_instance\n");
+	    "changes_refund\nreconcile_repairs_kind\n"
+	    "reconcile_runs_instance\nrefunds_instance\n");
+	ck_assert_rows(db, "SELECT name FROM pragma_index_info("
+	    "'changes_refund')", "refund_id\nseq\n");
 	ck_assert_rows(db, "SELECT name FROM pragma_index_info("
 	    "'refunds_instance')", "instance_id\ncreated_date\nid\n");
 	ck_assert_rows(db, "SELECT name FROM pragma_index_info("
@@ -1739,14 +1743,14 @@ START_TEST(test_open_errors)
 	st = open_store(path, false);
 	store_close(st);
 	db = raw_open(path);
-	raw_exec(db, "PRAGMA user_version = 4");
+	raw_exec(db, "PRAGMA user_version = 5");
 	sqlite3_close(db);
 	st = NULL;
 	ck_assert_int_eq(store_open(path, &opt, &st, &why), RS_ERR_IO);
 	ck_assert_ptr_null(st);
 	ck_assert_ptr_nonnull(why);
-	ck_assert_msg(strstr(why, "schema version 4 is newer than this "
-	    "program knows (3)") != NULL, "why: %s", why);
+	ck_assert_msg(strstr(why, "schema version 5 is newer than this "
+	    "program knows (4)") != NULL, "why: %s", why);
 	ck_assert_ptr_nonnull(strstr(why, path));
 	free(why);
 	why = NULL;
@@ -1757,7 +1761,7 @@ START_TEST(test_open_errors)
 	why = NULL;
 	/* ... and left as it was. */
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 5);
 	sqlite3_close(db);
 
 	/* Read-only: no database, or one not yet migrated. */
@@ -1772,7 +1776,7 @@ START_TEST(test_open_errors)
 	raw_exec(db, "CREATE TABLE x (y)");
 	sqlite3_close(db);
 	ck_assert_int_eq(store_open(p2, &opt, &st, &why), RS_ERR_IO);
-	ck_assert_msg(strstr(why, "schema version 0, this program needs 3")
+	ck_assert_msg(strstr(why, "schema version 0, this program needs 4")
 	    != NULL, "why: %s", why);
 	free(why);
 	why = NULL;
@@ -3608,14 +3612,14 @@ START_TEST(test_migrate_2_to_3)
 		ck_assert_int_eq(store_open(path, &opt, &st, &why),
 		    RS_ERR_IO);
 		ck_assert_msg(strstr(why, "schema version 2, this program "
-		    "needs 3") != NULL, "why: %s", why);
+		    "needs 4") != NULL, "why: %s", why);
 		free(why);
 	}
 
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 3);
+	ck_assert_int_eq(store_schema_version(st), 4);
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 3);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
 	ck_assert_rows(db, "SELECT name FROM sqlite_master WHERE name LIKE"
 	    " 'reconcile_%' ORDER BY name", "reconcile_repairs\n"
 	    "reconcile_repairs_kind\nreconcile_runs\n"
@@ -3637,7 +3641,7 @@ START_TEST(test_migrate_2_to_3)
 
 	/* Reopening migrates nothing more. */
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 3);
+	ck_assert_int_eq(store_schema_version(st), 4);
 	store_close(st);
 	free(path);
 }
