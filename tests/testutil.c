@@ -2806,58 +2806,50 @@ expect_cleanup(struct expect *x)
 	memset(x, 0, sizeof(*x));
 }
 
+/* One change, as the exporters see it (export_record_fill()). */
+static enum rs_status
+expect_change(void *arg, const struct store_change *c)
+{
+	struct expect *x = arg;
+	struct rs_export_record r;
+
+	export_record_fill(&r, c);
+	x->seqs = xreallocarray(x->seqs, x->n + 1, sizeof(*x->seqs));
+	x->hkeys = xreallocarray(x->hkeys, x->n + 1, sizeof(*x->hkeys));
+	x->posting = xreallocarray(x->posting, x->n + 1,
+	    sizeof(*x->posting));
+	x->seqs[x->n] = c->seq;
+	x->hkeys[x->n] = export_idempotency_key("h", c, r.posting);
+	if (r.posting != RS_POSTING_NONE)
+		x->posting[x->nposting++] = c->seq;
+	x->n++;
+	return RS_OK;
+}
+
 static bool
 expect_load(const char *db_path, struct expect *x)
 {
-	sqlite3 *db = NULL;
-	sqlite3_stmt *stmt = NULL;
-	struct store_change c;
-	enum rs_posting p;
+	struct store_options opt = { .busy_timeout_ms = 5000,
+	    .readonly = true };
+	struct store *st = NULL;
+	enum rs_status rc;
+	char *why = NULL;
 	bool ok = false;
-	int rc;
 
 	memset(x, 0, sizeof(*x));
-	if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) !=
-	    SQLITE_OK || sqlite3_prepare_v2(db, "SELECT seq, refund_id,"
-	    " revision, status, prev_status, event_seq, updated_date"
-	    " FROM changes ORDER BY seq", -1,
-	    &stmt, NULL) != SQLITE_OK) {
-		fprintf(stderr, "testutil: %s: %s\n", db_path,
-		    db != NULL ? sqlite3_errmsg(db) : "out of memory");
-		goto out;
+	if (store_open(db_path, &opt, &st, &why) != RS_OK) {
+		fprintf(stderr, "testutil: %s\n", why != NULL ? why : db_path);
+		free(why);
+		return false;
 	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		x->seqs = xreallocarray(x->seqs, x->n + 1, sizeof(*x->seqs));
-		x->hkeys = xreallocarray(x->hkeys, x->n + 1,
-		    sizeof(*x->hkeys));
-		x->posting = xreallocarray(x->posting, x->n + 1,
-		    sizeof(*x->posting));
-		x->seqs[x->n] = sqlite3_column_int64(stmt, 0);
-		p = posting_classify((const char *)sqlite3_column_text(stmt,
-		    3), (const char *)sqlite3_column_text(stmt, 4));
-		memset(&c, 0, sizeof(c));
-		c.refund_id = (char *)(uintptr_t)sqlite3_column_text(stmt, 1);
-		c.has_revision = sqlite3_column_type(stmt, 2) != SQLITE_NULL;
-		c.revision = sqlite3_column_int64(stmt, 2);
-		c.has_event_seq = sqlite3_column_type(stmt, 5) != SQLITE_NULL;
-		c.event_seq = sqlite3_column_int64(stmt, 5);
-		c.updated_date = (char *)(uintptr_t)sqlite3_column_text(stmt,
-		    6);
-		x->hkeys[x->n] = export_idempotency_key("h", &c, p);
-		if (p != RS_POSTING_NONE)
-			x->posting[x->nposting++] = x->seqs[x->n];
-		x->n++;
-	}
-	if (rc != SQLITE_DONE)
+	if ((rc = store_changes_foreach(st, NULL, expect_change, x)) != RS_OK)
 		fprintf(stderr, "testutil: %s: %s\n", db_path,
-		    sqlite3_errmsg(db));
+		    rs_strstatus(rc));
 	else if (x->n == 0)
 		fprintf(stderr, "testutil: %s: no changes\n", db_path);
 	else
 		ok = true;
-out:
-	sqlite3_finalize(stmt);
-	sqlite3_close(db);
+	store_close(st);
 	return ok;
 }
 

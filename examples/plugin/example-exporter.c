@@ -132,7 +132,8 @@ text_int(struct text *t, int64_t v)
 static void
 text_record(struct text *t, const struct rs_export_record *r)
 {
-	static const char *const posting[] = { "none", "post", "reverse" };
+	static const char *const posting[] = { "none", "post", "reverse",
+	    "adjust" };
 	char num[32];
 
 	snprintf(num, sizeof(num), "%" PRId64, r->seq);
@@ -144,7 +145,7 @@ text_record(struct text *t, const struct rs_export_record *r)
 	else
 		text_field(t, NULL, 0);
 	text_field(t, r->status, 0);
-	text_field(t, (unsigned)r->posting < 3 ? posting[r->posting] :
+	text_field(t, (unsigned)r->posting < 4 ? posting[r->posting] :
 	    NULL, 0);
 	text_field(t, r->currency, 0);
 	text_field(t, r->amount, 0);

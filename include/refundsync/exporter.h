@@ -41,23 +41,34 @@
 extern "C" {
 #endif
 
-#define RS_EXPORTER_ABI_VERSION	1u
+/* 2: RS_POSTING_ADJUST and the posted_* fields of a record. */
+#define RS_EXPORTER_ABI_VERSION	2u
 
-/* What the accounting semantics make of a record (SPEC §5). */
+/*
+ * What the accounting semantics make of a record (SPEC §5).  What is
+ * posted for a refund is always its current version if that is
+ * SUCCEEDED, else nothing; each record moves the books from what the
+ * version before it posted (the posted_* fields) to that.
+ */
 enum rs_posting {
 	RS_POSTING_NONE = 0,	/* nothing to post (PENDING, or no change
 				   of the posted state) */
 	RS_POSTING_POST = 1,	/* reached SUCCEEDED: post the refund */
-	RS_POSTING_REVERSE = 2	/* left SUCCEEDED: post the reversal */
+	RS_POSTING_REVERSE = 2,	/* left SUCCEEDED: reverse what was
+				   posted (the posted_* amounts) */
+	RS_POSTING_ADJUST = 3	/* a new SUCCEEDED version whose amount,
+				   fees or currency differ from what was
+				   posted: post the difference */
 };
 
 /* One change-log entry: one applied version of one refund. */
 struct rs_export_record {
 	int64_t		 seq;		/* change-log sequence, increasing */
 	const char	*idempotency_key; /* "<exporter>:<refund>:<revision>"
-					   (+ ":reverse" for a reversal):
+					   (+ ":reverse" for a reversal,
+					   ":adjust" for an adjustment):
 					   stable across retries, one per
-					   change (no revision: see
+					   transaction (no revision: see
 					   docs/exporters.md) */
 	const char	*refund_id;
 	const char	*instance_id;	/* NULL if unknown */
@@ -79,6 +90,19 @@ struct rs_export_record {
 	const char	*source;	/* webhook|backfill|reconcile|cli */
 	const char	*body;		/* the refund entity, JSON */
 	enum rs_posting	 posting;
+	/*
+	 * ABI 2: what the version before this one posted, when it was
+	 * SUCCEEDED (prev_status is SUCCEEDED); has_posted is 0 and the
+	 * rest NULL/0 otherwise.  A reversal takes away exactly these
+	 * amounts, an adjustment the difference to them.
+	 */
+	int		 has_posted;
+	const char	*posted_currency;	/* ISO 4217 */
+	int		 posted_amount_exact;	/* minor/exponent valid */
+	int64_t		 posted_amount_minor;
+	int		 posted_exponent;
+	const char	*posted_returned_application_fee; /* or NULL */
+	const char	*posted_returned_processing_fee;  /* or NULL */
 };
 
 /* One key = value of the exporter's config section. */

@@ -190,7 +190,8 @@ export_idempotency_key(const char *name, const struct store_change *c,
     enum rs_posting posting)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	const char *rev_sfx = posting == RS_POSTING_REVERSE ? ":reverse" : "";
+	const char *rev_sfx = posting == RS_POSTING_REVERSE ? ":reverse" :
+	    posting == RS_POSTING_ADJUST ? ":adjust" : "";
 	const unsigned char *d;
 	struct buf b;
 
@@ -368,6 +369,46 @@ export_worker_name(const struct export_worker *w)
 	return w->name;
 }
 
+void
+export_record_fill(struct rs_export_record *r, const struct store_change *c)
+{
+	memset(r, 0, sizeof(*r));
+	r->seq = c->seq;
+	r->refund_id = c->refund_id;
+	r->instance_id = c->instance_id;
+	r->charge_id = c->charge_id;
+	r->has_revision = c->has_revision;
+	r->revision = c->revision;
+	r->status = c->status;
+	r->prev_status = c->prev_status;
+	r->currency = c->currency;
+	r->amount = c->amount;
+	r->amount_exact = c->amount_exact && c->exponent >= 0;
+	r->amount_minor = c->amount_minor;
+	r->exponent = c->exponent >= 0 ? c->exponent : 0;
+	r->returned_application_fee = c->returned_application_fee;
+	r->returned_processing_fee = c->returned_processing_fee;
+	r->created_date = c->created_date;
+	r->updated_date = c->updated_date;
+	r->changed_at = c->changed_at;
+	r->source = c->source;
+	r->body = c->body;
+	if (c->has_posted) {
+		r->has_posted = 1;
+		r->posted_currency = c->posted_currency;
+		r->posted_amount_exact = c->posted_amount_exact &&
+		    c->posted_exponent >= 0;
+		r->posted_amount_minor = c->posted_amount_minor;
+		r->posted_exponent = c->posted_exponent >= 0 ?
+		    c->posted_exponent : 0;
+		r->posted_returned_application_fee =
+		    c->posted_returned_application_fee;
+		r->posted_returned_processing_fee =
+		    c->posted_returned_processing_fee;
+	}
+	r->posting = posting_classify_record(r);
+}
+
 /* The ABI records of the batch in w->chg[0..nchg). */
 static void
 export_batch_fill(struct export_worker *w)
@@ -379,30 +420,9 @@ export_batch_fill(struct export_worker *w)
 	for (i = 0; i < w->nchg; i++) {
 		c = &w->chg[i];
 		r = &w->recs[i];
-		memset(r, 0, sizeof(*r));
-		r->seq = c->seq;
-		r->posting = posting_classify(c->status, c->prev_status);
+		export_record_fill(r, c);
 		w->keys[i] = export_idempotency_key(w->name, c, r->posting);
 		r->idempotency_key = w->keys[i];
-		r->refund_id = c->refund_id;
-		r->instance_id = c->instance_id;
-		r->charge_id = c->charge_id;
-		r->has_revision = c->has_revision;
-		r->revision = c->revision;
-		r->status = c->status;
-		r->prev_status = c->prev_status;
-		r->currency = c->currency;
-		r->amount = c->amount;
-		r->amount_exact = c->amount_exact && c->exponent >= 0;
-		r->amount_minor = c->amount_minor;
-		r->exponent = c->exponent >= 0 ? c->exponent : 0;
-		r->returned_application_fee = c->returned_application_fee;
-		r->returned_processing_fee = c->returned_processing_fee;
-		r->created_date = c->created_date;
-		r->updated_date = c->updated_date;
-		r->changed_at = c->changed_at;
-		r->source = c->source;
-		r->body = c->body;
 		w->seqs[i] = c->seq;
 	}
 }

@@ -15,9 +15,12 @@
  * Delivery is at least once, in change-log order.  Each record carries
  * the idempotency key "<NAME>:<refund id>:<revision>" (when the version
  * has no revision: "-:<entityEventSequence>:<updatedDate>", see
- * export_idempotency_key()), with ":reverse" appended for a reversal, so
- * the same change always carries the same key and two changes never
- * share one.  The position moves only
+ * export_idempotency_key()), with ":reverse" appended for a reversal and
+ * ":adjust" for an adjustment, so the same change always carries the
+ * same key and no two transactions share one.  What a record posts
+ * (export_record_fill()) depends only on the change-log entry and the
+ * refund's entry before it, so a retry, a replay or a re-queued dead
+ * letter posts exactly what the first attempt did.  The position moves only
  * after deliver() reported records done (a file exporter has fsync()ed
  * them by then); a crash in between re-sends them with the same keys.  On
  * start, and after an operator moved the exporter, the engine asks the
@@ -140,9 +143,18 @@ enum export_step export_worker_step(struct export_worker *w, int64_t now_ms,
 const char	*export_worker_name(const struct export_worker *w);
 
 /*
+ * Fill r from change c (r borrows c's strings), its posting included
+ * (posting_classify_record()); the idempotency key is left NULL.  The
+ * exporters and reconcile decide what a change posts through this one
+ * function.
+ */
+void		export_record_fill(struct rs_export_record *r,
+		    const struct store_change *c);
+
+/*
  * The idempotency key of change c for exporter name, posting as
- * posting_classify() says: "<name>:<refund_id>:<version>[:reverse]".
- * The version is c's revision; without one it is
+ * export_record_fill() says: "<name>:<refund_id>:<version>[:reverse|
+ * :adjust]".  The version is c's revision; without one it is
  * "-:<entityEventSequence>:<updatedDate>" ("-" for a part that is
  * unknown; the date with bytes outside [A-Za-z0-9._~:@/+=-] written as
  * %XX), the fields the store orders such versions by (SPEC §4), so two

@@ -1192,10 +1192,12 @@ rc_change(void *arg, const struct store_change *c)
 	struct rc_exp *x;
 	size_t k, j, cnt;
 	char *key;
+	struct rs_export_record rec;
 	cJSON *o, *lines;
 	bool queued, dead;
 
-	posting = posting_classify(c->status, c->prev_status);
+	export_record_fill(&rec, c);
+	posting = rec.posting;
 	for (k = 0; k < run->nexps; k++) {
 		x = &run->exps[k];
 		if (x->accounting && posting == RS_POSTING_NONE)
@@ -1305,11 +1307,12 @@ rc_exp_file_refunds(struct rc_run *run, struct rc_exp *x)
 				    "refundsync made for this exporter");
 				continue;
 			}
+			/* An adjustment moves the sum, not the count. */
 			if (f->posting == RS_POSTING_POST)
 				net++;
 			else if (f->posting == RS_POSTING_REVERSE)
 				net--;
-			else
+			else if (f->posting != RS_POSTING_ADJUST)
 				continue;
 			if (!f->has_amount)
 				exact = false;
@@ -1328,7 +1331,11 @@ rc_exp_file_refunds(struct rc_run *run, struct rc_exp *x)
 			cJSON_AddItemToArray(rc_exp_list(x, "not_reversed"),
 			    o);
 		}
-		if (net == 0 || x->ledger_col < 0)
+		/* A refund posted and reversed nets to 0; one whose
+		 * reversal took away more or less than was posted does
+		 * not, and the table shows it. */
+		if ((net == 0 && (!exact || over || sum == 0)) ||
+		    x->ledger_col < 0)
 			continue;
 		d = rc_days_get(&run->days, cur->day, cur->currency);
 		cell = &d->ledgers[x->ledger_col];

@@ -12,7 +12,7 @@
  *	 "refund_id":"r-1","instance_id":"i-1"|null,"charge_id":"c-1"|null,
  *	 "revision":"3"|null,			int64 as a string
  *	 "status":"SUCCEEDED","prev_status":"PENDING"|null,
- *	 "posting":"none"|"post"|"reverse",
+ *	 "posting":"none"|"post"|"reverse"|"adjust",
  *	 "currency":"USD","amount":"10.50",	decimal text as Wix sent it
  *	 "amount_minor":"1050"|null,		exact minor units (a string)
  *	 "exponent":2|null,			ISO 4217 minor-unit digits
@@ -264,6 +264,8 @@ posting_name(enum rs_posting p)
 		return "post";
 	case RS_POSTING_REVERSE:
 		return "reverse";
+	case RS_POSTING_ADJUST:
+		return "adjust";
 	}
 	return "none";
 }

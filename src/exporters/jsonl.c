@@ -8,7 +8,7 @@
  *
  * A line: {"seq":N,"idempotency_key":...,"refund_id":...,
  * "instance_id":...,"charge_id":...,"revision":N|null,"status":...,
- * "prev_status":...|null,"posting":"none"|"post"|"reverse",
+ * "prev_status":...|null,"posting":"none"|"post"|"reverse"|"adjust",
  * "currency":...,"amount":"12.95","amount_minor":N|null,"exponent":N|null,
  * "returned_application_fee":...|null,"returned_processing_fee":...|null,
  * "created_date":...,"updated_date":...,"changed_at":...,"source":...,

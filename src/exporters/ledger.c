@@ -466,6 +466,8 @@ put_txn(struct journal *j, const struct rs_export_record *r,
 	PUT(filejournal_put_safe(out, r->refund_id));
 	if (rev)
 		PUT(buf_appends(out, " reversed"));
+	else if (t->kind == RS_POSTING_ADJUST)
+		PUT(buf_appends(out, " adjusted"));
 	if (bean)
 		PUT(buf_append(out, "\"", 1));
 	PUT(buf_append(out, "\n", 1));

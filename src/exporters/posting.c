@@ -47,6 +47,8 @@ posting_name(enum rs_posting p)
 		return "post";
 	case RS_POSTING_REVERSE:
 		return "reverse";
+	case RS_POSTING_ADJUST:
+		return "adjust";
 	case RS_POSTING_NONE:
 		break;
 	}
@@ -171,65 +173,179 @@ fee_minor(const char *text, const char *currency, int64_t *minor)
 	    RS_ERR_RANGE;
 }
 
+/* The amounts of one version of a refund, in minor units. */
+struct posting_amounts {
+	const char	*currency;
+	int		 exponent;
+	int64_t		 amount;	/* A */
+	int64_t		 app;		/* Fa */
+	int64_t		 proc;		/* Fp */
+	int64_t		 clearing;	/* A - Fa - Fp, > INT64_MIN */
+};
+
+/*
+ * The amounts of a version from its fields.  RS_OK, or RS_ERR_INPUT /
+ * RS_ERR_RANGE with a static reason in *why (see posting_build()).
+ */
+static enum rs_status
+amounts_get(const char *currency, int exact, int64_t minor, int exponent,
+    const char *app_fee, const char *proc_fee, struct posting_amounts *a,
+    const char **why)
+{
+	if (currency == NULL || !money_currency_wellformed(currency)) {
+		*why = "bad currency code";
+		return RS_ERR_INPUT;
+	}
+	a->currency = currency;
+	if (!exact || minor < 0 || exponent < 0 ||
+	    exponent > MONEY_MAX_DECIMALS) {
+		*why = "amount is not exact in the currency's minor units";
+		return RS_ERR_RANGE;
+	}
+	a->exponent = exponent;
+	a->amount = minor;
+	/* Fees go through the currency's exponent: it must be the same. */
+	if ((app_fee != NULL || proc_fee != NULL) &&
+	    money_exponent(currency) != exponent) {
+		*why = "record exponent differs from the currency's";
+		return RS_ERR_RANGE;
+	}
+	if (fee_minor(app_fee, currency, &a->app) != RS_OK) {
+		*why = "returnedApplicationFee is not exact in the "
+		    "currency's minor units";
+		return RS_ERR_RANGE;
+	}
+	if (fee_minor(proc_fee, currency, &a->proc) != RS_OK) {
+		*why = "returnedProcessingFee is not exact in the "
+		    "currency's minor units";
+		return RS_ERR_RANGE;
+	}
+	if (__builtin_sub_overflow(a->amount, a->app, &a->clearing) ||
+	    __builtin_sub_overflow(a->clearing, a->proc, &a->clearing) ||
+	    a->clearing == INT64_MIN) {
+		*why = "fees and amount overflow";
+		return RS_ERR_RANGE;
+	}
+	return RS_OK;
+}
+
+/* The record's own version. */
+static enum rs_status
+amounts_current(const struct rs_export_record *rec,
+    struct posting_amounts *a, const char **why)
+{
+	return amounts_get(rec->currency, rec->amount_exact, rec->amount_minor,
+	    rec->exponent, rec->returned_application_fee,
+	    rec->returned_processing_fee, a, why);
+}
+
+/* What the version before it posted (rec->has_posted). */
+static enum rs_status
+amounts_posted(const struct rs_export_record *rec,
+    struct posting_amounts *a, const char **why)
+{
+	return amounts_get(rec->posted_currency, rec->posted_amount_exact,
+	    rec->posted_amount_minor, rec->posted_exponent,
+	    rec->posted_returned_application_fee,
+	    rec->posted_returned_processing_fee, a, why);
+}
+
+/* Same text, or both NULL. */
+static bool
+same_text(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Does the posted version differ from rec's own in what it posts? */
+static bool
+posted_differs(const struct rs_export_record *rec)
+{
+	struct posting_amounts now, then;
+	const char *why;
+
+	if (amounts_current(rec, &now, &why) == RS_OK &&
+	    amounts_posted(rec, &then, &why) == RS_OK)
+		return strcmp(now.currency, then.currency) != 0 ||
+		    now.exponent != then.exponent ||
+		    now.amount != then.amount || now.app != then.app ||
+		    now.proc != then.proc;
+	/* Either cannot be posted: compare what was sent.  A difference
+	 * then makes an adjustment that posting_build() refuses, loudly. */
+	return !same_text(rec->currency, rec->posted_currency) ||
+	    (rec->amount_exact != 0) != (rec->posted_amount_exact != 0) ||
+	    rec->amount_minor != rec->posted_amount_minor ||
+	    rec->exponent != rec->posted_exponent ||
+	    !same_text(rec->returned_application_fee,
+	    rec->posted_returned_application_fee) ||
+	    !same_text(rec->returned_processing_fee,
+	    rec->posted_returned_processing_fee);
+}
+
+enum rs_posting
+posting_classify_record(const struct rs_export_record *rec)
+{
+	enum rs_posting p = posting_classify(rec->status, rec->prev_status);
+
+	if (p == RS_POSTING_NONE && rec->has_posted &&
+	    is_succeeded(rec->status) && is_succeeded(rec->prev_status) &&
+	    posted_differs(rec))
+		return RS_POSTING_ADJUST;
+	return p;
+}
+
+/* Add sign * (the lines of a) to the four line sums, in line order. */
+static bool
+lines_add(int64_t sum[4], const struct posting_amounts *a, int sign)
+{
+	const int64_t v[4] = { a->amount, -a->app, -a->proc, -a->clearing };
+	size_t i;
+
+	for (i = 0; i < 4; i++)
+		if (__builtin_add_overflow(sum[i], sign * v[i], &sum[i]) ||
+		    sum[i] == INT64_MIN)
+			return false;
+	return true;
+}
+
 enum rs_status
 posting_build(const struct rs_export_record *rec,
     const struct posting_accounts *acc, struct posting_txn *out,
     const char **why)
 {
 	struct posting_txn t;
-	int64_t amount, app = 0, proc = 0, clearing;
+	struct posting_amounts now, then;
+	/* refund, application fee, processing fee, clearing */
+	int64_t sum[4] = { 0, 0, 0, 0 };
+	const char *account[4];
 	const char *reason = NULL;
 	enum rs_status st = RS_OK;
 	size_t i;
 
 	memset(&t, 0, sizeof(t));
 	t.kind = rec->posting;
-	if (t.kind != RS_POSTING_POST && t.kind != RS_POSTING_REVERSE) {
+	if (t.kind != RS_POSTING_POST && t.kind != RS_POSTING_REVERSE &&
+	    t.kind != RS_POSTING_ADJUST) {
 		t.kind = RS_POSTING_NONE;
 		goto out;
 	}
-	if (rec->currency == NULL ||
-	    !money_currency_wellformed(rec->currency)) {
+	/* The record's own version must be postable, also when it is not
+	 * what the transaction holds (a reversal). */
+	if ((st = amounts_current(rec, &now, &reason)) != RS_OK)
+		goto out;
+	if (t.kind == RS_POSTING_ADJUST && !rec->has_posted) {
 		st = RS_ERR_INPUT;
-		reason = "bad currency code";
+		reason = "adjustment without the posted version";
 		goto out;
 	}
-	t.currency = rec->currency;
-	if (!rec->amount_exact || rec->amount_minor < 0 ||
-	    rec->exponent < 0 || rec->exponent > MONEY_MAX_DECIMALS) {
-		st = RS_ERR_RANGE;
-		reason = "amount is not exact in the currency's minor units";
+	if (rec->has_posted && t.kind != RS_POSTING_POST &&
+	    (st = amounts_posted(rec, &then, &reason)) != RS_OK)
 		goto out;
-	}
-	t.exponent = rec->exponent;
-	amount = rec->amount_minor;
-	/* Fees go through the currency's exponent: it must be the same. */
-	if ((rec->returned_application_fee != NULL ||
-	    rec->returned_processing_fee != NULL) &&
-	    money_exponent(rec->currency) != rec->exponent) {
-		st = RS_ERR_RANGE;
-		reason = "record exponent differs from the currency's";
-		goto out;
-	}
-	if (fee_minor(rec->returned_application_fee, rec->currency,
-	    &app) != RS_OK) {
-		st = RS_ERR_RANGE;
-		reason = "returnedApplicationFee is not exact in the "
-		    "currency's minor units";
-		goto out;
-	}
-	if (fee_minor(rec->returned_processing_fee, rec->currency,
-	    &proc) != RS_OK) {
-		st = RS_ERR_RANGE;
-		reason = "returnedProcessingFee is not exact in the "
-		    "currency's minor units";
-		goto out;
-	}
-	if (__builtin_sub_overflow(amount, app, &clearing) ||
-	    __builtin_sub_overflow(clearing, proc, &clearing) ||
-	    clearing == INT64_MIN) {
-		st = RS_ERR_RANGE;
-		reason = "fees and amount overflow";
+	if (t.kind == RS_POSTING_ADJUST &&
+	    (strcmp(now.currency, then.currency) != 0 ||
+	    now.exponent != then.exponent)) {
+		st = RS_ERR_INPUT;
+		reason = "the currency changed since the refund was posted";
 		goto out;
 	}
 	if (!utc_date(rec->updated_date, t.date) &&
@@ -240,22 +356,42 @@ posting_build(const struct rs_export_record *rec,
 		goto out;
 	}
 
-	t.lines[t.nlines].account = acc->refund;
-	t.lines[t.nlines++].minor = amount;
-	if (app != 0) {
-		t.lines[t.nlines].account = acc->application_fee;
-		t.lines[t.nlines++].minor = -app;
+	switch (t.kind) {
+	case RS_POSTING_POST:
+		(void)lines_add(sum, &now, 1);	/* cannot overflow */
+		break;
+	case RS_POSTING_REVERSE:
+		/* What was posted; a log without it: the record's own. */
+		if (!rec->has_posted)
+			then = now;
+		(void)lines_add(sum, &then, -1);
+		now = then;
+		break;
+	default:	/* RS_POSTING_ADJUST */
+		if (!lines_add(sum, &now, 1) || !lines_add(sum, &then, -1)) {
+			st = RS_ERR_RANGE;
+			reason = "the difference to the posted amounts "
+			    "overflows";
+			goto out;
+		}
+		break;
 	}
-	if (proc != 0) {
-		t.lines[t.nlines].account = acc->processing_fee;
-		t.lines[t.nlines++].minor = -proc;
+	t.currency = now.currency;
+	t.exponent = now.exponent;
+	account[0] = acc->refund;
+	account[1] = acc->application_fee;
+	account[2] = acc->processing_fee;
+	account[3] = acc->clearing;
+	for (i = 0; i < 4; i++) {
+		/* The refund line is always there (readback finds the
+		 * record's amount on it), and so is the clearing line of a
+		 * refund or its reversal; the others only when not 0. */
+		if (sum[i] == 0 && i != 0 &&
+		    (i != 3 || t.kind == RS_POSTING_ADJUST))
+			continue;
+		t.lines[t.nlines].account = account[i];
+		t.lines[t.nlines++].minor = sum[i];
 	}
-	t.lines[t.nlines].account = acc->clearing;
-	/* clearing > INT64_MIN, so its negation fits. */
-	t.lines[t.nlines++].minor = -clearing;
-	if (t.kind == RS_POSTING_REVERSE)
-		for (i = 0; i < t.nlines; i++)
-			t.lines[i].minor = -t.lines[i].minor;
 out:
 	if (st != RS_OK) {
 		if (why != NULL)

@@ -1,15 +1,21 @@
 /*
  * posting.h: the accounting semantics of the exporters (SPEC §5).
  *
- * A change-log record becomes at most one balanced transaction:
+ * A change-log record becomes at most one balanced transaction, so that
+ * the books always hold exactly the refund's current version if it is
+ * SUCCEEDED, and nothing for it otherwise:
  *
  *  - reaching SUCCEEDED posts the refund (RS_POSTING_POST);
  *  - leaving SUCCEEDED for any other status (REVERSED, FAILED, PENDING,
- *    ...) posts the same transaction with every sign flipped
- *    (RS_POSTING_REVERSE);
+ *    ...) posts what the version before it posted, with every sign
+ *    flipped (RS_POSTING_REVERSE);
+ *  - a new SUCCEEDED version of a SUCCEEDED refund whose amount, fees or
+ *    currency differ from the version before it posts the difference,
+ *    line by line: the new transaction minus the one posted
+ *    (RS_POSTING_ADJUST);
  *  - anything else (PENDING, FAILED -> REVERSED, SUCCEEDED -> SUCCEEDED
- *    with a new revision, a first version that is not SUCCEEDED) posts
- *    nothing (RS_POSTING_NONE).
+ *    with the same amounts, a first version that is not SUCCEEDED)
+ *    posts nothing (RS_POSTING_NONE).
  *
  * The transaction of a refund of amount A with returned fees Fa
  * (returnedApplicationFee) and Fp (returnedProcessingFee), all in the
@@ -31,9 +37,16 @@
  * refund account therefore holds, per currency, exactly the sum of the
  * refunds whose current status is SUCCEEDED.
  *
- * A reversal uses the amounts of the record that left SUCCEEDED; Wix
- * never changes the amount of a refund, so they are the amounts that
- * were posted.
+ * What "the version before it posted" is comes with the record (its
+ * posted_* fields: the refund's previous change-log entry, which was
+ * SUCCEEDED).  Each record moves the books from that to its own version,
+ * so the result does not depend on which records posted nothing.  An
+ * adjustment always has the refund account line (0 if only fees
+ * changed); its other lines are left out when their difference is 0.
+ * A reversal of a record without posted_* amounts (a store older than
+ * its change log) uses the record's own amounts.  An adjustment across
+ * currencies cannot be one balanced transaction in one currency: it is
+ * refused (RS_ERR_INPUT), so it goes to dead letters and is seen.
  *
  * The transaction is dated by the record's updatedDate (its UTC date),
  * else createdDate, else the time refundsync stored it.
@@ -66,7 +79,16 @@
  */
 enum rs_posting	posting_classify(const char *status, const char *prev_status);
 
-/* "none", "post" or "reverse"; "none" for an unknown value.  Static. */
+/*
+ * What rec posts: posting_classify() of its statuses, except that a
+ * SUCCEEDED -> SUCCEEDED record whose amounts (currency, amount, fees:
+ * compared in minor units) differ from its posted_* ones is
+ * RS_POSTING_ADJUST.  rec->posting is not read.
+ */
+enum rs_posting	posting_classify_record(const struct rs_export_record *rec);
+
+/* "none", "post", "reverse" or "adjust"; "none" for an unknown value.
+ * Static. */
 const char	*posting_name(enum rs_posting p);
 
 /* The four accounts.  Strings are borrowed. */
@@ -99,7 +121,8 @@ enum posting_syntax {
 bool		posting_account_valid(const char *name,
 		    enum posting_syntax syn);
 
-/* Most lines of one transaction: refund, two fees, clearing. */
+/* Most lines of one transaction: refund, two fees, clearing (an
+ * adjustment merges the old and new lines account by account). */
 #define POSTING_MAX_LINES	4
 
 /* One posting line. */

@@ -224,6 +224,8 @@ posting_parse(const char *s, enum rs_posting *out)
 		*out = RS_POSTING_POST;
 	else if (strcmp(s, "reverse") == 0)
 		*out = RS_POSTING_REVERSE;
+	else if (strcmp(s, "adjust") == 0)
+		*out = RS_POSTING_ADJUST;
 	else
 		return false;
 	return true;
@@ -268,7 +270,7 @@ rb_fill(struct rb *rb, const struct rb_fields *f)
 	if (f->posting == NULL)
 		rb_damage(rb, "no posting");
 	else if (!posting_parse(f->posting, &e->posting))
-		rb_damage(rb, "posting is not none, post or reverse");
+		rb_damage(rb, "posting is not none, post, reverse or adjust");
 	e->currency = f->currency;
 	if (f->amount_minor != NULL && f->exponent != NULL) {
 		if (strnum_i64(f->amount_minor, INT64_MIN, INT64_MAX,
@@ -1073,7 +1075,7 @@ txn_close(struct rb *rb)
 	if (!t->seen[TM_POSTING])
 		rb_damage(rb, "no rs-posting");
 	else if (!posting_parse(t->meta[TM_POSTING], &e->posting))
-		rb_damage(rb, "rs-posting is not none, post or reverse");
+		rb_damage(rb, "rs-posting is not none, post, reverse or adjust");
 	if (t->seen[TM_KEY] && strcmp(t->meta[TM_KEY], "-") != 0)
 		e->key = t->meta[TM_KEY];
 	if (t->seen[TM_STATUS] && strcmp(t->meta[TM_STATUS], "-") != 0)

@@ -64,7 +64,8 @@ struct readback_entry {
 	int64_t		 amount_minor;	/* jsonl/csv: the refund's amount;
 					   ledger/beancount: the signed
 					   amount on the refund account
-					   (negative for a reversal) */
+					   (negative for a reversal, the
+					   change for an adjustment) */
 	int		 exponent;	/* digits after the point */
 	const char	*date;		/* jsonl/csv: created_date as
 					   written; ledger/beancount: the

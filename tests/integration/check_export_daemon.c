@@ -486,8 +486,8 @@ START_TEST(test_plugins)
 	want = xasprintf("%s:10: [exporter old] path: plugin ",
 	    d->conf_path);
 	ck_assert_msg(strstr(err, want) != NULL &&
-	    strstr(err, "exporter ABI version 2, but this refundsync supports "
-	    "version 1") != NULL, "check: %s", err);
+	    strstr(err, "exporter ABI version 3, but this refundsync supports "
+	    "version 2") != NULL, "check: %s", err);
 	free(want);
 	free(out);
 	free(err);
@@ -495,7 +495,7 @@ START_TEST(test_plugins)
 	argv[1] = xstrdup("serve");
 	rc = tu_run(argv, 30000, &out, &err);
 	ck_assert_int_eq(rc, 2);
-	ck_assert_msg(strstr(err, "ABI version 2") != NULL, "serve: %s", err);
+	ck_assert_msg(strstr(err, "ABI version 3") != NULL, "serve: %s", err);
 	free(out);
 	free(err);
 	free(argv[0]);

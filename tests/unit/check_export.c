@@ -1582,15 +1582,15 @@ START_TEST(test_engine_start_refuses_bad_plugin)
 	/* A config error: the file, the line of the plugin's path. */
 	want = xasprintf("%s/t.conf:5: [exporter old] path: plugin ", dir);
 	ck_assert_msg(strncmp(why, want, strlen(want)) == 0 &&
-	    strstr(why, "exporter ABI version 2, but this refundsync "
-	    "supports version 1") != NULL && strchr(why, '\n') == NULL,
+	    strstr(why, "exporter ABI version 3, but this refundsync "
+	    "supports version 2") != NULL && strchr(why, '\n') == NULL,
 	    "why: %s", why);
 	free(why);
 	free(want);
 	why = NULL;
 	ck_assert_int_eq(export_engine_start(cfg, &eng, &why), RS_ERR_CONFIG);
 	ck_assert_ptr_null(eng);
-	ck_assert_ptr_nonnull(strstr(why, "ABI version 2"));
+	ck_assert_ptr_nonnull(strstr(why, "ABI version 3"));
 	free(why);
 	config_free(cfg);
 	free(text);
@@ -2036,6 +2036,202 @@ START_TEST(test_requeued_into_ledger)
 }
 END_TEST
 
+/* ---- what the journals hold: the current SUCCEEDED versions ------------ */
+
+/* Run a tool from /usr/bin with args; assert it exits 0; its stdout
+ * (caller frees). */
+static char *
+tool_out(const char *const *args)
+{
+	char *argv[12], *out = NULL, *err = NULL;
+	size_t i;
+	int rc;
+
+	argv[0] = xasprintf("/usr/bin/%s", args[0]);
+	ck_assert_msg(access(argv[0], X_OK) == 0, "%s is not installed: run "
+	    "scripts/deps.sh test (Debian packages hledger and beancount)",
+	    argv[0]);
+	for (i = 1; i < 11 && args[i] != NULL; i++)
+		argv[i] = xstrdup(args[i]);
+	argv[i] = NULL;
+	rc = tu_run(argv, 60000, &out, &err);
+	ck_assert_msg(rc == 0, "%s exited %d:\n%s\n%s", args[0], rc,
+	    out != NULL ? out : "", err != NULL ? err : "");
+	for (i = 0; argv[i] != NULL; i++)
+		free(argv[i]);
+	free(err);
+	return out != NULL ? out : xstrdup("");
+}
+
+/*
+ * The audit's case, through the store's real change log: r-b2 posted at
+ * 7.00, a later SUCCEEDED revision at 9.00, then REVERSED; r-f posted
+ * without fees, a later revision with a returned fee, then REVERSED; r-c
+ * posted at 5.00, then 6.50 with a fee, then the same again.  The
+ * journal must end holding exactly r-c's current version.
+ */
+static void
+put_revised(void)
+{
+	put_refund("r-b2", "SUCCEEDED", 1, "7.00", 700, NULL);
+	put_refund("r-b2", "SUCCEEDED", 2, "9.00", 900, NULL);
+	put_refund("r-b2", "REVERSED", 3, "9.00", 900, NULL);
+	put_refund("r-f", "SUCCEEDED", 1, "10.00", 1000, NULL);
+	put_refund("r-f", "SUCCEEDED", 2, "10.00", 1000, "0.30");
+	put_refund("r-f", "REVERSED", 3, "10.00", 1000, "0.30");
+	put_refund("r-c", "SUCCEEDED", 1, "5.00", 500, NULL);
+	put_refund("r-c", "SUCCEEDED", 2, "6.50", 650, "0.25");
+	put_refund("r-c", "SUCCEEDED", 3, "6.50", 650, "0.25");
+}
+
+/*
+ * Append the exact text of one transaction of put_revised() in the
+ * ledger or beancount syntax; lines: "Account", "amount" pairs,
+ * NULL-ended.
+ */
+static void
+want_txn(struct buf *b, bool bean, int64_t seq, const char *id,
+    int64_t rev, const char *kind, const char *status,
+    const char *const *lines)
+{
+	const char *what = strcmp(kind, "reverse") == 0 ? " reversed" :
+	    strcmp(kind, "adjust") == 0 ? " adjusted" : "";
+	const char *m = bean ? "  " : "    ; ", *q = bean ? "\"" : "";
+	char key[64];
+
+	if (strcmp(kind, "post") == 0)
+		snprintf(key, sizeof(key), "books:%s:%lld", id,
+		    (long long)rev);
+	else
+		snprintf(key, sizeof(key), "books:%s:%lld:%s", id,
+		    (long long)rev, kind);
+	(void)buf_appends(b, "\n");
+	if (seq == 1)
+		(void)buf_appends(b, bean ? "1970-01-01 commodity USD\n" :
+		    "commodity USD\n");
+	if (bean)
+		(void)buf_printf(b, "2025-08-09 * \"Wix\" \"Refund %s%s\"\n",
+		    id, what);
+	else
+		(void)buf_printf(b, "2025-08-09 * Wix refund %s%s\n", id,
+		    what);
+	(void)buf_printf(b, "%srs-seq: %lld\n", m, (long long)seq);
+	(void)buf_printf(b, "%srs-key: %s%s%s\n", m, q, key, q);
+	(void)buf_printf(b, "%srs-posting: %s%s%s\n", m, q, kind, q);
+	(void)buf_printf(b, "%srs-refund-id: %s%s%s\n", m, q, id, q);
+	(void)buf_printf(b, "%srs-charge-id: %sch-%s%s\n", m, q, id, q);
+	(void)buf_printf(b, "%srs-revision: %lld\n", m, (long long)rev);
+	(void)buf_printf(b, "%srs-instance-id: %sinst-1%s\n", m, q, q);
+	(void)buf_printf(b, "%srs-status: %s%s%s\n", m, q, status, q);
+	for (; lines[0] != NULL; lines += 2)
+		(void)buf_printf(b, "%s%-40s  %14s USD\n", bean ? "  " : "    ",
+		    lines[0], lines[1]);
+	ck_assert_int_eq(buf_printf(b, "; rs-seq: %lld\n", (long long)seq),
+	    RS_OK);
+}
+
+#define RF	"Expenses:Refunds"
+#define CL	"Assets:Wix:Clearing"
+#define AF	"Income:Wix:Fees:Returned:Application"
+
+START_TEST(test_journal_holds_current_succeeded)
+{
+	const bool bean = _i == 1;
+	struct export_worker *w;
+	struct buf b;
+	char *file = xasprintf("%s/books.%s", dir, bean ? "beancount" :
+	    "journal");
+	char *got, *want;
+	int64_t next;
+
+	put_revised();
+	w = file_worker(bean ? &exporter_beancount_ops : &exporter_ledger_ops,
+	    bean ? "beancount" : "ledger", file);
+	ck_assert_int_eq(run(w, T0, &next), EXPORT_STEP_IDLE);
+	books_clean(9, 9);
+	export_worker_free(w);
+
+	buf_init(&b, 1 << 20);
+	(void)buf_printf(&b, "; refundsync %s journal of exporter books.\n"
+	    "; Each transaction is one change-log record and ends with its "
+	    "\"; rs-seq: N\" line.\n"
+	    "; refundsync appends to this file: do not edit it while "
+	    "refundsync runs.\n", bean ? "beancount" : "ledger");
+	(void)buf_printf(&b, "%s" RF "\n%s" CL "\n%s" AF "\n"
+	    "%sIncome:Wix:Fees:Returned:Processing\n; rs-seq: 0\n",
+	    bean ? "1970-01-01 open " : "account ",
+	    bean ? "1970-01-01 open " : "account ",
+	    bean ? "1970-01-01 open " : "account ",
+	    bean ? "1970-01-01 open " : "account ");
+	/* r-b2: 7.00, then 9.00 (the 2.00 more), then reversed: all 9.00
+	 * goes, not what the old code took (9.00 of a 7.00 posting). */
+	want_txn(&b, bean, 1, "r-b2", 1, "post", "SUCCEEDED",
+	    (const char *[]){ RF, "7.00", CL, "-7.00", NULL });
+	want_txn(&b, bean, 2, "r-b2", 2, "adjust", "SUCCEEDED",
+	    (const char *[]){ RF, "2.00", CL, "-2.00", NULL });
+	want_txn(&b, bean, 3, "r-b2", 3, "reverse", "REVERSED",
+	    (const char *[]){ RF, "-9.00", CL, "9.00", NULL });
+	/* r-f: a fee reported by a later revision is posted by it, so
+	 * the reversal takes back a fee that was posted. */
+	want_txn(&b, bean, 4, "r-f", 1, "post", "SUCCEEDED",
+	    (const char *[]){ RF, "10.00", CL, "-10.00", NULL });
+	want_txn(&b, bean, 5, "r-f", 2, "adjust", "SUCCEEDED",
+	    (const char *[]){ RF, "0.00", AF, "-0.30", CL, "0.30", NULL });
+	want_txn(&b, bean, 6, "r-f", 3, "reverse", "REVERSED",
+	    (const char *[]){ RF, "-10.00", AF, "0.30", CL, "9.70", NULL });
+	/* r-c: stays SUCCEEDED; the same amounts again post nothing. */
+	want_txn(&b, bean, 7, "r-c", 1, "post", "SUCCEEDED",
+	    (const char *[]){ RF, "5.00", CL, "-5.00", NULL });
+	want_txn(&b, bean, 8, "r-c", 2, "adjust", "SUCCEEDED",
+	    (const char *[]){ RF, "1.50", AF, "-0.25", CL, "-1.25", NULL });
+	want = buf_detach(&b, NULL);
+	file_is(file, want);
+	free(want);
+
+	/* The tools accept it, and the balances are exactly r-c's current
+	 * version: the one refund whose current status is SUCCEEDED. */
+	if (bean) {
+		const char *check[] = { "bean-check", file, NULL };
+		const char *q[] = { "bean-query", "-f", "csv", file,
+		    "SELECT account, sum(position) AS balance GROUP BY account"
+		    " ORDER BY account", NULL };
+
+		char *r, *t;
+
+		free(tool_out(check));
+		got = tool_out(q);
+		/* Python's csv module ends rows with CR LF. */
+		for (r = t = got; *r != '\0'; r++)
+			if (*r != '\r')
+				*t++ = *r;
+		*t = '\0';
+		ck_assert_str_eq(got, "account,balance\n"
+		    "Assets:Wix:Clearing                 ,-6.25 USD\n"
+		    "Expenses:Refunds                    , 6.50 USD\n"
+		    "Income:Wix:Fees:Returned:Application,-0.25 USD\n");
+	} else {
+		const char *check[] = { "hledger", "-f", file, "check",
+		    "--strict", NULL };
+		const char *q[] = { "hledger", "-f", file, "bal", "-N",
+		    "-O", "csv", NULL };
+
+		free(tool_out(check));
+		got = tool_out(q);
+		ck_assert_str_eq(got, "\"account\",\"balance\"\n"
+		    "\"Assets:Wix:Clearing\",\"-6.25 USD\"\n"
+		    "\"Expenses:Refunds\",\"6.50 USD\"\n"
+		    "\"Income:Wix:Fees:Returned:Application\",\"-0.25 USD\"\n");
+	}
+	free(got);
+	free(file);
+}
+END_TEST
+
+#undef RF
+#undef CL
+#undef AF
+
+
 /* A jsonl file is in seq order: the queued record is a dead letter
  * again, with a reason that says what to do. */
 START_TEST(test_requeued_into_jsonl_refused)
@@ -2156,6 +2352,7 @@ export_suite(void)
 	tcase_add_test(tc, test_failing_exporter_does_not_stop_another);
 	tcase_add_test(tc, test_requeued_into_ledger);
 	tcase_add_test(tc, test_requeued_into_jsonl_refused);
+	tcase_add_loop_test(tc, test_journal_holds_current_succeeded, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("plugins");

@@ -408,6 +408,98 @@ START_TEST(test_account_names)
 }
 END_TEST
 
+/* rec as a later revision of a SUCCEEDED refund that posted
+ * (amount, app fee) before. */
+static struct rs_export_record
+revised(const char *status, int64_t minor, const char *amount,
+    const char *app_fee, int64_t posted_minor, const char *posted_app_fee)
+{
+	struct rs_export_record r = base_record();
+
+	r.status = status;
+	r.prev_status = "SUCCEEDED";
+	r.amount = amount;
+	r.amount_minor = minor;
+	r.returned_application_fee = app_fee;
+	r.has_posted = 1;
+	r.posted_currency = "USD";
+	r.posted_amount_exact = 1;
+	r.posted_amount_minor = posted_minor;
+	r.posted_exponent = 2;
+	r.posted_returned_application_fee = posted_app_fee;
+	r.posting = posting_classify_record(&r);
+	return r;
+}
+
+/* A new SUCCEEDED revision posts the difference to what was posted; the
+ * same amounts (in minor units, whatever the text) post nothing. */
+START_TEST(test_adjust)
+{
+	struct posting_accounts a = accounts();
+	struct rs_export_record r;
+	struct posting_txn t;
+
+	ck_assert_str_eq(posting_name(RS_POSTING_ADJUST), "adjust");
+	r = revised("SUCCEEDED", 900, "9.00", NULL, 700, NULL);
+	ck_assert_int_eq(r.posting, RS_POSTING_ADJUST);
+	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
+	ck_assert_int_eq(t.kind, RS_POSTING_ADJUST);
+	ck_assert_uint_eq(t.nlines, 2);
+	expect_line(&t, 0, "Expenses:Refunds", 200);
+	expect_line(&t, 1, "Assets:Wix:Clearing", -200);
+
+	/* A fee reported later: the refund line stays, at 0. */
+	r = revised("SUCCEEDED", 900, "9.00", "0.30", 900, NULL);
+	ck_assert_int_eq(r.posting, RS_POSTING_ADJUST);
+	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
+	ck_assert_uint_eq(t.nlines, 3);
+	expect_line(&t, 0, "Expenses:Refunds", 0);
+	expect_line(&t, 1, "Income:Wix:Fees:Returned:Application", -30);
+	expect_line(&t, 2, "Assets:Wix:Clearing", 30);
+	expect_balanced(&t);
+
+	/* Amount and fee moving together so clearing does not. */
+	r = revised("SUCCEEDED", 1000, "10.00", "1.00", 900, NULL);
+	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
+	ck_assert_uint_eq(t.nlines, 2);
+	expect_line(&t, 0, "Expenses:Refunds", 100);
+	expect_line(&t, 1, "Income:Wix:Fees:Returned:Application", -100);
+
+	/* Same amounts, other text: nothing. */
+	r = revised("SUCCEEDED", 900, "9.0", "0.3", 900, "0.30");
+	ck_assert_int_eq(r.posting, RS_POSTING_NONE);
+	/* Without the posted version: nothing either (as before). */
+	r = revised("SUCCEEDED", 900, "9.00", NULL, 700, NULL);
+	r.has_posted = 0;
+	ck_assert_int_eq(posting_classify_record(&r), RS_POSTING_NONE);
+
+	/* Another currency cannot be one transaction: refused. */
+	r = revised("SUCCEEDED", 900, "9.00", NULL, 700, NULL);
+	r.posted_currency = "EUR";
+	ck_assert_int_eq(r.posting = posting_classify_record(&r),
+	    RS_POSTING_ADJUST);
+	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_ERR_INPUT);
+}
+END_TEST
+
+/* A reversal takes away what was posted, not the record's amounts. */
+START_TEST(test_reverse_what_was_posted)
+{
+	struct posting_accounts a = accounts();
+	struct rs_export_record r;
+	struct posting_txn t;
+
+	r = revised("REVERSED", 900, "9.00", "0.50", 700, "0.30");
+	ck_assert_int_eq(r.posting, RS_POSTING_REVERSE);
+	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
+	ck_assert_uint_eq(t.nlines, 3);
+	expect_line(&t, 0, "Expenses:Refunds", -700);
+	expect_line(&t, 1, "Income:Wix:Fees:Returned:Application", 30);
+	expect_line(&t, 2, "Assets:Wix:Clearing", 670);
+	expect_balanced(&t);
+}
+END_TEST
+
 static Suite *
 posting_suite(void)
 {
@@ -426,6 +518,8 @@ posting_suite(void)
 	tcase_add_test(tc, test_dates);
 	tcase_add_test(tc, test_configured_accounts);
 	tcase_add_test(tc, test_account_names);
+	tcase_add_test(tc, test_adjust);
+	tcase_add_test(tc, test_reverse_what_was_posted);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -932,7 +932,7 @@ START_TEST(test_journal_oddities)
 	ck_assert_str_eq(c.v[2].why, "line 29: posting without an amount");
 	ck_assert_int_eq(c.v[2].seq, 32);
 	ck_assert_str_eq(c.v[3].why,
-	    "rs-posting is not none, post or reverse");
+	    "rs-posting is not none, post, reverse or adjust");
 	ck_assert_int_eq(c.v[3].seq, 33);
 	ck_assert_int_eq(c.v[3].amount_minor, 100);
 	collect_free(&c);
@@ -1033,7 +1033,7 @@ START_TEST(test_jsonl_damaged)
 	ck_assert_str_eq(c.v[7].why, "seq is not a number");
 	ck_assert_str_eq(c.v[7].refund_id, "r-5");
 	ck_assert_str_eq(c.v[0].why,
-	    "posting is not none, post or reverse");
+	    "posting is not none, post, reverse or adjust");
 	ck_assert_int_eq(c.v[0].seq, 1);
 	ck_assert_int_eq(c.v[0].amount_minor, 1295);
 	check_entry(&c.v[1], &golden_jsonl[1], 1);
