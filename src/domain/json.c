@@ -50,8 +50,9 @@ struct jv {
 	int			 depth;	/* open arrays and objects */
 	int			 max_depth;
 	const char		*why;	/* first failure */
-	struct jv_num		*nums;	/* every number seen (owned) */
+	struct jv_num		*nums;	/* every number seen: few, or owned */
 	size_t			 nnums, capnums;
+	struct jv_num		 few[8];	/* most documents need no more */
 };
 
 static bool	jv_value(struct jv *);
@@ -250,9 +251,14 @@ jv_number(struct jv *v)
 	if (v->p - start > JSON_MAX_NUMBER)
 		return jv_fail(v, "number too long");
 	if (v->nnums == v->capnums) {
-		v->capnums = v->capnums != 0 ? v->capnums * 2 : 16;
-		v->nums = xreallocarray(v->nums, v->capnums,
-		    sizeof(*v->nums));
+		struct jv_num *n;
+
+		v->capnums = v->capnums * 2;
+		n = xreallocarray(v->nums != v->few ? v->nums : NULL,
+		    v->capnums, sizeof(*v->nums));
+		if (v->nums == v->few)
+			memcpy(n, v->few, sizeof(v->few));
+		v->nums = n;
 	}
 	v->nums[v->nnums].off = (size_t)(start - v->start);
 	v->nums[v->nnums].len = (size_t)(v->p - start);
@@ -458,6 +464,8 @@ json_parse_strict(const char *text, size_t len, int max_depth, cJSON **out,
 	const char *reason = NULL;
 
 	memset(&v, 0, sizeof(v));
+	v.nums = v.few;
+	v.capnums = sizeof(v.few) / sizeof(v.few[0]);
 	if (text == NULL || len == 0) {
 		reason = "empty";
 		goto out;
@@ -508,7 +516,8 @@ json_parse_strict(const char *text, size_t len, int max_depth, cJSON **out,
 	*out = tree;
 	tree = NULL;
 out:
-	free(v.nums);
+	if (v.nums != v.few)
+		free(v.nums);
 	free(copy);
 	cJSON_Delete(tree);
 	if (reason != NULL) {

@@ -552,6 +552,18 @@ START_TEST(test_print_numbers_as_sent)
 	cJSON_Delete(d);
 	ck_assert(cJSON_IsNumber(json_get(t, "x")));
 	cJSON_Delete(t);
+	/* More numbers than the parser keeps without allocating. */
+	{
+		static const char many[] = "[1.0,2.0,3.0,4.0,5.0,6.0,7.0,"
+		    "8.0,9.0,1e1,1.1e1,12.0,13.0,14.0,15.0,16.0,17.0,18.0,"
+		    "19.0,2e1,[21.0,{\"v\":22.0}]]";
+
+		ck_assert_ptr_null(parse_n(many, sizeof(many) - 1, 16, &t));
+		s = json_print(t);
+		ck_assert_str_eq(s, many);
+		free(s);
+		cJSON_Delete(t);
+	}
 	/* A tree built here has no text for its numbers: cJSON's. */
 	t = cJSON_CreateObject();
 	cJSON_AddNumberToObject(t, "a", 100000);
