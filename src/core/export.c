@@ -504,6 +504,8 @@ export_refuse(struct export_worker *w, int64_t now)
 	metrics_add(M_FAILURES, w->label, 1);
 	log_warnx("export %s: %s; trying again in %" PRId64 " ms", w->name,
 	    w->err, w->due_ms - now);
+	/* So that `export status` says why it does not move. */
+	(void)store_export_error(w->st, w->name, w->err);
 }
 
 /*

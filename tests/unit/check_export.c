@@ -1228,6 +1228,11 @@ START_TEST(test_recover_ahead_of_store_refused)
 	e = state("fake0");
 	ck_assert_int_eq(e.position, 0);
 	ck_assert_int_eq(e.delivered, 0);
+	/* `export status` says why. */
+	ck_assert_int_eq(e.failures, 1);
+	ck_assert_ptr_nonnull(e.last_error);
+	ck_assert_msg(strstr(e.last_error, "999") != NULL, "%s",
+	    e.last_error);
 	store_export_cleanup(&e);
 	/* Still refused, with a longer wait. */
 	now = next;
