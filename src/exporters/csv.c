@@ -16,8 +16,9 @@
  * well-formed row: as many fields as the header, every quoted field
  * closed, a seq, and an idempotency key that is the one the engine forms
  * for that row ("<exporter>:<refund_id>:<revision>", "-..." without a
- * revision, ":reverse" when posting is reverse).  So a row a crash cut
- * short (no newline yet) is cut away, never taken for the last record;
+ * revision, ":reverse" or ":adjust" when posting is one of those).  So
+ * a row a crash cut short (no newline yet) is cut away, never taken for
+ * the last record;
  * a whole line after the last row of ours (a row of another exporter:
  * the key names it, a hand edit, another program's csv) makes the file
  * refused, never cut (FILEJOURNAL_LINE_RECORDS), as is a file that does
@@ -123,12 +124,13 @@ csv_key_name(const char *key, const char *name)
 	return i;
 }
 
-/* The posting column: "none", "post" or "reverse" (posting_name()). */
+/* The posting column: "none", "post", "reverse" or "adjust"
+ * (posting_name()). */
 static bool
 csv_posting(const char *s, enum rs_posting *out)
 {
 	static const enum rs_posting all[] = { RS_POSTING_NONE,
-	    RS_POSTING_POST, RS_POSTING_REVERSE };
+	    RS_POSTING_POST, RS_POSTING_REVERSE, RS_POSTING_ADJUST };
 	size_t i;
 
 	for (i = 0; i < sizeof(all) / sizeof(all[0]); i++)
@@ -144,14 +146,15 @@ csv_posting(const char *s, enum rs_posting *out)
  * key is the one the engine forms for it (export_idempotency_key()):
  * "<name>:<refund_id>:" then its revision, or "-" (alone or followed by
  * ':' and the version's event sequence and date) when it has none, then
- * ":reverse" exactly when its posting is reverse.  Rows are written with
- * no control characters, so a line holding one is not a row.
+ * ":reverse" exactly when its posting is reverse and ":adjust" exactly
+ * when it is adjust.  Rows are written with no control characters, so a
+ * line holding one is not a row.
  */
 static bool
 csv_commit_line(void *ctx, const char *line, size_t len, int64_t *seq)
 {
-	static const char rev_sfx[] = ":reverse";
 	const struct csv *c = ctx;
+	const char *sfx;
 	char *s = NULL, *v[CSV_NCOLS], *k;
 	const char *rev;
 	size_t i, n, klen, rlen;
@@ -188,13 +191,16 @@ csv_commit_line(void *ctx, const char *line, size_t len, int64_t *seq)
 	if (strncmp(k, v[CSV_COL_REFUND], rlen) != 0 || k[rlen] != ':')
 		goto out;
 	k += rlen + 1;
-	/* Then the version, and ":reverse" for a reversal. */
+	/* Then the version, and ":reverse" or ":adjust" for those. */
 	klen = strlen(k);
-	if (posting == RS_POSTING_REVERSE) {
-		if (klen < sizeof(rev_sfx) - 1 || strcmp(k + klen -
-		    (sizeof(rev_sfx) - 1), rev_sfx) != 0)
+	sfx = posting == RS_POSTING_REVERSE ? ":reverse" :
+	    posting == RS_POSTING_ADJUST ? ":adjust" : NULL;
+	if (sfx != NULL) {
+		size_t slen = strlen(sfx);
+
+		if (klen < slen || strcmp(k + klen - slen, sfx) != 0)
 			goto out;
-		klen -= sizeof(rev_sfx) - 1;
+		klen -= slen;
 	}
 	if (*rev != '\0')
 		ok = klen == strlen(rev) && strncmp(k, rev, klen) == 0;

@@ -705,15 +705,18 @@ START_TEST(test_csv_torn_row)
 		expect_file(path, golden, glen);
 	}
 	/* Whole rows of ours are taken: with and without a revision, a
-	 * reversal, and a key of the form without a revision. */
+	 * reversal, a key of the form without a revision, and an
+	 * adjustment (the crash harness found it refused). */
 	text = xasprintf("%s%s", golden,
 	    "11,books:X:1,X,,,1,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n"
 	    "12,books:X:-,X,,,,SUCCEEDED,,post,USD,1,100,2,,,,,,cli\n"
 	    "13,books:X:-:4:2024-05-01T00:00:00Z:reverse,X,,,,REVERSED,"
-	    "SUCCEEDED,reverse,USD,1,100,2,,,,,,cli\n");
+	    "SUCCEEDED,reverse,USD,1,100,2,,,,,,cli\n"
+	    "14,books:X:2:adjust,X,,,2,SUCCEEDED,SUCCEEDED,adjust,USD,1.5,"
+	    "150,2,,,,,,cli\n");
 	ck_assert(tu_write_file(path, text, false));
 	ctx = open_ok(1, path, NULL);
-	ck_assert_int_eq(recover_seq(1, ctx), 13);
+	ck_assert_int_eq(recover_seq(1, ctx), 14);
 	ops_of(1)->close(ctx);
 	expect_file(path, text, strlen(text));
 	free(text);
