@@ -561,7 +561,7 @@ jwtv_verify(const struct jwtv_keys *keys, const char *token, size_t len,
 	size_t		 ndots = 0;
 	cJSON		*hjson = NULL, *cjson = NULL;
 	const cJSON	*alg;
-	const char	*why;
+	const char	*why = NULL;
 	int64_t		 exp = 0, nbf = 0, iat = 0;
 	bool		 has_exp, has_nbf, has_iat, verified = false;
 	enum rs_status	 st = RS_ERR_AUTH;
