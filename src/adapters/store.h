@@ -363,23 +363,20 @@ struct store_change {
 	char	*refund_id;
 	char	*instance_id;
 	char	*charge_id;
-	bool	 has_revision;
-	int64_t	 revision;
+	int64_t	 revision;	/* if has_revision */
 	char	*status;	/* this version's status */
 	char	*prev_status;	/* the stored status it replaced */
 	char	*currency;
 	char	*amount;	/* decimal text as Wix sent it */
-	bool	 amount_exact;	/* amount_minor is meaningful */
-	int64_t	 amount_minor;
-	int	 exponent;	/* ISO 4217 digits; -1 if unknown */
+	int64_t	 amount_minor;	/* if amount_exact */
 	char	*returned_application_fee;
 	char	*returned_processing_fee;
 	char	*created_date;
 	char	*updated_date;
 	char	*source;	/* webhook|backfill|reconcile|cli */
 	char	*changed_at;	/* when it was stored */
-	bool	 has_event_seq;	/* event_seq is known */
-	int64_t	 event_seq;	/* the event's entityEventSequence */
+	int64_t	 event_seq;	/* the event's entityEventSequence, if
+				 * has_event_seq */
 	char	*body;		/* the entity JSON of this version */
 	/*
 	 * What the version before it posted (SPEC §5): when prev_status
@@ -387,13 +384,17 @@ struct store_change {
 	 * in the log (has_posted true); otherwise, or if the log does not
 	 * hold that entry, has_posted is false and the rest NULL/0.
 	 */
-	bool	 has_posted;
 	char	*posted_currency;
-	bool	 posted_amount_exact;	/* posted_amount_minor is meaningful */
-	int64_t	 posted_amount_minor;
-	int	 posted_exponent;	/* ISO 4217 digits; -1 if unknown */
+	int64_t	 posted_amount_minor;	/* if posted_amount_exact */
 	char	*posted_returned_application_fee;
 	char	*posted_returned_processing_fee;
+	int	 exponent;	/* ISO 4217 digits; -1 if unknown */
+	int	 posted_exponent;	/* ISO 4217 digits; -1 if unknown */
+	bool	 has_revision;
+	bool	 amount_exact;	/* amount_minor is meaningful */
+	bool	 has_event_seq;	/* event_seq is known */
+	bool	 has_posted;
+	bool	 posted_amount_exact;	/* posted_amount_minor is meaningful */
 };
 void		store_change_cleanup(struct store_change *c);
 

@@ -8,7 +8,9 @@
 static char
 term_byte(char c)
 {
-	return (unsigned char)c < 0x20 || c == 0x7f ? '?' : c;
+	if ((unsigned char)c < 0x20 || c == 0x7f)
+		return '?';
+	return c;
 }
 
 const char *
