@@ -9,6 +9,7 @@
  */
 #include <sys/ioctl.h>
 
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -282,6 +283,22 @@ check_secret(struct check_run *c, int line, const char *section,
 	freezero_str(secret);
 }
 
+/* A file the exporter reads later (http's ca_file): can it be read? */
+static void
+check_readable(struct check_run *c, int line, const char *section,
+    const char *key, const char *path)
+{
+	FILE *f;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		check_say(c, line, "[%s] %s: %s: %s", section, key, path,
+		    strerror(errno));
+		c->nerr++;
+		return;
+	}
+	fclose(f);
+}
+
 /* The public keys, loaded as the start and a reload load them. */
 static void
 check_public_keys(struct check_run *c)
@@ -348,12 +365,17 @@ check_files(const struct config *cfg)
 	for (i = 0; i < cfg->nexporters; i++) {
 		e = &cfg->exporters[i];
 		for (j = 0; j < e->nkv; j++) {
-			max = registry_secret_max(e->type, e->kv[j].key);
-			if (max == 0 || e->kv[j].value[0] == '\0')
+			if (e->kv[j].value[0] == '\0')
 				continue;
 			section = xasprintf("exporter %s", e->name);
-			check_secret(&c, e->kv[j].line, section, e->kv[j].key,
-			    e->kv[j].value, max);
+			max = registry_secret_max(e->type, e->kv[j].key);
+			if (max != 0)
+				check_secret(&c, e->kv[j].line, section,
+				    e->kv[j].key, e->kv[j].value, max);
+			else if (strcmp(e->type, "http") == 0 &&
+			    strcmp(e->kv[j].key, "ca_file") == 0)
+				check_readable(&c, e->kv[j].line, section,
+				    e->kv[j].key, e->kv[j].value);
 			free(section);
 		}
 	}

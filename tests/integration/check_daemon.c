@@ -1129,10 +1129,16 @@ START_TEST(test_cli_check_keys_and_secrets)
 	    "app_secret_file = no-such-secret\n"		/* 4 */
 	    "[exporter h]\ntype = http\n"			/* 5-6 */
 	    "url = http://127.0.0.1:9/\n"			/* 7 */
-	    "secret_file = creds\n", pub);			/* 8 */
+	    "secret_file = creds\n"				/* 8 */
+	    "ca_file = no-such-ca.pem\n", pub);		/* 9 */
 	conf = put_conf(dir, "nosecret.conf", text);
 	free(text);
 	ck_assert_int_eq(run_rs("check", conf, &out, &err), 1);
+	/* The CA bundle is read only at the first delivery: check says. */
+	want = xasprintf("%s:9: [exporter h] ca_file: %s/no-such-ca.pem: "
+	    "No such file or directory", conf, dir);
+	ASSERT_HAS(err, want);
+	free(want);
 	want = xasprintf("%s:4: [wix] app_secret_file: %s/no-such-secret: ",
 	    conf, dir);
 	ASSERT_HAS(err, want);
