@@ -74,7 +74,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-"$sign" keygen "$tmp" >/dev/null || exit 1
+# keygen makes the directory when it is not there yet.
+"$sign" keygen "$tmp/keys" >/dev/null || exit 1
 cat > "$tmp/refundsync.conf" <<EOF
 [server]
 listen = 127.0.0.1:0
@@ -82,7 +83,7 @@ admin_listen = 127.0.0.1:0
 [store]
 path = $tmp/refundsync.db
 [wix]
-public_key_file = $tmp/wix-test-public.pem
+public_key_file = $tmp/keys/wix-test-public.pem
 [backfill]
 on_install = no
 [exporter books]
@@ -119,11 +120,11 @@ fi
 ok "daemon listening (public $port, admin $admin)"
 
 url="http://127.0.0.1:$port/webhooks"
-if "$sign" app-installed --key "$tmp/wix-test-private.pem" \
+if "$sign" app-installed --key "$tmp/keys/wix-test-private.pem" \
     --instance shop-alpha --post "$url" >/dev/null &&
-    "$sign" refund --key "$tmp/wix-test-private.pem" --instance shop-alpha \
+    "$sign" refund --key "$tmp/keys/wix-test-private.pem" --instance shop-alpha \
     --id rf-page-1 --amount 12.34 --currency EUR --post "$url" >/dev/null &&
-    "$sign" refund --key "$tmp/wix-test-private.pem" --instance shop-alpha \
+    "$sign" refund --key "$tmp/keys/wix-test-private.pem" --instance shop-alpha \
     --id rf-page-2 --amount 0.66 --currency EUR --post "$url" >/dev/null
 then
 	ok "webhooks posted"

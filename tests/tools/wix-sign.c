@@ -387,6 +387,13 @@ cmd_keygen(const char *dir)
 	char *priv, *pub;
 	int rc = EX_FAIL;
 
+	/* The directory, if it is not there yet (one level, mode 0700:
+	 * it holds a private key). */
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		fprintf(stderr, "wix-sign: keygen: %s: %s\n", dir,
+		    strerror(errno));
+		return EX_FAIL;
+	}
 	tu_keypair_generate(&kp);
 	priv = xasprintf("%s/wix-test-private.pem", dir);
 	pub = xasprintf("%s/wix-test-public.pem", dir);
