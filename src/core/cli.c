@@ -296,7 +296,7 @@ check_readable(struct check_run *c, int line, const char *section,
 		c->nerr++;
 		return;
 	}
-	fclose(f);
+	(void)fclose(f);	/* opened for reading only */
 }
 
 /* The public keys, loaded as the start and a reload load them. */
