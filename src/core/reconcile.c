@@ -1533,7 +1533,7 @@ rc_instance(struct rc_run *run, const char *id, struct reconcile_report *rep)
 	struct backfill_options bo;
 	struct store_reconcile_run sr;
 	enum rs_status rc;
-	char *why = NULL, *text = NULL, label[160];
+	char *why = NULL, *text = NULL, *ilabel, label[160];
 	cJSON *arr;
 	size_t i;
 	int outcome;
@@ -1628,8 +1628,11 @@ record:
 		rep->worst = outcome;
 	rep->drift += run->drift;
 	rep->repaired += run->repaired;
-	snprintf(label, sizeof(label), "instance=\"%.120s\"", id);
-	metrics_set(M_DRIFT, label, run->drift);
+	/* The id as it is, escaped: a quote or backslash in it would make
+	 * the whole scrape unreadable, and a cut one could merge two. */
+	ilabel = metrics_label("instance", id);
+	metrics_set(M_DRIFT, ilabel, run->drift);
+	free(ilabel);
 	snprintf(label, sizeof(label), "outcome=\"%s\"", rc_outcomes[outcome]);
 	metrics_add(M_RUNS, label, 1);
 	if (outcome < 2)

@@ -166,6 +166,27 @@ metrics_get(const char *name, const char *labels)
 	return v;
 }
 
+char *
+metrics_label(const char *name, const char *value)
+{
+	struct buf b;
+	const char *s;
+
+	/* Every byte escaped, the quotes and '=': room for all. */
+	buf_init(&b, strlen(name) + 2 * strlen(value) + 3);
+	(void)buf_printf(&b, "%s=\"", name);
+	for (s = value; *s != '\0'; s++) {
+		if (*s == '\\' || *s == '"')
+			(void)buf_printf(&b, "\\%c", *s);
+		else if (*s == '\n')
+			(void)buf_appends(&b, "\\n");
+		else
+			(void)buf_append(&b, s, 1);
+	}
+	(void)buf_appends(&b, "\"");
+	return buf_detach(&b, NULL);
+}
+
 /* Print v / scale as a decimal without floating point. */
 static void
 put_scaled(struct buf *out, int64_t v, int64_t scale)

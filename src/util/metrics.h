@@ -40,6 +40,12 @@ void	metrics_define_histogram(const char *name, const char *help,
 void	metrics_add(const char *name, const char *labels, int64_t n);
 void	metrics_set(const char *name, const char *labels, int64_t v);
 void	metrics_observe(const char *name, const char *labels, int64_t v);
+/*
+ * The label `name="value"`, with the backslash, double quote and newline
+ * of value escaped as the text format wants; any other byte is kept.
+ * Caller owns the result; free with free().
+ */
+char	*metrics_label(const char *name, const char *value);
 /* Value of a counter or gauge series; 0 if absent.  For tests. */
 int64_t	metrics_get(const char *name, const char *labels);
 

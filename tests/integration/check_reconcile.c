@@ -1649,6 +1649,57 @@ START_TEST(test_daemon_job)
 }
 END_TEST
 
+/*
+ * The periodic job's per-instance metric: an instance id with a quote
+ * and a backslash (an AppInstalled can bring any id) is escaped in its
+ * label, as the text format wants, or Prometheus refuses the whole
+ * scrape.  Wix does not know that instance, so its runs fail; the
+ * failure is recorded all the same.
+ */
+#define ODD_INST	"odd\"id\\x"
+
+START_TEST(test_daemon_metric_labels)
+{
+	struct tu_sandbox sb;
+	struct tu_daemon *d;
+	struct tu_conf conf;
+	char *dir, *keys, *wix, *metrics = NULL;
+	int64_t deadline;
+
+	dir = tu_tempdir();
+	ck_assert_msg(tu_sandbox_start(&sb, dir, 5, INST, NULL),
+	    "the sandbox did not start");
+	keys = tu_sandbox_wix_keys(&sb, dir);
+	ck_assert_ptr_nonnull(keys);
+	wix = xasprintf("%sinstances = " INST ", " ODD_INST "\n", keys);
+	memset(&conf, 0, sizeof(conf));
+	conf.wix = wix;
+	conf.tail = BACKFILL "[reconcile]\ninterval = 1\n";
+	d = tu_daemon_start(&conf, NULL);
+	ck_assert_msg(d != NULL, "the daemon did not start");
+	deadline = clock_mono_ms() + WAIT_MS;
+	do {
+		free(metrics);
+		tu_sleep_ms(100);
+		metrics = tu_daemon_metrics(d);
+	} while (strstr(metrics, "refundsync_reconcile_runs_total{"
+	    "outcome=\"failed\"}") == NULL && clock_mono_ms() < deadline);
+	ck_assert_msg(strstr(metrics, "\nrefundsync_reconcile_drift{"
+	    "instance=\"odd\\\"id\\\\x\"} 0\n") != NULL,
+	    "no escaped drift label in:\n%s", metrics);
+	ck_assert_msg(strstr(metrics, "instance=\"" ODD_INST "\"") == NULL,
+	    "a raw label in:\n%s", metrics);
+	free(metrics);
+	ck_assert_int_eq(tu_daemon_stop(d, 20000), 0);
+	tu_daemon_free(d);
+	tu_sandbox_stop(&sb);
+	tu_rmtree(dir);
+	free(wix);
+	free(keys);
+	free(dir);
+}
+END_TEST
+
 /* Usage and config errors exit 2; a Wix view that fails is "failed",
  * exit 1; a run over no instance is clean. */
 START_TEST(test_usage_and_failure)
@@ -1735,6 +1786,7 @@ reconcile_suite(void)
 	tcase_add_test(tc, test_clean);
 	tcase_add_test(tc, test_drift_heal);
 	tcase_add_test(tc, test_daemon_job);
+	tcase_add_test(tc, test_daemon_metric_labels);
 	tcase_add_test(tc, test_usage_and_failure);
 	suite_add_tcase(s, tc);
 	return s;
