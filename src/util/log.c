@@ -20,6 +20,8 @@
 
 #include "util/log.h"
 
+/* The longest line written, the newline included; longer ones are cut. */
+#define LOG_LINE_MAX	2048
 /* Longest line kept in the ring; longer ones are cut. */
 #define LOG_RECENT_LEN	512
 
@@ -103,16 +105,96 @@ log_recent_clear(void)
 	pthread_mutex_unlock(&log_recent_mtx);
 }
 
+/*
+ * The length of the UTF-8 sequence at s (n bytes left), or 0 if it is
+ * not a valid one or encodes a C1 control (U+0080 to U+009F): journalctl
+ * shows a message with either as "[blob data]", not as text.
+ */
+static size_t
+log_utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned long c;
+	size_t len, i;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		c = s[0] & 0x1fU;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		c = s[0] & 0x0fU;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		c = s[0] & 0x07U;
+	} else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3fU);
+	}
+	if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 ||
+	    c > 0x10ffff)) || (c >= 0xd800 && c <= 0xdfff) || c <= 0x9f)
+		return 0;
+	return len;
+}
+
+/*
+ * Copy n bytes of text to out (room for max bytes, no NUL) as printable
+ * text on one line, whatever the input said: CR and LF become spaces,
+ * other control bytes (tab aside) and bytes that are not UTF-8 become
+ * \xHH, so that a URL or an id from outside can neither drive the
+ * reader's terminal nor turn the line into binary data for journald.
+ * Nothing is cut in the middle.  Returns the bytes written.
+ */
+static size_t
+log_clean(const char *text, size_t n, char *out, size_t max)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = (const unsigned char *)text;
+	size_t i = 0, o = 0, len;
+
+	while (i < n) {
+		if (s[i] >= 0x80 && (len = log_utf8_len(s + i, n - i)) > 0) {
+			if (max - o < len)
+				break;
+			memcpy(out + o, s + i, len);
+			o += len;
+			i += len;
+		} else if (s[i] == '\n' || s[i] == '\r') {
+			if (max - o < 1)
+				break;
+			out[o++] = ' ';
+			i++;
+		} else if (s[i] >= 0x80 || (s[i] < 0x20 && s[i] != '\t') ||
+		    s[i] == 0x7f) {
+			if (max - o < 4)
+				break;
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[s[i] >> 4];
+			out[o++] = hex[s[i] & 0xf];
+			i++;
+		} else {
+			if (max - o < 1)
+				break;
+			out[o++] = (char)s[i++];
+		}
+	}
+	return o;
+}
+
 static void vlog(enum log_level, int, const char *, va_list)
     __attribute__((format(printf, 3, 0)));
 
 static void
 vlog(enum log_level lvl, int errnum, const char *fmt, va_list ap)
 {
-	char line[2048], stamp[64];
+	char text[LOG_LINE_MAX], line[LOG_LINE_MAX], stamp[64];
 	struct timespec ts;
 	struct tm tm;
-	size_t n = 0, text;
+	size_t n = 0, o = 0, start;
 	int r;
 
 	if (!log_enabled(lvl))
@@ -125,36 +207,33 @@ vlog(enum log_level lvl, int errnum, const char *fmt, va_list ap)
 	    tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
 	    lvl == LOG_LVL_ERR ? "error" : lvl == LOG_LVL_WARN ?
 	    "warning" : lvl == LOG_LVL_INFO ? "info" : "debug");
+
+	/* The event, cut to fit. */
+	r = vsnprintf(text, sizeof(text), fmt, ap);
+	if (r > 0)
+		n = (size_t)r < sizeof(text) ? (size_t)r : sizeof(text) - 1;
+	if (errnum != 0) {
+		r = snprintf(text + n, sizeof(text) - n, ": %s",
+		    strerror(errnum));
+		if (r > 0)
+			n += (size_t)r < sizeof(text) - n ? (size_t)r :
+			    sizeof(text) - n - 1;
+	}
+
 	if (log_journald)
 		r = snprintf(line, sizeof(line), "<%d>", (int)lvl);
 	else
 		r = snprintf(line, sizeof(line), "%s", stamp);
 	if (r > 0)
-		n = (size_t)r;
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
-	text = n;
-	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-	if (r > 0)
-		n += (size_t)r;
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
-	if (errnum != 0) {
-		r = snprintf(line + n, sizeof(line) - n, ": %s",
-		    strerror(errnum));
-		if (r > 0)
-			n += (size_t)r;
-		if (n > sizeof(line) - 2)
-			n = sizeof(line) - 2;
-	}
-	/* Keep every event on one line, whatever the input said. */
-	for (size_t i = 0; i < n; i++)
-		if (line[i] == '\n' || line[i] == '\r')
-			line[i] = ' ';
+		o = (size_t)r < sizeof(line) - 1 ? (size_t)r :
+		    sizeof(line) - 1;
+	start = o;
+	/* Room is left for the newline. */
+	o += log_clean(text, n, line + o, sizeof(line) - 1 - o);
 	if (lvl <= LOG_LVL_WARN)
-		log_recent_keep(stamp, line + text, n - text);
-	line[n++] = '\n';
-	(void)!write(STDERR_FILENO, line, n);
+		log_recent_keep(stamp, line + start, o - start);
+	line[o++] = '\n';
+	(void)!write(STDERR_FILENO, line, o);
 }
 
 #define LOG_BODY(lvl, errnum) do {		\

@@ -799,6 +799,31 @@ expect_request(const struct tu_daemon *d, const char *method,
 	free(req);
 }
 
+/*
+ * A path from a stranger is logged as printable text: control bytes and
+ * bytes that are not UTF-8 as \xHH, so the line can neither drive the
+ * terminal of whoever reads the log nor show in journalctl as "[blob
+ * data]" in place of the 404; UTF-8 text stays as it is.
+ */
+static void
+assert_path_logged_clean(const struct tu_daemon *d)
+{
+	const char *line[] = { "GET /\\x1b[31mx\\x7fy\\xff\\xc2\\x85"
+	    "caf\xc3\xa9 z from ", ": 404: no such path", NULL };
+	size_t mark = tu_daemon_log_size(d);
+	char *log;
+
+	expect_request(d, "GET", "/%1b%5b31mx%7fy%ff%c2%85caf%c3%a9%0az", "",
+	    404);
+	ck_assert_msg(tu_daemon_wait_log(d, mark, line, 5000),
+	    "no 404 line with the path escaped");
+	log = tu_daemon_log(d);
+	ck_assert_msg(strchr(log, 0x1b) == NULL && strchr(log, 0x7f) ==
+	    NULL && strchr(log, 0xff) == NULL,
+	    "a raw control or non-UTF-8 byte in the log");
+	free(log);
+}
+
 START_TEST(test_06_method_and_path)
 {
 	struct tu_daemon *d = start(NULL);
@@ -813,6 +838,7 @@ START_TEST(test_06_method_and_path)
 	expect_request(d, "POST", "/webhooksx", tok, 404);
 	expect_request(d, "POST", "/", tok, 404);
 	expect_request(d, "POST", "/WEBHOOKS", tok, 404);
+	assert_path_logged_clean(d);
 	assert_nothing_stored(d);
 	assert_alive(d);
 	free(tok);
