@@ -3,8 +3,11 @@
  *
  * Families live in a fixed array and series in a per-family growable
  * array; both only grow while the process runs, so the label sets must
- * be bounded by the caller (routes, status codes, reasons, instance and
- * exporter names from config).
+ * be bounded by the caller (routes, status codes, reasons, exporter
+ * names from config).  Instance ids are the exception: AppInstalled
+ * brings new ones for as long as the daemon runs.  So a family keeps
+ * at most METRICS_MAX_SERIES series and drops the ones past that, with
+ * a warning, instead of stopping the daemon.
  */
 #include <pthread.h>
 #include <stdbool.h>
@@ -30,6 +33,7 @@ struct family {
 	const char	*name;
 	const char	*help;
 	enum metric_type type;
+	bool		 full;		/* a series was dropped */
 	int64_t		 bounds[METRICS_MAX_BOUNDS];
 	size_t		 nbounds;
 	int64_t		 scale;
@@ -93,7 +97,11 @@ metrics_define_histogram(const char *name, const char *help,
 	pthread_mutex_unlock(&mtx);
 }
 
-/* Called with mtx held. */
+/*
+ * Called with mtx held.  NULL when the family already has
+ * METRICS_MAX_SERIES series: the new one is dropped, with one warning
+ * per family, rather than the daemon stopping for want of a metric.
+ */
 static struct series *
 series_get(const char *name, const char *labels, enum metric_type want)
 {
@@ -108,8 +116,14 @@ series_get(const char *name, const char *labels, enum metric_type want)
 	for (size_t i = 0; i < f->nseries; i++)
 		if (strcmp(f->series[i].labels, labels) == 0)
 			return &f->series[i];
-	if (f->nseries == METRICS_MAX_SERIES)
-		fatalx("%s: metric %s has too many series", __func__, name);
+	if (f->nseries == METRICS_MAX_SERIES) {
+		if (!f->full)
+			log_warnx("metrics: %s has %d series, the most kept: "
+			    "new ones (%s first) are not shown", name,
+			    METRICS_MAX_SERIES, labels);
+		f->full = true;
+		return NULL;
+	}
 	f->series = xreallocarray(f->series, f->nseries + 1,
 	    sizeof(*f->series));
 	s = &f->series[f->nseries++];
@@ -121,16 +135,22 @@ series_get(const char *name, const char *labels, enum metric_type want)
 void
 metrics_add(const char *name, const char *labels, int64_t n)
 {
+	struct series *s;
+
 	pthread_mutex_lock(&mtx);
-	series_get(name, labels, METRIC_COUNTER)->value += n;
+	if ((s = series_get(name, labels, METRIC_COUNTER)) != NULL)
+		s->value += n;
 	pthread_mutex_unlock(&mtx);
 }
 
 void
 metrics_set(const char *name, const char *labels, int64_t v)
 {
+	struct series *s;
+
 	pthread_mutex_lock(&mtx);
-	series_get(name, labels, METRIC_GAUGE)->value = v;
+	if ((s = series_get(name, labels, METRIC_GAUGE)) != NULL)
+		s->value = v;
 	pthread_mutex_unlock(&mtx);
 }
 
@@ -141,7 +161,10 @@ metrics_observe(const char *name, const char *labels, int64_t v)
 	struct series *s;
 
 	pthread_mutex_lock(&mtx);
-	s = series_get(name, labels, METRIC_HISTOGRAM);
+	if ((s = series_get(name, labels, METRIC_HISTOGRAM)) == NULL) {
+		pthread_mutex_unlock(&mtx);
+		return;
+	}
 	f = family_find(name);
 	for (size_t i = 0; i < f->nbounds; i++)
 		if (v <= f->bounds[i])

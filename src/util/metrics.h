@@ -36,7 +36,9 @@ void	metrics_define(const char *name, enum metric_type type,
 void	metrics_define_histogram(const char *name, const char *help,
 	    const int64_t *bounds, size_t nbounds, int64_t scale);
 
-/* labels may be "" for none.  Unknown names are an invariant failure. */
+/* labels may be "" for none.  Unknown names are an invariant failure.
+ * A family holds at most 1024 series: an update that would make one
+ * more does nothing (the first such logs a warning). */
 void	metrics_add(const char *name, const char *labels, int64_t n);
 void	metrics_set(const char *name, const char *labels, int64_t v);
 void	metrics_observe(const char *name, const char *labels, int64_t v);

@@ -176,6 +176,43 @@ START_TEST(test_metrics_render)
 }
 END_TEST
 
+/*
+ * Instance ids label series, and AppInstalled brings new ones as long as
+ * the daemon runs: past the most a family keeps, a new series is dropped
+ * (the daemon used to exit on the 1025th instance's backfill), and the
+ * ones kept still count.
+ */
+START_TEST(test_metrics_series_cap)
+{
+	char label[64];
+	struct buf b;
+	int i;
+
+	metrics_reset();
+	metrics_define("t_running", METRIC_GAUGE, "Running.");
+	metrics_define("t_pages_total", METRIC_COUNTER, "Pages.");
+	metrics_define_histogram("t_size", "Size.", (const int64_t[]){ 1 }, 1,
+	    1);
+	for (i = 0; i < 1100; i++) {
+		snprintf(label, sizeof(label), "instance=\"i-%d\"", i);
+		metrics_set("t_running", label, 1);
+		metrics_add("t_pages_total", label, 2);
+		metrics_observe("t_size", label, 1);
+	}
+	metrics_add("t_pages_total", "instance=\"i-7\"", 1);
+	ck_assert_int_eq(metrics_get("t_pages_total", "instance=\"i-7\""), 3);
+	ck_assert_int_eq(metrics_get("t_pages_total",
+	    "instance=\"i-1099\""), 0);
+	buf_init(&b, 1 << 24);
+	metrics_render(&b);
+	ck_assert_ptr_nonnull(strstr(b.data,
+	    "t_running{instance=\"i-1023\"} 1\n"));
+	ck_assert_ptr_null(strstr(b.data, "instance=\"i-1024\""));
+	buf_cleanup(&b);
+	metrics_reset();
+}
+END_TEST
+
 START_TEST(test_status_names)
 {
 	for (int s = RS_OK; s <= RS_ERR_INTERNAL; s++) {
@@ -220,6 +257,7 @@ util_suite(void)
 	tcase_add_test(tc, test_buf_printf_long);
 	tcase_add_test(tc, test_isotime);
 	tcase_add_test(tc, test_metrics_render);
+	tcase_add_test(tc, test_metrics_series_cap);
 	tcase_add_test(tc, test_status_names);
 	tcase_add_test(tc, test_term_safe);
 	suite_add_tcase(s, tc);
