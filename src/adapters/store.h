@@ -206,6 +206,8 @@ struct store_day_total {
 	int		 exponent;	/* ISO 4217 digits; -1 if unknown */
 	int64_t		 inexact;	/* refunds left out of sum_minor
 					   (no exact minor amount) */
+	bool		 overflow;	/* the sum does not fit in an
+					   int64_t; sum_minor is 0 */
 };
 
 /*

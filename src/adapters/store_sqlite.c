@@ -393,7 +393,12 @@ static const struct {
 	 * path.  One day's refunds of one currency share an exponent. */
 	[SQ_RF_DAILY] = { "count refunds per day",
 	    "SELECT substr(coalesce(created_date, stored_at), 1, 10) AS day,"
-	    " currency, count(*), coalesce(sum(amount_minor), 0),"
+	    " currency, count(*),"
+	    /* In two parts, each far from overflowing: sum() would fail
+	     * the whole query on the day two huge amounts add up past
+	     * INT64_MAX.  sq_day_each() adds them, checked. */
+	    " coalesce(sum(amount_minor / 1000000000), 0),"
+	    " coalesce(sum(amount_minor % 1000000000), 0),"
 	    " max(amount_exponent), count(*) - count(amount_minor)"
 	    " FROM refunds WHERE day >= ?1"
 	    " GROUP BY day, currency ORDER BY day DESC, currency" },
@@ -1811,10 +1816,15 @@ sq_day_each(sqlite3_stmt *stmt, const struct sq_walker *w)
 	d.day = day != NULL ? day : "";
 	d.currency = cur != NULL ? cur : "";
 	d.count = sqlite3_column_int64(stmt, 2);
-	d.sum_minor = sqlite3_column_int64(stmt, 3);
-	d.exponent = sqlite3_column_type(stmt, 4) == SQLITE_NULL ? -1 :
-	    sqlite3_column_int(stmt, 4);
-	d.inexact = sqlite3_column_int64(stmt, 5);
+	d.overflow = __builtin_mul_overflow(sqlite3_column_int64(stmt, 3),
+	    (int64_t)1000000000, &d.sum_minor) ||
+	    __builtin_add_overflow(d.sum_minor, sqlite3_column_int64(stmt, 4),
+	    &d.sum_minor);
+	if (d.overflow)
+		d.sum_minor = 0;
+	d.exponent = sqlite3_column_type(stmt, 5) == SQLITE_NULL ? -1 :
+	    sqlite3_column_int(stmt, 5);
+	d.inexact = sqlite3_column_int64(stmt, 6);
 	return w->day_fn(w->arg, &d);
 }
 

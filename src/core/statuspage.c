@@ -103,6 +103,7 @@ gather_day(void *arg, const struct store_day_total *d)
 	o->sum_minor = d->sum_minor;
 	o->exponent = d->exponent;
 	o->inexact = d->inexact;
+	o->overflow = d->overflow;
 	return RS_OK;
 }
 
@@ -166,11 +167,14 @@ statuspage_cleanup(struct status_snapshot *s)
 	memset(s, 0, sizeof(*s));
 }
 
-/* The day's total as decimal text, or "?" for an unknown currency. */
+/* The day's total as decimal text, "?" for an unknown currency, or
+ * "overflow" when it does not fit in an int64_t. */
 static void
 day_amount(const struct status_day *d, char *out, size_t outlen)
 {
-	if (d->exponent < 0 ||
+	if (d->overflow)
+		(void)snprintf(out, outlen, "overflow");
+	else if (d->exponent < 0 ||
 	    money_format(d->sum_minor, d->exponent, out, outlen) != RS_OK)
 		(void)snprintf(out, outlen, "?");
 }

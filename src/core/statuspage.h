@@ -61,6 +61,7 @@ struct status_day {
 	int64_t		 sum_minor;
 	int		 exponent;	/* -1: unknown currency */
 	int64_t		 inexact;	/* refunds not in sum_minor */
+	bool		 overflow;	/* the sum does not fit in int64_t */
 };
 
 struct status_snapshot {

@@ -945,9 +945,9 @@ day_row(void *arg, const struct store_day_total *d)
 	int n;
 
 	n = snprintf(r->text + r->len, sizeof(r->text) - r->len,
-	    "%s %s %lld %lld %d %lld;", d->day, d->currency,
+	    "%s %s %lld %lld %d %lld%s;", d->day, d->currency,
 	    (long long)d->count, (long long)d->sum_minor, d->exponent,
-	    (long long)d->inexact);
+	    (long long)d->inexact, d->overflow ? " overflow" : "");
 	ck_assert(n > 0 && (size_t)n < sizeof(r->text) - r->len);
 	r->len += (size_t)n;
 	return RS_OK;
@@ -992,13 +992,27 @@ START_TEST(store_per_day)
 	    RF("e", "USD", "0.01", "1", "2", "NULL", "2026-03-04T08:00:00Z")
 	    /* Before the window. */
 	    RF("f", "USD", "9.99", "999", "2", "'2026-02-28T10:00:00Z'",
-	    "2026-03-05T00:00:00Z"),
+	    "2026-03-05T00:00:00Z")
+	    /* Two amounts that add up past INT64_MAX minor units: the
+	     * day says so, and the query still answers (sum() used to
+	     * fail it, and with it the status page and command). */
+	    RF("g", "EUR", "50000000000000000.00", "5000000000000000000",
+	    "2", "'2026-03-05T01:00:00Z'", "2026-03-05T02:00:00Z")
+	    RF("h", "EUR", "50000000000000000.00", "5000000000000000000",
+	    "2", "'2026-03-05T03:00:00Z'", "2026-03-05T04:00:00Z")
+	    /* Large, but the sum fits. */
+	    RF("i", "GBP", "46116860184273879.03", "4611686018427387903",
+	    "2", "'2026-03-05T01:00:00Z'", "2026-03-05T02:00:00Z")
+	    RF("j", "GBP", "46116860184273879.04", "4611686018427387904",
+	    "2", "'2026-03-05T03:00:00Z'", "2026-03-05T04:00:00Z"),
 	    NULL, NULL, NULL), SQLITE_OK);
 #undef RF
 	memset(&rows, 0, sizeof(rows));
 	ck_assert_int_eq(store_refunds_by_day(st, "2026-03-01", day_row,
 	    &rows), RS_OK);
 	ck_assert_str_eq(rows.text,
+	    "2026-03-05 EUR 2 0 2 0 overflow;"
+	    "2026-03-05 GBP 2 9223372036854775807 2 0;"
 	    "2026-03-04 USD 1 1 2 0;"
 	    "2026-03-03 XXY 1 0 -1 1;"
 	    "2026-03-02 JPY 1 500 0 0;"
@@ -1006,7 +1020,9 @@ START_TEST(store_per_day)
 	memset(&rows, 0, sizeof(rows));
 	ck_assert_int_eq(store_refunds_by_day(st, "2026-03-04", day_row,
 	    &rows), RS_OK);
-	ck_assert_str_eq(rows.text, "2026-03-04 USD 1 1 2 0;");
+	ck_assert_str_eq(rows.text, "2026-03-05 EUR 2 0 2 0 overflow;"
+	    "2026-03-05 GBP 2 9223372036854775807 2 0;"
+	    "2026-03-04 USD 1 1 2 0;");
 	ck_assert_int_eq(store_refunds_by_day(st, "2026-03-01", day_stop,
 	    NULL), RS_ERR_RANGE);
 	ck_assert_int_eq(store_refunds_by_day(st, "2026-3-1", day_row,
@@ -1050,6 +1066,7 @@ START_TEST(html_escapes)
 	day.sum_minor = -5;
 	day.exponent = 2;
 	day.inexact = 0;
+	day.overflow = false;
 	s.instances = &in;
 	s.ninstances = 1;
 	s.exporters = &ex;
@@ -1083,6 +1100,15 @@ START_TEST(html_escapes)
 	has(text, "\"instance_id\":\"<i>\"");
 	has(text, "\"dead_letters\":2,\"queued\":1");
 	has(text, "\"amount\":\"-0.05\"");
+	cJSON_free(text);
+	cJSON_Delete(doc);
+
+	/* A day whose sum does not fit says so, never a wrong total. */
+	day.overflow = true;
+	day.sum_minor = 0;
+	doc = statuspage_json(&s);
+	text = cJSON_PrintUnformatted(doc);
+	has(text, "\"amount\":\"overflow\"");
 	cJSON_free(text);
 	cJSON_Delete(doc);
 	free(err);
