@@ -545,8 +545,10 @@ send_one(struct exec_exporter *x, const struct rs_export_record *rec,
 		    "(no reason)");
 		result = RS_EXPORT_PERMANENT;
 	} else {
+		/* At most 63 characters: the precision says so to gcc too,
+		 * which cannot see printable()'s bound at -O1. */
 		printable(word, line, 64);
-		snprintf(what, sizeof(what), "bad acknowledgement \"%s\" "
+		snprintf(what, sizeof(what), "bad acknowledgement \"%.63s\" "
 		    "(want ok, retry or fail)", line);
 		result = give_up(x, rec, what, 0, err, errlen);
 	}
