@@ -2096,7 +2096,8 @@ mk_page(const char *prefix, size_t n, int rev)
 	for (i = 0; i < n; i++) {
 		snprintf(id, sizeof(id), "%s-%zu", prefix, i);
 		snprintf(created, sizeof(created),
-		    "2024-05-01T10:%02zu:%02zuZ", i / 60, i % 60);
+		    "2024-05-01T10:%02u:%02uZ", (unsigned)(i / 60 % 60),
+		    (unsigned)(i % 60));
 		mk_refund(&p[i], id, "SUCCEEDED", rev, "1.50", "EUR",
 		    created, created);
 	}
