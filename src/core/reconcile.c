@@ -508,6 +508,8 @@ struct rc_fentry {
 	enum rs_posting	 posting;
 	bool		 has_amount;
 	int64_t		 amount_minor;	/* signed for ledger/beancount */
+	int		 exponent;	/* of amount_minor */
+	char		 currency[4];	/* "" if unknown */
 	bool		 damaged;
 	bool		 matched;	/* a change claimed it */
 };
@@ -589,6 +591,9 @@ rc_file_entry(void *arg, const struct readback_entry *e)
 	f->posting = e->posting;
 	f->has_amount = e->has_amount;
 	f->amount_minor = e->amount_minor;
+	f->exponent = e->exponent;
+	if (e->currency != NULL && strlen(e->currency) == 3)
+		memcpy(f->currency, e->currency, 4);
 	/* csv and jsonl hold the refund's amount: sign it as a ledger
 	 * would. */
 	if (!x->accounting && e->posting == RS_POSTING_REVERSE)
@@ -1182,6 +1187,62 @@ rc_exp_damaged(struct rc_run *run, struct rc_exp *x,
 	cJSON_AddItemToArray(rc_exp_list(x, "damaged"), o);
 }
 
+/*
+ * The cnt records of ledger or beancount exporter x's file at by_seq[j..]
+ * hold change c, which posts rec: each must be what the exporter wrote
+ * for it, the same refund, posting and amount on the refund account.
+ * One that is not was edited by hand: it is marked damaged, so it counts
+ * neither as the posting nor in the table.  A change whose transaction
+ * cannot be built (the exporter sent it to dead letters) is not checked.
+ */
+static void
+rc_file_check(struct rc_exp *x, const struct store_change *c,
+    const struct rs_export_record *rec, size_t j, size_t cnt)
+{
+	struct posting_accounts acc;
+	struct posting_txn t;
+	struct rc_fentry *f;
+	char have[64], want[64];
+	int64_t minor = 0;
+	size_t i;
+
+	posting_accounts_default(&acc);
+	if (posting_build(rec, &acc, &t, NULL) != RS_OK ||
+	    t.kind == RS_POSTING_NONE)
+		return;
+	for (i = 0; i < t.nlines; i++)
+		if (strcmp(t.lines[i].account, acc.refund) == 0)
+			minor = t.lines[i].minor;
+	for (; cnt > 0; cnt--, j++) {
+		f = &x->ent[x->by_seq[j]];
+		if (f->damaged)
+			continue;
+		if (f->refund_id == NULL ||
+		    strcmp(f->refund_id, c->refund_id) != 0)
+			f->why = xasprintf("rs-refund-id is %s, but rs-seq %"
+			    PRId64 " is a change of refund %s",
+			    f->refund_id != NULL ? f->refund_id : "-", c->seq,
+			    c->refund_id);
+		else if (f->posting != rec->posting)
+			f->why = xasprintf("rs-posting is %s, but rs-seq %"
+			    PRId64 " posts %s", posting_name(f->posting),
+			    c->seq, posting_name(rec->posting));
+		else if (f->has_amount && (f->exponent != t.exponent ||
+		    strcmp(f->currency, t.currency) != 0 ||
+		    f->amount_minor != minor)) {
+			rc_money(f->amount_minor, f->exponent, have,
+			    sizeof(have));
+			rc_money(minor, t.exponent, want, sizeof(want));
+			f->why = xasprintf("the refund account holds %s %s, "
+			    "but rs-seq %" PRId64 " posts %s %s", have,
+			    f->currency[0] != '\0' ? f->currency : "?",
+			    c->seq, want, t.currency);
+		}
+		if (f->why != NULL)
+			f->damaged = true;
+	}
+}
+
 /* One change of the instance, against every exporter. */
 static enum rs_status
 rc_change(void *arg, const struct store_change *c)
@@ -1216,6 +1277,8 @@ rc_change(void *arg, const struct store_change *c)
 			for (cnt = 0; j + cnt < x->nent &&
 			    x->ent[x->by_seq[j + cnt]].seq == c->seq; cnt++)
 				x->ent[x->by_seq[j + cnt]].matched = true;
+			if (cnt > 0 && x->accounting)
+				rc_file_check(x, c, &rec, j, cnt);
 			if (cnt == 0)
 				rc_exp_missing(run, x, c, posting, key, "file");
 			else if (cnt > 1) {

@@ -24,7 +24,9 @@
  *    position that it gave up on, or that is absent from its file),
  *    doubled (a record its file holds more than once), not reversed (the
  *    refund is no longer SUCCEEDED in Wix, else in the store, and the
- *    file still holds it posted), damaged or foreign records in its file;
+ *    file still holds it posted), damaged or foreign records in its file
+ *    (a ledger or beancount record is damaged too when its refund,
+ *    posting or refund-account amount is not what its change posts);
  *    changes above its position are "pending" (lag, not drift);
  *  - a completeness table per day (the refund's createdDate, UTC) and
  *    currency: count and exact sum by status in Wix and in the store,

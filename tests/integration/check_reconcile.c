@@ -1599,6 +1599,106 @@ START_TEST(test_drift_heal)
 END_TEST
 
 /*
+ * Add delta minor units to the USD amount on the posting line of
+ * account within lines [first, last] of l.
+ */
+static void
+bump_posting(struct lines *l, size_t first, size_t last, const char *account,
+    int64_t delta)
+{
+	char *p, *end, text[64], amount[64];
+	int64_t minor;
+	size_t i, n;
+	bool neg;
+
+	for (i = first; i <= last; i++) {
+		p = l->v[i];
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, account, strlen(account)) != 0 ||
+		    p[strlen(account)] != ' ')
+			continue;
+		p += strlen(account);
+		while (*p == ' ')
+			p++;
+		end = strstr(p, " USD");
+		ck_assert_ptr_nonnull(end);
+		neg = *p == '-';
+		n = (size_t)(end - p) - (neg ? 1 : 0);
+		ck_assert_uint_lt(n, sizeof(text));
+		memcpy(text, p + (neg ? 1 : 0), n);
+		text[n] = '\0';
+		ck_assert_int_eq(money_to_minor(text, "USD", &minor), RS_OK);
+		minor = (neg ? -minor : minor) + delta;
+		ck_assert_int_eq(money_format(minor, 2, amount,
+		    sizeof(amount)), RS_OK);
+		*p = '\0';
+		p = xasprintf("%s%s USD", l->v[i], amount);
+		free(l->v[i]);
+		l->v[i] = p;
+		return;
+	}
+	ck_abort_msg("no %s line in lines %zu-%zu", account, first + 1,
+	    last + 1);
+}
+
+/*
+ * A ledger transaction whose amount was edited by hand (still balanced)
+ * is a damaged record: the books no longer hold what Wix says, so the
+ * run is drift, exit 4, and names the line.
+ */
+START_TEST(test_edited_amount)
+{
+	static const char *const lists[] = { "missing", "stale", "gone",
+	    "conflict", NULL };
+	static const char *const xlists[] = { "missing", "doubled",
+	    "not_reversed", NULL };
+	struct world w;
+	struct picks p;
+	struct view store;
+	struct lines l;
+	size_t first, last;
+	int64_t seq;
+	const cJSON *inst, *x, *e;
+	cJSON *doc;
+
+	world_open(&w, NSEED, NULL);
+	step_clean(&w);
+	store_view(w.conf, &store);
+	pick(&store, &p);
+	view_free(&store);
+	lines_read(&l, w.ledger);
+	seq = post_block(&l, p.deleted, 0, &first, &last);
+	ck_assert_uint_lt(last + 1, l.n);
+	bump_posting(&l, first, last, "Expenses:Refunds", 100);
+	bump_posting(&l, first, last, "Assets:Wix:Clearing", -100);
+	lines_write(&l, w.ledger);
+	lines_free(&l);
+
+	doc = reconcile_json(w.conf, 4, NULL);
+	inst = check_head(doc, "drift", false, 1, 0, NSEED, NSEED);
+	empty_lists(inst, lists);
+	x = exporter_of(inst, "books", "ledger", "file");
+	empty_lists(x, xlists);
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(x, "damaged")), 1);
+	e = cJSON_GetArrayItem(jarr(x, "damaged"), 0);
+	ck_assert_int_eq(jint(e, "line"), (int64_t)first + 1);
+	ck_assert_int_eq(jint(e, "seq"), seq);
+	ck_assert_str_eq(jstr(e, "refund_id"), p.deleted);
+	ck_assert_msg(strstr(jstr(e, "why"), "refund account") != NULL,
+	    "why: %s", jstr(e, "why"));
+	x = exporter_of(inst, "rows", "csv", "file");
+	empty_lists(x, xlists);
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(x, "damaged")), 0);
+	ck_assert(!jbool(cJSON_GetArrayItem(jarr(inst, "days"), 0), "match"));
+	cJSON_Delete(doc);
+	ck_assert_int_eq(rs(w.conf, NULL, NULL, "reconcile", END), 4);
+	picks_free(&p);
+	world_close(&w);
+}
+END_TEST
+
+/*
  * The daemon's periodic job: with [reconcile] interval = 1 and heal =
  * yes, webhooks Wix never sent are healed within a few intervals, and
  * the exporters follow.
@@ -1785,6 +1885,7 @@ reconcile_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_clean);
 	tcase_add_test(tc, test_drift_heal);
+	tcase_add_test(tc, test_edited_amount);
 	tcase_add_test(tc, test_daemon_job);
 	tcase_add_test(tc, test_daemon_metric_labels);
 	tcase_add_test(tc, test_usage_and_failure);
