@@ -1243,6 +1243,26 @@ rc_file_check(struct rc_exp *x, const struct store_change *c,
 	}
 }
 
+/*
+ * Mark the records x's file holds for change c (which posts rec) as
+ * claimed, and check them; returns how many there are, the first at
+ * by_seq[*j].
+ */
+static size_t
+rc_file_claim(struct rc_exp *x, const struct store_change *c,
+    const struct rs_export_record *rec, size_t *j)
+{
+	size_t cnt;
+
+	*j = rc_file_lower(x, c->seq);
+	for (cnt = 0; *j + cnt < x->nent && x->ent[x->by_seq[*j +
+	    cnt]].seq == c->seq; cnt++)
+		x->ent[x->by_seq[*j + cnt]].matched = true;
+	if (cnt > 0 && x->accounting)
+		rc_file_check(x, c, rec, *j, cnt);
+	return cnt;
+}
+
 /* One change of the instance, against every exporter. */
 static enum rs_status
 rc_change(void *arg, const struct store_change *c)
@@ -1266,19 +1286,20 @@ rc_change(void *arg, const struct store_change *c)
 		key = export_idempotency_key(x->cfg->name, c, posting);
 		queued = rc_seqs_has(x->queued, x->nqueued, c->seq);
 		dead = !queued && rc_seqs_has(x->dead, x->ndead, c->seq);
-		/* Queued for another try, or not reached yet: lag. */
+		/* Queued for another try, or not reached yet: lag.  A file
+		 * exporter writes a record before it records its position,
+		 * so after a crash its file can hold records above the
+		 * position (it skips them when it starts again): they are
+		 * those changes', not foreign ones. */
 		if (queued || (!dead && c->seq > x->position &&
 		    !rc_seqs_has(x->delivered, x->ndelivered, c->seq))) {
 			x->pending++;
+			if (x->file && x->file_error == NULL)
+				(void)rc_file_claim(x, c, &rec, &j);
 		} else if (dead) {
 			rc_exp_missing(run, x, c, posting, key, "dead");
 		} else if (x->file && x->file_error == NULL) {
-			j = rc_file_lower(x, c->seq);
-			for (cnt = 0; j + cnt < x->nent &&
-			    x->ent[x->by_seq[j + cnt]].seq == c->seq; cnt++)
-				x->ent[x->by_seq[j + cnt]].matched = true;
-			if (cnt > 0 && x->accounting)
-				rc_file_check(x, c, &rec, j, cnt);
+			cnt = rc_file_claim(x, c, &rec, &j);
 			if (cnt == 0)
 				rc_exp_missing(run, x, c, posting, key, "file");
 			else if (cnt > 1) {
