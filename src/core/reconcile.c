@@ -542,6 +542,10 @@ struct rc_exp {
 	/* per instance */
 	cJSON		*j;		/* its object in the instance */
 	int64_t		 pending;
+	char		**lag;		/* refunds with a change pending
+					   since before the run, sorted */
+	size_t		 nlag;
+	size_t		 caplag;
 };
 
 static const struct rc_fentry *rc_sort_base;
@@ -747,10 +751,37 @@ rc_exp_state(struct store *st, struct rc_exp *x)
 }
 
 static void
+rc_exp_lag_clear(struct rc_exp *x)
+{
+	size_t i;
+
+	for (i = 0; i < x->nlag; i++)
+		free(x->lag[i]);
+	free(x->lag);
+	x->lag = NULL;
+	x->nlag = x->caplag = 0;
+}
+
+static int
+rc_strp_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Has refund id a change x had not reached when the run began? */
+static bool
+rc_exp_lags(const struct rc_exp *x, const char *id)
+{
+	return x->nlag > 0 && bsearch(&id, x->lag, x->nlag, sizeof(*x->lag),
+	    rc_strp_cmp) != NULL;
+}
+
+static void
 rc_exp_cleanup(struct rc_exp *x)
 {
 	size_t i;
 
+	rc_exp_lag_clear(x);
 	for (i = 0; i < x->nent; i++) {
 		free(x->ent[i].refund_id);
 		free(x->ent[i].why);
@@ -790,6 +821,8 @@ struct rc_run {
 	size_t			 nledgers;
 	/* the instance at hand */
 	const char		*instance;
+	int64_t			 last_seq;	/* the change log's end when
+						   the run began */
 	struct rc_refs		 store;		/* sorted by id */
 	struct rc_refs		 wix;		/* sorted by id at the end */
 	int64_t			 ahead;		/* store newer than Wix */
@@ -1296,6 +1329,15 @@ rc_change(void *arg, const struct store_change *c)
 			x->pending++;
 			if (x->file && x->file_error == NULL)
 				(void)rc_file_claim(x, c, &rec, &j);
+			if (c->seq <= run->last_seq) {
+				if (x->nlag == x->caplag) {
+					x->caplag = x->caplag == 0 ? 64 :
+					    2 * x->caplag;
+					x->lag = xreallocarray(x->lag,
+					    x->caplag, sizeof(*x->lag));
+				}
+				x->lag[x->nlag++] = xstrdup(c->refund_id);
+			}
 		} else if (dead) {
 			rc_exp_missing(run, x, c, posting, key, "dead");
 		} else if (x->file && x->file_error == NULL) {
@@ -1405,8 +1447,11 @@ rc_exp_file_refunds(struct rc_run *run, struct rc_exp *x)
 		}
 		if (!x->accounting)
 			continue;
+		/* Not reversed yet is lag while the exporter has a change
+		 * of the refund still to deliver; one this run made by
+		 * healing is the stale refund just reported. */
 		if (net > 0 && strcmp(cur->status,
-		    POSTING_STATUS_SUCCEEDED) != 0) {
+		    POSTING_STATUS_SUCCEEDED) != 0 && !rc_exp_lags(x, id)) {
 			run->drift++;
 			o = cJSON_CreateObject();
 			cJSON_AddStringToObject(o, "refund_id", id);
@@ -1446,6 +1491,7 @@ rc_exporters(struct rc_run *run, cJSON *arr)
 			return rc;
 		rc_file_read(x);
 		x->pending = 0;
+		rc_exp_lag_clear(x);
 		x->j = cJSON_CreateObject();
 		cJSON_AddStringToObject(x->j, "exporter", x->cfg->name);
 		cJSON_AddStringToObject(x->j, "type", x->cfg->type);
@@ -1465,6 +1511,7 @@ rc_exporters(struct rc_run *run, cJSON *arr)
 		return rc;
 	for (k = 0; k < run->nexps; k++) {
 		x = &run->exps[k];
+		rc_qsort(x->lag, x->nlag, sizeof(*x->lag), rc_strp_cmp);
 		if (x->file && x->file_error != NULL)
 			run->drift++;	/* a file we cannot read */
 		else if (x->file)
@@ -1639,7 +1686,10 @@ rc_instance(struct rc_run *run, const char *id, struct reconcile_report *rep)
 	run->conflict = cJSON_AddArrayToObject(run->ji, "conflict");
 
 	/* 1. the store */
-	rc = store_refund_foreach(run->st, id, NULL, rc_store_row, run);
+	rc = store_changes_last(run->st, &run->last_seq);
+	if (rc == RS_OK)
+		rc = store_refund_foreach(run->st, id, NULL, rc_store_row,
+		    run);
 	if (rc != RS_OK) {
 		why = xasprintf("cannot read the store: %s",
 		    rs_strstatus(rc));
@@ -1781,12 +1831,6 @@ rc_instance_row(void *arg, const struct store_instance *in)
 	return RS_OK;
 }
 
-static int
-rc_str_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* ---- the API ------------------------------------------------------------- */
 
 enum rs_status
@@ -1815,7 +1859,7 @@ reconcile_run(const struct config *cfg, struct store *st, struct wixapi *w,
 			    rs_strstatus(rc));
 			goto done;
 		}
-		rc_qsort(ids.v, ids.n, sizeof(*ids.v), rc_str_cmp);
+		rc_qsort(ids.v, ids.n, sizeof(*ids.v), rc_strp_cmp);
 	}
 
 	memset(&run, 0, sizeof(run));

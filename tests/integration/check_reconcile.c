@@ -1777,6 +1777,71 @@ START_TEST(test_file_ahead)
 END_TEST
 
 /*
+ * A refund that left SUCCEEDED in Wix only: --heal stores Wix's version,
+ * whose reversal the ledger has not reached yet.  Until the exporter
+ * catches up the refund is pending there, not "not reversed": a second
+ * run, with the daemon still stopped, is clean.
+ */
+START_TEST(test_reversal_pending)
+{
+	static const char *const lists[] = { "missing", "stale", "gone",
+	    "conflict", NULL };
+	static const char *const xlists[] = { "missing", "doubled",
+	    "not_reversed", "damaged", NULL };
+	struct world w;
+	struct picks p;
+	struct view store;
+	const cJSON *inst, *x;
+	char *json, *line;
+	cJSON *doc;
+
+	world_open(&w, NSEED, NULL);
+	step_clean(&w);
+	store_view(w.conf, &store);
+	pick(&store, &p);
+	view_free(&store);
+	json = xasprintf("{\"instance\":\"" INST "\",\"id\":\"%s\","
+	    "\"status\":\"REVERSED\"}", p.reversed);
+	ck_assert(tu_sandbox_control(&w.sb, "/_sandbox/refunds", json));
+	free(json);
+
+	/* The healing run reports what it found: stale, not reversed. */
+	doc = reconcile_json(w.conf, 4, ARGS("--heal"));
+	inst = check_head(doc, "drift", true, 2, 1, NSEED, NSEED);
+	ck_keys(jarr(inst, "stale"), "refund_id", p.reversed);
+	x = exporter_of(inst, "books", "ledger", "file");
+	ck_keys(jarr(x, "not_reversed"), "refund_id", p.reversed);
+	cJSON_Delete(doc);
+
+	/* The reversal is queued: lag, not drift. */
+	doc = reconcile_json(w.conf, 0, NULL);
+	inst = check_head(doc, "clean", false, 0, 0, NSEED, NSEED);
+	empty_lists(inst, lists);
+	x = exporter_of(inst, "books", "ledger", "file");
+	ck_assert_int_eq(jint(x, "pending"), 1);
+	empty_lists(x, xlists);
+	cJSON_Delete(doc);
+
+	/* And it comes. */
+	ck_assert(tu_daemon_restart(w.d));
+	wait_exported(&w, NSEED + 1);
+	ck_assert_int_eq(tu_daemon_stop(w.d, 20000), 0);
+	line = xasprintf("    ; rs-key: books:%s:3:reverse", p.reversed);
+	ck_assert_msg(has_line(w.ledger, line), "no reversal of %s",
+	    p.reversed);
+	free(line);
+	doc = reconcile_json(w.conf, 0, NULL);
+	inst = check_head(doc, "clean", false, 0, 0, NSEED, NSEED);
+	x = exporter_of(inst, "books", "ledger", "file");
+	ck_assert_int_eq(jint(x, "pending"), 0);
+	empty_lists(x, xlists);
+	cJSON_Delete(doc);
+	picks_free(&p);
+	world_close(&w);
+}
+END_TEST
+
+/*
  * The daemon's periodic job: with [reconcile] interval = 1 and heal =
  * yes, webhooks Wix never sent are healed within a few intervals, and
  * the exporters follow.
@@ -1965,6 +2030,7 @@ reconcile_suite(void)
 	tcase_add_test(tc, test_drift_heal);
 	tcase_add_test(tc, test_edited_amount);
 	tcase_add_test(tc, test_file_ahead);
+	tcase_add_test(tc, test_reversal_pending);
 	tcase_add_test(tc, test_daemon_job);
 	tcase_add_test(tc, test_daemon_metric_labels);
 	tcase_add_test(tc, test_usage_and_failure);
