@@ -852,12 +852,19 @@ refused(struct rc *c, enum rs_status s, const struct wixapi_error *e,
 				    "history above, then run the command "
 				    "again if the refund is still wanted");
 		} else if (strcmp(e->code, "CHARGE_REFUND_IN_PROGRESS") == 0) {
+			/* After a retry the pending refund may well be this
+			 * request's own: "try again" would refund twice. */
 			complain(c, "a refund of this charge is still PENDING; "
 			    "only one may be pending at a time.  Wait until it "
 			    "settles (the Refund Updated webhook completes it "
-			    "in the store), then try again");
-			if (hist_refresh(c, &now))
+			    "in the store), then %s", c->retried ? "check the "
+			    "charge's history before trying again" : "try "
+			    "again");
+			got = hist_refresh(c, &now);
+			if (got)
 				hist_show_pending(c, &now);
+			if (c->retried)
+				explain_retry(c, before, got ? &now : NULL);
 		} else if (c->retried) {
 			got = hist_refresh(c, &now);
 			explain_retry(c, before, got ? &now : NULL);

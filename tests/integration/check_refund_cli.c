@@ -646,6 +646,24 @@ START_TEST(test_pending_in_progress)
 	free(out);
 	free(err);
 	ck_assert_int_eq(sb_refunds(&e.sb, "ch-pend", NULL), 1);
+
+	/* The first attempt made the pending refund, its answer was lost,
+	 * and the retry is refused: that refund is most likely this
+	 * request's own, and trying again would refund twice. */
+	sb_charge(&e.sb, "ch-pend2", "80.00", "USD", ",\"pending\":true");
+	sb_post(&e.sb, "/_sandbox/faults", "{\"fault\":\"truncate\","
+	    "\"endpoint\":\"create\",\"count\":1}");
+	rc = cli_run(&e, ARGS("--charge", "ch-pend2", "--amount", "10",
+	    "--currency", "USD"), &out, &err);
+	ck_assert_msg(rc == 3, "rc %d\n%s\n%s", rc, out, err);
+	ck_assert_ptr_nonnull(strstr(err, "CHARGE_REFUND_IN_PROGRESS"));
+	ck_assert_ptr_nonnull(strstr(err, "sent more than once"));
+	ck_assert_msg(strstr(err, "most likely it is this request's own") !=
+	    NULL, "%s", err);
+	ck_assert_msg(strstr(err, "then try again") == NULL, "%s", err);
+	free(out);
+	free(err);
+	ck_assert_int_eq(sb_refunds(&e.sb, "ch-pend2", NULL), 1);
 	env_close(&e);
 }
 END_TEST
