@@ -512,6 +512,8 @@ struct rc_fentry {
 	char		 currency[4];	/* "" if unknown */
 	bool		 damaged;
 	bool		 matched;	/* a change claimed it */
+	bool		 reported;	/* damaged without a refund id:
+					   in an instance's report */
 };
 
 /* One configured exporter, with what the run learnt of it. */
@@ -1413,8 +1415,20 @@ rc_exp_file_refunds(struct rc_run *run, struct rc_exp *x)
 			    (id != NULL && strcmp(id, o2) != 0))
 				break;
 		}
-		if (id == NULL)
-			continue;	/* reported once, at the end */
+		if (id == NULL) {
+			/* Whose it was cannot be told: the first instance
+			 * of the run reports it. */
+			for (; i < j; i++) {
+				struct rc_fentry *g = &x->ent[x->by_ref[i]];
+
+				if (g->reported)
+					continue;
+				g->reported = true;
+				rc_exp_damaged(run, x, g, g->why != NULL ?
+				    g->why : "damaged");
+			}
+			continue;
+		}
 		cur = rc_current(run, id);
 		if (cur == NULL)
 			continue;	/* another instance's */

@@ -1699,6 +1699,61 @@ START_TEST(test_edited_amount)
 }
 END_TEST
 
+/*
+ * A transaction added to the journal by hand, with no rs- metadata at
+ * all, moves the refund account: reconcile reports it as damaged, once,
+ * and the run is drift, exit 4.
+ */
+START_TEST(test_foreign_transaction)
+{
+	static const char *const xlists[] = { "missing", "doubled",
+	    "not_reversed", NULL };
+	struct world w;
+	struct picks p;
+	struct view store;
+	struct lines l;
+	size_t first, last;
+	const cJSON *inst, *x, *e;
+	cJSON *doc;
+
+	world_open(&w, NSEED, NULL);
+	step_clean(&w);
+	store_view(w.conf, &store);
+	pick(&store, &p);
+	view_free(&store);
+	lines_read(&l, w.ledger);
+	(void)post_block(&l, p.deleted, 0, &first, &last);
+	ck_assert_uint_lt(last + 1, l.n);
+	/* After the commit line: a blank line, then the transaction. */
+	lines_dup(&l, last, last);
+	lines_dup(&l, last, last);
+	lines_dup(&l, last, last);
+	lines_dup(&l, last, last);
+	free(l.v[last + 1]);
+	l.v[last + 1] = xstrdup("");
+	free(l.v[last + 2]);
+	l.v[last + 2] = xstrdup(SEED_DAY " * refund by hand");
+	free(l.v[last + 3]);
+	l.v[last + 3] = xstrdup("    Expenses:Refunds    5.00 USD");
+	free(l.v[last + 4]);
+	l.v[last + 4] = xstrdup("    Assets:Wix:Clearing    -5.00 USD");
+	lines_write(&l, w.ledger);
+	lines_free(&l);
+
+	doc = reconcile_json(w.conf, 4, NULL);
+	inst = check_head(doc, "drift", false, 1, 0, NSEED, NSEED);
+	x = exporter_of(inst, "books", "ledger", "file");
+	empty_lists(x, xlists);
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(x, "damaged")), 1);
+	e = cJSON_GetArrayItem(jarr(x, "damaged"), 0);
+	ck_assert_int_eq(jint(e, "line"), (int64_t)last + 3);
+	ck_assert(cJSON_IsNull(member(e, "refund_id")));
+	cJSON_Delete(doc);
+	picks_free(&p);
+	world_close(&w);
+}
+END_TEST
+
 /* Run sql on the store at path (no daemon running). */
 static void
 sql_exec(const char *path, const char *sql)
@@ -2029,6 +2084,7 @@ reconcile_suite(void)
 	tcase_add_test(tc, test_clean);
 	tcase_add_test(tc, test_drift_heal);
 	tcase_add_test(tc, test_edited_amount);
+	tcase_add_test(tc, test_foreign_transaction);
 	tcase_add_test(tc, test_file_ahead);
 	tcase_add_test(tc, test_reversal_pending);
 	tcase_add_test(tc, test_daemon_job);
