@@ -271,6 +271,20 @@ api_why(enum rs_status s, const struct wixapi_error *e)
 	case RS_ERR_TOOBIG:
 		what = "Wix's answer was too large";
 		break;
+	case RS_ERR_INPUT:
+		/* Not the operator's input: what Wix's status means
+		 * (WIX.md §6). */
+		what = e->http_status >= 300 && e->http_status <= 399 ?
+		    "Wix answered with a redirect, which is not followed "
+		    "(check [wix] api_base)" : e->http_status == 401 ?
+		    "Wix refused the credentials" :
+		    e->http_status == 403 ? "Wix refused: no permission" :
+		    e->http_status == 404 ? "Wix refused: not found" :
+		    e->http_status == 409 ? "Wix refused: a conflict" :
+		    e->http_status == 428 ? "Wix refused: a precondition "
+		    "failed" : e->http_status >= 400 ? "Wix refused the "
+		    "request" : "Wix's answer could not be read";
+		break;
 	default:
 		what = rs_strstatus(s);
 		break;

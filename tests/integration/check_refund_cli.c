@@ -859,6 +859,10 @@ START_TEST(test_error_codes)
 	ck_assert_str_eq(doc_str(d, "outcome", NULL), "error");
 	cJSON_Delete(d);
 	ck_assert_ptr_nonnull(strstr(err, "HTTP 403"));
+	/* What the status means, not the operator's "bad input". */
+	ck_assert_msg(strstr(err, "Create Refund failed: Wix refused: no "
+	    "permission: HTTP 403") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "bad input") == NULL, "%s", err);
 	free(out);
 	free(err);
 	ck_assert_int_eq(sb_refunds(&e.sb, "ch-err", NULL), 1);
