@@ -512,8 +512,8 @@ struct rc_fentry {
 	char		 currency[4];	/* "" if unknown */
 	bool		 damaged;
 	bool		 matched;	/* a change claimed it */
-	bool		 reported;	/* damaged without a refund id:
-					   in an instance's report */
+	bool		 reported;	/* damaged: in an instance's
+					   report */
 };
 
 /* One configured exporter, with what the run learnt of it. */
@@ -1208,12 +1208,17 @@ rc_exp_missing(struct rc_run *run, struct rc_exp *x,
 	cJSON_AddItemToArray(rc_exp_list(x, "missing"), o);
 }
 
+/* Report damaged record f, once a run. */
 static void
-rc_exp_damaged(struct rc_run *run, struct rc_exp *x,
-    const struct rc_fentry *f, const char *why)
+rc_exp_damaged(struct rc_run *run, struct rc_exp *x, struct rc_fentry *f,
+    const char *why)
 {
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o;
 
+	if (f->reported)
+		return;
+	f->reported = true;
+	o = cJSON_CreateObject();
 	run->drift++;
 	j_int(o, "line", f->line);
 	j_int(o, "seq", f->seq);
@@ -1397,7 +1402,7 @@ static void
 rc_exp_file_refunds(struct rc_run *run, struct rc_exp *x)
 {
 	const struct rc_ref *cur;
-	const struct rc_fentry *f;
+	struct rc_fentry *f;
 	struct rc_day *d;
 	struct rc_cell *cell;
 	size_t i, j;
@@ -1419,19 +1424,25 @@ rc_exp_file_refunds(struct rc_run *run, struct rc_exp *x)
 			/* Whose it was cannot be told: the first instance
 			 * of the run reports it. */
 			for (; i < j; i++) {
-				struct rc_fentry *g = &x->ent[x->by_ref[i]];
-
-				if (g->reported)
-					continue;
-				g->reported = true;
-				rc_exp_damaged(run, x, g, g->why != NULL ?
-				    g->why : "damaged");
+				f = &x->ent[x->by_ref[i]];
+				rc_exp_damaged(run, x, f, f->why != NULL ?
+				    f->why : "damaged");
 			}
 			continue;
 		}
 		cur = rc_current(run, id);
-		if (cur == NULL)
-			continue;	/* another instance's */
+		if (cur == NULL) {
+			/* Another instance's; but a record a change of
+			 * this one claimed, under a refund id no view
+			 * has, was edited. */
+			for (; i < j; i++) {
+				f = &x->ent[x->by_ref[i]];
+				if (f->damaged && f->matched)
+					rc_exp_damaged(run, x, f, f->why !=
+					    NULL ? f->why : "damaged");
+			}
+			continue;
+		}
 		net = sum = 0;
 		exact = true;
 		over = false;

@@ -1702,7 +1702,8 @@ END_TEST
 /*
  * A transaction added to the journal by hand, with no rs- metadata at
  * all, moves the refund account: reconcile reports it as damaged, once,
- * and the run is drift, exit 4.
+ * and the run is drift, exit 4.  So is a transaction whose rs-refund-id
+ * was changed to a refund no view has.
  */
 START_TEST(test_foreign_transaction)
 {
@@ -1712,7 +1713,8 @@ START_TEST(test_foreign_transaction)
 	struct picks p;
 	struct view store;
 	struct lines l;
-	size_t first, last;
+	size_t first, last, renamed, i;
+	char *meta;
 	const cJSON *inst, *x, *e;
 	cJSON *doc;
 
@@ -1737,17 +1739,32 @@ START_TEST(test_foreign_transaction)
 	l.v[last + 3] = xstrdup("    Expenses:Refunds    5.00 USD");
 	free(l.v[last + 4]);
 	l.v[last + 4] = xstrdup("    Assets:Wix:Clearing    -5.00 USD");
+	(void)post_block(&l, p.doubled, 0, &renamed, &i);
+	meta = xasprintf("    ; rs-refund-id: %s", p.doubled);
+	for (; renamed < i && strcmp(l.v[renamed], meta) != 0; renamed++)
+		;
+	ck_assert_uint_lt(renamed, i);
+	free(l.v[renamed]);
+	l.v[renamed] = xstrdup("    ; rs-refund-id: rf-nobody");
+	free(meta);
+	(void)post_block(&l, p.doubled, 0, &renamed, &i);
 	lines_write(&l, w.ledger);
 	lines_free(&l);
 
 	doc = reconcile_json(w.conf, 4, NULL);
-	inst = check_head(doc, "drift", false, 1, 0, NSEED, NSEED);
+	inst = check_head(doc, "drift", false, 2, 0, NSEED, NSEED);
 	x = exporter_of(inst, "books", "ledger", "file");
 	empty_lists(x, xlists);
-	ck_assert_int_eq(cJSON_GetArraySize(jarr(x, "damaged")), 1);
-	e = cJSON_GetArrayItem(jarr(x, "damaged"), 0);
-	ck_assert_int_eq(jint(e, "line"), (int64_t)last + 3);
-	ck_assert(cJSON_IsNull(member(e, "refund_id")));
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(x, "damaged")), 2);
+	cJSON_ArrayForEach(e, jarr(x, "damaged")) {
+		if (cJSON_IsNull(member(e, "refund_id")))
+			ck_assert_int_eq(jint(e, "line"), (int64_t)last + 3);
+		else {
+			ck_assert_str_eq(jstr(e, "refund_id"), "rf-nobody");
+			ck_assert_int_eq(jint(e, "line"),
+			    (int64_t)renamed + 1);
+		}
+	}
 	cJSON_Delete(doc);
 	picks_free(&p);
 	world_close(&w);
