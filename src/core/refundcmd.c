@@ -177,8 +177,8 @@ check_money(const char *amount, const char *currency, char cur[4],
 	}
 	if (!money_decimal_wellformed(amount)) {
 		fprintf(err, "refundsync: refund create: --amount %s: not a "
-		    "decimal amount such as 12.95 (digits, at most one '.', "
-		    "no sign, spaces or grouping)\n", amount);
+		    "decimal amount such as 12.95 (digits without a leading "
+		    "zero, at most one '.', no sign, spaces or grouping)\n", amount);
 		return CLI_EXIT_USAGE;
 	}
 	dot = strchr(amount, '.');
