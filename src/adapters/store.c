@@ -688,6 +688,16 @@ store_changes_foreach(struct store *st, const char *instance_id,
 }
 
 enum rs_status
+store_refund_instances(struct store *st, store_id_fn fn, void *arg)
+{
+	if (fn == NULL) {
+		log_warnx("%s: no callback", __func__);
+		return RS_ERR_INPUT;
+	}
+	return st->ops->refund_instances(st->ctx, fn, arg);
+}
+
+enum rs_status
 store_export_deliveries_foreach(struct store *st, const char *name,
     store_seq_fn fn, void *arg)
 {

@@ -271,6 +271,18 @@ enum rs_status	store_instance_foreach(struct store *st,
 		    store_instance_fn fn, void *arg);
 
 /*
+ * Call fn for every distinct instance id that stored refunds carry
+ * (refunds.instance_id, NULL ones left out), ordered by id: the
+ * instances the store holds money of, whether or not an AppInstalled
+ * or a backfill gave them a row in instances.  fn borrows id for the
+ * call only and must not write to the store; a non-RS_OK return from
+ * fn stops the walk and is returned.
+ */
+typedef enum rs_status (*store_id_fn)(void *arg, const char *id);
+enum rs_status	store_refund_instances(struct store *st, store_id_fn fn,
+		    void *arg);
+
+/*
  * The functions below run in a write transaction of their own (no
  * transaction may be open: RS_ERR_INTERNAL), and on any error roll it
  * back, so either all of their effect is durable or none of it.

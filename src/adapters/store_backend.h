@@ -30,7 +30,7 @@ extern const struct store_migration store_migrations[];
 extern const unsigned store_migration_count;
 
 /* Bumped when struct store_ops changes shape. */
-#define STORE_OPS_VERSION	9
+#define STORE_OPS_VERSION	10
 
 struct store_ops {
 	int		 version;	/* STORE_OPS_VERSION */
@@ -147,6 +147,9 @@ struct store_ops {
 			    const struct store_reconcile_run *r);
 	enum rs_status	(*reconcile_last_foreach)(void *ctx,
 			    store_reconcile_fn fn, void *arg);
+	/* Version 10.  store.c has checked that fn is set. */
+	enum rs_status	(*refund_instances)(void *ctx, store_id_fn fn,
+			    void *arg);
 
 	/* Start-up (version 7). */
 	enum rs_status	(*writable)(void *ctx, char **why);

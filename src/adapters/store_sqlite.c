@@ -68,6 +68,7 @@ enum sq_stmt {
 	SQ_COUNTS,
 	SQ_IN_GET,
 	SQ_IN_ALL,
+	SQ_IN_OF_REFUNDS,
 	SQ_IN_ENSURE,
 	SQ_BF_START,
 	SQ_BF_PAGE,
@@ -264,6 +265,10 @@ static const struct {
 	    "SELECT " SQ_IN_COLS " FROM instances WHERE instance_id = ?1" },
 	[SQ_IN_ALL] = { "list instances",
 	    "SELECT " SQ_IN_COLS " FROM instances ORDER BY instance_id" },
+	/* Walks the refunds_instance index, not the table. */
+	[SQ_IN_OF_REFUNDS] = { "list the instances of refunds",
+	    "SELECT DISTINCT instance_id FROM refunds"
+	    " WHERE instance_id IS NOT NULL ORDER BY instance_id" },
 	[SQ_IN_ENSURE] = { "add instance",
 	    "INSERT INTO instances (instance_id, backfill, updated_at)"
 	    " VALUES (?1, 'pending', ?2)"
@@ -1287,6 +1292,41 @@ sq_instance_foreach(void *ctx, store_instance_fn fn, void *arg)
 	}
 	if (st == RS_OK && rc != SQLITE_DONE)
 		st = sq_status(s, rc, sq_defs[SQ_IN_ALL].name, NULL);
+	if (own)
+		sqlite3_finalize(stmt);
+	else
+		sq_done(stmt);
+	return st;
+}
+
+/* Like sq_instance_foreach, over the ids that refunds carry. */
+static enum rs_status
+sq_refund_instances(void *ctx, store_id_fn fn, void *arg)
+{
+	struct sq *s = ctx;
+	sqlite3_stmt *stmt = s->stmt[SQ_IN_OF_REFUNDS];
+	enum rs_status st = RS_OK;
+	bool own = false;
+	int rc;
+
+	if (sqlite3_stmt_busy(stmt)) {
+		rc = sqlite3_prepare_v2(s->db, sq_defs[SQ_IN_OF_REFUNDS].sql,
+		    -1, &stmt, NULL);
+		if (rc != SQLITE_OK)
+			return sq_status(s, rc, sq_defs[SQ_IN_OF_REFUNDS].name,
+			    NULL);
+		own = true;
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(stmt, 0);
+
+		if (id == NULL)
+			continue;
+		if ((st = fn(arg, id)) != RS_OK)
+			break;
+	}
+	if (st == RS_OK && rc != SQLITE_DONE)
+		st = sq_status(s, rc, sq_defs[SQ_IN_OF_REFUNDS].name, NULL);
 	if (own)
 		sqlite3_finalize(stmt);
 	else
@@ -2795,6 +2835,7 @@ const struct store_ops store_sqlite_ops = {
 	.counts = sq_counts,
 	.instance_get = sq_instance_get,
 	.instance_foreach = sq_instance_foreach,
+	.refund_instances = sq_refund_instances,
 	.instance_ensure = sq_instance_ensure,
 	.backfill_start = sq_backfill_start,
 	.backfill_pages = sq_backfill_pages,

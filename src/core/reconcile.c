@@ -1848,12 +1848,57 @@ rc_ids_add(struct rc_ids *ids, const char *id)
 	ids->v[ids->n++] = xstrdup(id);
 }
 
+static bool
+rc_ids_has(const struct rc_ids *ids, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < ids->n; i++)
+		if (strcmp(ids->v[i], id) == 0)
+			return true;
+	return false;
+}
+
+/* The instances to reconcile, and those AppRemoved took away. */
+struct rc_which {
+	struct rc_ids	 ids;
+	struct rc_ids	 removed;
+};
+
 static enum rs_status
 rc_instance_row(void *arg, const struct store_instance *in)
 {
+	struct rc_which *w = arg;
+
 	if (in->removed_at == NULL)
-		rc_ids_add(arg, in->instance_id);
+		rc_ids_add(&w->ids, in->instance_id);
+	else
+		rc_ids_add(&w->removed, in->instance_id);
 	return RS_OK;
+}
+
+/* An instance the store holds refunds of counts too, even without an
+ * instances row (its AppInstalled came before refundsync did), unless
+ * it was removed. */
+static enum rs_status
+rc_refund_instance(void *arg, const char *id)
+{
+	struct rc_which *w = arg;
+
+	if (!rc_ids_has(&w->removed, id))
+		rc_ids_add(&w->ids, id);
+	return RS_OK;
+}
+
+static void
+rc_ids_free(struct rc_ids *ids)
+{
+	size_t i;
+
+	for (i = 0; i < ids->n; i++)
+		free(ids->v[i]);
+	free(ids->v);
+	memset(ids, 0, sizeof(*ids));
 }
 
 /* ---- the API ------------------------------------------------------------- */
@@ -1876,10 +1921,18 @@ reconcile_run(const struct config *cfg, struct store *st, struct wixapi *w,
 	if (opt->instance_id != NULL)
 		rc_ids_add(&ids, opt->instance_id);
 	else {
+		struct rc_which which;
+
+		memset(&which, 0, sizeof(which));
 		for (i = 0; i < cfg->ninstances; i++)
-			rc_ids_add(&ids, cfg->instances[i]);
-		if ((rc = store_instance_foreach(st, rc_instance_row, &ids)) !=
-		    RS_OK) {
+			rc_ids_add(&which.ids, cfg->instances[i]);
+		if ((rc = store_instance_foreach(st, rc_instance_row,
+		    &which)) == RS_OK)
+			rc = store_refund_instances(st, rc_refund_instance,
+			    &which);
+		rc_ids_free(&which.removed);
+		ids = which.ids;
+		if (rc != RS_OK) {
 			*why = xasprintf("cannot list the instances: %s",
 			    rs_strstatus(rc));
 			goto done;
@@ -1933,9 +1986,7 @@ reconcile_run(const struct config *cfg, struct store *st, struct wixapi *w,
 	j_int(rep->doc, "repaired", rep->repaired);
 	*out = rep;
 done:
-	for (i = 0; i < ids.n; i++)
-		free(ids.v[i]);
-	free(ids.v);
+	rc_ids_free(&ids);
 	return rc;
 }
 

@@ -1918,6 +1918,45 @@ END_TEST
  * yes, webhooks Wix never sent are healed within a few intervals, and
  * the exporters follow.
  */
+/*
+ * An instance the store holds refunds of, without an instances row (its
+ * AppInstalled came before refundsync, no backfill ran, [wix] instances
+ * does not name it), is reconciled all the same: a plain run reports
+ * Wix's refunds the store misses and the one Wix does not know.  After
+ * an AppRemoved it is left out.
+ */
+START_TEST(test_instance_of_refunds)
+{
+	struct world w;
+	const cJSON *inst;
+	cJSON *doc;
+	char *tok;
+
+	world_open(&w, NSEED, NULL);
+	post_store_only(&w);
+	ck_assert_int_eq(tu_daemon_stop(w.d, 20000), 0);
+
+	doc = reconcile_json(w.conf, 4, NULL);
+	inst = check_head(doc, "drift", false, NSEED + 1, 0, NSEED, 1);
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(inst, "missing")), NSEED);
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(inst, "gone")), 1);
+	cJSON_Delete(doc);
+
+	/* AppRemoved: the instance is no longer reconciled. */
+	ck_assert(tu_daemon_restart(w.d));
+	tok = tu_webhook(w.d->key.priv_pem, "{\"appId\":\"app-1\"}", INST,
+	    "AppRemoved");
+	ck_assert_ptr_nonnull(tok);
+	ck_assert_int_eq(tu_daemon_post(w.d, tok, NULL), 200);
+	free(tok);
+	ck_assert_int_eq(tu_daemon_stop(w.d, 20000), 0);
+	doc = reconcile_json(w.conf, 0, NULL);
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(doc, "instances")), 0);
+	cJSON_Delete(doc);
+	world_close(&w);
+}
+END_TEST
+
 START_TEST(test_daemon_job)
 {
 	struct world w;
@@ -2104,6 +2143,7 @@ reconcile_suite(void)
 	tcase_add_test(tc, test_foreign_transaction);
 	tcase_add_test(tc, test_file_ahead);
 	tcase_add_test(tc, test_reversal_pending);
+	tcase_add_test(tc, test_instance_of_refunds);
 	tcase_add_test(tc, test_daemon_job);
 	tcase_add_test(tc, test_daemon_metric_labels);
 	tcase_add_test(tc, test_usage_and_failure);
