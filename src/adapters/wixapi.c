@@ -99,6 +99,7 @@
 #define WIXAPI_MAX_PATH		2048
 #define WIXAPI_MAX_REQUEST_ID	128	/* kept of x-wix-request-id */
 #define WIXAPI_MAX_VIOLATIONS	4096	/* bytes of the violations text */
+#define WIXAPI_MAX_BAD_ID	64	/* bytes of a bad refund's id shown */
 #define WIXAPI_POOL_MAX		16	/* idle curl handles kept */
 #define WIXAPI_SLICE_MS		50	/* a sleep looks at stop this often */
 #define WIXAPI_POLL_MS		1000	/* curl_easy_perform()'s wait */
@@ -1422,12 +1423,15 @@ query_body(const char *cursor, int limit, const char *charge_id)
 /*
  * Parse a page strictly into *p (zeroed first; caller cleans it whatever
  * the result).  RS_ERR_INPUT with a static reason in *why, and in *bad
- * the index of the refund that failed (SIZE_MAX if none did).
+ * the index of the refund that failed (SIZE_MAX if none did) and in
+ * *bad_id its id, cleaned for a log line, if it has a string one (else
+ * NULL; caller frees).
  */
 static enum rs_status
 page_parse(const char *text, size_t len, struct wixapi_page *p,
-    const char **why, size_t *bad)
+    const char **why, size_t *bad, char **bad_id)
 {
+	const char *id;
 	const cJSON *arr, *item, *pm, *cursors, *next;
 	cJSON *root = NULL;
 	enum rs_status st = RS_ERR_INPUT, rc;
@@ -1436,6 +1440,7 @@ page_parse(const char *text, size_t len, struct wixapi_page *p,
 
 	memset(p, 0, sizeof(*p));
 	*bad = SIZE_MAX;
+	*bad_id = NULL;
 	if (json_parse_strict(text, len, JSON_MAX_DEPTH, &root, why) !=
 	    RS_OK)
 		goto out;
@@ -1452,6 +1457,9 @@ page_parse(const char *text, size_t len, struct wixapi_page *p,
 	cJSON_ArrayForEach(item, arr) {
 		if (refund_from_json(item, &p->refunds[p->n], why) != RS_OK) {
 			*bad = p->n;
+			if ((id = json_get_string(item, "id")) != NULL)
+				*bad_id = clean_copy(id, strlen(id),
+				    WIXAPI_MAX_BAD_ID);
 			goto out;
 		}
 		p->n++;
@@ -1511,7 +1519,7 @@ wixapi_query_refunds(struct wixapi *w, const char *instance_id,
 	struct wixapi_http_response resp;
 	struct wixapi_page page;
 	const char *why = NULL, *kind, *name;
-	char *body = NULL;
+	char *body = NULL, *bad_id = NULL;
 	enum rs_status st;
 	size_t bad;
 
@@ -1536,19 +1544,21 @@ wixapi_query_refunds(struct wixapi *w, const char *instance_id,
 	}
 	if (st != RS_OK)
 		goto out;
-	if ((st = page_parse(resp.body, resp.body_len, &page, &why, &bad)) !=
-	    RS_OK) {
+	if ((st = page_parse(resp.body, resp.body_len, &page, &why, &bad,
+	    &bad_id)) != RS_OK) {
 		err->http_status = resp.status;
 		err->request_id = dup_or_null(resp.request_id);
+		/* Why, for the caller's own message (last_error). */
 		if (bad != SIZE_MAX)
-			log_warnx("wixapi: %s %s: query refunds: page "
-			    "rejected: refund %zu: %s (request id %s)",
-			    kind, name, bad, why,
-			    str_or(resp.request_id, "none"));
+			err->message = xasprintf("refund %zu%s%s%s: %s", bad,
+			    bad_id != NULL ? " (" : "", str_or(bad_id, ""),
+			    bad_id != NULL ? ")" : "", why);
 		else
-			log_warnx("wixapi: %s %s: query refunds: page "
-			    "rejected: %s (request id %s)", kind, name, why,
-			    str_or(resp.request_id, "none"));
+			err->message = xstrdup(why);
+		log_warnx("wixapi: %s %s: query refunds: page rejected: %s "
+		    "(request id %s)", kind, name, err->message,
+		    str_or(resp.request_id, "none"));
+		free(bad_id);
 		goto out;
 	}
 	*out = page;

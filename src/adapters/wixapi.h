@@ -221,7 +221,8 @@ void	wixapi_page_cleanup(struct wixapi_page *p);
  * body that is not strict JSON (such as a truncated one), a refund that
  * does not parse, or a missing refunds array is RS_ERR_INPUT (retried by
  * the caller's policy, nothing of it used; err->http_status and
- * request_id say which answer).  A 4xx to a request that carried a
+ * request_id say which answer, err->message why: the parser's reason,
+ * after "refund N (ID): " when a refund did not parse).  A 4xx to a request that carried a
  * cursor, whose error names the cursor (code, description, message or a
  * field violation, case-insensitive), is RS_ERR_RANGE ("cursor
  * rejected": start over; *err filled).  Otherwise as wixapi_call().

@@ -1231,7 +1231,31 @@ START_TEST(test_malformed_forever)
 	    "malformed page, HTTP 200") != NULL, "%s", why);
 	ck_assert_str_eq(e.fake.cursors, "-,c10,c10,c10");
 	ck_sql(e.db, INST_ROW, "failed|1|10|c10|Query Refunds failed 3 times;"
-	    " the last: malformed page, HTTP 200 [request id req-test]");
+	    " the last: malformed page, HTTP 200: syntax error [request id"
+	    " req-test]");
+	free(why);
+	env_close(&e);
+}
+END_TEST
+
+/* A refund that never parses: last_error says which one and why, not
+ * only that the page was malformed. */
+START_TEST(test_bad_refund_forever)
+{
+	struct backfill_options o = fast_opts(10);
+	struct env e;
+	char *why = NULL;
+
+	env_open(&e, 45);
+	o.page_attempts = 2;
+	fake_fault_from(&e.fake, 3, F_BAD_REFUND);
+	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_INPUT);
+	ck_assert_str_eq(why, "Query Refunds failed 2 times; the last: "
+	    "malformed page, HTTP 200: refund 0 (r-00020): amount is not a "
+	    "decimal string [request id req-test]");
+	ck_sql(e.db, INST_ROW, "failed|2|20|c20|Query Refunds failed 2 times;"
+	    " the last: malformed page, HTTP 200: refund 0 (r-00020): amount"
+	    " is not a decimal string [request id req-test]");
 	free(why);
 	env_close(&e);
 }
@@ -2227,6 +2251,7 @@ backfill_suite(void)
 	tcase_add_test(tc, test_cursor_cycle);
 	tcase_add_test(tc, test_malformed_retried);
 	tcase_add_test(tc, test_malformed_forever);
+	tcase_add_test(tc, test_bad_refund_forever);
 	tcase_add_test(tc, test_4xx_fails);
 	tcase_add_test(tc, test_5xx_forever);
 	tcase_add_test(tc, test_auth_refused);
