@@ -1210,6 +1210,7 @@ bad:
 	wixapi_error_cleanup(err);
 	err->http_status = resp.status;
 	err->request_id = dup_or_null(resp.request_id);
+	err->message = xstrdup(why);
 	log_warnx("wixapi: %s: the token endpoint answered HTTP %ld without "
 	    "a usable token: %s (request id %s)", in->label, resp.status,
 	    why, str_or(resp.request_id, "none"));

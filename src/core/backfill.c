@@ -501,12 +501,16 @@ bf_call_error(enum rs_status rc, const struct wixapi_error *e)
 /*
  * Is rc from Query Refunds worth another try?  A malformed page (no
  * HTTP error status), an oversized one, retries that ran out inside
- * wixapi, a transport failure.  A 4xx is not.
+ * wixapi, a transport failure, a token endpoint's 2xx with no usable
+ * token in it (cut short or garbled on the way, as a page can be).  A
+ * 4xx is not, nor a token endpoint's refusal.
  */
 static bool
 bf_transient(enum rs_status rc, const struct wixapi_error *e)
 {
 	switch (rc) {
+	case RS_ERR_AUTH:
+		return e->http_status >= 200 && e->http_status <= 299;
 	case RS_ERR_INPUT:
 		return e->http_status == 0 ||
 		    (e->http_status >= 200 && e->http_status <= 299);
@@ -516,6 +520,22 @@ bf_transient(enum rs_status rc, const struct wixapi_error *e)
 		return true;
 	default:
 		return false;
+	}
+}
+
+/* What went wrong, ahead of a transient failure's HTTP status. */
+static const char *
+bf_kind(enum rs_status rc)
+{
+	switch (rc) {
+	case RS_ERR_INPUT:
+		return "malformed page, ";
+	case RS_ERR_TOOBIG:
+		return "oversized page, ";
+	case RS_ERR_AUTH:
+		return "no usable access token, ";
+	default:
+		return "";
 	}
 }
 
@@ -555,21 +575,17 @@ bf_fetch(struct bf_run *r, struct wixapi_page *page, char **why)
 			*why = xasprintf("the Wix token endpoint answered a "
 			    "redirect, not followed (check api_base): %s",
 			    what);
-		} else if (rc == RS_ERR_AUTH) {
+		} else if (rc == RS_ERR_AUTH && !bf_transient(rc, &err)) {
 			*why = xasprintf("Wix refused the app credentials: "
 			    "%s", what);
 		} else if (!bf_transient(rc, &err)) {
 			*why = xasprintf("Query Refunds failed: %s", what);
 		} else if (n >= r->attempts) {
 			*why = xasprintf("Query Refunds failed %d times; the "
-			    "last: %s%s", n, rc == RS_ERR_INPUT ?
-			    "malformed page, " : rc == RS_ERR_TOOBIG ?
-			    "oversized page, " : "", what);
+			    "last: %s%s", n, bf_kind(rc), what);
 		} else {
 			note = xasprintf("%s%s; trying again in %lld ms",
-			    rc == RS_ERR_INPUT ? "malformed page, " :
-			    rc == RS_ERR_TOOBIG ? "oversized page, " : "",
-			    what, (long long)bf_backoff(r, n));
+			    bf_kind(rc), what, (long long)bf_backoff(r, n));
 			log_warnx("%s %s: page %lld: %s", r->page_fn != NULL ?
 			    "query refunds" : "backfill", r->id,
 			    (long long)r->fpage + 1, note);

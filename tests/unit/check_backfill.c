@@ -131,6 +131,8 @@ struct fake {
 	int		 rev;		/* their revision */
 	int		 queries;	/* query requests seen */
 	int		 tokens;	/* token requests seen */
+	int		 bad_tokens;	/* token answers to garble (a 200
+					   cut short) */
 	int		 delay_ms;	/* per query (real time) */
 	char		*cursors;	/* "-,c10": each query's cursor */
 	char		*problems;	/* wire-shape violations seen */
@@ -393,8 +395,12 @@ fake_transport(void *ctx, const struct wixapi_http_request *req,
 	pthread_mutex_lock(&f->mu);
 	if (strstr(req->url, "/oauth2/token") != NULL) {
 		f->tokens++;
-		if (strstr(req->body, "\"client_secret\":\"s3cret\"") ==
-		    NULL)
+		if (f->bad_tokens > 0) {
+			f->bad_tokens--;
+			resp_set(resp, 200, xstrdup("{\"access_token\":"
+			    "\"OauthNG.JW"));
+		} else if (strstr(req->body,
+		    "\"client_secret\":\"s3cret\"") == NULL)
 			resp_set(resp, 401, xstrdup("{\"message\":\"bad\"}"));
 		else
 			resp_set(resp, 200, xstrdup("{\"access_token\":"
@@ -1344,6 +1350,46 @@ START_TEST(test_auth_refused)
 }
 END_TEST
 
+/* A token answer cut short on the way (a 200 that is not JSON) is not
+ * a refusal of the credentials: the page is asked for again, and the
+ * run completes.  One that stays garbled fails, saying so. */
+START_TEST(test_token_garbled)
+{
+	struct backfill_options o = fast_opts(10);
+	struct stop_after s;
+	struct env e;
+	char *why = NULL;
+
+	env_open(&e, 25);
+	memset(&s, 0, sizeof(s));
+	s.notes = xstrdup("");
+	atomic_init(&s.stop, false);
+	o.progress = stop_progress;
+	o.progress_arg = &s;
+	e.fake.bad_tokens = 2;
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	expect_exact_set(&e, 25);
+	ck_sql(e.db, INST_ROW, "done|3|25|-|-");
+	ck_assert_int_eq(e.fake.tokens, 3);
+	ck_assert_msg(strstr(s.notes, "no usable access token, HTTP 200: "
+	    "syntax error") != NULL, "notes: %s", s.notes);
+	free(s.notes);
+	env_close(&e);
+
+	env_open(&e, 25);
+	o.progress = NULL;
+	o.page_attempts = 2;
+	e.fake.bad_tokens = 100;
+	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_AUTH);
+	ck_assert_str_eq(why, "Query Refunds failed 2 times; the last: no "
+	    "usable access token, HTTP 200: syntax error [request id "
+	    "req-test]");
+	ck_assert_int_eq(e.fake.queries, 0);
+	free(why);
+	env_close(&e);
+}
+END_TEST
+
 /* The store cannot commit for a while: the page is tried again, then
  * goes in. */
 struct lock_ctx {
@@ -2255,6 +2301,7 @@ backfill_suite(void)
 	tcase_add_test(tc, test_4xx_fails);
 	tcase_add_test(tc, test_5xx_forever);
 	tcase_add_test(tc, test_auth_refused);
+	tcase_add_test(tc, test_token_garbled);
 	tcase_add_test(tc, test_store_busy_retried);
 	tcase_add_test(tc, test_pipe_batches);
 	tcase_add_test(tc, test_pipe_commit_fails);
