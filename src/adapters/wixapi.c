@@ -1313,8 +1313,9 @@ wixapi_call(struct wixapi *w, const char *instance_id, const char *method,
 		goto out;
 	}
 	if (w->oauth && !text_safe(instance_id, WIXAPI_MAX_ID)) {
-		log_warnx("wixapi: %s %s: no usable instance id", method,
-		    path);
+		err->message = xasprintf("no usable instance id (empty, over "
+		    "%d bytes or with control characters)", WIXAPI_MAX_ID);
+		log_warnx("wixapi: %s %s: %s", method, path, err->message);
 		goto out;
 	}
 	if (atomic_load(&w->stop)) {

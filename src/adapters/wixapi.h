@@ -182,10 +182,12 @@ void	wixapi_error_cleanup(struct wixapi_error *e);
  * RS_ERR_INPUT: any other final status: a 4xx other than 401/429, a 401
  *   after one refresh (or any 401 in API-key mode), a 3xx (redirects are
  *   not followed); *err filled (caller cleans).  Not retried.  Also a
- *   bad argument (no instance in OAuth mode, a bad path or method).
+ *   bad argument (no instance in OAuth mode, a bad path or method):
+ *   nothing sent, err->http_status 0 (err->message says why for the
+ *   instance id).
  * RS_ERR_AUTH: the token endpoint refused the credentials (any answer
  *   but a 2xx, 429 or 5xx), or answered a 2xx without a usable
- *   access_token; *err filled.
+ *   access_token; *err filled (err->message says why for a 2xx).
  * RS_ERR_BUSY: retries exhausted on 429/5xx/transport errors (a shared
  *   budget file that cannot be used at the moment, such as on a full
  *   disk, counts as a transport error: nothing is sent past it).

@@ -499,8 +499,8 @@ bf_call_error(enum rs_status rc, const struct wixapi_error *e)
 }
 
 /*
- * Is rc from Query Refunds worth another try?  A malformed page (no
- * HTTP error status), an oversized one, retries that ran out inside
+ * Is rc from Query Refunds worth another try?  A malformed page (a 2xx
+ * that did not parse), an oversized one, retries that ran out inside
  * wixapi, a transport failure, a token endpoint's 2xx with no usable
  * token in it (cut short or garbled on the way, as a page can be).  A
  * 4xx is not, nor a token endpoint's refusal.
@@ -510,10 +510,11 @@ bf_transient(enum rs_status rc, const struct wixapi_error *e)
 {
 	switch (rc) {
 	case RS_ERR_AUTH:
-		return e->http_status >= 200 && e->http_status <= 299;
 	case RS_ERR_INPUT:
-		return e->http_status == 0 ||
-		    (e->http_status >= 200 && e->http_status <= 299);
+		/* RS_ERR_INPUT with no HTTP status: nothing was sent,
+		 * wixapi refused the call itself (an instance id it
+		 * cannot send), and will again. */
+		return e->http_status >= 200 && e->http_status <= 299;
 	case RS_ERR_TOOBIG:
 	case RS_ERR_BUSY:
 	case RS_ERR_IO:

@@ -1390,6 +1390,35 @@ START_TEST(test_token_garbled)
 }
 END_TEST
 
+/* An instance id wixapi cannot send (a control character, over 256
+ * bytes) fails at once, saying so: nothing was sent, so it is no
+ * malformed page to ask for again. */
+START_TEST(test_instance_id_unusable)
+{
+	struct backfill_options o = fast_opts(10);
+	const char *ids[] = { "inst\n2", NULL };
+	struct env e;
+	char *why = NULL, longid[300];
+	size_t i;
+
+	memset(longid, 'x', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = '\0';
+	ids[1] = longid;
+	env_open(&e, 5);
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(backfill_run(e.st, e.w, ids[i], &o, &why),
+		    RS_ERR_INPUT);
+		ck_assert_str_eq(why, "Query Refunds failed: bad input: no "
+		    "usable instance id (empty, over 256 bytes or with "
+		    "control characters)");
+		free(why);
+		why = NULL;
+	}
+	ck_assert_int_eq(e.fake.tokens + e.fake.queries, 0);
+	env_close(&e);
+}
+END_TEST
+
 /* The store cannot commit for a while: the page is tried again, then
  * goes in. */
 struct lock_ctx {
@@ -2302,6 +2331,7 @@ backfill_suite(void)
 	tcase_add_test(tc, test_5xx_forever);
 	tcase_add_test(tc, test_auth_refused);
 	tcase_add_test(tc, test_token_garbled);
+	tcase_add_test(tc, test_instance_id_unusable);
 	tcase_add_test(tc, test_store_busy_retried);
 	tcase_add_test(tc, test_pipe_batches);
 	tcase_add_test(tc, test_pipe_commit_fails);
