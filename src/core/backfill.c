@@ -1372,7 +1372,9 @@ bf_listed(const struct backfiller *bf, const char *id)
 	return false;
 }
 
-/* Backfill one instance in a worker, unless it is done. */
+/* Backfill one instance in a worker, unless it is done or its app was
+ * removed (Wix gives no token for it; AppInstalled again makes it
+ * pending and clears the removal). */
 static void
 bf_work_one(struct backfiller *bf, struct store *st, const char *id)
 {
@@ -1384,6 +1386,13 @@ bf_work_one(struct backfiller *bf, struct store *st, const char *id)
 	if (rc == RS_OK) {
 		if (in.backfill == STORE_BACKFILL_DONE) {
 			log_debug("backfill %s: already done", id);
+			store_instance_cleanup(&in);
+			return;
+		}
+		if (in.removed_at != NULL) {
+			log_info("backfill %s: not started: the app was "
+			    "removed from it (AppRemoved at %s)", id,
+			    in.removed_at);
 			store_instance_cleanup(&in);
 			return;
 		}
@@ -1534,6 +1543,9 @@ bf_startup_row(void *arg, const struct store_instance *in)
 	struct bf_startup *s = arg;
 	size_t i;
 
+	/* Removed: nothing to resume until AppInstalled comes again. */
+	if (in->removed_at != NULL)
+		return RS_OK;
 	if (in->backfill == STORE_BACKFILL_RUNNING ||
 	    (s->pending_too && in->backfill == STORE_BACKFILL_PENDING))
 		bf_startup_add(s, in->instance_id);

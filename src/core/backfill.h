@@ -190,7 +190,7 @@ struct backfiller *backfiller_start(const struct config *cfg,
 /*
  * Ask for a backfill of instance_id.  Idempotent: a kick for an instance
  * queued or running is ignored, and an instance whose backfill is 'done'
- * is left alone (the worker checks the store).  Never waits for I/O:
+ * or whose app was removed is left alone (the worker checks the store).  Never waits for I/O:
  * safe from ingest's done() callback.  A kick after backfiller_stop()
  * began is ignored.
  */
@@ -201,8 +201,9 @@ void		backfiller_kick(struct backfiller *bf,
  * The start-up kicks, read through st (a connection of the calling
  * thread): every instance named in [wix] instances whose backfill is not
  * 'done', every stored instance left 'running', and, when pending_too
- * (on_install = yes), every stored instance still 'pending'.  Returns
- * how many were kicked.
+ * (on_install = yes), every stored instance still 'pending'; but none
+ * whose app was removed (an AppRemoved not followed by AppInstalled).
+ * Returns how many were kicked.
  */
 size_t		backfiller_kick_startup(struct backfiller *bf,
 		    const struct config *cfg, struct store *st,

@@ -831,20 +831,32 @@ cli_bf_draw(struct cli_bf *bf)
 	(void)fflush(stderr);
 }
 
-/* Collects the instances a bare `backfill` runs. */
+/* Collects the instances a bare `backfill` runs, and those it leaves
+ * out because their app was removed. */
 struct cli_bf_list {
 	char	**ids;
 	size_t	 n;
+	char	**removed;
+	size_t	 nremoved;
 };
+
+static bool
+cli_bf_listed(char *const *ids, size_t n, const char *id)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(ids[i], id) == 0)
+			return true;
+	return false;
+}
 
 static void
 cli_bf_list_add(struct cli_bf_list *l, const char *id)
 {
-	size_t i;
-
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->ids[i], id) == 0)
-			return;
+	if (cli_bf_listed(l->ids, l->n, id) ||
+	    cli_bf_listed(l->removed, l->nremoved, id))
+		return;
 	l->ids = xreallocarray(l->ids, l->n + 1, sizeof(*l->ids));
 	l->ids[l->n++] = xstrdup(id);
 }
@@ -852,14 +864,22 @@ cli_bf_list_add(struct cli_bf_list *l, const char *id)
 static enum rs_status
 cli_bf_list_row(void *arg, const struct store_instance *in)
 {
-	if (in->backfill != STORE_BACKFILL_DONE)
-		cli_bf_list_add(arg, in->instance_id);
+	struct cli_bf_list *l = arg;
+
+	/* Wix gives no token for an instance the app was removed from;
+	 * AppInstalled again clears the removal. */
+	if (in->removed_at != NULL) {
+		l->removed = xreallocarray(l->removed, l->nremoved + 1,
+		    sizeof(*l->removed));
+		l->removed[l->nremoved++] = xstrdup(in->instance_id);
+	} else if (in->backfill != STORE_BACKFILL_DONE)
+		cli_bf_list_add(l, in->instance_id);
 	return RS_OK;
 }
 
 /* The instances to run: --instance, or [wix] instances plus every stored
- * instance not done.  false (message printed) if the store cannot be
- * read. */
+ * instance not done, leaving out those whose app was removed (each said
+ * on stdout).  false (message printed) if the store cannot be read. */
 static bool
 cli_bf_instances(const struct config *cfg, const char *only,
     struct cli_bf_list *l)
@@ -867,7 +887,7 @@ cli_bf_instances(const struct config *cfg, const char *only,
 	struct store_options so = { .busy_timeout_ms =
 	    (int)cfg->busy_timeout_ms };
 	struct store *st = NULL;
-	char *why = NULL;
+	char *why = NULL, shown[128];
 	enum rs_status rc;
 	size_t i;
 
@@ -876,8 +896,6 @@ cli_bf_instances(const struct config *cfg, const char *only,
 		cli_bf_list_add(l, only);
 		return true;
 	}
-	for (i = 0; i < cfg->ninstances; i++)
-		cli_bf_list_add(l, cfg->instances[i]);
 	/* Read-write: the first open of a new database migrates it. */
 	if ((rc = store_open(cfg->store_path, &so, &st, &why)) == RS_OK)
 		rc = store_instance_foreach(st, cli_bf_list_row, l);
@@ -887,6 +905,13 @@ cli_bf_instances(const struct config *cfg, const char *only,
 		    cfg->store_path, why != NULL ? why : rs_strstatus(rc));
 		free(why);
 		return false;
+	}
+	for (i = 0; i < cfg->ninstances; i++)
+		cli_bf_list_add(l, cfg->instances[i]);
+	for (i = 0; i < l->nremoved; i++) {
+		(void)term_safe(l->removed[i], shown, sizeof(shown));
+		printf("%s: skipped: the app was removed from it (--instance "
+		    "runs it anyway)\n", shown);
 	}
 	return true;
 }
@@ -940,6 +965,11 @@ cmd_backfill(int argc, char *argv[])
 	}
 	if (!cli_bf_instances(cfg, a.instance, &list))
 		goto out;
+	if (list.n == 0 && list.nremoved > 0) {
+		printf("nothing else to backfill\n");
+		status = CLI_EXIT_OK;
+		goto out;
+	}
 	if (list.n == 0) {
 		printf("nothing to backfill: no instance is pending, running "
 		    "or failed, and [wix] instances is empty\n");
@@ -1046,6 +1076,9 @@ out:
 	for (i = 0; i < list.n; i++)
 		free(list.ids[i]);
 	free(list.ids);
+	for (i = 0; i < list.nremoved; i++)
+		free(list.removed[i]);
+	free(list.removed);
 	free(why);
 	wixapi_free(bf.w);
 	config_free(cfg);

@@ -1103,6 +1103,84 @@ START_TEST(test_daemon_no_credentials)
 }
 END_TEST
 
+/* An AppRemoved webhook (no cursor owed, nothing pending there any
+ * more). */
+static char *
+removed_webhook(const struct tu_daemon *d, const char *instance)
+{
+	return tu_webhook(d->key.priv_pem, "{\"appId\":\"" APP_ID "\","
+	    "\"originInstanceId\":\"\"}", instance, "AppRemoved");
+}
+
+/*
+ * An instance the app was removed from is not backfilled: not at the
+ * daemon's next start (an AppRemoved for an instance never seen leaves
+ * it 'pending'; one removed mid-backfill leaves it 'running'), nor by a
+ * bare `backfill`, which says it skipped it and exits 0.  Wix would
+ * refuse its token, so each start and each run failed on it.
+ * --instance still runs it.
+ */
+START_TEST(test_removed_not_backfilled)
+{
+	static const char *const none[] = { "backfill on: 0 instances", NULL };
+	struct tu_daemon *d;
+	struct env e;
+	char *tok, *out = NULL, *err = NULL;
+	size_t mark;
+
+	env_open(&e, 30, "inst-r,inst-s", NULL, 5, 100000, 0);
+	/* inst-s: 6 pages of 500 ms, removed after the first. */
+	sb_fault(&e.sb, "{\"fault\":\"stall\",\"count\":-1,\"ms\":500,"
+	    "\"endpoint\":\"query\",\"instance\":\"inst-s\"}");
+	d = daemon_for(&e, NULL, 5, 100000);
+	tok = removed_webhook(d, "inst-r");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-s", APP_ID);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances"
+	    " WHERE instance_id = 'inst-s'", 1, 20000));
+	tok = removed_webhook(d, "inst-s");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	ck_str(db_text(&e, "SELECT group_concat(instance_id || ':' || backfill"
+	    " || ':' || (removed_at IS NOT NULL), ',') FROM (SELECT * FROM"
+	    " instances ORDER BY instance_id)"),
+	    "inst-r:pending:1,inst-s:running:1");
+	sb_clear(&e.sb);
+
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_restart(d));
+	ck_assert(tu_daemon_wait_log(d, mark, none, 5000));
+	tu_sleep_ms(500);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-r", NULL, 0), 0);
+	ck_str(db_text(&e, "SELECT group_concat(instance_id || ':' || backfill,"
+	    " ',') FROM (SELECT * FROM instances ORDER BY instance_id)"),
+	    "inst-r:pending,inst-s:running");
+
+	/* A bare run skips both, says so, and succeeds. */
+	env_conf(&e, NULL, NULL);
+	ck_assert_msg(backfill_cmd(&e, NULL, false, &out, &err) == 0,
+	    "stdout: %s\nstderr: %s", out, err);
+	ck_assert_msg(strstr(out, "inst-r: skipped: the app was removed") !=
+	    NULL && strstr(out, "inst-s: skipped: the app was removed") !=
+	    NULL, "stdout: %s", out);
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-r", NULL, 0), 0);
+	free(out);
+	free(err);
+	/* Named, it runs. */
+	ck_assert_int_eq(backfill_cmd(&e, "inst-r", false, &out, &err), 0);
+	ck_str(db_state(&e, "inst-r"), "done|6|30|0|-");
+	free(out);
+	free(err);
+	tu_daemon_free(d);
+	env_close(&e);
+}
+END_TEST
+
 /* ---- tests: two instances, tokens, budget ------------------------------ */
 
 /* The most entries of v (in time order) inside any window of ms. */
@@ -1370,6 +1448,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_daemon_webhook_mid_backfill);
 	tcase_add_test(tc, test_daemon_install_stop_resume);
 	tcase_add_test(tc, test_daemon_no_credentials);
+	tcase_add_test(tc, test_removed_not_backfilled);
 	tcase_add_test(tc, test_two_instances);
 	tcase_add_test(tc, test_tokens);
 	tcase_add_test(tc, test_budget);
