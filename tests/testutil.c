@@ -2173,6 +2173,27 @@ out:
 	return out;
 }
 
+void
+tu_sql_exec(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	char *err = NULL;
+
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) !=
+	    SQLITE_OK) {
+		fprintf(stderr, "testutil: sqlite open %s: %s\n", path,
+		    db != NULL ? sqlite3_errmsg(db) : "out of memory");
+		tu_die("tu_sql_exec");
+	}
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+		fprintf(stderr, "testutil: sql \"%s\": %s\n", sql,
+		    err != NULL ? err : "?");
+		tu_die("tu_sql_exec");
+	}
+	sqlite3_close(db);
+}
+
 static char	*vsqlf(const struct tu_daemon *, const char *, va_list)
 		    __attribute__((format(printf, 2, 0)));
 

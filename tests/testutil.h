@@ -365,6 +365,9 @@ const char *tu_binary(void);
  * Caller frees.
  */
 char	*tu_sql(const char *path, const char *sql);
+/* Run sql (any statements) on the database at path, read-write, with no
+ * daemon writing to it; the test process dies (tu_die) if it fails. */
+void	tu_sql_exec(const char *path, const char *sql);
 /* printf-style tu_sql on d's database. */
 char	*tu_sqlf(const struct tu_daemon *d, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));

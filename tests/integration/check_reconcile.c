@@ -1771,20 +1771,6 @@ START_TEST(test_foreign_transaction)
 }
 END_TEST
 
-/* Run sql on the store at path (no daemon running). */
-static void
-sql_exec(const char *path, const char *sql)
-{
-	sqlite3 *db = NULL;
-	char *err = NULL;
-
-	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE,
-	    NULL), SQLITE_OK);
-	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &err) == SQLITE_OK,
-	    "%s: %s", sql, err != NULL ? err : "?");
-	sqlite3_close(db);
-}
-
 /*
  * A file exporter writes a record before the store records it delivered,
  * so a crash (or a store that cannot commit) in between leaves its file
@@ -1808,7 +1794,7 @@ START_TEST(test_file_ahead)
 	sql = xasprintf("UPDATE exporter_positions SET position = %d; "
 	    "DELETE FROM exporter_deliveries WHERE seq > %d;", NSEED - 2,
 	    NSEED - 2);
-	sql_exec(w.d->db_path, sql);
+	tu_sql_exec(w.d->db_path, sql);
 	free(sql);
 	ledger_before = tu_read_file(w.ledger, NULL);
 	csv_before = tu_read_file(w.csv, NULL);
