@@ -1546,8 +1546,13 @@ bf_startup_row(void *arg, const struct store_instance *in)
 	/* Removed: nothing to resume until AppInstalled comes again. */
 	if (in->removed_at != NULL)
 		return RS_OK;
+	/* With on_install, a backfill that failed (Wix down for longer
+	 * than the retries, say) is tried again too, from its cursor:
+	 * else the history of an instance installed by webhook would stay
+	 * incomplete until an operator ran it by hand. */
 	if (in->backfill == STORE_BACKFILL_RUNNING ||
-	    (s->pending_too && in->backfill == STORE_BACKFILL_PENDING))
+	    (s->pending_too && (in->backfill == STORE_BACKFILL_PENDING ||
+	    in->backfill == STORE_BACKFILL_FAILED)))
 		bf_startup_add(s, in->instance_id);
 	else if (in->backfill != STORE_BACKFILL_DONE)
 		for (i = 0; i < s->cfg->ninstances; i++)

@@ -1075,6 +1075,51 @@ START_TEST(test_daemon_install_stop_resume)
 }
 END_TEST
 
+/*
+ * A backfill that failed for an instance installed by webhook is tried
+ * again at the daemon's next start (with on_install), from its cursor,
+ * and completes the exact set.
+ */
+START_TEST(test_daemon_failed_retried)
+{
+	static const char *const one[] = { "backfill on: 1 instances", NULL };
+	struct tu_daemon *d;
+	struct env e;
+	char *want, *tok;
+	size_t mark;
+
+	env_open(&e, 400, "inst-f", NULL, 5, 100000, 0);
+	want = sb_ids(&e.sb, "inst-f", NULL);
+	/* 80 pages of 50 ms: the stop lands mid-run. */
+	sb_slow(&e.sb, 50);
+	d = daemon_for(&e, NULL, 5, 100000);
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-f", APP_ID);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    3, 20000));
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	/* As a run that gave up leaves it: failed, its cursor kept. */
+	tu_sql_exec(e.db, "UPDATE instances SET backfill = 'failed',"
+	    " last_error = 'Query Refunds failed 5 times'");
+	ck_assert_int_eq(db_int(&e, "SELECT backfill = 'failed' AND"
+	    " backfill_cursor IS NOT NULL FROM instances"), 1);
+	sb_clear(&e.sb);
+
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_restart(d));
+	ck_assert(tu_daemon_wait_log(d, mark, one, 5000));
+	ck_assert(wait_db_int(&e, "SELECT backfill = 'done' FROM instances",
+	    1, 40000));
+	expect_set(&e, "inst-f", want);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM changes"), 400);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
 /* Without credentials, AppInstalled only records the instance, and the
  * daemon says once that backfill is off. */
 START_TEST(test_daemon_no_credentials)
@@ -1447,6 +1492,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_kill9_resume);
 	tcase_add_test(tc, test_daemon_webhook_mid_backfill);
 	tcase_add_test(tc, test_daemon_install_stop_resume);
+	tcase_add_test(tc, test_daemon_failed_retried);
 	tcase_add_test(tc, test_daemon_no_credentials);
 	tcase_add_test(tc, test_removed_not_backfilled);
 	tcase_add_test(tc, test_two_instances);
