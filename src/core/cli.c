@@ -1045,26 +1045,32 @@ cmd_backfill(int argc, char *argv[])
 
 	for (i = 0; i < bf.njobs; i++) {
 		const struct cli_bf_job *j = &bf.jobs[i];
+		/* Ids and reasons come from Wix or webhooks: no control
+		 * bytes to the terminal. */
+		char id[320];
 
+		(void)term_safe(j->id, id, sizeof(id));
 		if (j->skipped)
 			printf("%s: already done (--restart runs it again)\n",
-			    j->id);
+			    id);
 		else if (j->rc == RS_OK)
 			printf("%s: done: %lld pages, %lld refunds (%lld new "
-			    "or newer), %llu requests\n", j->id,
+			    "or newer), %llu requests\n", id,
 			    (long long)j->pages, (long long)j->refunds,
 			    (long long)j->applied,
 			    (unsigned long long)j->requests);
 		else if (j->rc == RS_ERR_STOPPING) {
 			interrupted = true;
 			fprintf(stderr, "refundsync: backfill %s: interrupted "
-			    "after page %lld; run it again to resume\n", j->id,
+			    "after page %lld; run it again to resume\n", id,
 			    (long long)j->pages);
 		} else {
 			failed = true;
-			fprintf(stderr, "refundsync: backfill %s: failed: %s\n",
-			    j->id, j->why != NULL ? j->why :
-			    rs_strstatus(j->rc));
+			fprintf(stderr, "refundsync: backfill %s: failed: ",
+			    id);
+			term_fputs(j->why != NULL ? j->why :
+			    rs_strstatus(j->rc), stderr);
+			fputc('\n', stderr);
 		}
 	}
 	status = failed || interrupted ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
