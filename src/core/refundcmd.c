@@ -673,8 +673,10 @@ record(struct rc *c, const struct refund *r)
 	if (s != RS_OK) {
 		store_rollback(c->st);
 		complain(c, "the refund WAS created at Wix, but the store "
-		    "could not record it (%s); the Refund Created webhook or "
-		    "a backfill will bring it", rs_strstatus(s));
+		    "could not record it (%s); the Refund Created webhook "
+		    "will bring it, or `refundsync reconcile --heal "
+		    "--instance %s` once the store is writable",
+		    rs_strstatus(s), c->o->instance);
 		return false;
 	}
 	log_info("refund create: refund %s stored (%s)", r->id,
