@@ -454,6 +454,18 @@ start_listener(struct server *srv, const char *name, const char *listen,
 	return RS_OK;
 }
 
+/* The same instance ids, in the same order. */
+static bool
+instances_equal(const struct config *o, const struct config *n)
+{
+	if (o->ninstances != n->ninstances)
+		return false;
+	for (size_t i = 0; i < o->ninstances; i++)
+		if (strcmp(o->instances[i], n->instances[i]) != 0)
+			return false;
+	return true;
+}
+
 /* Settings that only a restart applies. */
 static void
 reload_warn_restart(const struct config *o, const struct config *n)
@@ -489,6 +501,8 @@ reload_warn_restart(const struct config *o, const struct config *n)
 		{ "[wix] connect_timeout",
 		    o->wix_connect_timeout != n->wix_connect_timeout },
 		{ "[wix] timeout", o->wix_timeout != n->wix_timeout },
+		/* Backfilled at start, reconciled by the boot config. */
+		{ "[wix] instances", !instances_equal(o, n) },
 		{ "[backfill] page_size", o->page_size != n->page_size },
 		{ "[backfill] requests_per_minute",
 		    o->requests_per_minute != n->requests_per_minute },

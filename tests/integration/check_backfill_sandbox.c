@@ -1120,6 +1120,44 @@ START_TEST(test_daemon_failed_retried)
 }
 END_TEST
 
+/* [wix] instances is read at start: a reload that changes it says a
+ * restart applies it, and backfills nothing new. */
+START_TEST(test_daemon_reload_instances)
+{
+	static const char *const warned[] = { "reload: [wix] instances "
+	    "changed: restart to apply it", NULL };
+	static const char *const applied[] = { "reload: applied", NULL };
+	struct tu_daemon *d;
+	struct tu_conf conf;
+	struct env e;
+	char *keys, *wix;
+	size_t mark;
+
+	env_open(&e, 10, "inst-h,inst-k", NULL, 5, 100000, 0);
+	d = daemon_for(&e, "inst-h", 5, 100000);
+	ck_assert(wait_db_int(&e, "SELECT count(*) FROM instances WHERE"
+	    " backfill = 'done'", 1, 20000));
+	keys = tu_sandbox_wix_keys(&e.sb, e.dir);
+	ck_assert_ptr_nonnull(keys);
+	wix = xasprintf("%sinstances = inst-h, inst-k", keys);
+	memset(&conf, 0, sizeof(conf));
+	conf.wix = wix;
+	conf.tail = "[backfill]\npage_size = 5\nrequests_per_minute = 100000";
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert(tu_daemon_wait_log(d, mark, warned, 5000));
+	ck_assert(tu_daemon_wait_log(d, mark, applied, 5000));
+	tu_sleep_ms(300);
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-k", NULL, 0), 0);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	free(wix);
+	free(keys);
+	tu_daemon_free(d);
+	env_close(&e);
+}
+END_TEST
+
 /* Without credentials, AppInstalled only records the instance, and the
  * daemon says once that backfill is off. */
 START_TEST(test_daemon_no_credentials)
@@ -1493,6 +1531,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_daemon_webhook_mid_backfill);
 	tcase_add_test(tc, test_daemon_install_stop_resume);
 	tcase_add_test(tc, test_daemon_failed_retried);
+	tcase_add_test(tc, test_daemon_reload_instances);
 	tcase_add_test(tc, test_daemon_no_credentials);
 	tcase_add_test(tc, test_removed_not_backfilled);
 	tcase_add_test(tc, test_two_instances);
