@@ -599,3 +599,35 @@ budget_path(const struct budget *b)
 {
 	return b->path;
 }
+
+/* Claims live at CLAIM_BASE + (hash % CLAIM_SPAN): past any size the
+ * budget's data can reach, inside a 64-bit off_t. */
+#define CLAIM_BASE	((off_t)1 << 40)
+#define CLAIM_SPAN	((uint64_t)1 << 30)
+
+enum rs_status
+budget_claim(struct budget *b, const char *id, bool claim)
+{
+	struct flock fl;
+	uint64_t h = 14695981039346656037ull;	/* FNV-1a, 64 bits */
+	size_t len;
+
+	if (id == NULL || (len = strlen(id)) == 0 || len > BUDGET_ID_MAX)
+		return RS_ERR_INPUT;
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)id[i];
+		h *= 1099511628211ull;
+	}
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = claim ? F_WRLCK : F_UNLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = CLAIM_BASE + (off_t)(h % CLAIM_SPAN);
+	fl.l_len = 1;
+	if (fcntl(b->fd, F_OFD_SETLK, &fl) == 0)
+		return RS_OK;
+	if (claim && (errno == EAGAIN || errno == EACCES))
+		return RS_ERR_BUSY;
+	log_warn("budget %s: fcntl(F_OFD_SETLK) for %s", b->path,
+	    claim ? "a claim" : "giving a claim back");
+	return RS_ERR_IO;
+}

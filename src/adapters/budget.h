@@ -35,6 +35,7 @@
 #ifndef RS_BUDGET_H
 #define RS_BUDGET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -92,5 +93,20 @@ void		budget_done(struct budget *b, const char *id, size_t slot);
 
 /* The file's path.  Borrowed; valid until budget_close(). */
 const char	*budget_path(const struct budget *b);
+
+/*
+ * Claim (claim true) or give back the right to run id's one job on this
+ * host, say its backfill: the processes sharing the file then never run
+ * it twice at once.  The claim is an OFD write lock (fcntl F_OFD_SETLK)
+ * on one byte far past the budget's data, chosen by a hash of id; it
+ * touches no data and is independent of the flock() above, and the
+ * kernel drops it when the file is closed, also when the process dies.
+ * Claims belong to the open file, so the threads of one struct budget
+ * share them: a process must not run one id twice itself.  RS_OK:
+ * claimed (or given back); RS_ERR_BUSY: another open of the file holds
+ * it (or, one time in 2^30, another id's that hashes alike);
+ * RS_ERR_INPUT: a bad id; RS_ERR_IO: fcntl failed (logged).
+ */
+enum rs_status	budget_claim(struct budget *b, const char *id, bool claim);
 
 #endif

@@ -1572,6 +1572,14 @@ out:
 	return st;
 }
 
+enum rs_status
+wixapi_claim(struct wixapi *w, const char *instance_id, bool claim)
+{
+	if (w->budget == NULL)
+		return RS_OK;
+	return budget_claim(w->budget, instance_id, claim);
+}
+
 uint64_t
 wixapi_requests_sent(struct wixapi *w, const char *instance_id)
 {

@@ -254,4 +254,13 @@ bool		wixapi_stopped(const struct wixapi *w);
  * In API-key mode instance_id is ignored. */
 uint64_t	wixapi_requests_sent(struct wixapi *w, const char *instance_id);
 
+/*
+ * Claim (claim true) or give back instance_id's backfill among the
+ * processes sharing this client's budget file (budget_claim()): RS_OK,
+ * RS_ERR_BUSY when another process runs it now, RS_ERR_IO (logged).
+ * Without a budget file there is no one to share with: RS_OK.
+ */
+enum rs_status	wixapi_claim(struct wixapi *w, const char *instance_id,
+		    bool claim);
+
 #endif

@@ -1140,12 +1140,23 @@ backfill_run(struct store *st, struct wixapi *w, const char *instance_id,
 	enum rs_status rc, frc;
 	char *err = NULL;
 	int64_t ms;
+	bool claimed;
 
 	*why = NULL;
 	if (instance_id == NULL || *instance_id == '\0') {
 		*why = xstrdup("no instance id");
 		return RS_ERR_INPUT;
 	}
+	/* One run of an instance at a time on this host: two (the daemon's
+	 * and a `refundsync backfill`) would fetch every page twice and
+	 * add both runs' pages and refunds to the instance's counters. */
+	if ((rc = wixapi_claim(w, instance_id, true)) == RS_ERR_BUSY) {
+		*why = xstrdup("another process is backfilling this instance "
+		    "now; it resumes from the cursor if stopped");
+		log_warnx("backfill %s: not started: %s", instance_id, *why);
+		return rc;
+	}
+	claimed = rc == RS_OK;	/* else logged: go on unguarded */
 	if (opt == NULL)
 		opt = &defaults;
 	bf_define_metrics();
@@ -1219,6 +1230,8 @@ fail:
 	*why = err;
 	err = NULL;
 out:
+	if (claimed)
+		(void)wixapi_claim(w, instance_id, false);
 	free(err);
 	free(r.cursor);
 	free(r.prev_last);

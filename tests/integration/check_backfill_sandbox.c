@@ -1120,6 +1120,52 @@ START_TEST(test_daemon_failed_retried)
 }
 END_TEST
 
+/*
+ * One backfill of an instance at a time on a host: `refundsync backfill`
+ * run while the daemon backfills the same instance refuses, says why and
+ * sends nothing, and the daemon's run ends with exact counters.  (Two
+ * runs fetched every page twice and added both runs' pages and refunds
+ * to the instance's row.)
+ */
+START_TEST(test_one_run_per_instance)
+{
+	struct tu_daemon *d;
+	struct env e;
+	char *want, *tok, *out = NULL, *err = NULL;
+	size_t before;
+	int rc;
+
+	env_open(&e, 400, "inst-j", NULL, 5, 100000, 0);
+	want = sb_ids(&e.sb, "inst-j", NULL);
+	/* 80 pages of 50 ms: the command lands mid-run. */
+	sb_slow(&e.sb, 50);
+	d = daemon_for(&e, NULL, 5, 100000);
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-j", APP_ID);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    3, 20000));
+	env_conf(&e, NULL, NULL);
+	before = sb_count(&e.sb, "inst-j", NULL, 0);
+	rc = backfill_cmd(&e, "inst-j", false, &out, &err);
+	ck_assert_msg(rc == 1 && strstr(err, "another process is "
+	    "backfilling this instance") != NULL, "exit %d\nstdout: %s\n"
+	    "stderr: %s", rc, out, err);
+	free(out);
+	free(err);
+	ck_assert(wait_db_int(&e, "SELECT backfill = 'done' FROM instances",
+	    1, 40000));
+	ck_str(db_state(&e, "inst-j"), "done|80|400|0|-");
+	expect_set(&e, "inst-j", want);
+	/* The daemon's pages and token only: nothing fetched twice. */
+	ck_assert_uint_le(sb_count(&e.sb, "inst-j", NULL, 0) - before, 80);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+	free(want);
+	env_close(&e);
+}
+END_TEST
+
 /* [wix] instances is read at start: a reload that changes it says a
  * restart applies it, and backfills nothing new. */
 START_TEST(test_daemon_reload_instances)
@@ -1532,6 +1578,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_daemon_install_stop_resume);
 	tcase_add_test(tc, test_daemon_failed_retried);
 	tcase_add_test(tc, test_daemon_reload_instances);
+	tcase_add_test(tc, test_one_run_per_instance);
 	tcase_add_test(tc, test_daemon_no_credentials);
 	tcase_add_test(tc, test_removed_not_backfilled);
 	tcase_add_test(tc, test_two_instances);

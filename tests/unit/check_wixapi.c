@@ -1833,6 +1833,40 @@ START_TEST(test_shared_growth)
 }
 END_TEST
 
+/* Claims: one holder per id among the opens of a file, given back on
+ * budget_claim(false) and on close; the data is untouched. */
+START_TEST(test_budget_claim)
+{
+	struct budget *b[2];
+	struct tbudget tb;
+	char *why = NULL;
+	off_t size;
+	int k;
+
+	tb_init(&tb, true);
+	for (k = 0; k < 2; k++)
+		ck_assert_int_eq(budget_open(tb.path, 3, 60000, NULL, NULL,
+		    &b[k], &why), RS_OK);
+	size = file_size(tb.path);
+	ck_assert_int_eq(budget_claim(b[0], "inst-a", true), RS_OK);
+	ck_assert_int_eq(budget_claim(b[1], "inst-a", true), RS_ERR_BUSY);
+	/* Another id is free; the holder's own open may claim again. */
+	ck_assert_int_eq(budget_claim(b[1], "inst-b", true), RS_OK);
+	ck_assert_int_eq(budget_claim(b[0], "inst-a", true), RS_OK);
+	ck_assert_int_eq(budget_claim(b[0], "inst-b", true), RS_ERR_BUSY);
+	ck_assert_int_eq(budget_claim(b[0], "inst-a", false), RS_OK);
+	ck_assert_int_eq(budget_claim(b[1], "inst-a", true), RS_OK);
+	/* Closing gives back every claim of that open. */
+	budget_close(b[1]);
+	ck_assert_int_eq(budget_claim(b[0], "inst-a", true), RS_OK);
+	ck_assert_int_eq(budget_claim(b[0], "inst-b", true), RS_OK);
+	ck_assert_int_eq(budget_claim(b[0], "", true), RS_ERR_INPUT);
+	ck_assert_int_eq(file_size(tb.path), size);
+	budget_close(b[0]);
+	tb_cleanup(&tb);
+}
+END_TEST
+
 static void
 spoil(const char *path, off_t off, const char *bytes)
 {
@@ -3685,6 +3719,7 @@ wixapi_suite(void)
 	tcase_add_loop_test(tc, test_concurrent, 0, 2);
 	tcase_add_test(tc, test_shared_two_clients);
 	tcase_add_test(tc, test_shared_growth);
+	tcase_add_test(tc, test_budget_claim);
 	tcase_add_test(tc, test_shared_rebuilt);
 	tcase_add_test(tc, test_shared_reboot);
 	tcase_add_test(tc, test_shared_race);
