@@ -106,25 +106,7 @@ bf_define_metrics(void)
 static char *
 bf_label(const char *id)
 {
-	size_t i, n = 0, len = strlen(id);
-	char *out;
-
-	out = xmalloc(sizeof("instance=\"\"") + 2 * len);
-	memcpy(out, "instance=\"", 10);
-	n = 10;
-	for (i = 0; i < len; i++) {
-		if (id[i] == '\\' || id[i] == '"') {
-			out[n++] = '\\';
-			out[n++] = id[i];
-		} else if (id[i] == '\n') {
-			out[n++] = '\\';
-			out[n++] = 'n';
-		} else
-			out[n++] = id[i];
-	}
-	out[n++] = '"';
-	out[n] = '\0';
-	return out;
+	return metrics_label("instance", id);
 }
 
 /* ---- the cursors seen in a run ----------------------------------------- */

@@ -114,21 +114,7 @@ export_define_metrics(void)
 static char *
 export_label(const char *name)
 {
-	struct buf b;
-	const char *s;
-
-	buf_init(&b, 1024);
-	(void)buf_appends(&b, "exporter=\"");
-	for (s = name; *s != '\0'; s++) {
-		if (*s == '\\' || *s == '"')
-			(void)buf_printf(&b, "\\%c", *s);
-		else if (*s == '\n')
-			(void)buf_appends(&b, "\\n");
-		else
-			(void)buf_append(&b, s, 1);
-	}
-	(void)buf_appends(&b, "\"");
-	return buf_detach(&b, NULL);
+	return metrics_label("exporter", name);
 }
 
 /* Make an exporter's message safe for one log line and a column. */
