@@ -944,12 +944,17 @@ START_TEST(test_bad_arguments)
 	fake_init(&f, NULL);
 	opts_init(&o, &f, NULL);
 	w = mk(&o);
+	/* An unusable instance id: err->message says so (caller cleans). */
 	ck_assert_int_eq(wixapi_call(w, NULL, "GET", "/x", NULL, &r, &e),
 	    RS_ERR_INPUT);
+	ck_assert_ptr_nonnull(e.message);
+	wixapi_error_cleanup(&e);
 	ck_assert_int_eq(wixapi_call(w, "", "GET", "/x", NULL, &r, &e),
 	    RS_ERR_INPUT);
+	wixapi_error_cleanup(&e);
 	ck_assert_int_eq(wixapi_call(w, "a\nb", "GET", "/x", NULL, &r, &e),
 	    RS_ERR_INPUT);
+	wixapi_error_cleanup(&e);
 	ck_assert_int_eq(wixapi_call(w, INST, "GET", "x", NULL, &r, &e),
 	    RS_ERR_INPUT);
 	ck_assert_int_eq(wixapi_call(w, INST, "GET", "/a b", NULL, &r, &e),
