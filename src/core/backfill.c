@@ -360,6 +360,7 @@ static bool
 bf_stopped(const struct bf_run *r)
 {
 	return (r->opt->stop != NULL && atomic_load(r->opt->stop)) ||
+	    (r->opt->cancel != NULL && atomic_load(r->opt->cancel)) ||
 	    wixapi_stopped(r->w) ||
 	    (r->pipe != NULL && atomic_load(&r->pipe->abort));
 }
@@ -1336,6 +1337,7 @@ struct bf_item {
 struct bf_active {
 	struct bf_active *next;
 	char		*id;
+	atomic_bool	 cancel;	/* backfiller_cancel() */
 };
 
 struct backfiller {
@@ -1371,8 +1373,10 @@ bf_listed(const struct backfiller *bf, const char *id)
  * removed (Wix gives no token for it; AppInstalled again makes it
  * pending and clears the removal). */
 static void
-bf_work_one(struct backfiller *bf, struct store *st, const char *id)
+bf_work_one(struct backfiller *bf, struct store *st, struct bf_active *act)
 {
+	struct backfill_options opt = bf->opt;
+	const char *id = act->id;
 	struct store_instance in;
 	enum rs_status rc;
 	char *why = NULL;
@@ -1397,8 +1401,12 @@ bf_work_one(struct backfiller *bf, struct store *st, const char *id)
 		    rs_strstatus(rc));
 		return;
 	}
-	rc = backfill_run(st, bf->w, id, &bf->opt, &why);
-	if (rc != RS_OK && rc != RS_ERR_STOPPING)
+	opt.cancel = &act->cancel;
+	rc = backfill_run(st, bf->w, id, &opt, &why);
+	if (rc == RS_ERR_STOPPING && atomic_load(&act->cancel))
+		log_info("backfill %s: stopped: the app was removed from it",
+		    id);
+	else if (rc != RS_OK && rc != RS_ERR_STOPPING)
 		log_warnx("backfill %s: not completed: %s", id,
 		    why != NULL ? why : rs_strstatus(rc));
 	free(why);
@@ -1424,12 +1432,13 @@ bf_worker(void *arg)
 		if (bf->head == NULL)
 			bf->tail = NULL;
 		act.id = it->id;
+		atomic_init(&act.cancel, false);
 		act.next = bf->active;
 		bf->active = &act;
 		free(it);
 		pthread_mutex_unlock(&bf->mu);
 
-		bf_work_one(bf, st, act.id);
+		bf_work_one(bf, st, &act);
 
 		pthread_mutex_lock(&bf->mu);
 		for (ap = &bf->active; *ap != NULL; ap = &(*ap)->next)
@@ -1586,6 +1595,33 @@ backfiller_kick_startup(struct backfiller *bf, const struct config *cfg,
 	free(s.ids);
 	n = s.n;
 	return n;
+}
+
+void
+backfiller_cancel(struct backfiller *bf, const char *instance_id)
+{
+	struct bf_item **qp, *q;
+	struct bf_active *a;
+
+	if (bf == NULL || instance_id == NULL)
+		return;
+	pthread_mutex_lock(&bf->mu);
+	for (qp = &bf->head; (q = *qp) != NULL;) {
+		if (strcmp(q->id, instance_id) != 0) {
+			qp = &q->next;
+			continue;
+		}
+		*qp = q->next;
+		free(q->id);
+		free(q);
+	}
+	bf->tail = NULL;
+	for (q = bf->head; q != NULL; q = q->next)
+		bf->tail = q;
+	for (a = bf->active; a != NULL; a = a->next)
+		if (strcmp(a->id, instance_id) == 0)
+			atomic_store(&a->cancel, true);
+	pthread_mutex_unlock(&bf->mu);
 }
 
 size_t

@@ -78,6 +78,9 @@ struct backfill_options {
 					   fetched, and stop; NULL: never.
 					   Looked at between calls; for a
 					   call under way, wixapi_stop() */
+	const atomic_bool *cancel;	/* the same as stop, for this run
+					   alone (its app was removed);
+					   NULL: never */
 	backfill_progress_fn progress;	/* NULL: none */
 	void		*progress_arg;
 	/* A malformed, oversized or failed page (or a store that cannot
@@ -195,6 +198,16 @@ struct backfiller *backfiller_start(const struct config *cfg,
  * began is ignored.
  */
 void		backfiller_kick(struct backfiller *bf,
+		    const char *instance_id);
+
+/*
+ * The app was removed from instance_id: drop it from the queue, and ask
+ * a run of it under way to stop at its next page boundary (its state
+ * stays 'running' with its cursor, as for a stop, and the next
+ * AppInstalled backfills it again).  Never waits: safe from ingest's
+ * done() callback.
+ */
+void		backfiller_cancel(struct backfiller *bf,
 		    const char *instance_id);
 
 /*

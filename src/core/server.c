@@ -193,7 +193,9 @@ token_key(const char *token, size_t len)
 }
 
 /* Runs on the ingest's responder thread: an applied AppInstalled starts
- * a backfill in the background (the kick only queues it). */
+ * a backfill in the background (the kick only queues it); an applied
+ * AppRemoved stops one of that instance at its next page (Wix gives no
+ * more tokens for it). */
 static void
 kick_backfill(struct server *srv, const struct ingest_job *job)
 {
@@ -201,7 +203,13 @@ kick_backfill(struct server *srv, const struct ingest_job *job)
 	bool on;
 
 	if (job->status != RS_OK || job->outcome != STORE_APPLIED ||
-	    job->ev.kind != EVENT_APP_INSTALLED || job->ev.instance_id == NULL)
+	    job->ev.instance_id == NULL)
+		return;
+	if (job->ev.kind == EVENT_APP_REMOVED) {
+		backfiller_cancel(srv->bf, job->ev.instance_id);
+		return;
+	}
+	if (job->ev.kind != EVENT_APP_INSTALLED)
 		return;
 	rt = runtime_acquire(srv);
 	on = rt->on_install;

@@ -1310,6 +1310,51 @@ START_TEST(test_removed_not_backfilled)
 }
 END_TEST
 
+/*
+ * An AppRemoved that arrives while the daemon backfills that instance
+ * stops the run at its next page: no more Query Refunds for it, the
+ * state stays 'running' with its cursor, and the log says why.
+ */
+START_TEST(test_removed_stops_backfill)
+{
+	static const char *const stopped[] = { "backfill inst-c: stopped: "
+	    "the app was removed from it", NULL };
+	struct tu_daemon *d;
+	struct env e;
+	char *tok;
+	size_t mark, n;
+	int64_t pages;
+
+	env_open(&e, 400, "inst-c", NULL, 5, 100000, 0);
+	/* 80 pages of 50 ms: the AppRemoved lands mid-run. */
+	sb_slow(&e.sb, 50);
+	d = daemon_for(&e, NULL, 5, 100000);
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-c", APP_ID);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    3, 20000));
+	mark = tu_daemon_log_size(d);
+	tok = removed_webhook(d, "inst-c");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert(tu_daemon_wait_log(d, mark, stopped, 5000));
+	n = sb_count(&e.sb, "inst-c", NULL, 0);
+	tu_sleep_ms(500);
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-c", NULL, 0), n);
+	pages = db_int(&e, "SELECT backfill_pages FROM instances");
+	ck_assert_int_lt(pages, 80);
+	ck_assert_int_eq(db_int(&e, "SELECT backfill = 'running' AND"
+	    " backfill_cursor IS NOT NULL AND removed_at IS NOT NULL"
+	    " FROM instances"), 1);
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds"),
+	    pages * 5);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+	env_close(&e);
+}
+END_TEST
+
 /* ---- tests: two instances, tokens, budget ------------------------------ */
 
 /* The most entries of v (in time order) inside any window of ms. */
@@ -1581,6 +1626,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_one_run_per_instance);
 	tcase_add_test(tc, test_daemon_no_credentials);
 	tcase_add_test(tc, test_removed_not_backfilled);
+	tcase_add_test(tc, test_removed_stops_backfill);
 	tcase_add_test(tc, test_two_instances);
 	tcase_add_test(tc, test_tokens);
 	tcase_add_test(tc, test_budget);
