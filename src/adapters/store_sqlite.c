@@ -1299,41 +1299,6 @@ sq_instance_foreach(void *ctx, store_instance_fn fn, void *arg)
 	return st;
 }
 
-/* Like sq_instance_foreach, over the ids that refunds carry. */
-static enum rs_status
-sq_refund_instances(void *ctx, store_id_fn fn, void *arg)
-{
-	struct sq *s = ctx;
-	sqlite3_stmt *stmt = s->stmt[SQ_IN_OF_REFUNDS];
-	enum rs_status st = RS_OK;
-	bool own = false;
-	int rc;
-
-	if (sqlite3_stmt_busy(stmt)) {
-		rc = sqlite3_prepare_v2(s->db, sq_defs[SQ_IN_OF_REFUNDS].sql,
-		    -1, &stmt, NULL);
-		if (rc != SQLITE_OK)
-			return sq_status(s, rc, sq_defs[SQ_IN_OF_REFUNDS].name,
-			    NULL);
-		own = true;
-	}
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(stmt, 0);
-
-		if (id == NULL)
-			continue;
-		if ((st = fn(arg, id)) != RS_OK)
-			break;
-	}
-	if (st == RS_OK && rc != SQLITE_DONE)
-		st = sq_status(s, rc, sq_defs[SQ_IN_OF_REFUNDS].name, NULL);
-	if (own)
-		sqlite3_finalize(stmt);
-	else
-		sq_done(stmt);
-	return st;
-}
-
 /* Create the row of id if absent, inside an open transaction. */
 static enum rs_status
 sq_instance_add(struct sq *s, const char *id, const char *now,
@@ -1746,6 +1711,7 @@ struct sq_walker {
 	store_seq_fn		 seq_fn;
 	store_kind_count_fn	 kind_fn;
 	store_reconcile_fn	 run_fn;
+	store_id_fn		 id_fn;
 	void			*arg;
 };
 
@@ -1784,6 +1750,23 @@ sq_walk(struct sq *s, enum sq_stmt id, const char *name,
 	else
 		sq_done(stmt);
 	return st;
+}
+
+/* The instance ids that refunds carry (the select leaves out NULLs). */
+static enum rs_status
+sq_id_each(sqlite3_stmt *stmt, const struct sq_walker *w)
+{
+	const char *id = (const char *)sqlite3_column_text(stmt, 0);
+
+	return id != NULL ? w->id_fn(w->arg, id) : RS_OK;
+}
+
+static enum rs_status
+sq_refund_instances(void *ctx, store_id_fn fn, void *arg)
+{
+	struct sq_walker w = { .s = ctx, .id_fn = fn, .arg = arg };
+
+	return sq_walk(ctx, SQ_IN_OF_REFUNDS, NULL, sq_id_each, &w);
 }
 
 static enum rs_status

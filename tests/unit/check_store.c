@@ -819,6 +819,64 @@ START_TEST(test_equal_revision_tie)
 }
 END_TEST
 
+/* The ids of refunds' instances: distinct, sorted, NULL left out; a
+ * non-RS_OK return of the callback stops the walk. */
+struct id_list {
+	char	buf[128];
+	int	stop_at;	/* 0: never */
+	int	n;
+};
+
+static enum rs_status
+id_list_fn(void *arg, const char *id)
+{
+	struct id_list *l = arg;
+	size_t used = strlen(l->buf);
+
+	(void)snprintf(l->buf + used, sizeof(l->buf) - used, "%s;", id);
+	return ++l->n == l->stop_at ? RS_ERR_STOPPING : RS_OK;
+}
+
+START_TEST(test_refund_instances)
+{
+	static const char *const rows[][2] = { { "r1", "inst-b" },
+	    { "r2", "inst-a" }, { "r3", "inst-b" }, { "r4", NULL },
+	    { "r5", "inst-c" } };
+	char *path = test_db(NULL);
+	struct id_list l;
+	struct store *st;
+	struct refund r;
+	enum store_outcome o;
+	size_t i;
+
+	st = open_store(path, false);
+	memset(&l, 0, sizeof(l));
+	ck_assert_int_eq(store_refund_instances(st, id_list_fn, &l), RS_OK);
+	ck_assert_str_eq(l.buf, "");
+	ck_assert_int_eq(store_begin(st), RS_OK);
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		mk_refund(&r, rows[i][0], "SUCCEEDED", 1, "1.00", "USD",
+		    "2024-05-01T08:00:00Z", "2024-05-01T08:00:00Z");
+		ck_assert_int_eq(store_apply_refund(st, &r, rows[i][1], false,
+		    0, "backfill", &o), RS_OK);
+		ck_assert_int_eq(o, STORE_APPLIED);
+		refund_cleanup(&r);
+	}
+	ck_assert_int_eq(store_commit(st), RS_OK);
+	memset(&l, 0, sizeof(l));
+	ck_assert_int_eq(store_refund_instances(st, id_list_fn, &l), RS_OK);
+	ck_assert_str_eq(l.buf, "inst-a;inst-b;inst-c;");
+	memset(&l, 0, sizeof(l));
+	l.stop_at = 2;
+	ck_assert_int_eq(store_refund_instances(st, id_list_fn, &l),
+	    RS_ERR_STOPPING);
+	ck_assert_str_eq(l.buf, "inst-a;inst-b;");
+	ck_assert_int_eq(store_refund_instances(st, NULL, &l), RS_ERR_INPUT);
+	store_close(st);
+	free(path);
+}
+END_TEST
+
 START_TEST(test_no_revision_order)
 {
 	char *path = test_db(NULL);
@@ -3661,6 +3719,7 @@ store_suite(void)
 	tcase_add_test(tc, test_pragmas);
 	tcase_add_test(tc, test_schema);
 	tcase_add_test(tc, test_create_update_stale_duplicate);
+	tcase_add_test(tc, test_refund_instances);
 	tcase_add_test(tc, test_out_of_order_burst);
 	tcase_add_test(tc, test_equal_revision_tie);
 	tcase_add_test(tc, test_no_revision_order);
