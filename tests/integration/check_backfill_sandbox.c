@@ -939,6 +939,27 @@ daemon_for(struct env *e, const char *cfg_instances, int page_size,
 	return d;
 }
 
+/*
+ * A daemon for e that started backfilling instance (seeded with 400
+ * refunds: 80 pages of 5, each answered in 50 ms) on an AppInstalled and
+ * has stored 3 pages: what the test does next lands mid-run.
+ */
+static struct tu_daemon *
+daemon_mid_backfill(struct env *e, const char *instance)
+{
+	struct tu_daemon *d;
+	char *tok;
+
+	sb_slow(&e->sb, 50);
+	d = daemon_for(e, NULL, 5, 100000);
+	tok = tu_installed_webhook(d->key.priv_pem, instance, APP_ID);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert(wait_db_int(e, "SELECT backfill_pages FROM instances",
+	    3, 20000));
+	return d;
+}
+
 /* Like testutil's refund builder, from an id and revision. */
 static char *
 newer_webhook(const struct tu_daemon *d, const char *instance,
@@ -1085,19 +1106,12 @@ START_TEST(test_daemon_failed_retried)
 	static const char *const one[] = { "backfill on: 1 instances", NULL };
 	struct tu_daemon *d;
 	struct env e;
-	char *want, *tok;
+	char *want;
 	size_t mark;
 
 	env_open(&e, 400, "inst-f", NULL, 5, 100000, 0);
 	want = sb_ids(&e.sb, "inst-f", NULL);
-	/* 80 pages of 50 ms: the stop lands mid-run. */
-	sb_slow(&e.sb, 50);
-	d = daemon_for(&e, NULL, 5, 100000);
-	tok = tu_installed_webhook(d->key.priv_pem, "inst-f", APP_ID);
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
-	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
-	    3, 20000));
+	d = daemon_mid_backfill(&e, "inst-f");
 	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
 	/* As a run that gave up leaves it: failed, its cursor kept. */
 	tu_sql_exec(e.db, "UPDATE instances SET backfill = 'failed',"
@@ -1131,20 +1145,13 @@ START_TEST(test_one_run_per_instance)
 {
 	struct tu_daemon *d;
 	struct env e;
-	char *want, *tok, *out = NULL, *err = NULL;
+	char *want, *out = NULL, *err = NULL;
 	size_t before;
 	int rc;
 
 	env_open(&e, 400, "inst-j", NULL, 5, 100000, 0);
 	want = sb_ids(&e.sb, "inst-j", NULL);
-	/* 80 pages of 50 ms: the command lands mid-run. */
-	sb_slow(&e.sb, 50);
-	d = daemon_for(&e, NULL, 5, 100000);
-	tok = tu_installed_webhook(d->key.priv_pem, "inst-j", APP_ID);
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
-	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
-	    3, 20000));
+	d = daemon_mid_backfill(&e, "inst-j");
 	env_conf(&e, NULL, NULL);
 	before = sb_count(&e.sb, "inst-j", NULL, 0);
 	rc = backfill_cmd(&e, "inst-j", false, &out, &err);
@@ -1326,14 +1333,7 @@ START_TEST(test_removed_stops_backfill)
 	int64_t pages;
 
 	env_open(&e, 400, "inst-c", NULL, 5, 100000, 0);
-	/* 80 pages of 50 ms: the AppRemoved lands mid-run. */
-	sb_slow(&e.sb, 50);
-	d = daemon_for(&e, NULL, 5, 100000);
-	tok = tu_installed_webhook(d->key.priv_pem, "inst-c", APP_ID);
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
-	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
-	    3, 20000));
+	d = daemon_mid_backfill(&e, "inst-c");
 	mark = tu_daemon_log_size(d);
 	tok = removed_webhook(d, "inst-c");
 	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
