@@ -838,6 +838,7 @@ struct cli_bf_list {
 	size_t	 n;
 	char	**removed;
 	size_t	 nremoved;
+	bool	 done_too;	/* --restart: the done ones run again too */
 };
 
 static bool
@@ -872,16 +873,17 @@ cli_bf_list_row(void *arg, const struct store_instance *in)
 		l->removed = xreallocarray(l->removed, l->nremoved + 1,
 		    sizeof(*l->removed));
 		l->removed[l->nremoved++] = xstrdup(in->instance_id);
-	} else if (in->backfill != STORE_BACKFILL_DONE)
+	} else if (l->done_too || in->backfill != STORE_BACKFILL_DONE)
 		cli_bf_list_add(l, in->instance_id);
 	return RS_OK;
 }
 
 /* The instances to run: --instance, or [wix] instances plus every stored
- * instance not done, leaving out those whose app was removed (each said
- * on stdout).  false (message printed) if the store cannot be read. */
+ * instance not done (with restart, done ones too), leaving out those
+ * whose app was removed (each said on stdout).  false (message printed)
+ * if the store cannot be read. */
 static bool
-cli_bf_instances(const struct config *cfg, const char *only,
+cli_bf_instances(const struct config *cfg, const char *only, bool restart,
     struct cli_bf_list *l)
 {
 	struct store_options so = { .busy_timeout_ms =
@@ -892,6 +894,7 @@ cli_bf_instances(const struct config *cfg, const char *only,
 	size_t i;
 
 	memset(l, 0, sizeof(*l));
+	l->done_too = restart;
 	if (only != NULL) {
 		cli_bf_list_add(l, only);
 		return true;
@@ -963,7 +966,7 @@ cmd_backfill(int argc, char *argv[])
 		status = CLI_EXIT_USAGE;
 		goto out;
 	}
-	if (!cli_bf_instances(cfg, a.instance, &list))
+	if (!cli_bf_instances(cfg, a.instance, a.restart, &list))
 		goto out;
 	if (list.n == 0 && list.nremoved > 0) {
 		printf("nothing else to backfill\n");
@@ -971,8 +974,9 @@ cmd_backfill(int argc, char *argv[])
 		goto out;
 	}
 	if (list.n == 0) {
-		printf("nothing to backfill: no instance is pending, running "
-		    "or failed, and [wix] instances is empty\n");
+		printf("nothing to backfill: %s, and [wix] instances is "
+		    "empty\n", a.restart ? "the store holds no instance" :
+		    "no instance is pending, running or failed");
 		status = CLI_EXIT_OK;
 		goto out;
 	}

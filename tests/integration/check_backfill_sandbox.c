@@ -1409,6 +1409,53 @@ START_TEST(test_two_instances)
 }
 END_TEST
 
+/*
+ * A bare `backfill --restart` runs every stored instance again from the
+ * first page, the done ones included; a bare `backfill` leaves those
+ * alone.
+ */
+START_TEST(test_restart_all)
+{
+	struct env e;
+	char *out = NULL, *err = NULL;
+	size_t nx, ny;
+
+	env_open(&e, 12, "inst-x,inst-y", NULL, 5, 100000, 0);
+	ck_assert_int_eq(backfill_cmd(&e, "inst-x", false, &out, &err), 0);
+	free(out);
+	free(err);
+	ck_assert_int_eq(backfill_cmd(&e, "inst-y", false, &out, &err), 0);
+	free(out);
+	free(err);
+	ck_str(db_state(&e, "inst-x"), "done|3|12|0|-");
+	ck_str(db_state(&e, "inst-y"), "done|3|12|0|-");
+	nx = sb_count(&e.sb, "inst-x", "/refunds/query", 0);
+	ny = sb_count(&e.sb, "inst-y", "/refunds/query", 0);
+
+	ck_assert_msg(backfill_cmd(&e, NULL, false, &out, &err) == 0,
+	    "stdout: %s\nstderr: %s", out, err);
+	ck_assert_ptr_nonnull(strstr(out, "nothing to backfill"));
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-x", "/refunds/query", 0), nx);
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-y", "/refunds/query", 0), ny);
+	free(out);
+	free(err);
+
+	ck_assert_msg(backfill_cmd(&e, NULL, true, &out, &err) == 0,
+	    "stdout: %s\nstderr: %s", out, err);
+	ck_assert_msg(strstr(out, "inst-x: done:") != NULL &&
+	    strstr(out, "inst-y: done:") != NULL, "stdout: %s", out);
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-x", "/refunds/query", 0),
+	    nx + 3);
+	ck_assert_uint_eq(sb_count(&e.sb, "inst-y", "/refunds/query", 0),
+	    ny + 3);
+	ck_str(db_state(&e, "inst-x"), "done|3|12|0|-");
+	ck_str(db_state(&e, "inst-y"), "done|3|12|0|-");
+	free(out);
+	free(err);
+	env_close(&e);
+}
+END_TEST
+
 /* Tokens that expire mid-run are refreshed and the run completes; a
  * token endpoint that refuses the credentials is a clear failure. */
 START_TEST(test_tokens)
@@ -1628,6 +1675,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_removed_not_backfilled);
 	tcase_add_test(tc, test_removed_stops_backfill);
 	tcase_add_test(tc, test_two_instances);
+	tcase_add_test(tc, test_restart_all);
 	tcase_add_test(tc, test_tokens);
 	tcase_add_test(tc, test_budget);
 	tcase_add_test(tc, test_progress_tty);
