@@ -693,7 +693,7 @@ created(struct rc *c, const struct wixapi_http_response *resp)
 	struct refund r;
 	const char *why = NULL;
 	char a[MONEY_MAX_TEXT + 8], id[RC_SAFE_MAX], sc[RC_SAFE_MAX],
-	    sd[RC_SAFE_MAX], st[64];
+	    sd[RC_SAFE_MAX], st[64], rid[RC_SAFE_MAX];
 	int rc = CLI_EXIT_FAILURE;
 	bool stored;
 
@@ -707,7 +707,9 @@ created(struct rc *c, const struct wixapi_http_response *resp)
 		    "created; the Refund Created webhook will bring it",
 		    resp->status, why != NULL ? why : "no refund in it");
 		log_warnx("refund create: Wix answered HTTP %ld with an "
-		    "unreadable body", resp->status);
+		    "unreadable body (x-wix-request-id %s)", resp->status,
+		    term_safe(resp->request_id != NULL ? resp->request_id :
+		    "none", rid, sizeof(rid)));
 		doc_set(c, "outcome", cJSON_CreateString("unknown"));
 		goto out;
 	}
@@ -718,10 +720,12 @@ created(struct rc *c, const struct wixapi_http_response *resp)
 	si = json_get_object(ent, "statusInfo");
 	term_safe(json_get_string(si, "code"), sc, sizeof(sc));
 	term_safe(json_get_string(si, "description"), sd, sizeof(sd));
+	term_safe(resp->request_id != NULL ? resp->request_id : "none", rid,
+	    sizeof(rid));
 	log_info("refund create: Wix answered HTTP %ld: refund %s of %s %.3s, "
-	    "status %s%s%s%s%s", resp->status, id, a, r.currency, st,
-	    sc[0] != '\0' ? ", statusInfo " : "", sc, sd[0] != '\0' ? ": " :
-	    "", sd);
+	    "status %s%s%s%s%s (x-wix-request-id %s)", resp->status, id, a,
+	    r.currency, st, sc[0] != '\0' ? ", statusInfo " : "", sc,
+	    sd[0] != '\0' ? ": " : "", sd, rid);
 	stored = record(c, &r);
 	if (strcmp(r.status, "SUCCEEDED") == 0) {
 		say(c, "Refund %s of %s %.3s SUCCEEDED.\n", id, a, r.currency);

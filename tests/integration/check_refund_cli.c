@@ -307,7 +307,7 @@ db(struct env *e, const char *sql)
 START_TEST(test_full_refund_twice)
 {
 	struct env e;
-	char *out, *err, *v, refunded[32];
+	char *out, *err, *v, *p, *nl, *rid, refunded[32];
 	int rc;
 
 	env_open(&e);
@@ -317,9 +317,17 @@ START_TEST(test_full_refund_twice)
 	ck_assert_msg(rc == 0, "rc %d\n%s\n%s", rc, out, err);
 	ck_assert_ptr_nonnull(strstr(out, "of 100.00 USD SUCCEEDED"));
 	ck_assert_ptr_nonnull(strstr(out, "no refunds yet"));
-	/* The log says who asked and what Wix answered. */
+	/* The log says who asked and what Wix answered, with the
+	 * x-wix-request-id of the answer (SPEC, README, refundsync(8)). */
 	ck_assert_ptr_nonnull(strstr(err, "refund create: asked by "));
-	ck_assert_ptr_nonnull(strstr(err, "Wix answered HTTP 200"));
+	p = strstr(err, "Wix answered HTTP 200");
+	ck_assert_ptr_nonnull(p);
+	nl = strchr(p, '\n');
+	rid = strstr(p, "x-wix-request-id ");
+	ck_assert_msg(rid != NULL && (nl == NULL || rid < nl),
+	    "no x-wix-request-id in the answer's log line:\n%s", err);
+	ck_assert_msg(strncmp(rid + strlen("x-wix-request-id "), "none",
+	    4) != 0, "the sandbox sent an x-wix-request-id:\n%s", err);
 	free(out);
 	free(err);
 	ck_assert_int_eq(sb_refunds(&e.sb, "ch-full", refunded), 1);
