@@ -48,7 +48,7 @@
 static const char usage_text[] =
 "usage: refundsync serve   [-c FILE] [-v]...   run the daemon in the foreground\n"
 "       refundsync check   [-c FILE]           validate the config; exit 0 or 1\n"
-"       refundsync backfill [-c FILE] [--instance ID] [--restart]\n"
+"       refundsync backfill [-c FILE] [--instance ID] [--restart] [-v]...\n"
 "       refundsync refunds [-c FILE] list [--instance ID] [--status S] [--json]\n"
 "       refundsync refunds [-c FILE] show ID [--json]\n"
 "       refundsync refund  [-c FILE] create --instance ID --charge ID\n"
@@ -56,12 +56,15 @@ static const char usage_text[] =
 "                          [--note TEXT] [--yes] [--json]\n"
 "       refundsync export  [-c FILE] status [--json]\n"
 "       refundsync export  [-c FILE] replay --exporter NAME [--from SEQ]\n"
+"                          [--json]\n"
 "       refundsync export  [-c FILE] dead | retry-dead [--exporter NAME]\n"
+"                          [--json]\n"
 "       refundsync reconcile [-c FILE] [--instance ID] [--heal] [--json]\n"
 "       refundsync status  [-c FILE] [--json]\n"
 "       refundsync version\n"
 "\n"
-"The config is -c FILE, else $REFUNDSYNC_CONFIG, else " CONFIG_DEFAULT_PATH ".\n"
+"The config is -c FILE, else $REFUNDSYNC_CONFIG,\n"
+"else " CONFIG_DEFAULT_PATH ".\n"
 "See refundsync(8) and refundsync.conf(5).\n";
 
 static int
