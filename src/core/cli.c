@@ -8,6 +8,7 @@
  * thread only.
  */
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -302,6 +303,32 @@ check_readable(struct check_run *c, int line, const char *section,
 	(void)fclose(f);	/* opened for reading only */
 }
 
+/*
+ * The directory of a file exporter's output file.  serve starts without
+ * it and the exporter retries its open until it appears (a mount may
+ * come later), so a missing one is a note, not an error.
+ */
+static void
+check_output_dir(const struct check_run *c, int line, const char *section,
+    const char *key, const char *path)
+{
+	char *dir = xstrdup(path), *slash;
+	struct stat sb;
+
+	if ((slash = strrchr(dir, '/')) != NULL)
+		slash[slash == dir ? 1 : 0] = '\0';
+	else
+		(void)snprintf(dir, strlen(dir) + 1, ".");
+	if (stat(dir, &sb) != 0)
+		check_say(c, line, "note: [%s] %s: directory %s: %s: serve "
+		    "starts, and the exporter retries until it is there",
+		    section, key, dir, strerror(errno));
+	else if (!S_ISDIR(sb.st_mode))
+		check_say(c, line, "note: [%s] %s: %s is not a directory: "
+		    "the exporter cannot create its file", section, key, dir);
+	free(dir);
+}
+
 /* The public keys, loaded as the start and a reload load them. */
 static void
 check_public_keys(struct check_run *c)
@@ -378,6 +405,10 @@ check_files(const struct config *cfg)
 			else if (strcmp(e->type, "http") == 0 &&
 			    strcmp(e->kv[j].key, "ca_file") == 0)
 				check_readable(&c, e->kv[j].line, section,
+				    e->kv[j].key, e->kv[j].value);
+			else if (registry_key_is_output(e->type,
+			    e->kv[j].key))
+				check_output_dir(&c, e->kv[j].line, section,
 				    e->kv[j].key, e->kv[j].value);
 			free(section);
 		}

@@ -165,6 +165,17 @@ registry_key_is_path(const char *key)
 	    ends_with(key, "_dir");
 }
 
+bool
+registry_key_is_output(const char *type, const char *key)
+{
+	const struct registry_builtin *b = registry_builtin(type);
+
+	/* The file exporters are those whose one required key is `path`;
+	 * http's is `url`, exec's `command`. */
+	return b != NULL && key != NULL && b->required != NULL &&
+	    strcmp(b->required, "path") == 0 && strcmp(key, "path") == 0;
+}
+
 /* Load and check the plugin at path into e. */
 static enum rs_status
 registry_plugin_load(const char *path, struct registry_entry *e, char **why)

@@ -87,6 +87,13 @@ size_t		registry_default_batch(const char *type);
  */
 bool		registry_key_is_path(const char *key);
 
+/*
+ * Is key of type the file a built-in file exporter (jsonl, csv, ledger,
+ * beancount) writes its records to?  Such a file is created at the
+ * exporter's first open; its directory must exist by then.
+ */
+bool		registry_key_is_output(const char *type, const char *key);
+
 /* A resolved exporter type. */
 struct registry_entry {
 	const struct rs_exporter_ops *ops;	/* borrowed; valid until

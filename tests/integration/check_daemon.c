@@ -1179,6 +1179,22 @@ START_TEST(test_cli_check_keys_and_secrets)
 	free(err);
 	free(conf);
 
+	/* A file exporter's directory that is not there: serve starts and
+	 * retries, so a note, not a failure. */
+	text = xasprintf("[wix]\npublic_key_file = %s\n"	/* 1-2 */
+	    "[exporter books]\ntype = ledger\n"		/* 3-4 */
+	    "path = no-such-dir/books.journal\n", pub);	/* 5 */
+	conf = put_conf(dir, "nodir.conf", text);
+	free(text);
+	ck_assert_int_eq(run_rs("check", conf, &out, &err), 0);
+	want = xasprintf("%s:5: note: [exporter books] path: directory "
+	    "%s/no-such-dir: No such file or directory", conf, dir);
+	ASSERT_HAS(err, want);
+	free(want);
+	free(out);
+	free(err);
+	free(conf);
+
 	/*
 	 * credential:NAME without $CREDENTIALS_DIRECTORY (a shell, not
 	 * systemd): not checked, one note line, not a failure.
