@@ -96,6 +96,35 @@ load_config(const char *arg)
 	return cfg;
 }
 
+/*
+ * load_config() for serve: the daemon's errors are log lines (with the
+ * timestamp and level, or the journald priority), like its other
+ * "cannot start" lines, one per error found, each naming the file.
+ */
+static struct config *
+serve_load_config(const char *arg)
+{
+	const char *path = config_path_choose(arg);
+	struct config *cfg = NULL;
+	char *errors = NULL, *line, *nl;
+	size_t n = 0;
+
+	if (config_load(path, &cfg, &errors) == RS_OK)
+		return cfg;
+	for (line = errors; line != NULL; line = nl) {
+		if ((nl = strchr(line, '\n')) != NULL)
+			*nl++ = '\0';
+		if (*line != '\0') {
+			log_warnx("cannot start: %s", line);
+			n++;
+		}
+	}
+	if (n == 0)
+		log_warnx("cannot start: %s: cannot load", path);
+	free(errors);
+	return NULL;
+}
+
 static const struct option common_opts[] = {
 	{ "config",	required_argument,	NULL, 'c' },
 	{ "verbose",	no_argument,		NULL, 'v' },
@@ -452,7 +481,7 @@ cmd_serve(int argc, char *argv[])
 	if (a.nargs != 0)
 		return usage("serve takes no arguments");
 	log_init_auto(a.verbose);
-	if ((cfg = load_config(a.config)) == NULL)
+	if ((cfg = serve_load_config(a.config)) == NULL)
 		return CLI_EXIT_USAGE;
 	return server_run(cfg);
 }

@@ -925,6 +925,44 @@ START_TEST(test_cli_check_and_version)
 	free(out);
 	free(err);
 
+	/*
+	 * A config file that cannot be read: check says so plainly (exit 1,
+	 * SPEC §1), serve as the daemon logs: one log line with the
+	 * timestamp and level, the file and why (exit 2, a config error).
+	 */
+	{
+		char *gone = xasprintf("%s/gone.conf", dir), *want;
+		const char *nl;
+
+		argv[1] = (char *)"check";
+		argv[3] = gone;
+		want = xasprintf("%s: cannot open: No such file or directory\n",
+		    gone);
+		ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 1);
+		ck_assert_str_eq(err, want);
+		free(out);
+		free(err);
+		free(want);
+
+		argv[1] = (char *)"serve";
+		ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
+		want = xasprintf(" warning: cannot start: %s: cannot open: No "
+		    "such file or directory\n", gone);
+		nl = strchr(err, '\n');
+		ck_assert_msg(nl != NULL && nl[1] == '\0',
+		    "not one line: \"%s\"", err);
+		/* 2026-01-02T03:04:05.678Z */
+		ck_assert_msg(strlen(err) > 24 && err[4] == '-' &&
+		    err[10] == 'T' && err[23] == 'Z' &&
+		    strcmp(err + 24, want) == 0,
+		    "serve said \"%s\", not <timestamp>\"%s\"", err, want);
+		free(out);
+		free(err);
+		free(want);
+		argv[3] = bad;
+		free(gone);
+	}
+
 	/* A usage error is 2. */
 	argv[2] = NULL;
 	argv[1] = (char *)"no-such-command";
