@@ -1215,6 +1215,10 @@ bad:
 	    "a usable token: %s (request id %s)", in->label, resp.status,
 	    why, str_or(resp.request_id, "none"));
 out:
+	/* So that a caller's message can tell this answer from its own
+	 * call's (an oversized token answer is no oversized page). */
+	if (st != RS_OK && st != RS_ERR_STOPPING)
+		err->token = true;
 	if (root != NULL) {
 		json_wipe_member(root, "access_token");
 		cJSON_Delete(root);

@@ -167,6 +167,8 @@ struct wixapi_error {
 	char	*violations;	/* validationError.fieldViolations as
 				   "field: description (rule); ..." */
 	char	*request_id;
+	bool	 token;		/* the failure was the OAuth token
+				   request's, not the call's own */
 };
 /* Free what e owns and zero it.  NULL is fine. */
 void	wixapi_error_cleanup(struct wixapi_error *e);
@@ -191,7 +193,8 @@ void	wixapi_error_cleanup(struct wixapi_error *e);
  * RS_ERR_BUSY: retries exhausted on 429/5xx/transport errors (a shared
  *   budget file that cannot be used at the moment, such as on a full
  *   disk, counts as a transport error: nothing is sent past it).
- * RS_ERR_TOOBIG: the response passed max_response (not retried).
+ * RS_ERR_TOOBIG: the response passed max_response (not retried);
+ *   err->token is set when it was the token endpoint's answer.
  * RS_ERR_STOPPING: wixapi_stop() was called before or during the call:
  *   no (further) request is sent, a wait or a transfer under way is cut
  *   short, *resp and *err stay empty, and nothing is logged as a

@@ -509,13 +509,14 @@ bf_transient(enum rs_status rc, const struct wixapi_error *e)
 
 /* What went wrong, ahead of a transient failure's HTTP status. */
 static const char *
-bf_kind(enum rs_status rc)
+bf_kind(enum rs_status rc, const struct wixapi_error *e)
 {
 	switch (rc) {
 	case RS_ERR_INPUT:
 		return "malformed page, ";
 	case RS_ERR_TOOBIG:
-		return "oversized page, ";
+		return e->token ? "oversized OAuth token answer, " :
+		    "oversized page, ";
 	case RS_ERR_AUTH:
 		return "no usable access token, ";
 	default:
@@ -566,10 +567,11 @@ bf_fetch(struct bf_run *r, struct wixapi_page *page, char **why)
 			*why = xasprintf("Query Refunds failed: %s", what);
 		} else if (n >= r->attempts) {
 			*why = xasprintf("Query Refunds failed %d times; the "
-			    "last: %s%s", n, bf_kind(rc), what);
+			    "last: %s%s", n, bf_kind(rc, &err), what);
 		} else {
 			note = xasprintf("%s%s; trying again in %lld ms",
-			    bf_kind(rc), what, (long long)bf_backoff(r, n));
+			    bf_kind(rc, &err), what,
+			    (long long)bf_backoff(r, n));
 			log_warnx("%s %s: page %lld: %s", r->page_fn != NULL ?
 			    "query refunds" : "backfill", r->id,
 			    (long long)r->fpage + 1, note);

@@ -269,7 +269,8 @@ api_why(enum rs_status s, const struct wixapi_error *e)
 		what = "Wix refused the app's credentials";
 		break;
 	case RS_ERR_TOOBIG:
-		what = "Wix's answer was too large";
+		what = e->token ? "Wix's OAuth token answer was too large" :
+		    "Wix's answer was too large";
 		break;
 	case RS_ERR_INPUT:
 		/* Not the operator's input: what Wix's status means

@@ -133,6 +133,8 @@ struct fake {
 	int		 tokens;	/* token requests seen */
 	int		 bad_tokens;	/* token answers to garble (a 200
 					   cut short) */
+	int		 big_tokens;	/* token answers over the
+					   transport's size cap */
 	int		 delay_ms;	/* per query (real time) */
 	char		*cursors;	/* "-,c10": each query's cursor */
 	char		*problems;	/* wire-shape violations seen */
@@ -395,6 +397,11 @@ fake_transport(void *ctx, const struct wixapi_http_request *req,
 	pthread_mutex_lock(&f->mu);
 	if (strstr(req->url, "/oauth2/token") != NULL) {
 		f->tokens++;
+		if (f->big_tokens > 0) {
+			f->big_tokens--;
+			pthread_mutex_unlock(&f->mu);
+			return RS_ERR_TOOBIG;
+		}
 		if (f->bad_tokens > 0) {
 			f->bad_tokens--;
 			resp_set(resp, 200, xstrdup("{\"access_token\":"
@@ -1390,6 +1397,45 @@ START_TEST(test_token_garbled)
 }
 END_TEST
 
+/* A token answer over the size cap is said to be one, not an oversized
+ * page (no page was asked for); it is tried again like one, and one
+ * that stays too large fails the run saying so. */
+START_TEST(test_token_oversized)
+{
+	struct backfill_options o = fast_opts(10);
+	struct stop_after s;
+	struct env e;
+	char *why = NULL;
+
+	env_open(&e, 25);
+	memset(&s, 0, sizeof(s));
+	s.notes = xstrdup("");
+	atomic_init(&s.stop, false);
+	o.progress = stop_progress;
+	o.progress_arg = &s;
+	e.fake.big_tokens = 1;
+	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
+	expect_exact_set(&e, 25);
+	ck_assert_int_eq(e.fake.tokens, 2);
+	ck_assert_msg(strstr(s.notes, "oversized OAuth token answer, too "
+	    "large; trying again") != NULL && strstr(s.notes, "page,") ==
+	    NULL, "notes: %s", s.notes);
+	free(s.notes);
+	env_close(&e);
+
+	env_open(&e, 25);
+	o.progress = NULL;
+	o.page_attempts = 2;
+	e.fake.big_tokens = 100;
+	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_INPUT);
+	ck_assert_str_eq(why, "Query Refunds failed 2 times; the last: "
+	    "oversized OAuth token answer, too large");
+	ck_assert_int_eq(e.fake.queries, 0);
+	free(why);
+	env_close(&e);
+}
+END_TEST
+
 /* An instance id wixapi cannot send (a control character, over 256
  * bytes) fails at once, saying so: nothing was sent, so it is no
  * malformed page to ask for again. */
@@ -2331,6 +2377,7 @@ backfill_suite(void)
 	tcase_add_test(tc, test_5xx_forever);
 	tcase_add_test(tc, test_auth_refused);
 	tcase_add_test(tc, test_token_garbled);
+	tcase_add_test(tc, test_token_oversized);
 	tcase_add_test(tc, test_instance_id_unusable);
 	tcase_add_test(tc, test_store_busy_retried);
 	tcase_add_test(tc, test_pipe_batches);

@@ -873,6 +873,16 @@ START_TEST(test_token_refused)
 	ck_assert_int_eq(c.sleeps[c.nsleeps - 1], 2000);
 	wixapi_page_cleanup(&p);
 	wixapi_error_cleanup(&e);
+
+	/* An oversized token answer: not retried, no query sent, and the
+	 * error says it was the token's, not the call's own answer. */
+	f.tok[f.ntok++] = (struct fake_resp){ .rc = RS_ERR_TOOBIG };
+	ck_assert_int_eq(query(w, "inst-big", NULL, &p, &e), RS_ERR_TOOBIG);
+	ck_assert_msg(e.token, "an oversized token answer is not flagged "
+	    "as the token's");
+	ck_assert_uint_eq(f.nreqs, 11);
+	ck_assert_str_eq(f.reqs[10].url, TOKEN_URL);
+	wixapi_error_cleanup(&e);
 	wixapi_free(w);
 
 	/* Token endpoint down for good: RS_ERR_BUSY after max_attempts. */
@@ -1133,6 +1143,7 @@ START_TEST(test_retries_exhausted)
 	f.api[f.napi++].rc = RS_ERR_TOOBIG;
 	ck_assert_int_eq(query(w, INST, NULL, &p, &e), RS_ERR_TOOBIG);
 	ck_assert_uint_eq(f.nreqs, 11);
+	ck_assert(!e.token);
 	wixapi_error_cleanup(&e);
 	wixapi_free(w);
 	fake_cleanup(&f);
