@@ -56,6 +56,9 @@
  * instance being backfilled (at most BF_MAX_WORKERS), each with its own
  * store connection; its queue and counters are under one mutex.
  */
+#include <sys/stat.h>
+
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1264,6 +1267,39 @@ backfill_walk(struct wixapi *w, const char *instance_id,
 
 /* ---- credentials -------------------------------------------------------- */
 
+/*
+ * The request budget file lives next to the database: when the store's
+ * directory is missing (or no directory), that is the problem to name,
+ * not the budget file that cannot be created in it.  RS_OK, or RS_ERR_IO
+ * and *why (caller frees).
+ */
+static enum rs_status
+bf_store_dir_check(const char *store_path, char **why)
+{
+	const char *slash = strrchr(store_path, '/');
+	struct stat sb;
+	char *dir;
+	enum rs_status rc = RS_OK;
+
+	if (slash == NULL)
+		dir = xstrdup(".");
+	else if (slash == store_path)
+		dir = xstrdup("/");
+	else
+		dir = xstrndup(store_path, (size_t)(slash - store_path));
+	if (stat(dir, &sb) != 0) {
+		*why = xasprintf("store %s: its directory %s: %s", store_path,
+		    dir, strerror(errno));
+		rc = RS_ERR_IO;
+	} else if (!S_ISDIR(sb.st_mode)) {
+		*why = xasprintf("store %s: %s is not a directory",
+		    store_path, dir);
+		rc = RS_ERR_IO;
+	}
+	free(dir);
+	return rc;
+}
+
 enum rs_status
 backfill_wixapi_new(const struct config *cfg, struct wixapi **out,
     char **why)
@@ -1297,6 +1333,10 @@ backfill_wixapi_new(const struct config *cfg, struct wixapi **out,
 		*why = xasprintf("[wix] %s: the file is empty", key);
 		freezero_str(secret);
 		return RS_ERR_CONFIG;
+	}
+	if ((rc = bf_store_dir_check(cfg->store_path, why)) != RS_OK) {
+		freezero_str(secret);
+		return rc;
 	}
 	opt.api_base = cfg->api_base;
 	if (oauth) {

@@ -168,9 +168,13 @@ enum rs_status	backfill_walk(struct wixapi *w, const char *instance_id,
  * requests_per_minute.  The secret file is read (at most
  * BACKFILL_SECRET_MAX bytes) with config_read_secret() and wiped once
  * the client has its copy.
+ * The shared request budget is a file next to the [store] path.
  * RS_OK and *out (caller owns; wixapi_free()); RS_ERR_NOTFOUND when no
  * credentials are configured (backfill is off); RS_ERR_CONFIG and *why
- * (caller frees) when they cannot be used.
+ * (caller frees) when they cannot be used; RS_ERR_IO and *why (naming
+ * the store and its directory) when the store's directory is missing
+ * or no directory, a runtime failure like a store that cannot be
+ * opened.
  */
 enum rs_status	backfill_wixapi_new(const struct config *cfg,
 		    struct wixapi **out /* OUT */, char **why /* OUT */);

@@ -1024,6 +1024,11 @@ cmd_backfill(int argc, char *argv[])
 		    "and site_id\n", cfg->path);
 		status = CLI_EXIT_USAGE;
 		goto out;
+	case RS_ERR_IO:
+		/* The store's directory: a runtime failure, as when the
+		 * store cannot be opened. */
+		fprintf(stderr, "refundsync: backfill: %s\n", why);
+		goto out;
 	default:
 		fprintf(stderr, "refundsync: backfill: %s\n", why);
 		status = CLI_EXIT_USAGE;
@@ -1195,6 +1200,11 @@ cmd_reconcile(int argc, char *argv[])
 		    "%s: set [wix] app_id and app_secret_file, or api_key_file "
 		    "and site_id\n", cfg->path);
 		status = CLI_EXIT_USAGE;
+		goto out;
+	case RS_ERR_IO:
+		/* The store's directory: a runtime failure, as when the
+		 * store cannot be opened. */
+		fprintf(stderr, "refundsync: reconcile: %s\n", why);
 		goto out;
 	default:
 		fprintf(stderr, "refundsync: reconcile: %s\n", why);

@@ -1177,6 +1177,14 @@ refundcmd_main(int argc, char *argv[])
 		rc = CLI_EXIT_USAGE;
 		goto out;
 	}
+	if (s == RS_ERR_IO) {
+		/* The store's directory, as a store that cannot be
+		 * opened below. */
+		fprintf(stderr, "refundsync: refund create: %s (nothing was "
+		    "sent)\n", why);
+		rc = CLI_EXIT_FAILURE;
+		goto out;
+	}
 	if (s != RS_OK) {
 		fprintf(stderr, "refundsync: refund create: %s: %s\n",
 		    cfg->path, why != NULL ? why : rs_strstatus(s));

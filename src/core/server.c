@@ -577,7 +577,8 @@ server_reload(struct server *srv)
 /*
  * The REST client and the backfiller, when credentials are configured
  * (server_writer_start() kicks the backfills to resume).  RS_OK
- * (backfill on or off), or RS_ERR_CONFIG with a log line.
+ * (backfill on or off), or RS_ERR_CONFIG (RS_ERR_IO: the store's
+ * directory) with a log line.
  */
 static enum rs_status
 backfill_start(struct server *srv)
@@ -600,7 +601,9 @@ backfill_start(struct server *srv)
 	if (rc != RS_OK) {
 		log_warnx("cannot start: %s", why != NULL ? why : "backfill");
 		free(why);
-		return RS_ERR_CONFIG;
+		/* RS_ERR_IO: the store's directory (exit 1, as for a store
+		 * that cannot be opened). */
+		return rc == RS_ERR_IO ? RS_ERR_IO : RS_ERR_CONFIG;
 	}
 	srv->bf = backfiller_start(cfg, srv->wix, NULL);
 	/* Shares the REST client, so its requests come out of the same
@@ -898,9 +901,9 @@ server_run(struct config *cfg)
 		log_info("store %s: schema version %d", cfg->store_path,
 		    store_schema_version(st));
 	why = NULL;
-	if (backfill_start(&srv) != RS_OK) {
+	if ((rc = backfill_start(&srv)) != RS_OK) {
 		store_close(st);
-		status = 2;
+		status = rc == RS_ERR_IO ? 1 : 2;
 		goto out;
 	}
 	/* The exporters (each with its own connection to the migrated

@@ -1055,6 +1055,64 @@ put_conf(const char *dir, const char *name, const char *text)
 	    "\"%s\" not in \"%s\"", (needle), (s))
 
 /*
+ * The store's directory does not exist: the commands that talk to Wix
+ * (whose request budget file lives next to the database) name the
+ * store and its directory, not the budget file, and fail as when the
+ * store cannot be opened (1), not as for a config error (2).
+ */
+START_TEST(test_cli_store_dir_missing)
+{
+	static const char *const cmds[][8] = {
+		{ "backfill", NULL },
+		{ "backfill", "--instance", "inst-1", NULL },
+		{ "reconcile", NULL },
+		{ "refund", "create", "--instance", "inst-1", "--charge",
+		    "ch-1", NULL },
+	};
+	char *dir = tu_tempdir(), *conf, *text, *db, *want, *out = NULL;
+	char *err = NULL, *secret;
+	size_t i, k;
+
+	secret = xasprintf("%s/secret", dir);
+	ck_assert(tu_write_file(secret, "s3cret\n", true));
+	db = xasprintf("%s/nodir/refundsync.db", dir);
+	text = xasprintf("[store]\npath = %s\n[wix]\napp_id = app-1\n"
+	    "app_secret_file = %s\napi_base = http://127.0.0.1:9\n", db,
+	    secret);
+	conf = put_conf(dir, "nodir.conf", text);
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		char *av[12] = { xstrdup(tu_binary()), NULL };
+		size_t n = 1;
+
+		av[n++] = xstrdup(cmds[i][0]);
+		av[n++] = xstrdup("-c");
+		av[n++] = xstrdup(conf);
+		for (k = 1; cmds[i][k] != NULL; k++)
+			av[n++] = xstrdup(cmds[i][k]);
+		ck_assert_msg(tu_run(av, 20000, &out, &err) == 1,
+		    "%s: not exit 1: %s", cmds[i][0], err);
+		want = xasprintf("refundsync: %s%s: store %s: its directory "
+		    "%s/nodir: No such file or directory%s\n", cmds[i][0],
+		    strcmp(cmds[i][0], "refund") == 0 ? " create" : "", db,
+		    dir, strcmp(cmds[i][0], "refund") == 0 ?
+		    " (nothing was sent)" : "");
+		ck_assert_str_eq(err, want);
+		free(want);
+		free(out);
+		free(err);
+		for (k = 0; av[k] != NULL; k++)
+			free(av[k]);
+	}
+	tu_rmtree(dir);
+	free(conf);
+	free(text);
+	free(db);
+	free(secret);
+	free(dir);
+}
+END_TEST
+
+/*
  * An exporter type's own keys with bad values: `check` says so at the
  * key's line (it used to say ok), and serve refuses to start (it used
  * to start and retry the exporter's open() forever).
@@ -1847,6 +1905,7 @@ daemon_suite(void)
 	tcase_add_test(tc, test_cli_check_exporter_values);
 	tcase_add_test(tc, test_cli_check_keys_and_secrets);
 	tcase_add_test(tc, test_cli_check_missing_plugin);
+	tcase_add_test(tc, test_cli_store_dir_missing);
 	tcase_add_test(tc, test_port_in_use);
 	tcase_add_test(tc, test_wix_sign_tool);
 	suite_add_tcase(s, tc);

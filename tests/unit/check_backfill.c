@@ -2262,6 +2262,37 @@ START_TEST(test_wixapi_from_config)
 	cfg = test_config(dir, db, extra);
 	ck_assert_int_eq(backfill_wixapi_new(cfg, &w, &why), RS_OK);
 	wixapi_free(w);
+	w = NULL;
+	config_free(cfg);
+
+	/*
+	 * The store's directory is missing: that is what is named, not the
+	 * request budget file that cannot be created in it, and it is the
+	 * store's failure (RS_ERR_IO), not a bad [wix] value.
+	 */
+	free(db);
+	db = xasprintf("%s/nodir/x.db", dir);
+	cfg = test_config(dir, db, extra);
+	ck_assert_int_eq(backfill_wixapi_new(cfg, &w, &why), RS_ERR_IO);
+	ck_assert_ptr_null(w);
+	{
+		char *want = xasprintf("store %s: its directory %s/nodir: No "
+		    "such file or directory", db, dir);
+
+		ck_assert_str_eq(why, want);
+		free(want);
+	}
+	free(why);
+	why = NULL;
+	config_free(cfg);
+	/* A file where the directory should be. */
+	free(db);
+	db = xasprintf("%s/x.db", p);
+	cfg = test_config(dir, db, extra);
+	ck_assert_int_eq(backfill_wixapi_new(cfg, &w, &why), RS_ERR_IO);
+	ck_assert_msg(strncmp(why, "store ", 6) == 0 &&
+	    strstr(why, "budget") == NULL, "%s", why);
+	free(why);
 	config_free(cfg);
 	free(extra);
 	free(p);
