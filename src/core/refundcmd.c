@@ -794,6 +794,25 @@ explain_retry(struct rc *c, const struct rc_hist *before,
 	}
 }
 
+/*
+ * "; refunded so far: 100.00 USD in 1 SUCCEEDED refund" from h (the
+ * history the request was computed from) into buf, or "" when h could
+ * not be summed.
+ */
+static void
+sofar_text(const struct rc *c, const struct rc_hist *h, char *buf,
+    size_t len)
+{
+	char t[MONEY_MAX_TEXT + 8];
+
+	buf[0] = '\0';
+	if (h != NULL && h->summed)
+		snprintf(buf, len, "; refunded so far: %s %s in %zu SUCCEEDED "
+		    "refund%s", fmt_minor(h->succeeded, h->exponent, t,
+		    sizeof(t)), h->currency[0] != '\0' ? h->currency :
+		    c->currency, h->nsucceeded, h->nsucceeded == 1 ? "" : "s");
+}
+
 /* refused() asks for a fresh attempt with this. */
 #define RC_AGAIN	(-1)
 
@@ -818,7 +837,7 @@ refused(struct rc *c, enum rs_status s, const struct wixapi_error *e,
     const struct rc_hist *before, int64_t *confirmed)
 {
 	char code[RC_SAFE_MAX], desc[RC_SAFE_MAX], rid[128], t[MONEY_MAX_TEXT +
-	    8], *why, *q;
+	    8], sofar[MONEY_MAX_TEXT + 80], *why, *q;
 	struct rc_hist now;
 	bool got;
 	int rc = REFUNDCMD_EXIT_REFUSED;
@@ -831,9 +850,16 @@ refused(struct rc *c, enum rs_status s, const struct wixapi_error *e,
 	term_safe(e->request_id != NULL ? e->request_id : "-", rid, sizeof(rid));
 	if (s == RS_ERR_INPUT && e->code != NULL && e->http_status != 401 &&
 	    e->http_status != 403) {
+		/* Already fully refunded: by how much, as read just before
+		 * sending. */
+		sofar[0] = '\0';
+		if (strcmp(e->code, "CHARGE_REFUNDED") == 0)
+			sofar_text(c, before, sofar, sizeof(sofar));
 		log_warnx("refund create: Wix refused: %s: %s (HTTP %ld, "
-		    "x-wix-request-id %s)", code, desc, e->http_status, rid);
-		complain(c, "Wix refused the refund: %s: %s", code, desc);
+		    "x-wix-request-id %s)%s", code, desc, e->http_status, rid,
+		    sofar);
+		complain(c, "Wix refused the refund: %s: %s%s", code, desc,
+		    sofar);
 		doc_set(c, "outcome", cJSON_CreateString("refused"));
 		if (strcmp(e->code, "PREVIOUSLY_REFUNDED_AMOUNT_MISMATCH") ==
 		    0) {

@@ -339,11 +339,14 @@ START_TEST(test_full_refund_twice)
 	ck_assert_str_eq(v, "cli SUCCEEDED 100.00 10000 " INST);
 	free(v);
 
-	/* A second full refund is rejected by Wix. */
+	/* A second full refund is rejected by Wix, and the message says
+	 * how much was refunded already (exact, with the currency). */
 	rc = cli_run(&e, ARGS("--charge", "ch-full"), &out, &err);
 	ck_assert_msg(rc == 3, "rc %d\n%s\n%s", rc, out, err);
-	ck_assert_ptr_nonnull(strstr(err, "CHARGE_REFUNDED: The charge is "
-	    "already fully refunded"));
+	ck_assert_msg(strstr(err, "\nrefundsync: refund create: Wix refused "
+	    "the refund: CHARGE_REFUNDED: The charge is already fully "
+	    "refunded; refunded so far: 100.00 USD in 1 SUCCEEDED refund\n") !=
+	    NULL, "%s", err);
 	free(out);
 	free(err);
 	ck_assert_int_eq(sb_refunds(&e.sb, "ch-full", NULL), 1);
@@ -404,7 +407,9 @@ START_TEST(test_partials_exact_then_over)
 	ck_assert_msg(rc == 3, "rc %d\n%s\n%s", rc, out, err);
 	ck_assert_ptr_nonnull(strstr(out, "refunded so far (SUCCEEDED): "
 	    "100.00 USD in 2 refunds"));
-	ck_assert_ptr_nonnull(strstr(err, "CHARGE_REFUNDED"));
+	ck_assert_msg(strstr(err, "Wix refused the refund: CHARGE_REFUNDED: "
+	    "The charge is already fully refunded; refunded so far: 100.00 "
+	    "USD in 2 SUCCEEDED refunds\n") != NULL, "%s", err);
 	free(out);
 	free(err);
 	ck_assert_int_eq(sb_refunds(&e.sb, "ch-part", refunded), 2);
@@ -712,6 +717,15 @@ START_TEST(test_jpy_kwd)
 	free(err);
 	ck_assert_int_eq(sb_refunds(&e.sb, "ch-kwd", refunded), 2);
 	ck_assert_str_eq(refunded, "10.000");
+	/* Fully refunded: a full refund is refused, and what was refunded
+	 * is shown with the currency's three decimals. */
+	rc = cli_run(&e, ARGS("--charge", "ch-kwd"), &out, &err);
+	ck_assert_msg(rc == 3, "rc %d\n%s\n%s", rc, out, err);
+	ck_assert_msg(strstr(err, "CHARGE_REFUNDED: The charge is already "
+	    "fully refunded; refunded so far: 10.000 KWD in 2 SUCCEEDED "
+	    "refunds\n") != NULL, "%s", err);
+	free(out);
+	free(err);
 	v = db(&e, "SELECT group_concat(currency || amount_minor, ',') FROM "
 	    "(SELECT currency, amount_minor FROM refunds WHERE source = 'cli' "
 	    "ORDER BY currency, amount_minor)");
