@@ -750,9 +750,13 @@ START_TEST(test_input_checks)
 		{ "0.00", "USD", "must be more than zero" },
 		{ "-5", "USD", "must be more than zero" },
 		{ "1.005", "USD", "USD has 2 decimals, not 3" },
+		{ "1.00000001", "USD", "USD has 2 decimals, not 8" },
+		{ "0.000", "KWD", "must be more than zero" },
 		{ "1.5", "JPY", "JPY has no decimals" },
 		{ "1.0001", "KWD", "KWD has 3 decimals, not 4" },
 		{ "5", "XYZ", "not an ISO 4217 currency code" },
+		/* No minor unit: no exact amount to send. */
+		{ "5", "XAU", "not an ISO 4217 currency code" },
 		{ "5", "US", "not a three-letter ISO 4217 code" },
 		{ "5", NULL, "--amount and --currency go together" },
 	};
