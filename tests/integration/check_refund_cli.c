@@ -808,6 +808,34 @@ START_TEST(test_input_checks)
 }
 END_TEST
 
+/*
+ * The OAuth token answer over the size cap: the history cannot be read,
+ * nothing is sent, and the message says it was the token answer (not
+ * just "Wix's answer").
+ */
+START_TEST(test_token_oversized)
+{
+	struct env e;
+	char *out, *err;
+	int rc;
+
+	env_open(&e);
+	sb_charge(&e.sb, "ch-tok", "10.00", "USD", "");
+	sb_post(&e.sb, "/_sandbox/faults", "{\"fault\":\"oversize\","
+	    "\"bytes\":9437184,\"endpoint\":\"token\",\"count\":1}");
+	rc = cli_run(&e, ARGS("--charge", "ch-tok", "--amount", "1",
+	    "--currency", "USD"), &out, &err);
+	ck_assert_msg(rc == 1, "rc %d\n%s\n%s", rc, out, err);
+	ck_assert_msg(strstr(err, "\nrefundsync: refund create: could not "
+	    "read the charge's refund history, so nothing was sent: Wix's "
+	    "OAuth token answer was too large\n") != NULL, "%s", err);
+	free(out);
+	free(err);
+	ck_assert_int_eq(sb_creates(&e.sb), 0);
+	env_close(&e);
+}
+END_TEST
+
 /* Every application error code: its message and exit 3; validation and
  * other refusals too. */
 START_TEST(test_error_codes)
@@ -998,6 +1026,7 @@ refund_suite(void)
 	tcase_add_test(tc, test_pending_in_progress);
 	tcase_add_test(tc, test_jpy_kwd);
 	tcase_add_test(tc, test_input_checks);
+	tcase_add_test(tc, test_token_oversized);
 	tcase_add_test(tc, test_error_codes);
 	tcase_add_test(tc, test_failed_status_info);
 	suite_add_tcase(s, tc);
