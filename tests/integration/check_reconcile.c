@@ -2,7 +2,7 @@
  * check_reconcile.c: `refundsync reconcile` (issue #8; the contract is
  * the comment in src/core/reconcile.h), the real binary against the real
  * Wix sandbox (tests/sandbox/wix-sandbox) and the files of the daemon's
- * ledger and csv exporters.
+ * ledger, csv and jsonl exporters.
  *
  * The story:
  *  1. Clean.  The sandbox holds NSEED refunds of one instance (USD, all
@@ -89,11 +89,15 @@
 #define TXN_DESC	" * Wix refund "
 #define COMMIT_PREFIX	"; rs-seq: "
 
-/* A ledger journal and a csv file, in the daemon's directory. */
+/* A ledger journal, a csv file and a jsonl file, in the daemon's
+ * directory. */
 #define EXPORTERS							\
 	"[exporter books]\ntype = ledger\npath = books.journal\n"	\
 	"poll_ms = 20\n"						\
-	"[exporter rows]\ntype = csv\npath = rows.csv\npoll_ms = 20\n"
+	"[exporter rows]\ntype = csv\npath = rows.csv\npoll_ms = 20\n"	\
+	"[exporter lines]\ntype = jsonl\npath = lines.jsonl\n"		\
+	"poll_ms = 20\n"
+#define NEXPORTERS	3
 #define BACKFILL	"[backfill]\npage_size = 100\n"			\
 	"requests_per_minute = 100000\n"
 
@@ -962,6 +966,7 @@ struct world {
 	const char	 *conf;		/* the daemon's, borrowed */
 	char		 *ledger;
 	char		 *csv;
+	char		 *jsonl;
 };
 
 /* A sandbox with seed refunds and a daemon using it; tail is appended
@@ -989,6 +994,7 @@ world_open(struct world *w, int seed, const char *tail)
 	w->conf = w->d->conf_path;
 	w->ledger = xasprintf("%s/books.journal", w->d->dir);
 	w->csv = xasprintf("%s/rows.csv", w->d->dir);
+	w->jsonl = xasprintf("%s/lines.jsonl", w->d->dir);
 }
 
 static void
@@ -1000,11 +1006,12 @@ world_close(struct world *w)
 	free(w->dir);
 	free(w->ledger);
 	free(w->csv);
+	free(w->jsonl);
 	memset(w, 0, sizeof(*w));
 }
 
-/* Does `export status --json` say the last change is last and both
- * exporters are there, with no lag and no dead letter? */
+/* Does `export status --json` say the last change is last and every
+ * exporter is there, with no lag and no dead letter? */
 static bool
 exported(const char *text, int64_t last)
 {
@@ -1023,13 +1030,13 @@ exported(const char *text, int64_t last)
 			goto out;
 		n++;
 	}
-	ok = n == 2;
+	ok = n == NEXPORTERS;
 out:
 	cJSON_Delete(doc);
 	return ok;
 }
 
-/* Wait until both exporters have delivered changes 1..last, polling
+/* Wait until every exporter has delivered changes 1..last, polling
  * `export status --json`. */
 static void
 wait_exported(const struct world *w, int64_t last)
@@ -1089,12 +1096,17 @@ step_clean(struct world *w)
 	doc = reconcile_json(w->conf, 0, NULL);
 	inst = check_head(doc, "clean", false, 0, 0, NSEED, NSEED);
 	empty_lists(inst, lists);
-	ck_assert_int_eq(cJSON_GetArraySize(jarr(inst, "exporters")), 2);
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(inst, "exporters")),
+	    NEXPORTERS);
 	x = exporter_of(inst, "books", "ledger", "file");
 	ck_assert_int_eq(jint(x, "position"), NSEED);
 	ck_assert_int_eq(jint(x, "pending"), 0);
 	empty_lists(x, xlists);
 	x = exporter_of(inst, "rows", "csv", "file");
+	ck_assert_int_eq(jint(x, "position"), NSEED);
+	ck_assert_int_eq(jint(x, "pending"), 0);
+	empty_lists(x, xlists);
+	x = exporter_of(inst, "lines", "jsonl", "file");
 	ck_assert_int_eq(jint(x, "position"), NSEED);
 	ck_assert_int_eq(jint(x, "pending"), 0);
 	empty_lists(x, xlists);
@@ -1307,6 +1319,8 @@ check_drift(const cJSON *doc, const struct picks *p, bool heal,
 {
 	static const char *const csv_clean[] = { "missing", "not_reversed",
 	    "damaged", NULL };
+	static const char *const jsonl_clean[] = { "missing", "doubled",
+	    "not_reversed", "damaged", NULL };
 	char today_usd[32], today_jpy[32], want[64];
 	int i;
 	const char *const mismatched[] = { SEED_DAY " USD", today_usd,
@@ -1371,6 +1385,12 @@ check_drift(const cJSON *doc, const struct picks *p, bool heal,
 	ck_assert_int_eq(jint(x, "pending"), heal ? 5 : 0);
 	empty_lists(x, csv_clean);
 	check_doubled(x, "rows", p->csv_doubled, p->csv_seq, p->csv_lines);
+
+	/* The jsonl file was not edited. */
+	x = exporter_of(inst, "lines", "jsonl", "file");
+	ck_assert_int_eq(jint(x, "position"), NSEED + 1);
+	ck_assert_int_eq(jint(x, "pending"), heal ? 5 : 0);
+	empty_lists(x, jsonl_clean);
 
 	/* The table: the seeded day (a reversal, a lost and a doubled
 	 * posting) and today's rows (the refunds Wix or the store lacks)
@@ -1457,8 +1477,8 @@ START_TEST(test_drift_heal)
 	struct world w;
 	struct picks p;
 	struct view wix, store;
-	char *ledger_before, *csv_before, *now, *text, *out = NULL;
-	char *line;
+	char *ledger_before, *csv_before, *jsonl_before, *now, *text;
+	char *line, *out = NULL;
 	const char *id;
 	const cJSON *inst, *x;
 	cJSON *doc;
@@ -1509,6 +1529,7 @@ START_TEST(test_drift_heal)
 	/* Step 3: heal. */
 	ledger_before = tu_read_file(w.ledger, NULL);
 	csv_before = tu_read_file(w.csv, NULL);
+	jsonl_before = tu_read_file(w.jsonl, NULL);
 	doc = reconcile_json(w.conf, 4, ARGS("--heal"));
 	check_drift(doc, &p, true, &wix, &store);
 	cJSON_Delete(doc);
@@ -1530,8 +1551,12 @@ START_TEST(test_drift_heal)
 	text = tu_read_file(w.csv, NULL);
 	ck_assert_str_eq(text, csv_before);
 	free(text);
+	text = tu_read_file(w.jsonl, NULL);
+	ck_assert_str_eq(text, jsonl_before);
+	free(text);
 	free(ledger_before);
 	free(csv_before);
+	free(jsonl_before);
 	/* The store took Wix's versions; the gone refund stays. */
 	check_stored(&w, &wix, "wixonly-1", "reconcile");
 	check_stored(&w, &wix, "wixonly-2", "reconcile");
@@ -1576,12 +1601,16 @@ START_TEST(test_drift_heal)
 	doc = reconcile_json(w.conf, 0, NULL);
 	inst = check_head(doc, "clean", false, 0, 0, NSEED + 4, NSEED + 4);
 	empty_lists(inst, lists);
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < NEXPORTERS; i++) {
 		static const char *const xlists[] = { "missing", "doubled",
 		    "not_reversed", "damaged", NULL };
+		static const char *const names[] = { "books", "rows",
+		    "lines" };
+		static const char *const types[] = { "ledger", "csv",
+		    "jsonl" };
 
-		id = i == 0 ? "books" : "rows";
-		x = exporter_of(inst, id, i == 0 ? "ledger" : "csv", "file");
+		id = names[i];
+		x = exporter_of(inst, id, types[i], "file");
 		ck_assert_int_eq(jint(x, "position"), NSEED + 6);
 		ck_assert_int_eq(jint(x, "pending"), 0);
 		empty_lists(x, xlists);
@@ -1691,6 +1720,9 @@ START_TEST(test_edited_amount)
 	x = exporter_of(inst, "rows", "csv", "file");
 	empty_lists(x, xlists);
 	ck_assert_int_eq(cJSON_GetArraySize(jarr(x, "damaged")), 0);
+	x = exporter_of(inst, "lines", "jsonl", "file");
+	empty_lists(x, xlists);
+	ck_assert_int_eq(cJSON_GetArraySize(jarr(x, "damaged")), 0);
 	ck_assert(!jbool(cJSON_GetArrayItem(jarr(inst, "days"), 0), "match"));
 	cJSON_Delete(doc);
 	ck_assert_int_eq(rs(w.conf, NULL, NULL, "reconcile", END), 4);
@@ -1783,7 +1815,9 @@ START_TEST(test_file_ahead)
 	static const char *const xlists[] = { "missing", "doubled",
 	    "not_reversed", "damaged", NULL };
 	struct world w;
-	char *ledger_before, *csv_before, *text, *sql;
+	static const char *const names[] = { "books", "rows", "lines" };
+	static const char *const types[] = { "ledger", "csv", "jsonl" };
+	char *ledger_before, *csv_before, *jsonl_before, *text, *sql;
 	const cJSON *inst, *x;
 	cJSON *doc;
 	size_t i;
@@ -1798,18 +1832,18 @@ START_TEST(test_file_ahead)
 	free(sql);
 	ledger_before = tu_read_file(w.ledger, NULL);
 	csv_before = tu_read_file(w.csv, NULL);
+	jsonl_before = tu_read_file(w.jsonl, NULL);
 
 	doc = reconcile_json(w.conf, 0, NULL);
 	inst = check_head(doc, "clean", false, 0, 0, NSEED, NSEED);
-	for (i = 0; i < 2; i++) {
-		x = exporter_of(inst, i == 0 ? "books" : "rows", i == 0 ?
-		    "ledger" : "csv", "file");
+	for (i = 0; i < NEXPORTERS; i++) {
+		x = exporter_of(inst, names[i], types[i], "file");
 		ck_assert_int_eq(jint(x, "position"), NSEED - 2);
 		/* The ledger holds only the changes that post. */
 		if (i == 0)
 			ck_assert_int_ge(jint(x, "pending"), 1);
 		ck_assert_int_le(jint(x, "pending"), 2);
-		if (i == 1)
+		if (i > 0)
 			ck_assert_int_eq(jint(x, "pending"), 2);
 		empty_lists(x, xlists);
 	}
@@ -1825,8 +1859,12 @@ START_TEST(test_file_ahead)
 	text = tu_read_file(w.csv, NULL);
 	ck_assert_str_eq(text, csv_before);
 	free(text);
+	text = tu_read_file(w.jsonl, NULL);
+	ck_assert_str_eq(text, jsonl_before);
+	free(text);
 	free(ledger_before);
 	free(csv_before);
+	free(jsonl_before);
 	doc = reconcile_json(w.conf, 0, NULL);
 	(void)check_head(doc, "clean", false, 0, 0, NSEED, NSEED);
 	cJSON_Delete(doc);
