@@ -14,7 +14,13 @@
  *  - csv: the first line is the header and maps column names to
  *    positions; fields are unquoted in a scratch copy of the row.  A
  *    row that repeats the header, and in both formats an empty line,
- *    holds no record;
+ *    holds no record.  A row whose quoted field is still open at the end
+ *    of its line runs on to the next (RFC 4180), unless that line is a
+ *    whole row of its own (closed quotes, the header's number of
+ *    fields): so a line break typed into a quoted value is read as part
+ *    of the value, while a stray quote does not swallow the rows after
+ *    it.  The exporter writes each row on one line, so a row over
+ *    several lines is damaged either way;
  *  - ledger, beancount: a small state machine over transactions.  A
  *    transaction still open at the end of the file (nothing after it, not
  *    even its "; rs-seq: N" line) is what a write in progress looks like,
@@ -88,6 +94,7 @@ struct rb_fields {
 	const char	*status;
 	const char	*posting;
 	const char	*currency;
+	const char	*amount;
 	const char	*amount_minor;
 	const char	*exponent;
 	const char	*date;
@@ -96,7 +103,7 @@ struct rb_fields {
 /* The csv columns we read, in the order of col[] below. */
 static const char *const csv_names[] = { "seq", "idempotency_key",
     "refund_id", "revision", "status", "posting", "currency",
-    "amount_minor", "exponent", "created_date" };
+    "amount_minor", "exponent", "created_date", "amount" };
 #define CSV_NCOLS	(sizeof(csv_names) / sizeof(csv_names[0]))
 
 /* The metadata of a journal transaction we read. */
@@ -152,6 +159,11 @@ struct rb {
 	char			**fields;	/* into scratch */
 	size_t			 nfields;
 	size_t			 fields_cap;
+	struct buf		 row;		/* a row running on over lines,
+						   '\n'-joined (RFC 4180) */
+	int64_t			 row_line;	/* its first line; 0: none */
+	int64_t			 row_last;	/* its last line so far */
+	bool			 row_overlong;	/* longer than RB_MAX_LINE */
 	/* ledger, beancount */
 	struct txn		 t;
 };
@@ -272,6 +284,7 @@ rb_fill(struct rb *rb, const struct rb_fields *f)
 	else if (!posting_parse(f->posting, &e->posting))
 		rb_damage(rb, "posting is not none, post, reverse or adjust");
 	e->currency = f->currency;
+	e->amount = f->amount;
 	if (f->amount_minor != NULL && f->exponent != NULL) {
 		if (strnum_i64(f->amount_minor, INT64_MIN, INT64_MAX,
 		    &minor) != NULL)
@@ -541,6 +554,7 @@ jsonl_line(struct rb *rb, int64_t lineno, const char *s, size_t len,
 	f.status = jsonl_string(rb, root, "status");
 	f.posting = jsonl_string(rb, root, "posting");
 	f.currency = jsonl_string(rb, root, "currency");
+	f.amount = jsonl_string(rb, root, "amount");
 	f.amount_minor = num[JI_AMOUNT_MINOR][0] != '\0' ?
 	    num[JI_AMOUNT_MINOR] : NULL;
 	f.exponent = num[JI_EXPONENT][0] != '\0' ? num[JI_EXPONENT] : NULL;
@@ -650,24 +664,29 @@ csv_field(const struct rb *rb, size_t k)
 	return *v != '\0' ? v : NULL;
 }
 
+/*
+ * The row text s (len bytes) that lines lineno to last hold, as one
+ * record.
+ */
 static enum rs_status
-csv_line(struct rb *rb, int64_t lineno, const char *s, size_t len,
-    bool overlong)
+csv_record(struct rb *rb, int64_t lineno, int64_t last, const char *s,
+    size_t len, bool overlong)
 {
 	struct rb_fields f;
 	const char *bad;
 
-	if (!rb->have_header) {
-		csv_header(rb, s, len, overlong);
-		return RS_OK;
-	}
 	/* The header again, or an empty line: no record. */
-	if (!overlong && (len == 0 || (len == rb->header_len &&
-	    memcmp(s, rb->header, len) == 0)))
+	if (!overlong && last == lineno && (len == 0 ||
+	    (len == rb->header_len && memcmp(s, rb->header, len) == 0)))
 		return RS_OK;
 	rb_entry(rb, lineno);
 	if (overlong)
-		rb_damage(rb, "line longer than %u bytes", RB_MAX_LINE);
+		rb_damage(rb, "%s longer than %u bytes", last == lineno ?
+		    "line" : "row", RB_MAX_LINE);
+	if (last != lineno)
+		rb_damage(rb, "a quoted field holds a line break (the row "
+		    "runs over lines %lld-%lld; the exporter writes each "
+		    "row on one line)", (long long)lineno, (long long)last);
 	if (rb->header_bad != NULL)
 		rb_damage(rb, "%s", rb->header_bad);
 	if ((bad = csv_split(rb, s, len)) != NULL)
@@ -686,8 +705,98 @@ csv_line(struct rb *rb, int64_t lineno, const char *s, size_t len,
 	f.amount_minor = csv_field(rb, 7);
 	f.exponent = csv_field(rb, 8);
 	f.date = csv_field(rb, 9);
+	f.amount = csv_field(rb, 10);
 	rb_fill(rb, &f);
 	return rb_emit(rb);
+}
+
+/*
+ * Do the len bytes at s, read from inside a quoted field (quoted) or
+ * from the start of a row, end inside a quoted field?  Then the row runs
+ * on to the next line (RFC 4180).  *nfields (may be NULL): the fields
+ * begun, a text after a closing quote forgiven.
+ */
+static bool
+csv_runs_on(const char *s, size_t len, bool quoted, size_t *nfields)
+{
+	bool start = !quoted;
+	size_t i, n = 1;
+
+	for (i = 0; i < len; i++) {
+		if (quoted) {
+			if (s[i] != '"')
+				continue;
+			if (i + 1 < len && s[i + 1] == '"')
+				i++;
+			else
+				quoted = false;
+		} else if (s[i] == ',') {
+			start = true;
+			n++;
+		} else {
+			if (start && s[i] == '"')
+				quoted = true;
+			start = false;
+		}
+	}
+	if (nfields != NULL)
+		*nfields = n;
+	return quoted;
+}
+
+/* Hand out the row running on over lines, if any, as it stands. */
+static enum rs_status
+csv_flush(struct rb *rb)
+{
+	enum rs_status st;
+
+	if (rb->row_line == 0)
+		return RS_OK;
+	st = csv_record(rb, rb->row_line, rb->row_last, rb->row.data,
+	    rb->row.len, rb->row_overlong);
+	buf_reset(&rb->row);
+	rb->row_line = rb->row_last = 0;
+	rb->row_overlong = false;
+	return st;
+}
+
+static enum rs_status
+csv_line(struct rb *rb, int64_t lineno, const char *s, size_t len,
+    bool overlong)
+{
+	enum rs_status st;
+	size_t n;
+
+	if (!rb->have_header) {
+		csv_header(rb, s, len, overlong);
+		return RS_OK;
+	}
+	if (rb->row_line != 0) {
+		/* The rest of the open row, unless the line is a row of its
+		 * own (closed quotes, the header's fields or more): then
+		 * the open one ends unterminated. */
+		if (!overlong && (csv_runs_on(s, len, false, &n) ||
+		    n < rb->ncols)) {
+			if (!rb->row_overlong &&
+			    (buf_append(&rb->row, "\n", 1) != RS_OK ||
+			    buf_append(&rb->row, s, len) != RS_OK))
+				rb->row_overlong = true;
+			rb->row_last = lineno;
+			return csv_runs_on(s, len, true, NULL) ? RS_OK :
+			    csv_flush(rb);
+		}
+		if ((st = csv_flush(rb)) != RS_OK)
+			return st;
+	}
+	if (!overlong && rb->header_bad == NULL &&
+	    csv_runs_on(s, len, false, NULL)) {
+		buf_reset(&rb->row);
+		if (buf_append(&rb->row, s, len) != RS_OK)
+			return csv_record(rb, lineno, lineno, s, len, true);
+		rb->row_line = rb->row_last = lineno;
+		return RS_OK;
+	}
+	return csv_record(rb, lineno, lineno, s, len, overlong);
 }
 
 /* ---- ledger and beancount ---------------------------------------------- */
@@ -1161,6 +1270,7 @@ rb_cleanup(struct rb *rb)
 	free(rb->header);
 	free(rb->scratch);
 	free(rb->fields);
+	buf_cleanup(&rb->row);
 }
 
 enum rs_status
@@ -1199,6 +1309,7 @@ readback_file(const char *type, const struct rs_export_kv *kv, size_t nkv,
 	    POSTING_DEFAULT_REFUND;
 	rb.fn = fn;
 	rb.arg = arg;
+	buf_init(&rb.row, RB_MAX_LINE);
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
 		if (errno == ENOENT)
@@ -1244,6 +1355,9 @@ readback_file(const char *type, const struct rs_export_kv *kv, size_t nkv,
 		if (st != RS_OK)
 			goto out;	/* fn stopped the read */
 	}
+	/* A csv row still open was cut by its last complete line. */
+	if (rb.fmt == RB_CSV)
+		st = csv_flush(&rb);
 	/* A transaction still open here is being written: not handed out. */
 out:
 	reader_cleanup(&rd);

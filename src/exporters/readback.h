@@ -11,11 +11,17 @@
  * formats write and nothing else:
  *
  *  - jsonl: one JSON object per line with "seq", "idempotency_key",
- *    "refund_id", "revision", "status", "posting", "currency",
+ *    "refund_id", "revision", "status", "posting", "currency", "amount",
  *    "amount_minor", "exponent", "created_date", "updated_date" (see
  *    jsonl.c);
  *  - csv: the header row names the columns; each later row is a record
- *    (RFC 4180 quoting, as filejournal_put_csv() writes it);
+ *    (RFC 4180 quoting, as filejournal_put_csv() writes it).  The
+ *    exporter writes a row per line; a row whose quoted field holds a
+ *    line break (a hand edit) is read as RFC 4180 says, over as many
+ *    lines as it takes, and is damaged.  A line that is a whole row of
+ *    its own (closed quotes, the header's number of fields) always
+ *    starts a new record, so a quote left open ends its row there, as
+ *    damaged, instead of swallowing the rows after it;
  *  - ledger: a transaction is a date line, its "    ; rs-...: value"
  *    metadata lines (rs-seq, rs-key, rs-posting, rs-refund-id,
  *    rs-revision, rs-status, ...) and its posting lines; the amount of
@@ -25,6 +31,10 @@
  *  - beancount: the same, with "  rs-...: value" metadata (quoted
  *    strings) and two-space-indented posting lines.
  *
+ * A jsonl line that is not a JSON object, or whose members have the
+ * wrong types, and a csv row with unbalanced quotes or the wrong number
+ * of fields, are handed out with damaged set, and what could be read of
+ * them (the seq of a jsonl line that starts like the exporter's).
  * A ledger or beancount record whose posting lines do not balance, or
  * that lacks its rs-seq, rs-refund-id or rs-posting, or whose refund
  * account line is missing, is still handed out, with damaged set and a
@@ -60,6 +70,10 @@ struct readback_entry {
 	enum rs_posting	 posting;	/* NONE for a record that posts
 					   nothing (csv/jsonl PENDING ...) */
 	const char	*currency;	/* "USD", or NULL if unknown */
+	const char	*amount;	/* jsonl/csv: the amount as decimal
+					   text, as written; NULL if absent
+					   (and always for ledger and
+					   beancount) */
 	bool		 has_amount;	/* amount_minor/exponent valid */
 	int64_t		 amount_minor;	/* jsonl/csv: the refund's amount;
 					   ledger/beancount: the signed

@@ -4,8 +4,9 @@
  * through their ops tables (a custom refund account too), hand edits of
  * journals (a deleted, a duplicated and a damaged transaction, marker
  * commit lines), partial last lines, damaged jsonl and csv lines, csv
- * quoting and column order, KWD and JPY amounts, a callback that stops
- * the read, missing files and bad arguments.
+ * quoting (line breaks in quoted fields too) and column order, KWD and
+ * JPY amounts, a callback that stops the read, missing files and bad
+ * arguments.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -55,6 +56,7 @@ struct got {
 	char		*status;
 	enum rs_posting	 posting;
 	char		*currency;
+	char		*amount;
 	bool		 has_amount;
 	int64_t		 amount_minor;
 	int		 exponent;
@@ -97,6 +99,7 @@ collect_fn(void *arg, const struct readback_entry *e)
 	g->status = sdup(e->status);
 	g->posting = e->posting;
 	g->currency = sdup(e->currency);
+	g->amount = sdup(e->amount);
 	g->has_amount = e->has_amount;
 	g->amount_minor = e->amount_minor;
 	g->exponent = e->exponent;
@@ -120,6 +123,7 @@ collect_free(struct collect *c)
 		free(c->v[i].refund_id);
 		free(c->v[i].status);
 		free(c->v[i].currency);
+		free(c->v[i].amount);
 		free(c->v[i].date);
 		free(c->v[i].why);
 	}
@@ -548,7 +552,7 @@ START_TEST(test_exporter_roundtrip)
 	struct want w[NRT];
 	struct collect c = { 0 };
 	char *path = xasprintf("%s/out.%s", tmpdir, types[_i]);
-	size_t n;
+	size_t n, k;
 
 	make_rt();
 	export_rt(_i, path, NULL);
@@ -556,6 +560,10 @@ START_TEST(test_exporter_roundtrip)
 	ck_assert_uint_eq(n, _i >= 2 ? 5 : NRT);
 	read_ok(types[_i], path, NULL, &c);
 	check_all(&c, w, n);
+	/* The amount as text: jsonl and csv write it, the journals not. */
+	for (k = 0; k < n; k++)
+		ck_assert_pstr_eq(c.v[k].amount, _i < 2 ? rt[k].amount :
+		    NULL);
 	collect_free(&c);
 	free(path);
 }
@@ -1130,6 +1138,7 @@ START_TEST(test_csv_quoting)
 	read_ok("csv", path, NULL, &c);
 	ck_assert_uint_eq(c.n, 5);
 	check_entry(&c.v[0], &w0, 0);
+	ck_assert_str_eq(c.v[0].amount, "1,000.00");
 	ck_assert_str_eq(c.v[1].why, "18 fields where the header has 19");
 	ck_assert_int_eq(c.v[1].line, 3);
 	ck_assert_int_eq(c.v[1].seq, 5);
@@ -1147,6 +1156,56 @@ START_TEST(test_csv_quoting)
 	ck_assert(!c.v[4].has_revision);
 	ck_assert_int_eq(c.v[4].amount_minor, 15);
 	ck_assert_int_eq(c.v[4].exponent, 0);
+	collect_free(&c);
+	free(path);
+}
+END_TEST
+
+/*
+ * A quoted field holding a line break runs on to the next line (RFC
+ * 4180): one record, damaged, at the line it starts on.  A quote left
+ * open does not swallow a whole row after it, and one still open at the
+ * end of the file ends there.
+ */
+START_TEST(test_csv_line_break)
+{
+	static const char text[] = CSV_HEADER "\n"
+	    "4,k4,r4,,ch,1,\"SUCC\nEEDED\",,post,USD,\"1,00\n0.00\",100000,"
+	    "2,,,d4,,,cli\n"
+	    "5,k5,r5,,ch,1,SUCCEEDED,,post,USD,1.00,100,2,,,d5,,,cli\n"
+	    "6,k6,\"r6,,ch,1,SUCCEEDED,,post,USD,1.00,100,2,,,d6,,,cli\n"
+	    "7,k7,r7,,ch,1,SUCCEEDED,,post,USD,1.00,100,2,,,d7,,,cli\n"
+	    "8,k8,\"r8\n"
+	    "still, open\n";
+	static const struct want w5 = { 5, 5, "k5", "r5", 1, "SUCCEEDED",
+	    POST, "USD", 100, 2, "d5" };
+	static const struct want w7 = { 7, 7, "k7", "r7", 1, "SUCCEEDED",
+	    POST, "USD", 100, 2, "d7" };
+	struct collect c = { 0 };
+	char *path = write_tmp("lb.csv", text);
+
+	read_ok("csv", path, NULL, &c);
+	ck_assert_uint_eq(c.n, 5);
+	/* Lines 2-4: one row, its fields as RFC 4180 reads them. */
+	expect_damaged(&c, 0, "runs over lines 2-4");
+	ck_assert_int_eq(c.v[0].line, 2);
+	ck_assert_int_eq(c.v[0].seq, 4);
+	ck_assert_str_eq(c.v[0].refund_id, "r4");
+	ck_assert_str_eq(c.v[0].status, "SUCC\nEEDED");
+	ck_assert_str_eq(c.v[0].amount, "1,00\n0.00");
+	ck_assert_int_eq(c.v[0].amount_minor, 100000);
+	check_entry(&c.v[1], &w5, 1);
+	/* Line 6 leaves its quote open; line 7 is a row of its own. */
+	expect_damaged(&c, 2, "unterminated quoted field");
+	ck_assert_int_eq(c.v[2].line, 6);
+	ck_assert_int_eq(c.v[2].seq, 6);
+	ck_assert_ptr_null(strstr(c.v[2].why, "line break"));
+	check_entry(&c.v[3], &w7, 3);
+	/* Lines 8-9, open at the end of the file. */
+	expect_damaged(&c, 4, "unterminated quoted field");
+	expect_damaged(&c, 4, "runs over lines 8-9");
+	ck_assert_int_eq(c.v[4].line, 8);
+	ck_assert_int_eq(c.v[4].seq, 8);
 	collect_free(&c);
 	free(path);
 }
@@ -1315,6 +1374,7 @@ readback_suite(void)
 	tcase_add_test(tc, test_jsonl_exact);
 	tcase_add_test(tc, test_jsonl_overlong);
 	tcase_add_test(tc, test_csv_quoting);
+	tcase_add_test(tc, test_csv_line_break);
 	tcase_add_test(tc, test_csv_columns);
 	tcase_add_loop_test(tc, test_fn_stops, 0, NTYPES);
 	tcase_add_loop_test(tc, test_missing_file, 0, NTYPES);
