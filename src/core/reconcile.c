@@ -45,17 +45,22 @@
 #include "domain/refund.h"
 #include "exporters/posting.h"
 #include "exporters/readback.h"
+#include "util/buf.h"
 #include "util/clock.h"
 #include "util/isotime.h"
 #include "util/log.h"
 #include "util/metrics.h"
 #include "util/strnum.h"
+#include "util/termsafe.h"
 #include "util/xmalloc.h"
 
 #define RC_BUSY_TRIES	10	/* a repair the store cannot commit now */
 #define RC_BUSY_WAIT_MS	200
 #define RC_REPORT_MAX	(1024 * 1024)	/* largest report kept in
 					   reconcile_runs */
+#define RC_WHY_MAX	2048		/* longest reason a csv or jsonl
+					   record is damaged */
+#define RC_SHOW_MAX	64		/* bytes of a value a reason shows */
 
 #define M_RUNS		"refundsync_reconcile_runs_total"
 #define M_DRIFT		"refundsync_reconcile_drift"
@@ -505,15 +510,32 @@ struct rc_fentry {
 	int64_t		 line;
 	char		*refund_id;	/* may be NULL (damaged) */
 	char		*why;		/* damaged: what is wrong */
+	char		*text;		/* csv, jsonl: the key, status,
+					   currency and amount as written
+					   (RC_FT_*), each NUL-terminated,
+					   in one block; NULL for the
+					   journals */
+	int64_t		 revision;	/* if has_revision */
 	enum rs_posting	 posting;
 	bool		 has_amount;
-	int64_t		 amount_minor;	/* signed for ledger/beancount */
+	int64_t		 amount_minor;	/* signed for ledger/beancount;
+					   csv, jsonl: as written */
 	int		 exponent;	/* of amount_minor */
 	char		 currency[4];	/* "" if unknown */
+	bool		 has_revision;
 	bool		 damaged;
 	bool		 matched;	/* a change claimed it */
 	bool		 reported;	/* damaged: in an instance's
 					   report */
+};
+
+/* The strings of rc_fentry.text, in order. */
+enum {
+	RC_FT_KEY,
+	RC_FT_STATUS,
+	RC_FT_CURRENCY,
+	RC_FT_AMOUNT,
+	RC_FT_N
 };
 
 /* One configured exporter, with what the run learnt of it. */
@@ -577,6 +599,43 @@ rc_by_ref_cmp(const void *a, const void *b)
 	return x->line < y->line ? -1 : x->line > y->line;
 }
 
+/* The texts of a csv or jsonl entry, packed for rc_fentry.text. */
+static char *
+rc_ftext_pack(const struct readback_entry *e)
+{
+	const char *v[RC_FT_N];
+	size_t len[RC_FT_N], total = 0, i;
+	char *block, *p;
+
+	v[RC_FT_KEY] = e->key;
+	v[RC_FT_STATUS] = e->status;
+	v[RC_FT_CURRENCY] = e->currency;
+	v[RC_FT_AMOUNT] = e->amount;
+	for (i = 0; i < RC_FT_N; i++) {
+		if (v[i] == NULL)
+			v[i] = "";
+		len[i] = strlen(v[i]) + 1;
+		total += len[i];
+	}
+	p = block = xmalloc(total);
+	for (i = 0; i < RC_FT_N; i++) {
+		memcpy(p, v[i], len[i]);
+		p += len[i];
+	}
+	return block;
+}
+
+/* String k (RC_FT_*) of f's texts. */
+static const char *
+rc_ftext(const struct rc_fentry *f, int k)
+{
+	const char *p = f->text;
+
+	while (k-- > 0)
+		p += strlen(p) + 1;
+	return p;
+}
+
 static enum rs_status
 rc_file_entry(void *arg, const struct readback_entry *e)
 {
@@ -595,15 +654,17 @@ rc_file_entry(void *arg, const struct readback_entry *e)
 	f->damaged = e->damaged;
 	f->why = e->damaged && e->why != NULL ? xstrdup(e->why) : NULL;
 	f->posting = e->posting;
+	f->has_revision = e->has_revision;
+	f->revision = e->revision;
 	f->has_amount = e->has_amount;
 	f->amount_minor = e->amount_minor;
 	f->exponent = e->exponent;
 	if (e->currency != NULL && strlen(e->currency) == 3)
 		memcpy(f->currency, e->currency, 4);
-	/* csv and jsonl hold the refund's amount: sign it as a ledger
-	 * would. */
-	if (!x->accounting && e->posting == RS_POSTING_REVERSE)
-		f->amount_minor = -f->amount_minor;
+	/* csv and jsonl records are compared with their change field by
+	 * field (rc_row_check()): keep the texts. */
+	if (!x->accounting)
+		f->text = rc_ftext_pack(e);
 	return RS_OK;
 }
 
@@ -787,6 +848,7 @@ rc_exp_cleanup(struct rc_exp *x)
 	for (i = 0; i < x->nent; i++) {
 		free(x->ent[i].refund_id);
 		free(x->ent[i].why);
+		free(x->ent[i].text);
 	}
 	free(x->ent);
 	free(x->by_seq);
@@ -1284,13 +1346,158 @@ rc_file_check(struct rc_exp *x, const struct store_change *c,
 }
 
 /*
- * Mark the records x's file holds for change c (which posts rec) as
- * claimed, and check them; returns how many there are, the first at
- * by_seq[*j].
+ * Does text read back from a file (have) say what the exporter wrote for
+ * want?  NULL and "" are both empty (csv writes both as an empty field),
+ * and csv writes a control byte as a space (filejournal_put_csv()).
+ */
+static bool
+rc_text_eq(const char *have, const char *want, bool csv)
+{
+	const unsigned char *h = (const unsigned char *)(have != NULL ?
+	    have : "");
+	const unsigned char *w = (const unsigned char *)(want != NULL ?
+	    want : "");
+	unsigned char c;
+
+	for (;; h++, w++) {
+		c = *w;
+		if (csv && c != '\0' && (c < 0x20 || c == 0x7f))
+			c = ' ';
+		if (*h != c)
+			return false;
+		if (c == '\0')
+			return true;
+	}
+}
+
+/* s (NULL: empty) quoted, cut to RC_SHOW_MAX bytes on a character
+ * boundary, into out. */
+static void
+rc_show(const char *s, char *out, size_t len)
+{
+	size_t n = s != NULL ? strlen(s) : 0;
+	bool cut = n > RC_SHOW_MAX;
+
+	if (cut) {
+		n = RC_SHOW_MAX;
+		/* Not inside a UTF-8 sequence. */
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	}
+	snprintf(out, len, "\"%.*s%s\"", (int)n, n > 0 ? s : "",
+	    cut ? "..." : "");
+}
+
+/* Add "name is HAVE, but seq S has WANT" to why, when the text read
+ * back is not what was written. */
+static void
+rc_row_text(struct buf *why, const char *name, const char *have,
+    const char *want, bool csv, int64_t seq)
+{
+	char h[RC_SHOW_MAX + 8], w[RC_SHOW_MAX + 8];
+
+	if (rc_text_eq(have, want, csv))
+		return;
+	rc_show(have, h, sizeof(h));
+	rc_show(want, w, sizeof(w));
+	(void)buf_printf(why, "%s%s is %s, but seq %" PRId64 " has %s",
+	    why->len > 0 ? "; " : "", name, h, seq, w);
+}
+
+/* An integer, or "null", into out. */
+static void
+rc_show_int(bool has, int64_t v, char *out, size_t len)
+{
+	if (has)
+		snprintf(out, len, "%" PRId64, v);
+	else
+		snprintf(out, len, "null");
+}
+
+/*
+ * The cnt records of csv or jsonl exporter x's file at by_seq[j..] hold
+ * change c, written as rec with idempotency key key: each must say what
+ * the exporter wrote for it, field by field: refund id, key, revision,
+ * status, posting, currency, the amount as text and in minor units with
+ * their exponent (the other columns, instance, charge, previous status,
+ * fees, dates, source and the embedded entity, are not compared).  One
+ * that does not was edited by hand, or corrupted: it is marked damaged,
+ * with every difference, so it counts as the change's record (neither
+ * missing nor foreign) and is reported.
+ */
+static void
+rc_row_check(struct rc_exp *x, const struct store_change *c,
+    const struct rs_export_record *rec, const char *key, size_t j,
+    size_t cnt)
+{
+	bool csv = strcmp(x->cfg->type, "csv") == 0;
+	struct rc_fentry *f;
+	struct buf why;
+	char have[48], want[48];
+
+	for (; cnt > 0; cnt--, j++) {
+		f = &x->ent[x->by_seq[j]];
+		if (f->damaged || f->text == NULL)
+			continue;
+		buf_init(&why, RC_WHY_MAX);
+		rc_row_text(&why, "refund_id", f->refund_id, rec->refund_id,
+		    csv, c->seq);
+		rc_row_text(&why, "idempotency_key", rc_ftext(f, RC_FT_KEY),
+		    key, csv, c->seq);
+		if (f->has_revision != (rec->has_revision != 0) ||
+		    (f->has_revision && f->revision != rec->revision)) {
+			rc_show_int(f->has_revision, f->revision, have,
+			    sizeof(have));
+			rc_show_int(rec->has_revision, rec->revision, want,
+			    sizeof(want));
+			(void)buf_printf(&why, "%srevision is %s, but seq %"
+			    PRId64 " has %s", why.len > 0 ? "; " : "", have,
+			    c->seq, want);
+		}
+		rc_row_text(&why, "status", rc_ftext(f, RC_FT_STATUS),
+		    rec->status, csv, c->seq);
+		if (f->posting != rec->posting)
+			(void)buf_printf(&why, "%sposting is %s, but seq %"
+			    PRId64 " posts %s", why.len > 0 ? "; " : "",
+			    posting_name(f->posting), c->seq,
+			    posting_name(rec->posting));
+		rc_row_text(&why, "currency", rc_ftext(f, RC_FT_CURRENCY),
+		    rec->currency, csv, c->seq);
+		rc_row_text(&why, "amount", rc_ftext(f, RC_FT_AMOUNT),
+		    rec->amount, csv, c->seq);
+		if (f->has_amount != (rec->amount_exact != 0) ||
+		    (f->has_amount && (f->amount_minor != rec->amount_minor ||
+		    f->exponent != rec->exponent))) {
+			if (f->has_amount)
+				snprintf(have, sizeof(have), "%" PRId64 "/%d",
+				    f->amount_minor, f->exponent);
+			else
+				snprintf(have, sizeof(have), "null");
+			if (rec->amount_exact)
+				snprintf(want, sizeof(want), "%" PRId64 "/%d",
+				    rec->amount_minor, rec->exponent);
+			else
+				snprintf(want, sizeof(want), "null");
+			(void)buf_printf(&why, "%samount_minor/exponent are "
+			    "%s, but seq %" PRId64 " has %s", why.len > 0 ?
+			    "; " : "", have, c->seq, want);
+		}
+		if (why.len > 0) {
+			f->why = buf_detach(&why, NULL);
+			f->damaged = true;
+		}
+		buf_cleanup(&why);
+	}
+}
+
+/*
+ * Mark the records x's file holds for change c (which posts rec, with
+ * x's idempotency key key) as claimed, and check them; returns how many
+ * there are, the first at by_seq[*j].
  */
 static size_t
 rc_file_claim(struct rc_exp *x, const struct store_change *c,
-    const struct rs_export_record *rec, size_t *j)
+    const struct rs_export_record *rec, const char *key, size_t *j)
 {
 	size_t cnt;
 
@@ -1300,6 +1507,8 @@ rc_file_claim(struct rc_exp *x, const struct store_change *c,
 		x->ent[x->by_seq[*j + cnt]].matched = true;
 	if (cnt > 0 && x->accounting)
 		rc_file_check(x, c, rec, *j, cnt);
+	else if (cnt > 0)
+		rc_row_check(x, c, rec, key, *j, cnt);
 	return cnt;
 }
 
@@ -1335,7 +1544,7 @@ rc_change(void *arg, const struct store_change *c)
 		    !rc_seqs_has(x->delivered, x->ndelivered, c->seq))) {
 			x->pending++;
 			if (x->file && x->file_error == NULL)
-				(void)rc_file_claim(x, c, &rec, &j);
+				(void)rc_file_claim(x, c, &rec, key, &j);
 			if (c->seq <= run->last_seq) {
 				if (x->nlag == x->caplag) {
 					x->caplag = x->caplag == 0 ? 64 :
@@ -1348,7 +1557,7 @@ rc_change(void *arg, const struct store_change *c)
 		} else if (dead) {
 			rc_exp_missing(run, x, c, posting, key, "dead");
 		} else if (x->file && x->file_error == NULL) {
-			cnt = rc_file_claim(x, c, &rec, &j);
+			cnt = rc_file_claim(x, c, &rec, key, &j);
 			if (cnt == 0)
 				rc_exp_missing(run, x, c, posting, key, "file");
 			else if (cnt > 1) {
@@ -2142,9 +2351,13 @@ rc_print_instance(const cJSON *in, FILE *out)
 			    "(net %" PRId64 ")\n", j_get_str(e, "refund_id"),
 			    j_get_str(e, "status"), j_get_int(e, "net"));
 		RC_EACH(e, cJSON_GetObjectItemCaseSensitive(x,
-		    "damaged"))
-			fprintf(out, "    damaged      line %" PRId64 ": %s\n",
-			    j_get_int(e, "line"), j_get_str(e, "why"));
+		    "damaged")) {
+			/* The reason may quote what the file holds. */
+			fprintf(out, "    damaged      line %" PRId64 ": ",
+			    j_get_int(e, "line"));
+			(void)term_fputs(j_get_str(e, "why"), out);
+			fputc('\n', out);
+		}
 	}
 	RC_EACH(o, cJSON_GetObjectItemCaseSensitive(in, "days")) {
 		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o,

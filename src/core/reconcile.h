@@ -26,8 +26,14 @@
  *    refund is no longer SUCCEEDED in Wix, else in the store, and the
  *    file still holds it posted), damaged or foreign records in its file
  *    (a ledger or beancount record is damaged too when its refund,
- *    posting or refund-account amount is not what its change posts);
- *    changes above its position are "pending" (lag, not drift);
+ *    posting or refund-account amount is not what its change posts; a
+ *    csv or jsonl record when its refund_id, idempotency_key, revision,
+ *    status, posting, currency, amount text or amount_minor/exponent is
+ *    not what the exporter wrote for its change, csv values as that
+ *    exporter writes them: a control byte as a space, empty as null);
+ *    changes above its position are "pending" (lag, not drift), and
+ *    the records the file already holds for them are checked all the
+ *    same;
  *  - a completeness table per day (the refund's createdDate, UTC) and
  *    currency: count and exact sum by status in Wix and in the store,
  *    and for each ledger/beancount exporter the refunds its file holds as
@@ -48,7 +54,9 @@
  *    records (a ledger or beancount file appends it; a csv or jsonl file,
  *    being in seq order, turns it into a dead letter that says to replay);
  *  - doubled postings, conflicts, gone refunds and damaged records are
- *    reported for a human and never changed.
+ *    reported for a human and never changed (no file is ever rewritten:
+ *    a damaged csv or jsonl record is edited back by hand, or the file
+ *    moved away and replayed).
  * Every repair is logged, recorded in reconcile_repairs (in the same
  * transaction as the repair) and counted in
  * refundsync_reconcile_repairs_total{kind}.  Each run is recorded in
@@ -61,7 +69,10 @@
  * run over N refunds holds O(N): about 630 bytes per refund in all, both
  * views and allocator overhead included (measured: 60 MiB for 100,000,
  * BENCHMARKS.md).  Files are read as a stream, and each record found is
- * kept as a summary of about 110 bytes for the run.
+ * kept as a summary for the run: about 126 bytes (110 measured,
+ * BENCHMARKS.md, plus the revision and a pointer added since), and a
+ * csv or jsonl record about 70 more, for the texts it is compared by
+ * (key, status, currency, amount; estimated, not measured).
  *
  * ---- The JSON report (reconcile_report_json, `reconcile --json`) ------
  *
