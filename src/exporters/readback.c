@@ -272,8 +272,9 @@ rb_fill(struct rb *rb, const struct rb_fields *f)
 	if ((e->refund_id = f->refund_id) == NULL)
 		rb_damage(rb, "no refund_id");
 	if (f->revision != NULL) {
-		if (strnum_i64(f->revision, 0, INT64_MAX, &e->revision) ==
-		    NULL)
+		/* Wix's revision is any integer the store took. */
+		if (strnum_i64(f->revision, INT64_MIN, INT64_MAX,
+		    &e->revision) == NULL)
 			e->has_revision = true;
 		else
 			rb_damage(rb, "revision is not a number");
@@ -1190,7 +1191,7 @@ txn_close(struct rb *rb)
 	if (t->seen[TM_STATUS] && strcmp(t->meta[TM_STATUS], "-") != 0)
 		e->status = t->meta[TM_STATUS];
 	if (t->seen[TM_REVISION]) {
-		if (strnum_i64(t->meta[TM_REVISION], 0, INT64_MAX,
+		if (strnum_i64(t->meta[TM_REVISION], INT64_MIN, INT64_MAX,
 		    &e->revision) == NULL)
 			e->has_revision = true;
 		else

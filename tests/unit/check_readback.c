@@ -1052,7 +1052,8 @@ START_TEST(test_jsonl_damaged)
 }
 END_TEST
 
-/* Integers are exact past 2^53; members in any order; null revision. */
+/* Integers are exact past 2^53; members in any order; null and negative
+ * revisions. */
 START_TEST(test_jsonl_exact)
 {
 	static const char text[] =
@@ -1064,7 +1065,10 @@ START_TEST(test_jsonl_exact)
 	    " { \"refund\" : {\"seq\":1, \"s\":\"}\\\"\"}, \"exponent\" : 3 ,"
 	    " \"amount_minor\" : -9223372036854775808, \"seq\" : "
 	    "9223372036854775807, \"refund_id\":\"r\\u00e4\\n\","
-	    "\"posting\":\"reverse\",\"revision\":0,\"currency\":\"KWD\"}\n";
+	    "\"posting\":\"reverse\",\"revision\":0,\"currency\":\"KWD\"}\n"
+	    /* The store takes a negative revision from Wix. */
+	    "{\"seq\":13,\"refund_id\":\"r\",\"posting\":\"none\","
+	    "\"revision\":-7}\n";
 	static const struct want w[] = {
 		{ 1, 12, "k", "r", -1, "SUCCEEDED", POST, "USD",
 		    INT64_C(9007199254740993), 2, "2024-01-01T00:00:00Z" },
@@ -1075,7 +1079,12 @@ START_TEST(test_jsonl_exact)
 	char *path = write_tmp("exact.jsonl", text);
 
 	read_ok("jsonl", path, NULL, &c);
-	check_all(&c, w, 2);
+	ck_assert_uint_eq(c.n, 3);
+	check_entry(&c.v[0], &w[0], 0);
+	check_entry(&c.v[1], &w[1], 1);
+	ck_assert_msg(!c.v[2].damaged, "%s", c.v[2].why);
+	ck_assert(c.v[2].has_revision);
+	ck_assert_int_eq(c.v[2].revision, -7);
 	collect_free(&c);
 	free(path);
 }
