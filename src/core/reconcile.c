@@ -2390,17 +2390,53 @@ rc_print_instance(const cJSON *in, FILE *out)
 	}
 }
 
+/* Each control byte of s (may be NULL) as '?', the way term_safe()
+ * shows them, in place. */
+static void
+rc_term_mask_str(char *s)
+{
+	unsigned char *p;
+
+	for (p = (unsigned char *)s; p != NULL && *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			*p = '?';
+}
+
+/*
+ * The same for every string and member name of j.
+ * NOLINTBEGIN(misc-no-recursion): the report is ours, a few levels deep.
+ */
+static void
+rc_term_mask(cJSON *j)
+{
+	cJSON *c;
+
+	if (j == NULL)
+		return;
+	rc_term_mask_str(j->string);
+	if (cJSON_IsString(j))
+		rc_term_mask_str(j->valuestring);
+	for (c = j->child; c != NULL; c = c->next)
+		rc_term_mask(c);
+}
+/* NOLINTEND(misc-no-recursion) */
+
 void
 reconcile_report_print(const struct reconcile_report *r, FILE *out)
 {
 	const cJSON *in;
+	cJSON *doc;
 	int n = 0;
 
-	RC_EACH(in, cJSON_GetObjectItemCaseSensitive(r->doc,
-	    "instances")) {
+	/* Refund ids, statuses and errors come from Wix, the store and the
+	 * files: none may drive the operator's terminal. */
+	doc = cJSON_Duplicate(r->doc, true);
+	rc_term_mask(doc);
+	RC_EACH(in, cJSON_GetObjectItemCaseSensitive(doc, "instances")) {
 		rc_print_instance(in, out);
 		n++;
 	}
+	cJSON_Delete(doc);
 	if (n == 0)
 		fprintf(out, "no instance to reconcile: none is known to the "
 		    "store and [wix] instances is empty\n");

@@ -2504,6 +2504,12 @@ START_TEST(test_quoted_values)
 	empty_lists(exporter_of(inst, "rows", "csv", "file"), xlists);
 	empty_lists(exporter_of(inst, "lines", "jsonl", "file"), xlists);
 	cJSON_Delete(doc);
+	/* The text report shows the status's tab as '?', as the other
+	 * commands do (termsafe.h). */
+	ck_assert_int_eq(rs(w.conf, &text, NULL, "reconcile", NULL), 4);
+	ck_assert_msg(strstr(text, ", ODD?STATUS)") != NULL &&
+	    strchr(text, '\t') == NULL, "stdout: %s", text);
+	free(text);
 	world_close(&w);
 }
 END_TEST
