@@ -871,6 +871,13 @@ struct reconcile_report {
 
 static const char *const rc_outcomes[] = { "clean", "drift", "failed" };
 
+/* The ending of "discrepanc-" for n of them. */
+static const char *
+rc_ies(int64_t n)
+{
+	return n == 1 ? "y" : "ies";
+}
+
 /* ---- one run ------------------------------------------------------------- */
 
 struct rc_run {
@@ -2005,9 +2012,9 @@ record:
 	metrics_add(M_RUNS, label, 1);
 	if (outcome < 2)
 		log_info("reconcile %s: %s: Wix %zu refunds, store %zu, %"
-		    PRId64 " discrepancies, %" PRId64 " repaired", id,
+		    PRId64 " discrepanc%s, %" PRId64 " repaired", id,
 		    rc_outcomes[outcome], run->wix.n, run->store.n,
-		    run->drift, run->repaired);
+		    run->drift, rc_ies(run->drift), run->repaired);
 
 	memset(&sr, 0, sizeof(sr));
 	sr.instance_id = id;
@@ -2280,9 +2287,10 @@ rc_print_instance(const cJSON *in, FILE *out)
 		return;
 	}
 	fprintf(out, " (Wix %" PRId64 " refunds, store %" PRId64 "; %" PRId64
-	    " discrepancies, %" PRId64 " repaired)\n",
+	    " discrepanc%s, %" PRId64 " repaired)\n",
 	    j_get_int(in, "wix_refunds"), j_get_int(in, "store_refunds"),
-	    j_get_int(in, "drift"), j_get_int(in, "repaired"));
+	    j_get_int(in, "drift"), rc_ies(j_get_int(in, "drift")),
+	    j_get_int(in, "repaired"));
 	RC_EACH(o, cJSON_GetObjectItemCaseSensitive(in,
 	    "missing"))
 		fprintf(out, "  missing   %s: in Wix (%s, %s), not in the "
@@ -2440,8 +2448,9 @@ reconcile_report_print(const struct reconcile_report *r, FILE *out)
 	if (n == 0)
 		fprintf(out, "no instance to reconcile: none is known to the "
 		    "store and [wix] instances is empty\n");
-	fprintf(out, "reconcile: %s: %" PRId64 " discrepancies, %" PRId64
-	    " repaired\n", rc_outcomes[r->worst], r->drift, r->repaired);
+	fprintf(out, "reconcile: %s: %" PRId64 " discrepanc%s, %" PRId64
+	    " repaired\n", rc_outcomes[r->worst], r->drift, rc_ies(r->drift),
+	    r->repaired);
 }
 
 /* ---- metrics from the store ---------------------------------------------- */
@@ -2536,9 +2545,10 @@ rc_thread(void *arg)
 		rep = NULL;
 		if (reconcile_run(rc->cfg, st, rc->w, &opt, &rep, &why) ==
 		    RS_OK) {
-			log_info("reconcile: %s: %" PRId64 " discrepancies, %"
+			log_info("reconcile: %s: %" PRId64 " discrepanc%s, %"
 			    PRId64 " repaired", reconcile_report_outcome(rep),
 			    reconcile_report_drift(rep),
+			    rc_ies(reconcile_report_drift(rep)),
 			    reconcile_report_repaired(rep));
 			reconcile_metrics_refresh(st);
 		} else if (!atomic_load(&rc->stop) && !wixapi_stopped(rc->w))

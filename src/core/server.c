@@ -566,8 +566,9 @@ server_reload(struct server *srv)
 	srv->rt = rt;
 	pthread_mutex_unlock(&srv->rt_mtx);
 	runtime_release(old);
-	log_info("reload: applied (%zu public keys, jwt_leeway %lld s)",
-	    jwtv_keys_count(keys), (long long)ncfg->jwt_leeway);
+	log_info("reload: applied (%zu public key%s, jwt_leeway %lld s)",
+	    jwtv_keys_count(keys), jwtv_keys_count(keys) == 1 ? "" : "s",
+	    (long long)ncfg->jwt_leeway);
 	metrics_add("refundsync_reloads_total", "result=\"applied\"", 1);
 	if (srv->cfg != srv->boot)
 		config_free(srv->cfg);
@@ -942,8 +943,9 @@ server_run(struct config *cfg)
 	if (cfg->admin_listen[0] != '\0' && start_listener(&srv, "admin",
 	    cfg->admin_listen, srv.admin_routes, 3, &srv.admin) != RS_OK)
 		goto out;
-	log_info("refundsync %s ready: %zu public keys, webhooks at %s",
-	    PACKAGE_VERSION, jwtv_keys_count(keys), cfg->webhook_path);
+	log_info("refundsync %s ready: %zu public key%s, webhooks at %s",
+	    PACKAGE_VERSION, jwtv_keys_count(keys),
+	    jwtv_keys_count(keys) == 1 ? "" : "s", cfg->webhook_path);
 	server_notify_ready(&srv);
 	/* Wake at least every second, or every half watchdog interval. */
 	wd_half = (int64_t)((sdnotify_watchdog_usec() + 1999) / 2000);
