@@ -167,7 +167,8 @@ check_money(const char *amount, const char *currency, char cur[4],
 	if (!money_currency_wellformed(cur) || (*exponent =
 	    money_exponent(cur)) < 0) {
 		fprintf(err, "refundsync: refund create: --currency %s: not an "
-		    "ISO 4217 currency code\n", cur);
+		    "ISO 4217 currency code, or one without a minor unit "
+		    "(such as XAU)\n", cur);
 		return CLI_EXIT_USAGE;
 	}
 	if (amount[0] == '-') {

@@ -756,7 +756,7 @@ START_TEST(test_input_checks)
 		{ "1.0001", "KWD", "KWD has 3 decimals, not 4" },
 		{ "5", "XYZ", "not an ISO 4217 currency code" },
 		/* No minor unit: no exact amount to send. */
-		{ "5", "XAU", "not an ISO 4217 currency code" },
+		{ "5", "XAU", "or one without a minor unit (such as XAU)" },
 		{ "5", "US", "not a three-letter ISO 4217 code" },
 		{ "5", NULL, "--amount and --currency go together" },
 	};
