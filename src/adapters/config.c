@@ -238,6 +238,13 @@ struct parse_exporter {
 };
 
 /* The state of one config_load(). */
+/* One error found: at line (0: of the whole file), as text. */
+struct parse_err {
+	int		 line;
+	size_t		 order;		/* when it was found */
+	char		*text;		/* owned */
+};
+
 struct parse {
 	struct config	*cfg;
 	const char	*file;		/* as given, for messages */
@@ -257,8 +264,8 @@ struct parse {
 	struct parse_exporter *pexp;	/* parallel to cfg->exporters */
 	int		 keyline[NROWS]; /* where a key was set; 0 = not */
 	bool		 keybad[NROWS];	/* its value was refused */
-	struct buf	 errs;		/* one error per line */
-	size_t		 nerr;
+	struct parse_err *errs;		/* the first CONFIG_ERRORS_MAX */
+	size_t		 nerr;		/* all of them */
 };
 
 /*
@@ -657,17 +664,63 @@ perr(struct parse *p, int line, const char *fmt, ...)
 	va_list ap;
 	char msg[1024];
 
-	if (++p->nerr > CONFIG_ERRORS_MAX)
+	struct parse_err *e;
+
+	if (p->nerr >= CONFIG_ERRORS_MAX) {
+		p->nerr++;
 		return;
+	}
+	if (p->errs == NULL)
+		p->errs = xcalloc(CONFIG_ERRORS_MAX, sizeof(*p->errs));
+	e = &p->errs[p->nerr];
+	e->line = line > 0 ? line : 0;
+	e->order = p->nerr++;
 	va_start(ap, fmt);
 	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (p->errs.len > 0)
-		(void)buf_appends(&p->errs, "\n");
 	if (line > 0)
-		(void)buf_printf(&p->errs, "%s:%d: %s", p->file, line, msg);
+		e->text = xasprintf("%s:%d: %s", p->file, line, msg);
 	else
-		(void)buf_printf(&p->errs, "%s: %s", p->file, msg);
+		e->text = xasprintf("%s: %s", p->file, msg);
+}
+
+/* By line, then in the order found: the file's own errors first. */
+static int
+perr_cmp(const void *a, const void *b)
+{
+	const struct parse_err *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/*
+ * The errors, one a line in the file's order (an exporter's own keys
+ * are checked after the whole file is read), and how many more there
+ * were; frees them.  Caller frees the text.
+ */
+static char *
+perr_text(struct parse *p)
+{
+	size_t n = p->nerr < CONFIG_ERRORS_MAX ? p->nerr : CONFIG_ERRORS_MAX;
+	struct buf b;
+	size_t i;
+
+	buf_init(&b, CONFIG_ERRORS_BYTES);
+	if (n > 0)
+		qsort(p->errs, n, sizeof(*p->errs), perr_cmp);
+	for (i = 0; i < n; i++) {
+		(void)buf_printf(&b, "%s%s", i > 0 ? "\n" : "",
+		    p->errs[i].text);
+		free(p->errs[i].text);
+	}
+	if (p->nerr > CONFIG_ERRORS_MAX)
+		(void)buf_printf(&b, "\n%s: %zu more errors not shown",
+		    p->file, p->nerr - CONFIG_ERRORS_MAX);
+	free(p->errs);
+	p->errs = NULL;
+	return buf_detach(&b, NULL);
 }
 
 static int
@@ -1322,7 +1375,6 @@ config_load(const char *path, struct config **out, char **errors)
 	int rc;
 
 	memset(&p, 0, sizeof(p));
-	buf_init(&p.errs, CONFIG_ERRORS_BYTES);
 	p.file = path;
 	p.sect = SECT_NONE;
 	if ((dir = dir_of(path)) == NULL) {
@@ -1360,13 +1412,8 @@ config_load(const char *path, struct config **out, char **errors)
 out:
 	if (p.fp != NULL)
 		(void)fclose(p.fp);
-	if (st != RS_OK) {
-		if (p.nerr > CONFIG_ERRORS_MAX)
-			(void)buf_printf(&p.errs, "\n%s: %zu more errors not "
-			    "shown", path, p.nerr - CONFIG_ERRORS_MAX);
-		*errors = buf_detach(&p.errs, NULL);
-	}
-	buf_cleanup(&p.errs);
+	if (st != RS_OK)
+		*errors = perr_text(&p);
 	free(p.pexp);
 	config_free(cfg);
 	free(dir);

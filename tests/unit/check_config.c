@@ -719,6 +719,12 @@ START_TEST(test_exporter_section)
 	load_err("[server]\nthreads = 3\n\n[exporter books]\ntype = jsonl\n"
 	    "path = /tmp/x\nbogus = 1\n",
 	    "@:7: [exporter books] bogus: unknown key");
+	/* An exporter's keys are checked after the whole file is read;
+	 * its errors still come in the file's order. */
+	load_err("[exporter books]\ntype = jsonl\npath = /tmp/x\n"
+	    "bogus = 1\n[store]\nbusy_timeout = -5\n",
+	    "@:4: [exporter books] bogus: unknown key\n"
+	    "@:6: [store] busy_timeout: \"-5\" is out of range 0..600000");
 	load_err("[exporter books]\ntype = jsonl\n",
 	    "@:1: [exporter books] path: missing (type jsonl needs it)");
 	load_err("[exporter]\n",
@@ -771,11 +777,11 @@ START_TEST(test_exporter_values)
 	    "type = http\n"					/* 11 */
 	    "timeout = 0\n"					/* 12 */
 	    "url = notaurl\n",				/* 13 */
-	    "@:6: [exporter b] batch: \"-1\" is out of range 0..10000\n"
 	    "@:4: [exporter b] refund_account: \"expenses:refunds\" is not "
 	    "a valid beancount account name\n"
 	    "@:5: [exporter b] processing_fee_account: \"Fees\" is not a "
 	    "valid beancount account name\n"
+	    "@:6: [exporter b] batch: \"-1\" is out of range 0..10000\n"
 	    "@:12: [exporter h] timeout: too small (whole seconds from 1 to "
 	    "3600)\n"
 	    "@:13: [exporter h] url: must start with http:// or https://");

@@ -1553,21 +1553,23 @@ START_TEST(test_config_exporters)
 	    "retry_initial_ms = 500\n"			/* 15 */
 	    "retry_max_ms = 100\n"			/* 16 */
 	    "[exporter e\"]\n");			/* 17 */
+	/* In the file's order, though each exporter's own keys are
+	 * checked after the whole file is read. */
 	ck_assert_str_eq(errors,
+	    "@:4: [exporter a] url: unknown key\n"
 	    "@:5: [exporter a] batch: \"-1\" is out of range 0..10000\n"
 	    "@:6: [exporter a] path: duplicate key (first set on line 3)\n"
-	    "@:11: [exporter a]: duplicate exporter name\n"
-	    "@:12: [exporter]: an exporter needs a name: [exporter NAME]\n"
-	    "@:17: [exporter e\"]: the exporter's name must be printable "
-	    "ASCII without '\"' or '\\'\n"
-	    "@:4: [exporter a] url: unknown key\n"
 	    "@:8: [exporter b] type: \"fax\" is not a type (one of jsonl, "
 	    "csv, ledger, beancount, http, exec, plugin)\n"
 	    "@:9: [exporter c] type: missing (one of jsonl, csv, ledger, "
 	    "beancount, http, exec, plugin)\n"
+	    "@:11: [exporter a]: duplicate exporter name\n"
+	    "@:12: [exporter]: an exporter needs a name: [exporter NAME]\n"
 	    "@:13: [exporter d] url: missing (type http needs it)\n"
 	    "@:16: [exporter d] retry_max_ms: 100 is less than "
-	    "retry_initial_ms (500)");
+	    "retry_initial_ms (500)\n"
+	    "@:17: [exporter e\"]: the exporter's name must be printable "
+	    "ASCII without '\"' or '\\'");
 	free(errors);
 }
 END_TEST
