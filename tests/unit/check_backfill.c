@@ -778,6 +778,17 @@ stop_progress(void *arg, const struct backfill_progress *p)
 		atomic_store(&s->stop, true);
 }
 
+/* Zero s, and have a run with options o report its progress to s. */
+static void
+stop_after_init(struct stop_after *s, struct backfill_options *o)
+{
+	memset(s, 0, sizeof(*s));
+	s->notes = xstrdup("");
+	atomic_init(&s->stop, false);
+	o->progress = stop_progress;
+	o->progress_arg = s;
+}
+
 /* Stopped after page 3 (as a kill between pages would leave it), the
  * next run resumes from the committed cursor: no page lost, none asked
  * for twice.  The one-thread loop (no fetcher thread), where the stop
@@ -793,13 +804,9 @@ START_TEST(test_stop_resume)
 
 	o.queue_pages = -1;
 	env_open(&e, 95);
-	memset(&s, 0, sizeof(s));
-	s.notes = xstrdup("");
-	atomic_init(&s.stop, false);
+	stop_after_init(&s, &o);
 	s.after = 3;
 	o.stop = &s.stop;
-	o.progress = stop_progress;
-	o.progress_arg = &s;
 	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_STOPPING);
 	ck_assert_ptr_nonnull(strstr(why, "stopped after page 3"));
 	free(why);
@@ -875,11 +882,7 @@ START_TEST(test_cursor_rejected)
 	struct env e;
 
 	env_open(&e, 35);
-	memset(&s, 0, sizeof(s));
-	s.notes = xstrdup("");
-	atomic_init(&s.stop, false);
-	o.progress = stop_progress;
-	o.progress_arg = &s;
+	stop_after_init(&s, &o);
 	fake_fault(&e.fake, 3, F_STATUS, 400, CURSOR_400);
 	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
 	ck_assert_str_eq(e.fake.cursors, "-,c10,c20,-,c10,c20,c30");
@@ -1054,12 +1057,8 @@ START_TEST(test_stop_in_fetch)
 	char *why = NULL, *want;
 
 	env_open(&e, 95);
-	memset(&s, 0, sizeof(s));
-	s.notes = xstrdup("");
-	atomic_init(&s.stop, false);
+	stop_after_init(&s, &o);
 	o.stop = &s.stop;
-	o.progress = stop_progress;
-	o.progress_arg = &s;
 	o.queue_pages = _i < 2 ? -1 : 0;
 	if (_i % 2 == 1)
 		e.fake.stop_flag = &s.stop;
@@ -1202,11 +1201,7 @@ START_TEST(test_malformed_retried)
 	struct env e;
 
 	env_open(&e, 45);
-	memset(&s, 0, sizeof(s));
-	s.notes = xstrdup("");
-	atomic_init(&s.stop, false);
-	o.progress = stop_progress;
-	o.progress_arg = &s;
+	stop_after_init(&s, &o);
 	o.page_attempts = 6;
 	fake_fault(&e.fake, 2, F_TRUNCATE, 0, NULL);
 	fake_fault(&e.fake, 3, F_INVALID, 0, NULL);
@@ -1357,6 +1352,24 @@ START_TEST(test_auth_refused)
 }
 END_TEST
 
+/*
+ * A run over e, whose fake the test has set to spoil every token
+ * answer, with two page attempts: it fails with status and the message
+ * want, and no page was asked for.
+ */
+static void
+tokens_fail(struct env *e, enum rs_status status, const char *want)
+{
+	struct backfill_options o = fast_opts(10);
+	char *why = NULL;
+
+	o.page_attempts = 2;
+	ck_assert_int_eq(run(e, &o, &why), status);
+	ck_assert_str_eq(why, want);
+	ck_assert_int_eq(e->fake.queries, 0);
+	free(why);
+}
+
 /* A token answer cut short on the way (a 200 that is not JSON) is not
  * a refusal of the credentials: the page is asked for again, and the
  * run completes.  One that stays garbled fails, saying so. */
@@ -1365,14 +1378,9 @@ START_TEST(test_token_garbled)
 	struct backfill_options o = fast_opts(10);
 	struct stop_after s;
 	struct env e;
-	char *why = NULL;
 
 	env_open(&e, 25);
-	memset(&s, 0, sizeof(s));
-	s.notes = xstrdup("");
-	atomic_init(&s.stop, false);
-	o.progress = stop_progress;
-	o.progress_arg = &s;
+	stop_after_init(&s, &o);
 	e.fake.bad_tokens = 2;
 	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
 	expect_exact_set(&e, 25);
@@ -1384,15 +1392,10 @@ START_TEST(test_token_garbled)
 	env_close(&e);
 
 	env_open(&e, 25);
-	o.progress = NULL;
-	o.page_attempts = 2;
 	e.fake.bad_tokens = 100;
-	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_AUTH);
-	ck_assert_str_eq(why, "Query Refunds failed 2 times; the last: no "
-	    "usable access token, HTTP 200: syntax error [request id "
+	tokens_fail(&e, RS_ERR_AUTH, "Query Refunds failed 2 times; the last: "
+	    "no usable access token, HTTP 200: syntax error [request id "
 	    "req-test]");
-	ck_assert_int_eq(e.fake.queries, 0);
-	free(why);
 	env_close(&e);
 }
 END_TEST
@@ -1405,14 +1408,9 @@ START_TEST(test_token_oversized)
 	struct backfill_options o = fast_opts(10);
 	struct stop_after s;
 	struct env e;
-	char *why = NULL;
 
 	env_open(&e, 25);
-	memset(&s, 0, sizeof(s));
-	s.notes = xstrdup("");
-	atomic_init(&s.stop, false);
-	o.progress = stop_progress;
-	o.progress_arg = &s;
+	stop_after_init(&s, &o);
 	e.fake.big_tokens = 1;
 	ck_assert_int_eq(run(&e, &o, NULL), RS_OK);
 	expect_exact_set(&e, 25);
@@ -1424,14 +1422,9 @@ START_TEST(test_token_oversized)
 	env_close(&e);
 
 	env_open(&e, 25);
-	o.progress = NULL;
-	o.page_attempts = 2;
 	e.fake.big_tokens = 100;
-	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_INPUT);
-	ck_assert_str_eq(why, "Query Refunds failed 2 times; the last: "
-	    "oversized OAuth token answer, too large");
-	ck_assert_int_eq(e.fake.queries, 0);
-	free(why);
+	tokens_fail(&e, RS_ERR_INPUT, "Query Refunds failed 2 times; the "
+	    "last: oversized OAuth token answer, too large");
 	env_close(&e);
 }
 END_TEST
@@ -1965,13 +1958,9 @@ START_TEST(test_pipe_stop_resume)
 	int p;
 
 	env_open(&e, 300);
-	memset(&s, 0, sizeof(s));
-	s.notes = xstrdup("");
-	atomic_init(&s.stop, false);
+	stop_after_init(&s, &o);
 	s.after = 3;
 	o.stop = &s.stop;
-	o.progress = stop_progress;
-	o.progress_arg = &s;
 	ck_assert_int_eq(run(&e, &o, &why), RS_ERR_STOPPING);
 	p = (int)sql_int(e.db, "SELECT backfill_pages FROM instances");
 	/* Page 3's batch (up to 8), a full queue (8) and one more. */
