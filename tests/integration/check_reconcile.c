@@ -1027,7 +1027,7 @@ check_hledger(const char *ledger, const struct view *wix)
 	free(out);
 }
 
-/* ---- the world: a sandbox, a daemon with two exporters ------------------- */
+/* ---- the world: a sandbox, a daemon with three exporters ----------------- */
 
 struct world {
 	char		 *dir;		/* the sandbox's */
@@ -2440,11 +2440,6 @@ START_TEST(test_quoted_values)
 END_TEST
 
 /*
- * The daemon's periodic job: with [reconcile] interval = 1 and heal =
- * yes, webhooks Wix never sent are healed within a few intervals, and
- * the exporters follow.
- */
-/*
  * An instance the store holds refunds of, without an instances row (its
  * AppInstalled came before refundsync, no backfill ran, [wix] instances
  * does not name it), is reconciled all the same: a plain run reports
@@ -2483,6 +2478,11 @@ START_TEST(test_instance_of_refunds)
 }
 END_TEST
 
+/*
+ * The daemon's periodic job: with [reconcile] interval = 1 and heal =
+ * yes, webhooks Wix never sent are healed within a few intervals, and
+ * the exporters follow.
+ */
 START_TEST(test_daemon_job)
 {
 	struct world w;
