@@ -57,7 +57,8 @@ struct store_options {
  * Open (creating it if needed, unless readonly) the database at path,
  * apply pending migrations from sql/ in order, and set the pragmas.
  * Returns RS_OK and *out (caller owns; store_close()), or an error with a
- * message in *why (caller frees with free()): RS_ERR_BUSY when the
+ * message in *why that begins with the path (caller frees with
+ * free()): RS_ERR_BUSY when the
  * database exists but cannot be opened now (locked, or it, its -wal or
  * -shm file or their directory cannot be written or read), which may
  * pass; RS_ERR_IO when it does not exist and cannot be created, is not

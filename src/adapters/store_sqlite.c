@@ -2469,8 +2469,8 @@ sq_migrate(struct sq *s, char **why)
 
 	for (i = 0; i < store_migration_count; i++)
 		if (store_migrations[i].version != (int)i + 1) {
-			*why = xasprintf("embedded migration %s is out of "
-			    "sequence", store_migrations[i].name);
+			*why = xasprintf("%s: embedded migration %s is out of "
+			    "sequence", s->path, store_migrations[i].name);
 			return RS_ERR_INTERNAL;
 		}
 	latest = (int)store_migration_count;
@@ -2705,7 +2705,7 @@ sq_open(const char *path, const struct store_options *opt, void **ctx,
 	enum rs_status st;
 	unsigned i;
 	int flags, rc;
-	bool existed;
+	bool existed, missing;
 	char *which, *full;
 
 	(void)pthread_once(&once, sq_global_init);
@@ -2714,6 +2714,7 @@ sq_open(const char *path, const struct store_options *opt, void **ctx,
 	s->readonly = opt->readonly;
 	s->lazy_sync = opt->lazy_sync;
 	existed = access(path, F_OK) == 0;
+	missing = !existed && errno == ENOENT;
 	flags = SQLITE_OPEN_NOMUTEX;
 	if (s->readonly)
 		flags |= SQLITE_OPEN_READONLY;
@@ -2724,6 +2725,14 @@ sq_open(const char *path, const struct store_options *opt, void **ctx,
 	 * turns cache_spill off, sq_pragmas); one that commits without a
 	 * sync must not, and a read-only one has nothing to gather.
 	 * NULL: the default VFS. */
+	if (s->readonly && missing) {
+		/* Only serve, backfill and the commands that write create
+		 * the database. */
+		*why = xasprintf("%s: no such database: nothing is stored "
+		    "yet (serve creates it)", path);
+		st = RS_ERR_NOTFOUND;
+		goto fail;
+	}
 	rc = sqlite3_open_v2(path, &s->db, flags,
 	    !s->readonly && !s->lazy_sync ? walbuf_vfs() : NULL);
 	if (rc != SQLITE_OK) {

@@ -1464,8 +1464,8 @@ bf_worker(void *arg)
 	char *why = NULL;
 
 	if (store_open(bf->store_path, &bf->sopt, &st, &why) != RS_OK) {
-		log_warnx("backfill: cannot open the store %s: %s",
-		    bf->store_path, why != NULL ? why : "unknown reason");
+		log_warnx("backfill: cannot open the store: %s",
+		    why != NULL ? why : "unknown reason");
 		free(why);
 	}
 	pthread_mutex_lock(&bf->mu);

@@ -495,8 +495,8 @@ open_store_ro(const struct config *cfg)
 	char *why = NULL;
 
 	if (store_open(cfg->store_path, &opt, &st, &why) != RS_OK) {
-		fprintf(stderr, "refundsync: store %s: %s\n", cfg->store_path,
-		    why != NULL ? why : "cannot open");
+		fprintf(stderr, "refundsync: store: %s\n", why != NULL ?
+		    why : "cannot open");
 		free(why);
 		return NULL;
 	}
@@ -828,8 +828,9 @@ cli_bf_worker(void *arg)
 		}
 		pthread_mutex_lock(&bf->mu);
 		job->rc = rc;
-		job->why = xasprintf("store %s: %s", bf->cfg->store_path,
-		    why != NULL ? why : rs_strstatus(rc));
+		job->why = why != NULL ? xasprintf("store: %s", why) :
+		    xasprintf("store %s: %s", bf->cfg->store_path,
+		    rs_strstatus(rc));
 		job->finished = true;
 		bf->ndone++;
 		pthread_mutex_unlock(&bf->mu);
@@ -967,8 +968,8 @@ cli_bf_instances(const struct config *cfg, const char *only, bool restart,
 		rc = store_instance_foreach(st, cli_bf_list_row, l);
 	store_close(st);
 	if (rc != RS_OK) {
-		fprintf(stderr, "refundsync: backfill: store %s: %s\n",
-		    cfg->store_path, why != NULL ? why : rs_strstatus(rc));
+		fprintf(stderr, "refundsync: backfill: store: %s\n",
+		    why != NULL ? why : rs_strstatus(rc));
 		free(why);
 		return false;
 	}
@@ -1216,8 +1217,8 @@ cmd_reconcile(int argc, char *argv[])
 	free(why);
 	why = NULL;
 	if (store_open(cfg->store_path, &so, &st, &why) != RS_OK) {
-		fprintf(stderr, "refundsync: reconcile: store %s: %s\n",
-		    cfg->store_path, why != NULL ? why : "cannot open");
+		fprintf(stderr, "refundsync: reconcile: store: %s\n",
+		    why != NULL ? why : "cannot open");
 		goto out;
 	}
 	memset(&opt, 0, sizeof(opt));
@@ -1303,8 +1304,8 @@ cmd_export(int argc, char *argv[])
 	so.busy_timeout_ms = (int)cfg->busy_timeout_ms;
 	so.readonly = !writes;
 	if (store_open(cfg->store_path, &so, &st, &swhy) != RS_OK) {
-		fprintf(stderr, "refundsync: store %s: %s\n", cfg->store_path,
-		    swhy != NULL ? swhy : "cannot open");
+		fprintf(stderr, "refundsync: store: %s\n", swhy != NULL ?
+		    swhy : "cannot open");
 		free(swhy);
 		goto out;
 	}

@@ -1224,9 +1224,9 @@ refundcmd_main(int argc, char *argv[])
 	free(why);
 	why = NULL;
 	if (store_open(cfg->store_path, &so, &st, &why) != RS_OK) {
-		fprintf(stderr, "refundsync: refund create: store %s: %s "
-		    "(nothing was sent)\n", cfg->store_path, why != NULL ?
-		    why : "cannot open");
+		fprintf(stderr, "refundsync: refund create: store: %s "
+		    "(nothing was sent)\n", why != NULL ? why :
+		    "cannot open");
 		rc = CLI_EXIT_FAILURE;
 		goto out;
 	}

@@ -894,8 +894,8 @@ server_run(struct config *cfg)
 		    "1 when the store can take writes, else 0.");
 		metrics_set("refundsync_store_ready", "", 0);
 	} else if (rc != RS_OK) {
-		log_warnx("cannot start: store %s: %s", cfg->store_path,
-		    why != NULL ? why : "cannot open");
+		log_warnx("cannot start: store: %s", why != NULL ? why :
+		    "cannot open");
 		free(why);
 		goto out;
 	} else

@@ -908,7 +908,7 @@ START_TEST(test_missing_unwritable_at_start)
 	ck_assert_msg(st == 1, "exit %d, want 1; stderr: %s", st,
 	    err != NULL ? err : "");
 	named = xasprintf("%s: Operation not permitted", d->dir);
-	ck_assert_msg(err != NULL && strstr(err, "cannot start: store ") !=
+	ck_assert_msg(err != NULL && strstr(err, "cannot start: store: ") !=
 	    NULL && strstr(err, d->db_path) != NULL &&
 	    strstr(err, "cannot create it") != NULL &&
 	    strstr(err, named) != NULL, "stderr: %s", err);

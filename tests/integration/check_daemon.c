@@ -1060,6 +1060,53 @@ put_conf(const char *dir, const char *name, const char *text)
  * store and its directory, not the budget file, and fail as when the
  * store cannot be opened (1), not as for a config error (2).
  */
+/*
+ * The read-only commands, run before anything created the database, say
+ * so once, naming it, and do not create it.
+ */
+START_TEST(test_cli_no_database)
+{
+	static const char *const cmds[][4] = {
+		{ "refunds", "list", NULL },
+		{ "status", NULL },
+		{ "export", "status", NULL },
+	};
+	char *dir = tu_tempdir(), *conf, *text, *db, *want, *out = NULL;
+	char *err = NULL;
+	size_t i, k;
+
+	db = xasprintf("%s/refundsync.db", dir);
+	text = xasprintf("[store]\npath = %s\n", db);
+	conf = put_conf(dir, "nodb.conf", text);
+	want = xasprintf("refundsync: store: %s: no such database: nothing "
+	    "is stored yet (serve creates it)\n", db);
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		char *av[8] = { xstrdup(tu_binary()), NULL };
+		size_t n = 1;
+
+		av[n++] = xstrdup(cmds[i][0]);
+		av[n++] = xstrdup("-c");
+		av[n++] = xstrdup(conf);
+		for (k = 1; cmds[i][k] != NULL; k++)
+			av[n++] = xstrdup(cmds[i][k]);
+		ck_assert_msg(tu_run(av, 20000, &out, &err) == 1,
+		    "%s: not exit 1: %s", cmds[i][0], err);
+		ck_assert_str_eq(err, want);
+		ck_assert_int_eq(access(db, F_OK), -1);
+		free(out);
+		free(err);
+		for (k = 0; av[k] != NULL; k++)
+			free(av[k]);
+	}
+	tu_rmtree(dir);
+	free(want);
+	free(conf);
+	free(text);
+	free(db);
+	free(dir);
+}
+END_TEST
+
 START_TEST(test_cli_store_dir_missing)
 {
 	static const char *const cmds[][8] = {
@@ -1906,6 +1953,7 @@ daemon_suite(void)
 	tcase_add_test(tc, test_cli_check_keys_and_secrets);
 	tcase_add_test(tc, test_cli_check_missing_plugin);
 	tcase_add_test(tc, test_cli_store_dir_missing);
+	tcase_add_test(tc, test_cli_no_database);
 	tcase_add_test(tc, test_port_in_use);
 	tcase_add_test(tc, test_wix_sign_tool);
 	suite_add_tcase(s, tc);
