@@ -10,7 +10,7 @@ set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${FUZZ_BUILDDIR:-"$top/build-fuzz"}
 secs=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"jwt event refund money config page"}
+targets=${FUZZ_TARGETS:-"jwt event refund money config page readback"}
 
 "$top/scripts/deps.sh" test
 "$top/scripts/build.sh" "$dir" --enable-fuzzing CC=clang
