@@ -55,6 +55,12 @@ on_entry(void *arg, const struct readback_entry *e)
 	return RS_OK;
 }
 
+static void
+remove_file(void)
+{
+	(void)unlink(path);
+}
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -65,6 +71,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)snprintf(path, sizeof(path), "/tmp/fuzz-readback-XXXXXX");
 	CHECK((fd = mkstemp(path)) >= 0);
 	(void)close(fd);
+	CHECK(atexit(remove_file) == 0);
 	return 0;
 }
 
