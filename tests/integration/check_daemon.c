@@ -1021,22 +1021,36 @@ START_TEST(test_cli_check_and_version)
 }
 END_TEST
 
-/* `refundsync CMD -c conf`: the exit status, stdout and stderr. */
+/* `refundsync WORDS[0] -c CONF WORDS[1..]` (NULL-terminated, at most
+ * 11 more words): the exit status, stdout and stderr. */
+static int
+run_rs_words(const char *const *words, const char *conf, char **out,
+    char **err)
+{
+	char *argv[16];
+	size_t n = 0, k;
+	int rc;
+
+	argv[n++] = xstrdup(tu_binary());
+	argv[n++] = xstrdup(words[0]);
+	argv[n++] = xstrdup("-c");
+	argv[n++] = xstrdup(conf);
+	for (k = 1; words[k] != NULL && n < 15; k++)
+		argv[n++] = xstrdup(words[k]);
+	argv[n] = NULL;
+	rc = tu_run(argv, 20000, out, err);
+	for (k = 0; k < n; k++)
+		free(argv[k]);
+	return rc;
+}
+
+/* `refundsync CMD -c CONF`, waited for; the exit status. */
 static int
 run_rs(const char *cmd, const char *conf, char **out, char **err)
 {
-	char *argv[5];
-	int rc;
+	const char *words[2] = { cmd, NULL };
 
-	argv[0] = xstrdup(tu_binary());
-	argv[1] = xstrdup(cmd);
-	argv[2] = xstrdup("-c");
-	argv[3] = xstrdup(conf);
-	argv[4] = NULL;
-	rc = tu_run(argv, 20000, out, err);
-	for (int i = 0; i < 4; i++)
-		free(argv[i]);
-	return rc;
+	return run_rs_words(words, conf, out, err);
 }
 
 /* Write text into dir/name and return the path (caller frees). */
@@ -1073,7 +1087,7 @@ START_TEST(test_cli_no_database)
 	};
 	char *dir = tu_tempdir(), *conf, *text, *db, *want, *out = NULL;
 	char *err = NULL;
-	size_t i, k;
+	size_t i;
 
 	db = xasprintf("%s/refundsync.db", dir);
 	text = xasprintf("[store]\npath = %s\n", db);
@@ -1081,22 +1095,12 @@ START_TEST(test_cli_no_database)
 	want = xasprintf("refundsync: store: %s: no such database: nothing "
 	    "is stored yet (serve creates it)\n", db);
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-		char *av[8] = { xstrdup(tu_binary()), NULL };
-		size_t n = 1;
-
-		av[n++] = xstrdup(cmds[i][0]);
-		av[n++] = xstrdup("-c");
-		av[n++] = xstrdup(conf);
-		for (k = 1; cmds[i][k] != NULL; k++)
-			av[n++] = xstrdup(cmds[i][k]);
-		ck_assert_msg(tu_run(av, 20000, &out, &err) == 1,
+		ck_assert_msg(run_rs_words(cmds[i], conf, &out, &err) == 1,
 		    "%s: not exit 1: %s", cmds[i][0], err);
 		ck_assert_str_eq(err, want);
 		ck_assert_int_eq(access(db, F_OK), -1);
 		free(out);
 		free(err);
-		for (k = 0; av[k] != NULL; k++)
-			free(av[k]);
 	}
 	tu_rmtree(dir);
 	free(want);
@@ -1118,7 +1122,7 @@ START_TEST(test_cli_store_dir_missing)
 	};
 	char *dir = tu_tempdir(), *conf, *text, *db, *want, *out = NULL;
 	char *err = NULL, *secret;
-	size_t i, k;
+	size_t i;
 
 	secret = xasprintf("%s/secret", dir);
 	ck_assert(tu_write_file(secret, "s3cret\n", true));
@@ -1128,15 +1132,7 @@ START_TEST(test_cli_store_dir_missing)
 	    secret);
 	conf = put_conf(dir, "nodir.conf", text);
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-		char *av[12] = { xstrdup(tu_binary()), NULL };
-		size_t n = 1;
-
-		av[n++] = xstrdup(cmds[i][0]);
-		av[n++] = xstrdup("-c");
-		av[n++] = xstrdup(conf);
-		for (k = 1; cmds[i][k] != NULL; k++)
-			av[n++] = xstrdup(cmds[i][k]);
-		ck_assert_msg(tu_run(av, 20000, &out, &err) == 1,
+		ck_assert_msg(run_rs_words(cmds[i], conf, &out, &err) == 1,
 		    "%s: not exit 1: %s", cmds[i][0], err);
 		want = xasprintf("refundsync: %s%s: store %s: its directory "
 		    "%s/nodir: No such file or directory%s\n", cmds[i][0],
@@ -1147,8 +1143,6 @@ START_TEST(test_cli_store_dir_missing)
 		free(want);
 		free(out);
 		free(err);
-		for (k = 0; av[k] != NULL; k++)
-			free(av[k]);
 	}
 	tu_rmtree(dir);
 	free(conf);
