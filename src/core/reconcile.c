@@ -2287,10 +2287,16 @@ rc_print_instance(const cJSON *in, FILE *out)
 		return;
 	}
 	fprintf(out, " (Wix %" PRId64 " refunds, store %" PRId64 "; %" PRId64
-	    " discrepanc%s, %" PRId64 " repaired)\n",
-	    j_get_int(in, "wix_refunds"), j_get_int(in, "store_refunds"),
-	    j_get_int(in, "drift"), rc_ies(j_get_int(in, "drift")),
-	    j_get_int(in, "repaired"));
+	    " discrepanc%s, %" PRId64 " repaired", j_get_int(in,
+	    "wix_refunds"), j_get_int(in, "store_refunds"), j_get_int(in,
+	    "drift"), rc_ies(j_get_int(in, "drift")), j_get_int(in,
+	    "repaired"));
+	/* Not drift: a webhook that came after Wix's page was read, or a
+	 * version Wix never had.  Said, so the second can be looked into. */
+	if (j_get_int(in, "ahead") > 0)
+		fprintf(out, "; %" PRId64 " newer in the store than in Wix",
+		    j_get_int(in, "ahead"));
+	fputs(")\n", out);
 	RC_EACH(o, cJSON_GetObjectItemCaseSensitive(in,
 	    "missing"))
 		fprintf(out, "  missing   %s: in Wix (%s, %s), not in the "

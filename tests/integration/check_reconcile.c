@@ -1248,6 +1248,27 @@ pick_stored(const struct world *w, struct picks *p)
 	view_free(&store);
 }
 
+/* The store gets version r of a refund by a signed webhook of kind slug
+ * (TU_CREATED, TU_UPDATED). */
+static void
+post_version(const struct world *w, const struct tu_refund *r,
+    enum tu_slug slug)
+{
+	struct tu_event ev;
+	char *evid = tu_random_id("ev-"), *tok;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.id = evid;
+	ev.slug = slug;
+	ev.form = TU_FORM_OBJECT;
+	ev.seq = -1;
+	tok = tu_refund_webhook(w->d->key.priv_pem, &ev, r, INST);
+	ck_assert_ptr_nonnull(tok);
+	ck_assert_int_eq(tu_daemon_post(w->d, tok, NULL), 200);
+	free(tok);
+	free(evid);
+}
+
 /* The store gets USD refund id of charge, revision 1 created now, by a
  * signed webhook. */
 static void
@@ -1255,8 +1276,7 @@ post_refund(const struct world *w, const char *id, const char *charge,
     const char *amount, const char *status)
 {
 	struct tu_refund r;
-	struct tu_event ev;
-	char *now = tu_now_iso(), *evid = tu_random_id("ev-"), *tok;
+	char *now = tu_now_iso();
 
 	memset(&r, 0, sizeof(r));
 	r.id = id;
@@ -1267,16 +1287,7 @@ post_refund(const struct world *w, const char *id, const char *charge,
 	r.revision = 1;
 	r.created_date = now;
 	r.updated_date = now;
-	memset(&ev, 0, sizeof(ev));
-	ev.id = evid;
-	ev.slug = TU_CREATED;
-	ev.form = TU_FORM_OBJECT;
-	ev.seq = -1;
-	tok = tu_refund_webhook(w->d->key.priv_pem, &ev, &r, INST);
-	ck_assert_ptr_nonnull(tok);
-	ck_assert_int_eq(tu_daemon_post(w->d, tok, NULL), 200);
-	free(tok);
-	free(evid);
+	post_version(w, &r, TU_CREATED);
 	free(now);
 }
 
@@ -2440,6 +2451,64 @@ START_TEST(test_quoted_values)
 END_TEST
 
 /*
+ * A refund whose stored version is newer than Wix's (a webhook after
+ * Wix's page, or a version Wix never had) is not drift: it is counted
+ * as "ahead", and the text report says so.
+ */
+START_TEST(test_store_ahead)
+{
+	struct tu_refund r;
+	struct world w;
+	const cJSON *inst;
+	char *row, *f[7], *p, *now, *text = NULL;
+	cJSON *doc;
+	size_t i;
+
+	world_open(&w, NSEED, NULL);
+	step_clean(&w);
+	row = tu_sql(w.d->db_path, "SELECT id || '|' || charge_id || '|' ||"
+	    " currency || '|' || amount || '|' || status || '|' || revision"
+	    " || '|' || created_date FROM refunds ORDER BY id LIMIT 1");
+	ck_assert_ptr_nonnull(row);
+	for (i = 0, p = row; i < 7; i++) {
+		f[i] = p;
+		if ((p = strchr(p, '|')) != NULL)
+			*p++ = '\0';
+		ck_assert(p != NULL || i == 6);
+	}
+	/* The same refund, one revision on: nothing else changes. */
+	now = tu_now_iso();
+	memset(&r, 0, sizeof(r));
+	r.id = f[0];
+	r.charge_id = f[1];
+	r.currency = f[2];
+	r.amount = f[3];
+	r.status = f[4];
+	r.revision = strtoll(f[5], NULL, 10) + 1;
+	r.created_date = f[6];
+	r.updated_date = now;
+	ck_assert(tu_daemon_restart(w.d));
+	post_version(&w, &r, TU_UPDATED);
+	wait_exported(&w, NSEED + 1);
+	ck_assert_int_eq(tu_daemon_stop(w.d, 20000), 0);
+
+	doc = reconcile_json(w.conf, 0, NULL);
+	ck_assert_str_eq(jstr(doc, "outcome"), "clean");
+	inst = only_instance(doc, INST);
+	ck_assert_int_eq(jint(inst, "ahead"), 1);
+	ck_assert_int_eq(jint(inst, "drift"), 0);
+	cJSON_Delete(doc);
+	ck_assert_int_eq(rs(w.conf, &text, NULL, "reconcile", END), 0);
+	ck_assert_msg(strstr(text, "0 repaired; 1 newer in the store than "
+	    "in Wix)") != NULL, "stdout: %s", text);
+	free(text);
+	free(now);
+	free(row);
+	world_close(&w);
+}
+END_TEST
+
+/*
  * An instance the store holds refunds of, without an instances row (its
  * AppInstalled came before refundsync, no backfill ran, [wix] instances
  * does not name it), is reconciled all the same: a plain run reports
@@ -2670,6 +2739,7 @@ reconcile_suite(void)
 	tcase_add_test(tc, test_file_ahead);
 	tcase_add_test(tc, test_reversal_pending);
 	tcase_add_test(tc, test_instance_of_refunds);
+	tcase_add_test(tc, test_store_ahead);
 	tcase_add_test(tc, test_daemon_job);
 	tcase_add_test(tc, test_daemon_metric_labels);
 	tcase_add_test(tc, test_usage_and_failure);
