@@ -115,12 +115,12 @@ serve_load_config(const char *arg)
 		if ((nl = strchr(line, '\n')) != NULL)
 			*nl++ = '\0';
 		if (*line != '\0') {
-			log_warnx("cannot start: %s", line);
+			log_errx("cannot start: %s", line);
 			n++;
 		}
 	}
 	if (n == 0)
-		log_warnx("cannot start: %s: cannot load", path);
+		log_errx("cannot start: %s: cannot load", path);
 	free(errors);
 	return NULL;
 }

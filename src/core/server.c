@@ -600,7 +600,7 @@ backfill_start(struct server *srv)
 		return RS_OK;
 	}
 	if (rc != RS_OK) {
-		log_warnx("cannot start: %s", why != NULL ? why : "backfill");
+		log_errx("cannot start: %s", why != NULL ? why : "backfill");
 		free(why);
 		/* RS_ERR_IO: the store's directory (exit 1, as for a store
 		 * that cannot be opened). */
@@ -759,7 +759,7 @@ server_store_retry(struct server *srv)
 		return RS_OK;
 	}
 	if (rc == RS_ERR_CONFIG || rc == RS_ERR_INTERNAL) {
-		log_warnx("cannot start: %s", why != NULL ? why : "writer");
+		log_errx("cannot start: %s", why != NULL ? why : "writer");
 		free(why);
 		return rc;
 	}
@@ -870,7 +870,7 @@ server_run(struct config *cfg)
 	(void)signal(SIGPIPE, SIG_IGN);
 
 	if (load_keys(cfg, &keys, &why) != RS_OK) {
-		log_warnx("cannot start: %s", why);
+		log_errx("cannot start: %s", why);
 		free(why);
 		status = 2;
 		goto out;
@@ -894,7 +894,7 @@ server_run(struct config *cfg)
 		    "1 when the store can take writes, else 0.");
 		metrics_set("refundsync_store_ready", "", 0);
 	} else if (rc != RS_OK) {
-		log_warnx("cannot start: store: %s", why != NULL ? why :
+		log_errx("cannot start: store: %s", why != NULL ? why :
 		    "cannot open");
 		free(why);
 		goto out;
@@ -917,7 +917,7 @@ server_run(struct config *cfg)
 	else if (export_check_config(cfg, &why) != RS_OK)
 		rc = RS_ERR_CONFIG;
 	if (rc != RS_OK) {
-		log_warnx("cannot start: %s", why != NULL ? why : "exporters");
+		log_errx("cannot start: %s", why != NULL ? why : "exporters");
 		free(why);
 		status = rc == RS_ERR_INTERNAL ? 1 : 2;
 		goto out;

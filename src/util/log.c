@@ -259,6 +259,12 @@ log_warnx(const char *fmt, ...)
 }
 
 void
+log_errx(const char *fmt, ...)
+{
+	LOG_BODY(LOG_LVL_ERR, 0);
+}
+
+void
 log_info(const char *fmt, ...)
 {
 	LOG_BODY(LOG_LVL_INFO, 0);

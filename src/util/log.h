@@ -30,6 +30,9 @@ bool	log_enabled(enum log_level lvl);
 /* log_warn and fatal append ": strerror(errno)". */
 void	log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An error that ends the program in order (the caller cleans up and
+ * exits), such as a start that cannot go on: journald priority err. */
+void	log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	fatal(const char *fmt, ...)

@@ -946,7 +946,7 @@ START_TEST(test_cli_check_and_version)
 
 		argv[1] = (char *)"serve";
 		ck_assert_int_eq(tu_run(argv, 20000, &out, &err), 2);
-		want = xasprintf(" warning: cannot start: %s: cannot open: No "
+		want = xasprintf(" error: cannot start: %s: cannot open: No "
 		    "such file or directory\n", gone);
 		nl = strchr(err, '\n');
 		ck_assert_msg(nl != NULL && nl[1] == '\0',
