@@ -1379,6 +1379,49 @@ static const struct {
 	{ "version",	cmd_version },
 };
 
+/*
+ * Words of a leading option that `refundsync -c FILE serve` puts before
+ * the command's name: -c FILE, -cFILE, --config FILE, --config=FILE, -v,
+ * --verbose.  0 if argv[i] is none of them (or -c lacks its value).
+ */
+static int
+leading_option_words(int argc, char *argv[], int i)
+{
+	const char *w = argv[i];
+
+	if ((w[0] == '-' && w[1] == 'v' && w[strspn(w + 1, "v") + 1] ==
+	    '\0') || strcmp(w, "--verbose") == 0 ||
+	    strncmp(w, "--config=", 9) == 0 ||
+	    (strncmp(w, "-c", 2) == 0 && w[2] != '\0'))
+		return 1;
+	if ((strcmp(w, "-c") == 0 || strcmp(w, "--config") == 0) &&
+	    i + 1 < argc)
+		return 2;
+	return 0;
+}
+
+/*
+ * Let the common options come before the command's name too, as many
+ * tools allow (`refundsync -c /etc/x.conf status`): rotate the word after
+ * them to argv[1], where the command's name is looked for, so that the
+ * command's own getopt_long() sees those options.  Returns false, with
+ * argv left alone, if no word follows them.
+ */
+static bool
+hoist_command(int argc, char *argv[])
+{
+	int i = 1, n;
+
+	while (i < argc && (n = leading_option_words(argc, argv, i)) > 0)
+		i += n;
+	if (i >= argc)
+		return false;
+	char *cmd = argv[i];
+	memmove(&argv[2], &argv[1], (size_t)(i - 1) * sizeof(argv[0]));
+	argv[1] = cmd;
+	return true;
+}
+
 int
 cli_main(int argc, char *argv[])
 {
@@ -1394,9 +1437,17 @@ cli_main(int argc, char *argv[])
 	}
 	if (strcmp(argv[1], "--version") == 0)
 		return cmd_version(1, argv + 1);
+	if (!hoist_command(argc, argv)) {
+		fprintf(stderr, "refundsync: no command after the options\n");
+		return usage(NULL);
+	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].fn(argc - 1, argv + 1);
-	fprintf(stderr, "refundsync: unknown command '%s'\n", argv[1]);
+	if (strcmp(argv[1], "-c") == 0 || strcmp(argv[1], "--config") == 0)
+		fprintf(stderr, "refundsync: option --config needs a value\n");
+	else
+		fprintf(stderr, "refundsync: unknown %s '%s'\n",
+		    argv[1][0] == '-' ? "option" : "command", argv[1]);
 	return usage(NULL);
 }

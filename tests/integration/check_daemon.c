@@ -963,6 +963,28 @@ START_TEST(test_cli_check_and_version)
 		free(gone);
 	}
 
+	/*
+	 * The config option may come before the command's name too, in
+	 * each of its spellings: the same answers as after it.
+	 */
+	{
+		char *cf = xasprintf("--config=%s", bad);
+		char *av[5] = { bin, (char *)"-c", good, (char *)"check", NULL };
+
+		ck_assert_int_eq(tu_run(av, 20000, &out, &err), 0);
+		free(out);
+		free(err);
+		av[1] = cf;
+		av[2] = (char *)"check";
+		av[3] = NULL;
+		ck_assert_int_eq(tu_run(av, 20000, &out, &err), 1);
+		ck_assert_msg(strstr(err, "bad.conf:3") != NULL,
+		    "--config=FILE check: \"%s\"", err);
+		free(out);
+		free(err);
+		free(cf);
+	}
+
 	/* A usage error is 2. */
 	argv[2] = NULL;
 	argv[1] = (char *)"no-such-command";
@@ -991,6 +1013,14 @@ START_TEST(test_cli_check_and_version)
 			    "unknown option '-x'" },
 			{ { "check", "-c", "", NULL },
 			    "option -c: the path is empty" },
+			{ { "-c", "d.conf", NULL, NULL },
+			    "no command after the options" },
+			{ { "-c", NULL, NULL, NULL },
+			    "option --config needs a value" },
+			{ { "-x", "check", NULL, NULL },
+			    "unknown option '-x'" },
+			{ { "-c", "d.conf", "bogus", NULL },
+			    "unknown command 'bogus'" },
 		};
 
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
