@@ -2511,6 +2511,10 @@ sq_migrate(struct sq *s, char **why)
 	return RS_OK;
 }
 
+/* The WAL is trimmed to this many bytes when it restarts, and emptied
+ * at close (sq_pragmas). */
+#define SQ_WAL_LIMIT	"67108864"
+
 /* Set the connection's pragmas and check they took. */
 static enum rs_status
 sq_pragmas(struct sq *s, char **why)
@@ -2525,7 +2529,7 @@ sq_pragmas(struct sq *s, char **why)
 	};
 	char got[32];
 	size_t i;
-	int rc;
+	int rc, persist = 1;
 
 	if (!s->readonly) {
 		/* Returns the mode now in force. */
@@ -2536,6 +2540,34 @@ sq_pragmas(struct sq *s, char **why)
 		if (strcmp(got, "wal") != 0) {
 			*why = xasprintf("%s: cannot use WAL mode (journal "
 			    "mode is %s)", s->path, got);
+			return RS_ERR_IO;
+		}
+		/*
+		 * Keep the -wal and -shm files when the last connection
+		 * closes: SQLite can open a WAL database for a reader that
+		 * may not write its directory (an accounting tool in the
+		 * group README.md sets up) only while both exist, so
+		 * without them such a reader fails whenever the daemon is
+		 * stopped.  A non-negative journal_size_limit makes that
+		 * close truncate the checkpointed WAL to nothing; while
+		 * running it only trims a WAL that a long reader let grow
+		 * past it.
+		 */
+		rc = sqlite3_file_control(s->db, "main",
+		    SQLITE_FCNTL_PERSIST_WAL, &persist);
+		/* A VFS without the control removes them, as before. */
+		if (rc != SQLITE_OK && rc != SQLITE_NOTFOUND) {
+			*why = xasprintf("%s: cannot keep the WAL file at "
+			    "close (sqlite code %d)", s->path, rc);
+			return sq_open_status(rc);
+		}
+		rc = sq_query_text(s->db, "PRAGMA journal_size_limit = "
+		    SQ_WAL_LIMIT, got, sizeof(got));
+		if (rc != SQLITE_OK)
+			goto fail;
+		if (strcmp(got, SQ_WAL_LIMIT) != 0) {
+			*why = xasprintf("%s: PRAGMA journal_size_limit did "
+			    "not take (%s)", s->path, got);
 			return RS_ERR_IO;
 		}
 	}

@@ -33,7 +33,7 @@
  * it reads the change log and records deliveries).  Between them: CLI
  * runs that open a connection of their own for one store_apply_refund(),
  * readiness probes, and now and then a restart (every connection closed,
- * which checkpoints and deletes the WAL, and opened again).  Webhooks
+ * which checkpoints and empties the WAL, and opened again).  Webhooks
  * are new versions, older versions under new event ids, revisions that
  * skip ahead, exact duplicates, and AppInstalled events.  Some rounds
  * lower wal_autocheckpoint on the connections (the daemon keeps

@@ -444,6 +444,51 @@ START_TEST(test_pragmas)
 }
 END_TEST
 
+/*
+ * A reader that may not write the store's directory (an accounting tool
+ * of the group README.md "Reading the exports" sets up) can open a WAL
+ * database only while its -wal and -shm files exist.  So the last close
+ * keeps them, the -wal emptied, and such a reader still reads once the
+ * daemon has stopped.  readonly_shm=1 makes SQLite open the -shm only
+ * for reading and never create it, as that reader must, even as root.
+ */
+START_TEST(test_reader_after_close)
+{
+	char *path = test_db(NULL), *wal, *shm, *uri;
+	struct store *st;
+	struct stat sb;
+	sqlite3 *db = NULL;
+
+	st = open_store(path, false);
+	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-1", 1, "r1",
+	    "PENDING", 1, NULL), STORE_APPLIED);
+	store_close(st);
+
+	wal = xasprintf("%s-wal", path);
+	shm = xasprintf("%s-shm", path);
+	ck_assert_msg(stat(wal, &sb) == 0, "%s: %s", wal, strerror(errno));
+	ck_assert_int_eq(sb.st_size, 0);
+	ck_assert_msg(stat(shm, &sb) == 0, "%s: %s", shm, strerror(errno));
+
+	uri = xasprintf("file:%s?readonly_shm=1", path);
+	ck_assert_int_eq(sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY |
+	    SQLITE_OPEN_URI, NULL), SQLITE_OK);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM refunds"), 1);
+	sqlite3_close(db);
+
+	/* The store's own read-only open (status) leaves them too. */
+	st = open_store(path, true);
+	expect_counts(st, 1, 1, 1, 1, 0);
+	store_close(st);
+	ck_assert_int_eq(stat(wal, &sb), 0);
+	ck_assert_int_eq(stat(shm, &sb), 0);
+	free(uri);
+	free(shm);
+	free(wal);
+	free(path);
+}
+END_TEST
+
 /* One expected column of PRAGMA table_info. */
 struct col {
 	const char	*name;
@@ -2080,14 +2125,16 @@ START_TEST(test_writable_denied)
 END_TEST
 
 /*
- * A directory that cannot be written: an existing database cannot be
- * opened (its -wal cannot be created), which may pass: RS_ERR_BUSY; a
- * database that does not exist cannot be created, which will not pass:
- * RS_ERR_IO.  Both messages name the directory.
+ * A directory that cannot be written: an existing database whose -wal
+ * and -shm files are gone (a connection of another program closed it
+ * last) cannot be opened (its -wal cannot be created), which may pass:
+ * RS_ERR_BUSY; a database that does not exist cannot be created, which
+ * will not pass: RS_ERR_IO.  Both messages name the directory.  (With
+ * the files our own close leaves, it opens: test_reader_after_close.)
  */
 START_TEST(test_open_unwritable_dir)
 {
-	char *dir = NULL, *path = test_db(&dir), *p2, *want;
+	char *dir = NULL, *path = test_db(&dir), *p2, *want, *side;
 	char *why1 = NULL, *why2 = NULL;
 	struct store_options opt = { .busy_timeout_ms = BUSY_MS };
 	struct store *st, *st2 = NULL;
@@ -2098,6 +2145,12 @@ START_TEST(test_open_unwritable_dir)
 	store_close(st);
 	st = NULL;
 	ck_assert_int_eq(access(path, F_OK), 0);
+	side = xasprintf("%s-wal", path);
+	ck_assert_int_eq(unlink(side), 0);
+	free(side);
+	side = xasprintf("%s-shm", path);
+	ck_assert_int_eq(unlink(side), 0);
+	free(side);
 	p2 = xasprintf("%s/absent.db", dir);
 	if ((errtext = deny_writes(dir, true)) == NULL) {
 		printf("check_store: test_open_unwritable_dir: cannot make "
@@ -3717,6 +3770,7 @@ store_suite(void)
 	tcase_add_test(tc, test_outcome_names);
 	tcase_add_test(tc, test_open_migrate_reopen);
 	tcase_add_test(tc, test_pragmas);
+	tcase_add_test(tc, test_reader_after_close);
 	tcase_add_test(tc, test_schema);
 	tcase_add_test(tc, test_create_update_stale_duplicate);
 	tcase_add_test(tc, test_refund_instances);
