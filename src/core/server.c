@@ -192,6 +192,29 @@ token_key(const char *token, size_t len)
 	return xasprintf("sha256:%s", hex);
 }
 
+/*
+ * " EVENT (refund R, instance I)" with what a webhook that failed to
+ * decode got far enough to name, or "": Wix sends it again for two
+ * days, and the operator needs the refund it carries to chase it.
+ * Caller frees.
+ */
+static char *
+decoded_which(const struct event *ev)
+{
+	const char *sp = ev->event_id != NULL ? " " : "";
+	const char *e = ev->event_id != NULL ? ev->event_id : "";
+	const char *r = ev->entity_id, *i = ev->instance_id;
+
+	if (r != NULL && i != NULL)
+		return xasprintf("%s%s (refund %s, instance %s)", sp, e, r,
+		    i);
+	if (r != NULL)
+		return xasprintf("%s%s (refund %s)", sp, e, r);
+	if (i != NULL)
+		return xasprintf("%s%s (instance %s)", sp, e, i);
+	return xasprintf("%s%s", sp, e);
+}
+
 /* Runs on the ingest's responder thread: an applied AppInstalled starts
  * a backfill in the background (the kick only queues it); an applied
  * AppRemoved stops one of that instance at its next page (Wix gives no
@@ -300,9 +323,12 @@ on_webhook(void *arg, struct httpd_request *req)
 	st = event_decode(claims, &job->ev, &why);
 	cJSON_Delete(claims);
 	if (st != RS_OK) {
+		char *which = decoded_which(&job->ev);
+
 		metrics_add("refundsync_decode_failures_total", "", 1);
-		log_info("webhook from %s: 400: %s", httpd_req_peer(req),
-		    why != NULL ? why : rs_strstatus(st));
+		log_info("webhook%s from %s: 400: %s", which,
+		    httpd_req_peer(req), why != NULL ? why : rs_strstatus(st));
+		free(which);
 		httpd_respond_error(req, 400, "bad request",
 		    why != NULL ? why : rs_strstatus(st));
 		ingest_job_cleanup(job);

@@ -55,8 +55,9 @@ struct event {
  * createdEvent.entityAsJson / updatedEvent.currentEntityAsJson as JSON
  * text; a member that is a string is parsed, an object is used.
  * Unknown event types decode to EVENT_IGNORED without looking at layer C
- * beyond an optional id.  Caller cleans *out with event_cleanup(), on
- * success or failure.
+ * beyond an optional id.  On failure the members decoded before the
+ * fault (instance_id, event_id, entity_id) stay set, for the log line.
+ * Caller cleans *out with event_cleanup(), on success or failure.
  */
 enum rs_status	event_decode(const cJSON *claims, struct event *out,
 		    const char **why /* OUT */);

@@ -1333,6 +1333,9 @@ START_TEST(test_14_bad_refund)
 		{ "entity a number", "\"id\":\"evt-14i\",", "5" },
 		{ "entity null", "\"id\":\"evt-14j\",", "null" },
 	};
+	static const char *const named[] = { "webhook evt-14c (refund rf-14, "
+	    "instance " INST ") from ", ": 400: amount is not a decimal "
+	    "string", NULL };
 	struct tu_daemon *d = start(NULL);
 	char *c;
 	size_t i;
@@ -1342,6 +1345,9 @@ START_TEST(test_14_bad_refund)
 		expect_layer_c(d, cases[i].what, c, 400);
 		free(c);
 	}
+	/* The line names the event and the refund Wix will send again. */
+	ck_assert_msg(tu_daemon_wait_log(d, 0, named, 2000),
+	    "no 400 line naming evt-14c and rf-14");
 	/* A refund event with no entity at all. */
 	expect_layer_c(d, "no createdEvent", "{\"id\":\"evt-14k\","
 	    "\"entityFqdn\":\"wix.payments.refunds.v1.refund\",\"slug\":"
