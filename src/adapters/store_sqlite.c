@@ -234,6 +234,8 @@ static const struct {
 	    "UPDATE instances SET installed_at = ?2,"
 	    " app_id = coalesce(?3, app_id), removed_at = NULL,"
 	    " backfill = 'pending', backfill_cursor = NULL,"
+	    " backfill_pages = 0, backfill_refunds = 0,"
+	    " backfill_started_at = NULL, backfill_finished_at = NULL,"
 	    " last_error = NULL, updated_at = ?2"
 	    " WHERE instance_id = ?1" },
 	[SQ_IN_REMOVE] = { "remove instance",

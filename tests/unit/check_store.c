@@ -1135,7 +1135,9 @@ START_TEST(test_app_removed)
 	ck_assert_int_eq(apply1(st, &ev, "i1"), STORE_APPLIED);
 	event_cleanup(&ev);
 	raw_exec(db, "UPDATE instances SET backfill = 'done',"
-	    " backfill_cursor = 'c9', last_error = 'old'");
+	    " backfill_cursor = 'c9', last_error = 'old', backfill_pages = 3,"
+	    " backfill_refunds = 251, backfill_started_at = 's',"
+	    " backfill_finished_at = 'f'");
 
 	mk_app_event(&ev, EVENT_APP_REMOVED, "inst-A");
 	ck_assert_int_eq(apply1(st, &ev, "r1"), STORE_APPLIED);
@@ -1147,12 +1149,15 @@ START_TEST(test_app_removed)
 	event_cleanup(&ev);
 
 	/* Installed again: webhooks were not delivered meanwhile, so the
-	 * backfill is pending again. */
+	 * backfill is pending again, with nothing of the old run's counts
+	 * (status would show "pending 3 251" until a run starts). */
 	mk_app_event(&ev, EVENT_APP_INSTALLED, "inst-A");
 	ck_assert_int_eq(apply1(st, &ev, "i2"), STORE_APPLIED);
 	event_cleanup(&ev);
 	ck_assert_rows(db, "SELECT backfill, backfill_cursor, last_error,"
-	    " removed_at FROM instances", "pending|NULL|NULL|NULL\n");
+	    " removed_at, backfill_pages, backfill_refunds,"
+	    " backfill_started_at, backfill_finished_at FROM instances",
+	    "pending|NULL|NULL|NULL|0|0|NULL|NULL\n");
 
 	/* Removal of an instance never seen. */
 	mk_app_event(&ev, EVENT_APP_REMOVED, "inst-B");
