@@ -1445,10 +1445,20 @@ bf_work_one(struct backfiller *bf, struct store *st, struct bf_active *act)
 	}
 	opt.cancel = &act->cancel;
 	rc = backfill_run(st, bf->w, id, &opt, &why);
-	if (rc == RS_ERR_STOPPING && atomic_load(&act->cancel))
+	if (rc == RS_ERR_STOPPING && atomic_load(&act->cancel)) {
+		/*
+		 * Not 'running' for good: the run has ended.  'failed' keeps
+		 * the cursor (a named run resumes from it) and says why;
+		 * AppInstalled makes it pending again.
+		 */
+		rc = store_backfill_finish(st, id, false,
+		    "stopped: the app was removed from it");
+		if (rc != RS_OK)
+			log_warnx("backfill %s: cannot record the stop: %s",
+			    id, rs_strstatus(rc));
 		log_info("backfill %s: stopped: the app was removed from it",
 		    id);
-	else if (rc != RS_OK && rc != RS_ERR_STOPPING)
+	} else if (rc != RS_OK && rc != RS_ERR_STOPPING)
 		log_warnx("backfill %s: not completed: %s", id,
 		    why != NULL ? why : rs_strstatus(rc));
 	free(why);

@@ -1284,7 +1284,7 @@ START_TEST(test_removed_not_backfilled)
 	ck_str(db_text(&e, "SELECT group_concat(instance_id || ':' || backfill"
 	    " || ':' || (removed_at IS NOT NULL), ',') FROM (SELECT * FROM"
 	    " instances ORDER BY instance_id)"),
-	    "inst-r:pending:1,inst-s:running:1");
+	    "inst-r:pending:1,inst-s:failed:1");
 	sb_clear(&e.sb);
 
 	mark = tu_daemon_log_size(d);
@@ -1295,7 +1295,7 @@ START_TEST(test_removed_not_backfilled)
 	ck_assert_uint_eq(sb_count(&e.sb, "inst-r", NULL, 0), 0);
 	ck_str(db_text(&e, "SELECT group_concat(instance_id || ':' || backfill,"
 	    " ',') FROM (SELECT * FROM instances ORDER BY instance_id)"),
-	    "inst-r:pending,inst-s:running");
+	    "inst-r:pending,inst-s:failed");
 
 	/* A bare run skips both, says so, and succeeds. */
 	env_conf(&e, NULL, NULL);
@@ -1320,7 +1320,7 @@ END_TEST
 /*
  * An AppRemoved that arrives while the daemon backfills that instance
  * stops the run at its next page: no more Query Refunds for it, the
- * state stays 'running' with its cursor, and the log says why.
+ * state becomes 'failed' with its cursor and says why, and the log too.
  */
 START_TEST(test_removed_stops_backfill)
 {
@@ -1344,9 +1344,10 @@ START_TEST(test_removed_stops_backfill)
 	ck_assert_uint_eq(sb_count(&e.sb, "inst-c", NULL, 0), n);
 	pages = db_int(&e, "SELECT backfill_pages FROM instances");
 	ck_assert_int_lt(pages, 80);
-	ck_assert_int_eq(db_int(&e, "SELECT backfill = 'running' AND"
+	ck_assert_int_eq(db_int(&e, "SELECT backfill = 'failed' AND"
 	    " backfill_cursor IS NOT NULL AND removed_at IS NOT NULL"
-	    " FROM instances"), 1);
+	    " AND last_error = 'stopped: the app was removed from it'"
+	    " AND backfill_finished_at IS NOT NULL FROM instances"), 1);
 	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds"),
 	    pages * 5);
 	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
