@@ -1300,40 +1300,72 @@ bf_store_dir_check(const char *store_path, char **why)
 	return rc;
 }
 
-enum rs_status
-backfill_wixapi_new(const struct config *cfg, struct wixapi **out,
+/*
+ * The Wix secret cfg names, read as backfill_wixapi_new() reads it:
+ * RS_OK, *oauth and *secret (caller wipes it with freezero_str());
+ * RS_ERR_NOTFOUND when no credentials are configured; RS_ERR_CONFIG and
+ * *why (caller frees) when the file cannot be read or is empty.
+ */
+static enum rs_status
+bf_read_secret(const struct config *cfg, bool *oauth, char **secret,
     char **why)
 {
-	struct wixapi_options opt;
-	char *secret = NULL, *rwhy = NULL, *cwhy = NULL, *bpath;
 	const char *key, *file;
+	char *rwhy = NULL;
 	enum rs_status rc;
-	bool oauth;
 
-	*why = NULL;
-	memset(&opt, 0, sizeof(opt));
 	if (cfg->app_secret_file[0] != '\0' && cfg->app_id[0] != '\0') {
-		oauth = true;
+		*oauth = true;
 		key = "app_secret_file";
 		file = cfg->app_secret_file;
 	} else if (cfg->api_key_file[0] != '\0' && cfg->site_id[0] != '\0') {
-		oauth = false;
+		*oauth = false;
 		key = "api_key_file";
 		file = cfg->api_key_file;
 	} else
 		return RS_ERR_NOTFOUND;
-	rc = config_read_secret(file, BACKFILL_SECRET_MAX, &secret, &rwhy);
+	rc = config_read_secret(file, BACKFILL_SECRET_MAX, secret, &rwhy);
 	if (rc != RS_OK) {
 		*why = xasprintf("[wix] %s: %s", key,
 		    rwhy != NULL ? rwhy : rs_strstatus(rc));
 		free(rwhy);
 		return RS_ERR_CONFIG;
 	}
-	if (secret[0] == '\0') {
+	if ((*secret)[0] == '\0') {
 		*why = xasprintf("[wix] %s: the file is empty", key);
-		freezero_str(secret);
+		freezero_str(*secret);
+		*secret = NULL;
 		return RS_ERR_CONFIG;
 	}
+	return RS_OK;
+}
+
+enum rs_status
+backfill_check_secret(const struct config *cfg, char **why)
+{
+	char *secret = NULL;
+	enum rs_status rc;
+	bool oauth;
+
+	*why = NULL;
+	rc = bf_read_secret(cfg, &oauth, &secret, why);
+	freezero_str(secret);
+	return rc == RS_ERR_NOTFOUND ? RS_OK : rc;
+}
+
+enum rs_status
+backfill_wixapi_new(const struct config *cfg, struct wixapi **out,
+    char **why)
+{
+	struct wixapi_options opt;
+	char *secret = NULL, *cwhy = NULL, *bpath;
+	enum rs_status rc;
+	bool oauth = false;
+
+	*why = NULL;
+	memset(&opt, 0, sizeof(opt));
+	if ((rc = bf_read_secret(cfg, &oauth, &secret, why)) != RS_OK)
+		return rc;
 	if ((rc = bf_store_dir_check(cfg->store_path, why)) != RS_OK) {
 		freezero_str(secret);
 		return rc;

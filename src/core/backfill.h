@@ -179,6 +179,15 @@ enum rs_status	backfill_walk(struct wixapi *w, const char *instance_id,
 enum rs_status	backfill_wixapi_new(const struct config *cfg,
 		    struct wixapi **out /* OUT */, char **why /* OUT */);
 
+/*
+ * Can the Wix secret cfg names be read, as backfill_wixapi_new() reads
+ * it (a file that is there and not empty)?  RS_OK (also when no
+ * credentials are configured), or RS_ERR_CONFIG and *why (caller frees).
+ * The secret itself is wiped at once.
+ */
+enum rs_status	backfill_check_secret(const struct config *cfg,
+		    char **why /* OUT */);
+
 /* ---- the daemon's backfiller ----------------------------------------- */
 
 struct backfiller;

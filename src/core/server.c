@@ -552,6 +552,29 @@ reload_warn_restart(const struct config *o, const struct config *n)
 			    rows[i].key);
 }
 
+/*
+ * What the start refuses beyond the config's syntax and its keys: an
+ * exporter that cannot be set up (a plugin that is not there or was
+ * built for another ABI) and a Wix secret that cannot be read.  A
+ * reload refuses them as well: it must not answer "applied" for a file
+ * the next start rejects with exit status 2, which systemd does not
+ * restart.  RS_OK, or RS_ERR_CONFIG and *why on one line (caller
+ * frees).
+ */
+static enum rs_status
+reload_check(const struct config *cfg, char **why)
+{
+	*why = NULL;
+	if (export_check_config(cfg, why) != RS_OK) {
+		/* One log line: the exporters' errors, joined. */
+		for (char *p = *why; p != NULL && *p != '\0'; p++)
+			if (*p == '\n')
+				*p = ';';
+		return RS_ERR_CONFIG;
+	}
+	return backfill_check_secret(cfg, why);
+}
+
 static void
 server_reload(struct server *srv)
 {
@@ -576,6 +599,15 @@ server_reload(struct server *srv)
 		    "stays", why);
 		metrics_add("refundsync_reloads_total", "result=\"refused\"", 1);
 		free(why);
+		config_free(ncfg);
+		return;
+	}
+	if (reload_check(ncfg, &why) != RS_OK) {
+		log_warnx("reload refused: %s; the running configuration "
+		    "stays", why != NULL ? why : "invalid");
+		metrics_add("refundsync_reloads_total", "result=\"refused\"", 1);
+		free(why);
+		jwtv_keys_free(keys);
 		config_free(ncfg);
 		return;
 	}

@@ -1681,6 +1681,64 @@ START_TEST(test_sighup_broken_config)
 }
 END_TEST
 
+/*
+ * Files that parse but that the start refuses (exit 2): a plugin that is
+ * not there, a Wix secret file that is not there.  A reload refuses them
+ * too, rather than saying "applied" and leaving a config the next start
+ * rejects.
+ */
+START_TEST(test_sighup_refuses_what_start_refuses)
+{
+	static const char *const refused_plugin[] = { "reload refused: ",
+	    "[exporter p] path: plugin /nonexistent/rs-plugin.so: cannot load",
+	    "the running configuration stays", NULL };
+	static const char *const refused_secret[] = { "reload refused: ",
+	    "[wix] app_secret_file: ", "no-such-secret",
+	    "the running configuration stays", NULL };
+	static const char *const applied[] = { "reload: applied", NULL };
+	struct tu_daemon *d = start(NULL);
+	struct tu_conf conf;
+	size_t mark;
+	char *wix, *log;
+
+	memset(&conf, 0, sizeof(conf));
+	conf.tail = "[exporter p]\ntype = plugin\n"
+	    "path = /nonexistent/rs-plugin.so\n";
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_msg(tu_daemon_wait_log(d, mark, refused_plugin, 5000),
+	    "a missing plugin was not refused");
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
+
+	wix = xasprintf("app_id = app\napp_secret_file = %s/no-such-secret",
+	    d->dir);
+	memset(&conf, 0, sizeof(conf));
+	conf.wix = wix;
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_msg(tu_daemon_wait_log(d, mark, refused_secret, 5000),
+	    "a missing app_secret_file was not refused");
+	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
+
+	/* The good file again: applied, and it was never "applied" before. */
+	memset(&conf, 0, sizeof(conf));
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert(tu_daemon_wait_log(d, mark, applied, 5000));
+	log = tu_daemon_log(d);
+	ck_assert_msg(strstr(log + d->log_mark, "reload: applied") ==
+	    strstr(log + mark, "reload: applied"),
+	    "a refused file was applied: %s", log + d->log_mark);
+	free(log);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	free(wix);
+	tu_daemon_free(d);
+}
+END_TEST
+
 START_TEST(test_key_one_line_base64)
 {
 	struct tu_daemon *d = start(NULL);
@@ -1991,6 +2049,7 @@ daemon_suite(void)
 	tcase_add_test(tc, test_sighup_under_load);
 	tcase_add_test(tc, test_sighup_restart_only);
 	tcase_add_test(tc, test_sighup_broken_config);
+	tcase_add_test(tc, test_sighup_refuses_what_start_refuses);
 	tcase_add_test(tc, test_key_one_line_base64);
 	suite_add_tcase(s, tc);
 	return s;
