@@ -449,6 +449,20 @@ on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
 		return;
 	if (req->deferred && !req->answered)
 		RS_PANIC("deferred request completed before its answer");
+	/*
+	 * A request whose client stopped sending (a body cut short, then
+	 * silence) ends on MHD's idle timeout, which is request_timeout
+	 * too and usually comes before the sweeper's next pass: the same
+	 * cut-off, so the same log line and count, or it goes unlogged.
+	 */
+	if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && !req->answered &&
+	    req->route != NULL) {
+		log_info("http %s: %s %s from %s: request not complete within "
+		    "the %lld s request deadline: closed", h->name,
+		    req->route->method, req->route->path, req->peer,
+		    (long long)(h->deadline_ms / 1000));
+		metrics_add("refundsync_http_deadline_closed_total", "", 1);
+	}
 	atomic_store(&req->conn->since, clock_mono_ms());
 	buf_cleanup(&req->body);
 	free(req->resp_body);

@@ -530,6 +530,41 @@ START_TEST(test_04_slowloris)
 }
 END_TEST
 
+/*
+ * A body cut short, then silence: MHD's idle timeout (request_timeout)
+ * ends it, usually before the deadline sweeper's next pass.  Either way
+ * the client is cut off and the daemon logs one line saying why.
+ */
+START_TEST(test_04_stalled_body)
+{
+	static const char *const closed[] = { "http public: ",
+	    "2 s request deadline: closed", NULL };
+	struct tu_daemon *d = start("request_timeout = 2");
+	struct slow s[1];
+	size_t mark = tu_daemon_log_size(d);
+	const char *first;
+	char *log;
+
+	memset(s, 0, sizeof(s));
+	s[0].port = d->port;
+	s[0].head = "POST /webhooks HTTP/1.1\r\nHost: x\r\n"
+	    "Content-Length: 5000\r\n\r\neyJhbGciOiJSUzI1NiJ9";
+	s[0].drip = "";
+	s[0].interval_ms = 200;
+	run_slow(d, s, 1, 4500);
+	ck_assert_msg(tu_daemon_wait_log(d, mark, closed, 2000),
+	    "no log line for a stalled request");
+	log = tu_daemon_log(d);
+	first = strstr(log + mark, "request deadline: closed");
+	ck_assert_ptr_nonnull(first);
+	ck_assert_msg(strstr(first + 1, "request deadline: closed") == NULL,
+	    "more than one line for one stalled request: %s", log + mark);
+	free(log);
+	ASSERT_SQL_INT(d, 3, "SELECT count(*) FROM refunds");
+	tu_daemon_free(d);
+}
+END_TEST
+
 /* ---- 5: connections per IP ----------------------------------------- */
 
 START_TEST(test_05_connections_per_ip)
@@ -1926,6 +1961,7 @@ hostile_suite(void)
 	tcase_add_test(tc, test_02_transfer_encoding);
 	tcase_add_test(tc, test_03_huge_headers);
 	tcase_add_test(tc, test_04_slowloris);
+	tcase_add_test(tc, test_04_stalled_body);
 	tcase_add_test(tc, test_05_connections_per_ip);
 	tcase_add_test(tc, test_05_limits_across_workers);
 	tcase_add_test(tc, test_05_limits_across_workers_ipv6);
