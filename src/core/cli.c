@@ -144,7 +144,7 @@ struct cli_args {
 	int		 verbose;
 	bool		 json;
 	const char	*instance;
-	const char	*status;
+	char		*status;	/* --status, in argv: may be rewritten */
 	bool		 restart;
 	bool		 heal;		/* --heal */
 	const char	*exporter;	/* --exporter */
@@ -612,6 +612,15 @@ cmd_refunds(int argc, char *argv[])
 	if (strcmp(sub, "list") == 0) {
 		if (a.nargs != 1)
 			return usage("refunds list takes no arguments");
+		if (a.status != NULL && a.status[0] == '\0')
+			return usage("refunds list: --status needs a status, "
+			    "such as SUCCEEDED");
+		/* Wix's statuses are upper case: `--status succeeded`
+		 * means SUCCEEDED, not "no refund". */
+		if (a.status != NULL)
+			for (char *p = a.status; *p != '\0'; p++)
+				if (*p >= 'a' && *p <= 'z')
+					*p = (char)(*p - 'a' + 'A');
 	} else if (strcmp(sub, "show") == 0) {
 		if (a.nargs != 2)
 			return usage("refunds show needs one refund id");

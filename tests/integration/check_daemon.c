@@ -1891,6 +1891,37 @@ START_TEST(test_cli_control_bytes)
 }
 END_TEST
 
+/* `refunds list --status` takes Wix's status in any case; an empty one
+ * is a usage error, not an empty list. */
+START_TEST(test_cli_status_filter)
+{
+	static const char *const lower[] = { "refunds", "list", "--status",
+	    "succeeded", "--json", NULL };
+	static const char *const empty[] = { "refunds", "list", "--status",
+	    "", NULL };
+	struct tu_daemon *d = start(NULL);
+	struct tu_refund a = refund("rf-sf-1", "1.00", "USD", "SUCCEEDED", 1);
+	struct tu_refund b = refund("rf-sf-2", "2.00", "USD", "PENDING", 1);
+	char *out = NULL, *err = NULL;
+
+	ck_assert_int_eq(post_refund(d, "evt-sf-1", TU_CREATED, &a), 200);
+	ck_assert_int_eq(post_refund(d, "evt-sf-2", TU_CREATED, &b), 200);
+	ck_assert_int_eq(run_rs_words(lower, d->conf_path, &out, &err), 0);
+	ck_assert_msg(strstr(out, "\"rf-sf-1\"") != NULL &&
+	    strstr(out, "rf-sf-2") == NULL && strchr(out, '\n') ==
+	    out + strlen(out) - 1, "--status succeeded listed \"%s\"", out);
+	free(out);
+	free(err);
+	ck_assert_int_eq(run_rs_words(empty, d->conf_path, &out, &err), 2);
+	ck_assert_msg(strstr(err, "--status needs a status") != NULL,
+	    "--status '' said \"%s\"", err);
+	free(out);
+	free(err);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
 START_TEST(test_wix_sign_tool)
 {
 	struct tu_daemon *d;
@@ -2031,6 +2062,7 @@ daemon_suite(void)
 	tcase_add_test(tc, test_probes_and_metrics);
 	tcase_add_test(tc, test_cli_check_and_version);
 	tcase_add_test(tc, test_cli_control_bytes);
+	tcase_add_test(tc, test_cli_status_filter);
 	tcase_add_test(tc, test_cli_check_exporter_values);
 	tcase_add_test(tc, test_cli_check_keys_and_secrets);
 	tcase_add_test(tc, test_cli_check_missing_plugin);
