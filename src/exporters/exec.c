@@ -15,11 +15,12 @@
  *	retry [REASON]	transient: sent again later, with backoff
  *	fail [REASON]	permanent: the record goes to dead letters
  *
- * Anything else, a missing answer, or the command dying, is a transient
- * failure: the command is stopped (the protocol is out of step) and a new
- * one is started on the next delivery, which re-sends the record with the
- * same idempotency key.  A command found dead between deliveries is
- * restarted at once.
+ * Anything else, output the command wrote before it was sent the record
+ * (a second answer to the one before), a missing answer, or the command
+ * dying, is a transient failure: the command is stopped (the protocol is
+ * out of step) and a new one is started on the next delivery, which
+ * re-sends the record with the same idempotency key.  A command found
+ * dead between deliveries is restarted at once.
  *
  * Key decision: lock-step, one record in flight.  It keeps "which record
  * was acknowledged" beyond doubt and needs no second thread; the cost is
@@ -471,6 +472,26 @@ give_up(struct exec_exporter *x, const struct rs_export_record *rec,
 	return RS_EXPORT_RETRY;
 }
 
+/*
+ * Did the command write anything that is not the answer to a record it
+ * was sent (a second line for the previous one, say)?  Read what is
+ * there without waiting; true if x->rbuf holds bytes.
+ */
+static bool
+unsolicited(struct exec_exporter *x)
+{
+	ssize_t r;
+
+	if (x->rlen == 0) {
+		do
+			r = read(x->from_fd, x->rbuf, EXEC_MAX_LINE);
+		while (r == -1 && errno == EINTR);
+		if (r > 0)
+			x->rlen = (size_t)r;
+	}
+	return x->rlen > 0;
+}
+
 /* Send one record and read its answer.  An RS_EXPORT_* result. */
 static int
 send_one(struct exec_exporter *x, const struct rs_export_record *rec,
@@ -483,6 +504,22 @@ send_one(struct exec_exporter *x, const struct rs_export_record *rec,
 	enum io_result io;
 	int result = RS_EXPORT_RETRY;
 
+	/*
+	 * Lock-step: output that came before the record was written would
+	 * be read as its answer (an extra "ok" would acknowledge a record
+	 * the command has not even read), so the command is out of step.
+	 */
+	if (unsolicited(x)) {
+		x->rbuf[x->rlen] = '\0';
+		len = strcspn(x->rbuf, "\n");
+		memcpy(line, x->rbuf, len);
+		line[len] = '\0';
+		printable(line, shown, 64);
+		snprintf(what, sizeof(what), "the command wrote \"%.63s\" "
+		    "before it was sent the record (more than one answer to "
+		    "a record?)", shown);
+		return give_up(x, rec, what, 0, err, errlen);
+	}
 	if ((json = exporter_record_json(rec, &len)) == NULL) {
 		snprintf(err, errlen, "exec: record %lld: too large to send",
 		    (long long)rec->seq);

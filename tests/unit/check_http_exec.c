@@ -1847,6 +1847,51 @@ START_TEST(test_exec_bad_ack_reason)
 }
 END_TEST
 
+/*
+ * A second answer to one record is out of step: it must not be taken as
+ * the answer to the next record, which the command has not even read
+ * (here it would fail that record, so taking the stale "ok" loses it).
+ */
+START_TEST(test_exec_extra_answer)
+{
+	static const char script[] =
+	    "echo start >> \"$1/starts\"\n"
+	    "while IFS= read -r line; do\n"
+	    "  if [ ! -e \"$1/twice\" ]; then\n"
+	    "    : > \"$1/twice\"; printf 'ok\\nok\\n'\n"
+	    "  else\n"
+	    "    echo \"$line\" >> \"$1/lines\"; echo 'fail nope'\n"
+	    "  fi\n"
+	    "done\n";
+	struct rs_export_record r;
+	struct exec_fx fx;
+	struct trec t[2];
+	char err[512];
+	size_t done;
+
+	exec_setup(&fx, script, "5");
+	trec_init(&t[0], "books", 1, "r-1", 1);
+	trec_init(&t[1], "books", 2, "r-2", 1);
+	r = t[0].r;
+	ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1, &done, err,
+	    sizeof(err)), RS_EXPORT_OK);
+	tu_sleep_ms(300);
+	r = t[1].r;
+	ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1, &done, err,
+	    sizeof(err)), RS_EXPORT_RETRY);
+	ck_assert_uint_eq(done, 0);
+	ck_assert_msg(strstr(err, "record 2: the command wrote \"ok\" before "
+	    "it was sent the record") != NULL, "%s", err);
+	/* A new command gets it, and its answer counts. */
+	ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1, &done, err,
+	    sizeof(err)), RS_EXPORT_PERMANENT);
+	ck_assert_msg(strstr(err, "record 2: fail: nope") != NULL, "%s", err);
+	ck_assert_int_eq(file_lines(fx.dir, "starts"), 2);
+	ck_assert_int_eq(lines_with_key(fx.dir, "books:r-2:1"), 1);
+	exec_teardown(&fx);
+}
+END_TEST
+
 /* A command that cannot run is a retry, with the shell's status. */
 START_TEST(test_exec_not_found)
 {
@@ -2120,6 +2165,7 @@ http_exec_suite(void)
 	tcase_add_test(te, test_exec_idle_death);
 	tcase_add_test(te, test_exec_timeout);
 	tcase_add_test(te, test_exec_bad_ack);
+	tcase_add_test(te, test_exec_extra_answer);
 	tcase_add_test(te, test_exec_bad_ack_reason);
 	tcase_add_test(te, test_exec_not_found);
 	tcase_add_test(te, test_exec_close_kills);
