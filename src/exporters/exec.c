@@ -253,8 +253,17 @@ child_start(struct exec_exporter *x, char *err, size_t errlen)
 	attr_ok = true;
 	sigemptyset(&none);
 	sigfillset(&all);
+	/*
+	 * Every other descriptor is closed in the child: not all of ours
+	 * are close-on-exec (libcurl's sockets are not), and the command
+	 * must not hold the http exporter's connections open, nor anything
+	 * else of the daemon's.
+	 */
 	if ((rc = posix_spawn_file_actions_adddup2(&fa, in[0], 0)) != 0 ||
 	    (rc = posix_spawn_file_actions_adddup2(&fa, out[1], 1)) != 0 ||
+#ifdef HAVE_POSIX_SPAWN_FILE_ACTIONS_ADDCLOSEFROM_NP
+	    (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 ||
+#endif
 	    (rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
 	    POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP)) != 0 ||
 	    (rc = posix_spawnattr_setsigmask(&attr, &none)) != 0 ||

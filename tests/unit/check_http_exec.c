@@ -26,6 +26,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <dlfcn.h>
@@ -1892,6 +1893,41 @@ START_TEST(test_exec_extra_answer)
 }
 END_TEST
 
+/*
+ * The command gets stdin, stdout and stderr and nothing else of ours,
+ * also not a descriptor that is not close-on-exec (libcurl's sockets
+ * are not): here a pipe, which the child must not hold.
+ */
+START_TEST(test_exec_no_leaked_fds)
+{
+	static const char script[] =
+	    "ls -l /proc/$$/fd/ > \"$1/fds\"\n"
+	    "while IFS= read -r line; do echo ok; done\n";
+	struct exec_fx fx;
+	struct trec t;
+	struct drive dr;
+	struct stat sb;
+	char *fds, *mine;
+	int p[2];
+
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(fstat(p[1], &sb), 0);
+	mine = xasprintf("pipe:[%llu]", (unsigned long long)sb.st_ino);
+	exec_setup(&fx, script, "5");
+	trec_init(&t, "books", 1, "r-1", 1);
+	drive(&exporter_exec_ops, fx.ctx, &t, 1, &dr, 1);
+	fds = file_text(fx.dir, "fds");
+	ck_assert_msg(strstr(fds, " 0 -> ") != NULL, "%s", fds);
+	ck_assert_msg(strstr(fds, mine) == NULL, "the child holds our "
+	    "%s:\n%s", mine, fds);
+	free(fds);
+	free(mine);
+	close(p[0]);
+	close(p[1]);
+	exec_teardown(&fx);
+}
+END_TEST
+
 /* A command that cannot run is a retry, with the shell's status. */
 START_TEST(test_exec_not_found)
 {
@@ -2166,6 +2202,7 @@ http_exec_suite(void)
 	tcase_add_test(te, test_exec_timeout);
 	tcase_add_test(te, test_exec_bad_ack);
 	tcase_add_test(te, test_exec_extra_answer);
+	tcase_add_test(te, test_exec_no_leaked_fds);
 	tcase_add_test(te, test_exec_bad_ack_reason);
 	tcase_add_test(te, test_exec_not_found);
 	tcase_add_test(te, test_exec_close_kills);
