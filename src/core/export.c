@@ -1191,6 +1191,24 @@ export_iso(int64_t t, char out[32])
 	(void)strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/*
+ * Is the row's last error why it does not move now: a retry under way,
+ * or changes waiting and nothing delivered since the error (an exporter
+ * that cannot open, or a target it refuses)?  An older error is history.
+ */
+static bool
+export_error_current(const struct store_export *e, int64_t lag)
+{
+	if (e->last_error == NULL || e->last_error_at == NULL)
+		return false;
+	if (e->retry_seq != 0)
+		return true;
+	/* Both are the store's ISO-8601 UTC times: text order is time
+	 * order. */
+	return lag > 0 && (e->last_delivery_at == NULL ||
+	    strcmp(e->last_error_at, e->last_delivery_at) > 0);
+}
+
 /* What status shows for one exporter; collected, then printed. */
 struct export_row {
 	char			*name;
@@ -1311,7 +1329,7 @@ export_cmd_status(const struct config *cfg, struct store *st, bool json,
 			    r->type != NULL ? r->type : "-", r->e.position,
 			    lag, r->e.delivered, r->e.failures, r->e.dead,
 			    r->e.queued, state);
-			if (r->e.last_error != NULL && r->e.retry_seq != 0)
+			if (export_error_current(&r->e, lag))
 				fprintf(out, "%-16s   last error: %s\n", "",
 				    r->e.last_error);
 			continue;

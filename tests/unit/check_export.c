@@ -1721,6 +1721,46 @@ c_replay(FILE *o, FILE *e)
 	    o, e);
 }
 
+/* An exporter that cannot open: the text status says why it is behind. */
+START_TEST(test_status_says_why_stuck)
+{
+	struct export_worker *w;
+	enum rs_status rc_;
+	char *out = NULL, *err = NULL, *errors = NULL, *text;
+	int64_t next;
+
+	text = xasprintf("[store]\npath = %s\n[exporter fake0]\n"
+	    "type = plugin\npath = /x.so\n", db);
+	cmd_cfg = load(text, &errors);
+	ck_assert_msg(cmd_cfg != NULL, "errors: %s", errors);
+	put_many(1, 2);
+	fakes[0].open_fails = 1;
+	w = worker("fake0", 10);
+	ck_assert_int_eq(export_worker_step(w, T0, &next), EXPORT_STEP_WAIT);
+	cmd_json = false;
+	CAPTURE(c_status, out, err);
+	ck_assert_int_eq(rc_, RS_OK);
+	ck_assert_msg(strstr(out, "behind\n") != NULL && strstr(out,
+	    "last error: cannot open the exporter: cannot reach the "
+	    "target\n") != NULL, "status: %s", out);
+	free(out);
+	free(err);
+	/* Once it delivers, the old error is history. */
+	ck_assert_int_eq(run(w, next + 1000, &next), EXPORT_STEP_IDLE);
+	CAPTURE(c_status, out, err);
+	ck_assert_int_eq(rc_, RS_OK);
+	ck_assert_msg(strstr(out, " ok\n") != NULL &&
+	    strstr(out, "last error") == NULL, "status: %s", out);
+	free(out);
+	free(err);
+	export_worker_free(w);
+	config_free(cmd_cfg);
+	cmd_cfg = NULL;
+	free(text);
+	free(errors);
+}
+END_TEST
+
 START_TEST(test_commands)
 {
 	struct export_worker *w;
@@ -2375,6 +2415,7 @@ export_suite(void)
 	tcase_add_test(tc, test_config_exporters);
 	tcase_add_test(tc, test_engine_start_jsonl);
 	tcase_add_test(tc, test_commands);
+	tcase_add_test(tc, test_status_says_why_stuck);
 	suite_add_tcase(s, tc);
 	return s;
 }
