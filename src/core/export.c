@@ -228,13 +228,37 @@ export_spec_init(struct export_spec *spec, const char *name,
 	spec->poll_ms = CONFIG_EXPORT_POLL_MS;
 }
 
+/* Update the gauges from the row. */
+static void
+export_gauges(struct export_worker *w, const struct store_export *e)
+{
+	int64_t last = 0;
+
+	metrics_set(M_DEAD, w->label, e->dead + e->queued);
+	metrics_set(M_POSITION, w->label, e->position);
+	if (store_changes_last(w->st, &last) == RS_OK)
+		metrics_set(M_LAG, w->label, last > e->position ?
+		    last - e->position : 0);
+}
+
+/* Update the gauges from the row as the store has it now. */
+static void
+export_gauges_read(struct export_worker *w)
+{
+	struct store_export e;
+
+	if (store_export_get(w->st, w->name, &e) == RS_OK) {
+		export_gauges(w, &e);
+		store_export_cleanup(&e);
+	}
+}
+
 enum rs_status
 export_worker_new(const char *store_path, int busy_timeout_ms,
     const struct export_spec *spec, struct export_worker **out, char **why)
 {
 	struct store_options so;
 	struct export_worker *w = NULL;
-	struct store_export e;
 	enum rs_status st;
 	size_t i;
 
@@ -295,14 +319,11 @@ export_worker_new(const char *store_path, int busy_timeout_ms,
 		    "store: %s", w->name, rs_strstatus(st));
 		goto fail;
 	}
-	/* The gauges and counters exist from the start, at their values. */
+	/* The gauges and counters exist from the start, at their values,
+	 * also for an exporter that never opens. */
 	metrics_add(M_DELIVERED, w->label, 0);
 	metrics_add(M_FAILURES, w->label, 0);
-	if (store_export_get(w->st, w->name, &e) == RS_OK) {
-		metrics_set(M_DEAD, w->label, e.dead + e.queued);
-		metrics_set(M_POSITION, w->label, e.position);
-		store_export_cleanup(&e);
-	}
+	export_gauges_read(w);
 	*out = w;
 	return RS_OK;
 fail:
@@ -462,6 +483,8 @@ export_open(struct export_worker *w, int64_t now)
 	    rc == RS_EXPORT_PERMANENT ? "permanent" : "transient",
 	    w->err[0] != '\0' ? w->err : "no reason given",
 	    w->due_ms - now);
+	/* Its lag keeps growing: /metrics must show it. */
+	export_gauges_read(w);
 	{
 		/* So that `export status` says why it does not move. */
 		char *e = xasprintf("cannot open the exporter: %s",
@@ -571,19 +594,6 @@ export_load(struct export_worker *w, struct store_export *e, bool *skipped,
 	w->refusals = 0;
 	w->loaded = true;
 	return RS_OK;
-}
-
-/* Update the gauges from the row. */
-static void
-export_gauges(struct export_worker *w, const struct store_export *e)
-{
-	int64_t last = 0;
-
-	metrics_set(M_DEAD, w->label, e->dead + e->queued);
-	metrics_set(M_POSITION, w->label, e->position);
-	if (store_changes_last(w->st, &last) == RS_OK)
-		metrics_set(M_LAG, w->label, last > e->position ?
-		    last - e->position : 0);
 }
 
 /*
@@ -813,6 +823,7 @@ export_worker_step(struct export_worker *w, int64_t now, int64_t *next_ms)
 		goto out;
 	}
 	if (alien) {
+		export_gauges(w, &e);
 		export_refuse(w, now);
 		next = w->due_ms;
 		r = EXPORT_STEP_WAIT;

@@ -949,6 +949,9 @@ START_TEST(test_open_failure_backs_off)
 	ck_assert_int_ge(next - now, 50);
 	ck_assert_int_le(next - now, 100);
 	ck_assert_int_eq(fakes[0].opens, 0);
+	/* Its lag is on /metrics although it never opened. */
+	ck_assert_int_eq(metric("refundsync_export_lag", "fake0"), 2);
+	ck_assert_int_eq(metric("refundsync_export_position", "fake0"), 0);
 	/* `export status` says why it does not move. */
 	{
 		struct store_export e = state("fake0");
@@ -960,12 +963,14 @@ START_TEST(test_open_failure_backs_off)
 		store_export_cleanup(&e);
 	}
 	now = next;
+	put_many(3, 1);
 	ck_assert_int_eq(export_worker_step(w, now, &next), EXPORT_STEP_WAIT);
 	ck_assert_int_ge(next - now, 100);
 	ck_assert_int_le(next - now, 200);
+	ck_assert_int_eq(metric("refundsync_export_lag", "fake0"), 3);
 	ck_assert_int_eq(run(w, next, &next), EXPORT_STEP_IDLE);
 	ck_assert_int_eq(fakes[0].opens, 1);
-	ck_assert_uint_eq(fakes[0].n, 2);
+	ck_assert_uint_eq(fakes[0].n, 3);
 	export_worker_free(w);
 }
 END_TEST
