@@ -447,7 +447,7 @@ http_parse(struct http_exporter *x, const struct rs_export_kv *kv,
 {
 	const char *url = NULL, *why;
 	char *reason;
-	bool ok = true, connect_set = false;
+	bool ok = true, connect_set = false, timeout_bad = false;
 	size_t i;
 
 	*secret_ref = NULL;
@@ -475,9 +475,18 @@ http_parse(struct http_exporter *x, const struct rs_export_kv *kv,
 				    "to %d)", why, HTTP_MAX_TIMEOUT_S);
 				ok = http_bad(report, arg, kv[i].key, reason);
 				free(reason);
+				timeout_bad = true;
 			} else if (connect)
 				connect_set = true;
 		}
+	}
+	/* As for [wix]: a connect limit past the whole request's is a
+	 * mistake, not something to cut silently. */
+	if (connect_set && !timeout_bad && x->connect_ms > x->timeout_ms) {
+		reason = xasprintf("%ld is more than timeout (%ld)",
+		    x->connect_ms / 1000, x->timeout_ms / 1000);
+		ok = http_bad(report, arg, "connect_timeout", reason);
+		free(reason);
 	}
 	if (url == NULL)
 		ok = http_bad(report, arg, "url", "required");

@@ -470,6 +470,8 @@ START_TEST(test_http_open_errors)
 	    { "timeout", "10s" } };
 	struct rs_export_kv ct[] = { { "url", "http://127.0.0.1:1/" },
 	    { "connect_timeout", "99999" } };
+	struct rs_export_kv ctt[] = { { "url", "http://127.0.0.1:1/" },
+	    { "timeout", "5" }, { "connect_timeout", "20" } };
 	struct rs_export_kv nosecret[] = { { "url", "http://127.0.0.1:1/" },
 	    { "secret_file", "/nonexistent/refundsync/secret" } };
 	struct rs_export_kv nocred[] = { { "url", "http://127.0.0.1:1/" },
@@ -484,6 +486,8 @@ START_TEST(test_http_open_errors)
 	open_fails(&exporter_http_ops, t0, 2, "timeout: too small");
 	open_fails(&exporter_http_ops, tx, 2, "timeout: invalid");
 	open_fails(&exporter_http_ops, ct, 2, "connect_timeout: too large");
+	open_fails(&exporter_http_ops, ctt, 3, "connect_timeout: 20 is more "
+	    "than timeout (5)");
 	open_fails(&exporter_http_ops, nosecret, 2,
 	    "secret_file: /nonexistent/refundsync/secret");
 	open_fails(&exporter_http_ops, nocred, 2, "CREDENTIALS_DIRECTORY");
