@@ -1400,12 +1400,25 @@ enum rs_status
 export_cmd_replay(const struct config *cfg, struct store *st,
     const char *name, int64_t from, bool json, FILE *out, FILE *err)
 {
+	const struct config_exporter *ce;
+	const char *what;
 	enum rs_status s;
 	int64_t old = 0;
 	cJSON *o;
 
 	if (name == NULL || !export_cmd_known(cfg, "replay", name, err))
 		return RS_ERR_CONFIG;
+	/* What the target makes of it (docs/exporters.md, replay). */
+	ce = config_exporter_find(cfg, name);
+	if (strcmp(ce->type, "http") == 0 || strcmp(ce->type, "exec") == 0)
+		what = "every record from there on is sent again, with its "
+		    "original idempotency key";
+	else if (strcmp(ce->type, REGISTRY_PLUGIN) == 0)
+		what = "what the target already holds is skipped if the "
+		    "plugin can tell (recover), else every record is sent "
+		    "again with its original idempotency key";
+	else
+		what = "what its file already holds is skipped";
 	if ((s = store_export_replay(st, name, from, &old)) == RS_ERR_RANGE) {
 		/* A usage error: the operator asked to skip records. */
 		fprintf(err, "refundsync: export replay %s: --from %" PRId64
@@ -1429,8 +1442,7 @@ export_cmd_replay(const struct config *cfg, struct store *st,
 		export_json_print(o, out);
 	} else
 		fprintf(out, "%s: replaying from seq %" PRId64 " (it was done "
-		    "up to %" PRId64 "); what the target already holds is "
-		    "skipped\n", name, from, old);
+		    "up to %" PRId64 "); %s\n", name, from, old, what);
 	return RS_OK;
 }
 

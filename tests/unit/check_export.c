@@ -1726,6 +1726,43 @@ c_replay(FILE *o, FILE *e)
 	    o, e);
 }
 
+/* What replay says it does depends on the type: http re-sends. */
+START_TEST(test_replay_says_what_is_sent)
+{
+	enum rs_status rc_;
+	char *out = NULL, *err = NULL, *errors = NULL, *text;
+
+	text = xasprintf("[store]\npath = %s\n[exporter web]\ntype = http\n"
+	    "url = http://127.0.0.1:1/\n[exporter j]\ntype = jsonl\n"
+	    "path = j.jsonl\n", db);
+	cmd_cfg = load(text, &errors);
+	ck_assert_msg(cmd_cfg != NULL, "errors: %s", errors);
+	put_many(1, 2);
+	cmd_json = false;
+	cmd_from = 1;
+	cmd_name = "web";
+	CAPTURE(c_replay, out, err);
+	ck_assert_int_eq(rc_, RS_OK);
+	ck_assert_str_eq(out, "web: replaying from seq 1 (it was done up to "
+	    "0); every record from there on is sent again, with its original "
+	    "idempotency key\n");
+	free(out);
+	free(err);
+	cmd_name = "j";
+	CAPTURE(c_replay, out, err);
+	ck_assert_int_eq(rc_, RS_OK);
+	ck_assert_str_eq(out, "j: replaying from seq 1 (it was done up to "
+	    "0); what its file already holds is skipped\n");
+	free(out);
+	free(err);
+	cmd_name = NULL;
+	config_free(cmd_cfg);
+	cmd_cfg = NULL;
+	free(text);
+	free(errors);
+}
+END_TEST
+
 /* An exporter that cannot open: the text status says why it is behind. */
 START_TEST(test_status_says_why_stuck)
 {
@@ -2421,6 +2458,7 @@ export_suite(void)
 	tcase_add_test(tc, test_engine_start_jsonl);
 	tcase_add_test(tc, test_commands);
 	tcase_add_test(tc, test_status_says_why_stuck);
+	tcase_add_test(tc, test_replay_says_what_is_sent);
 	suite_add_tcase(s, tc);
 	return s;
 }
