@@ -31,8 +31,13 @@
  *    is what recover() reports, so refundsync fast-forwards past records
  *    that reached the file before a crash.
  *  - Records arrive at least once (after a crash, a retry or `refundsync
- *    export replay`).  Records whose seq is not above the last one in the
- *    file are already there: they are counted done and not written again.
+ *    export replay`).  A record whose seq is not above the last one in
+ *    the file and that the file holds is counted done and not written
+ *    again.
+ *  - A dead letter queued again (`refundsync export retry-dead`) comes
+ *    alone, after later records.  The file is in seq order, so one it
+ *    lacks is refused with RS_EXPORT_PERMANENT: it stays a dead letter,
+ *    with what to do, rather than being counted done unwritten.
  *
  * The plugin uses only the C library and POSIX, keeps no global state
  * (several instances may run on different threads), and owns everything
@@ -235,6 +240,41 @@ out:
 	return rc;
 }
 
+/*
+ * Does the file hold a line for seq?  1 yes, 0 no, -1 with errno set.
+ * Read from the start: only a dead letter queued again asks, which is
+ * rare.
+ */
+static int
+file_holds(struct example *ex, int64_t seq)
+{
+	char buf[8192], want[32];
+	size_t wlen, matched = 0;
+	off_t off = 0;
+	ssize_t r, i;
+	int at_start = 1;
+
+	wlen = (size_t)snprintf(want, sizeof(want), "%" PRId64 "\t", seq);
+	for (;;) {
+		r = pread(ex->fd, buf, sizeof(buf), off);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r == 0 ? 0 : -1;
+		for (i = 0; i < r; i++) {
+			if (buf[i] == '\n') {
+				at_start = 1;
+				matched = 0;
+			} else if (at_start && buf[i] == want[matched]) {
+				if (++matched == wlen)
+					return 1;
+			} else
+				at_start = 0;
+		}
+		off += (off_t)r;
+	}
+}
+
 static void
 example_close(void *ctx)
 {
@@ -302,15 +342,39 @@ example_deliver(void *ctx, const struct rs_export_record *recs, size_t n,
 	int64_t last = ex->last_seq;
 	size_t i, off = 0;
 	ssize_t w;
-	int result = RS_EXPORT_RETRY, saved;
+	int result = RS_EXPORT_RETRY, saved, held;
 
 	*done = 0;
 	for (i = 0; i < n; i++) {
-		/* Already in the file (a replay or a retry): skip it. */
-		if (recs[i].seq <= last)
+		if (recs[i].seq > last) {
+			text_record(&t, &recs[i]);
+			last = recs[i].seq;
 			continue;
-		text_record(&t, &recs[i]);
-		last = recs[i].seq;
+		}
+		/*
+		 * Not above the file's last line (seqs increase within a
+		 * batch, so nothing is pending yet): a replay or a retry
+		 * of what the file holds, skipped; or a dead letter queued
+		 * again that it lacks, which this file, in seq order,
+		 * cannot take.
+		 */
+		held = recs[i].seq == ex->last_seq ? 1 :
+		    file_holds(ex, recs[i].seq);
+		if (held == 1)
+			continue;
+		*done = i;
+		if (held == -1) {
+			snprintf(err, errlen, "%s: %s", ex->path,
+			    strerror(errno));
+			goto out;
+		}
+		snprintf(err, errlen, "cannot write seq %" PRId64 " out of "
+		    "order: %s is in seq order and already holds records up "
+		    "to seq %" PRId64 "; move it away and replay the "
+		    "exporter from seq %" PRId64, recs[i].seq, ex->path,
+		    ex->last_seq, recs[i].seq);
+		result = RS_EXPORT_PERMANENT;
+		goto out;
 	}
 	if (!t.ok) {
 		snprintf(err, errlen, "out of memory");

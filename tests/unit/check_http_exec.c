@@ -2076,6 +2076,59 @@ START_TEST(test_plugin_bad_abi)
 END_TEST
 
 /* The example: appends, skips what the file has, cuts a torn line. */
+/*
+ * A dead letter queued again comes alone, after later records.  The
+ * example's file is in seq order: it skips one it holds, and refuses one
+ * it lacks (it stays a dead letter) instead of counting it done without
+ * writing it.
+ */
+START_TEST(test_plugin_example_requeued)
+{
+	const struct rs_exporter_ops *ops;
+	struct rs_export_record r;
+	struct rs_export_kv kv[2];
+	struct trec t[4];
+	struct drive dr;
+	char *dir, *file, err[512];
+	size_t done;
+	void *h, *ctx;
+	int i;
+
+	ops = plugin_load("examples/plugin/rs-example-exporter.so", &h);
+	dir = tu_tempdir();
+	file = xasprintf("%s/audit.tsv", dir);
+	kv[0].key = "type";
+	kv[0].value = "plugin";
+	kv[1].key = "file";
+	kv[1].value = file;
+	for (i = 0; i < 4; i++)
+		trec_init(&t[i], "audit", i + 1, "r-1", i + 1);
+	ctx = open_ok(ops, "audit", kv, 2);
+	/* Seq 2 became a dead letter; 1, 3 and 4 went out. */
+	drive(ops, ctx, &t[0], 1, &dr, 1);
+	drive(ops, ctx, &t[2], 2, &dr, 1);
+	ck_assert_int_eq(file_lines(dir, "audit.tsv"), 3);
+	/* retry-dead: seq 2 alone.  The file lacks it. */
+	r = t[1].r;
+	ck_assert_int_eq(ops->deliver(ctx, &r, 1, &done, err, sizeof(err)),
+	    RS_EXPORT_PERMANENT);
+	ck_assert_uint_eq(done, 0);
+	ck_assert_msg(strstr(err, "cannot write seq 2 out of order") != NULL,
+	    "%s", err);
+	/* One it holds (seq 3, not its last line) is done, not written. */
+	r = t[2].r;
+	ck_assert_int_eq(ops->deliver(ctx, &r, 1, &done, err, sizeof(err)),
+	    RS_EXPORT_OK);
+	ck_assert_uint_eq(done, 1);
+	ck_assert_int_eq(file_lines(dir, "audit.tsv"), 3);
+	ops->close(ctx);
+	free(file);
+	tu_rmtree(dir);
+	free(dir);
+	dlclose(h);
+}
+END_TEST
+
 START_TEST(test_plugin_example)
 {
 	const struct rs_exporter_ops *ops;
@@ -2215,6 +2268,7 @@ http_exec_suite(void)
 
 	tcase_add_test(tp, test_plugin_bad_abi);
 	tcase_add_test(tp, test_plugin_example);
+	tcase_add_test(tp, test_plugin_example_requeued);
 	suite_add_tcase(s, tp);
 	return s;
 }
