@@ -76,7 +76,7 @@ struct exec_exporter {
 	pid_t		 pid;		/* 0: not running */
 	int		 to_fd;		/* its stdin, ours to write */
 	int		 from_fd;	/* its stdout, ours to read */
-	char		 rbuf[EXEC_MAX_LINE + 1];
+	char		 rbuf[EXEC_MAX_LINE + 2]; /* a whole line, \r\n too */
 	size_t		 rlen;		/* bytes read, not used yet */
 	uint64_t	 starts;	/* commands started */
 };
@@ -424,20 +424,25 @@ read_line(struct exec_exporter *x, char *line, int64_t end)
 	for (;;) {
 		if ((nl = memchr(x->rbuf, '\n', x->rlen)) != NULL) {
 			len = (size_t)(nl - x->rbuf);
-			memcpy(line, x->rbuf, len);
-			if (len > 0 && line[len - 1] == '\r')
+			if (len > 0 && x->rbuf[len - 1] == '\r')
 				len--;
+			if (len > EXEC_MAX_LINE) {
+				errno = EMSGSIZE;
+				return IO_ERROR;
+			}
+			memcpy(line, x->rbuf, len);
 			line[len] = '\0';
 			x->rlen -= (size_t)(nl + 1 - x->rbuf);
 			memmove(x->rbuf, nl + 1, x->rlen);
 			return IO_OK;
 		}
-		if (x->rlen >= EXEC_MAX_LINE) {
+		/* Full, and no end of line: more than EXEC_MAX_LINE bytes. */
+		if (x->rlen >= sizeof(x->rbuf)) {
 			errno = EMSGSIZE;
 			return IO_ERROR;
 		}
 		r = read(x->from_fd, x->rbuf + x->rlen,
-		    EXEC_MAX_LINE - x->rlen);
+		    sizeof(x->rbuf) - x->rlen);
 		if (r > 0) {
 			x->rlen += (size_t)r;
 			continue;

@@ -1898,6 +1898,52 @@ START_TEST(test_exec_extra_answer)
 END_TEST
 
 /*
+ * An answer line may be 4096 bytes long (docs/exporters.md), with or
+ * without a \r before its \n; one byte more is out of step.  Here
+ * "fail " and a reason fill the line to exactly the limit, then past it.
+ */
+START_TEST(test_exec_answer_limit)
+{
+	static const char script[] =
+	    "pad=$(head -c \"$2\" /dev/zero | tr '\\0' x)\n"
+	    "while IFS= read -r line; do\n"
+	    "  printf 'fail %s\\r\\n' \"$pad\"\n"
+	    "done\n";
+	static const struct {
+		const char	*pad;	/* bytes after "fail " */
+		int		 want;
+	} cases[] = {
+		{ "4091", RS_EXPORT_PERMANENT },	/* 4096: the limit */
+		{ "4092", RS_EXPORT_RETRY },		/* 4097 */
+	};
+	char err[8192];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *sc = xasprintf("set -- \"$1\" %s\n%s", cases[i].pad,
+		    script);
+		struct rs_export_record r;
+		struct exec_fx fx;
+		struct trec t;
+		size_t done;
+
+		exec_setup(&fx, sc, "5");
+		trec_init(&t, "books", 1, "r-1", 1);
+		r = t.r;
+		ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1,
+		    &done, err, sizeof(err)), cases[i].want);
+		if (cases[i].want == RS_EXPORT_RETRY)
+			ck_assert_msg(strstr(err, "acknowledgement line too "
+			    "long") != NULL, "%s", err);
+		else
+			ck_assert_msg(strstr(err, "record 1: fail: xxx") !=
+			    NULL, "%.80s", err);
+		exec_teardown(&fx);
+		free(sc);
+	}
+}
+END_TEST
+
+/*
  * The command gets stdin, stdout and stderr and nothing else of ours,
  * also not a descriptor that is not close-on-exec (libcurl's sockets
  * are not): here a pipe, which the child must not hold.
@@ -2259,6 +2305,7 @@ http_exec_suite(void)
 	tcase_add_test(te, test_exec_timeout);
 	tcase_add_test(te, test_exec_bad_ack);
 	tcase_add_test(te, test_exec_extra_answer);
+	tcase_add_test(te, test_exec_answer_limit);
 	tcase_add_test(te, test_exec_no_leaked_fds);
 	tcase_add_test(te, test_exec_bad_ack_reason);
 	tcase_add_test(te, test_exec_not_found);
