@@ -1466,7 +1466,7 @@ export_dead_one(void *arg, const struct store_dead_row *d)
 		char key[512];
 
 		fprintf(p->out, "%-16s %10" PRId64 " %-36s %5" PRId64
-		    " %-7s %s  ", d->exporter, d->seq,
+		    " %-7s %-24s  ", d->exporter, d->seq,
 		    term_safe(d->idempotency_key, key, sizeof(key)),
 		    d->attempts, d->queued ? "queued" : "dead", d->dead_at);
 		term_fputs(d->reason, p->out);
@@ -1507,7 +1507,7 @@ export_cmd_dead(const struct config *cfg, struct store *st, const char *name,
 	if (name != NULL && !export_cmd_known(cfg, "dead", name, err))
 		return RS_ERR_CONFIG;
 	if (!json)
-		fprintf(out, "%-16s %10s %-36s %5s %-7s %-20s  %s\n",
+		fprintf(out, "%-16s %10s %-36s %5s %-7s %-24s  %s\n",
 		    "EXPORTER", "SEQ", "IDEMPOTENCY KEY", "TRIES", "STATE",
 		    "DEAD SINCE", "REASON: LAST ANSWER");
 	if ((s = store_dead_foreach(st, name, export_dead_one, &p)) !=

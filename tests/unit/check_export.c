@@ -1882,6 +1882,25 @@ START_TEST(test_commands)
 	free(out);
 	free(err);
 
+	/* dead as text: the reason sits under its heading, after the
+	 * whole DEAD SINCE time (2026-01-02T03:04:05.678Z, 24 bytes). */
+	cmd_json = false;
+	CAPTURE(c_dead, out, err);
+	ck_assert_int_eq(rc_, RS_OK);
+	{
+		const char *row = strchr(out, '\n'), *z, *h;
+
+		ck_assert_ptr_nonnull(row);
+		row++;
+		h = strstr(out, "REASON");
+		z = strstr(row, "Z  ");
+		ck_assert_msg(h != NULL && z != NULL && h - out ==
+		    z + 3 - row, "dead:\n%s", out);
+	}
+	free(out);
+	free(err);
+	cmd_json = true;
+
 	/* An exporter that is not configured is a usage error. */
 	cmd_name = "nope";
 	CAPTURE(c_dead, out, err);
