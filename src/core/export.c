@@ -25,6 +25,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -58,6 +59,8 @@ struct export_worker {
 	struct rs_export_kv	*kv;		/* owned copies */
 	size_t			 nkv;
 	size_t			 batch;
+	bool			 one_at_a_time;	/* see export_spec */
+	const atomic_bool	*halt;		/* the engine's stop, or NULL */
 	int64_t			 retry_initial_ms;
 	int64_t			 retry_max_ms;
 	int64_t			 retry_horizon_s;
@@ -293,6 +296,7 @@ export_worker_new(const char *store_path, int busy_timeout_ms,
 		w->kv[i].value = xstrdup(spec->kv[i].value);
 	}
 	w->batch = spec->batch;
+	w->one_at_a_time = spec->one_at_a_time;
 	w->retry_initial_ms = spec->retry_initial_ms;
 	w->retry_max_ms = spec->retry_max_ms;
 	w->retry_horizon_s = spec->retry_horizon_s;
@@ -696,8 +700,33 @@ export_deliver(struct export_worker *w, int64_t now, bool advance,
 	int rc;
 
 	w->err[0] = '\0';
-	rc = w->ops.deliver(w->ctx, w->recs, n, &done, w->err,
-	    sizeof(w->err));
+	if (w->one_at_a_time && n > 1) {
+		/*
+		 * One record per call, the same requests as one call for
+		 * the lot, but a stop (SIGTERM) waits for the record in
+		 * flight only: the batch ends there, with what is done.
+		 */
+		size_t one;
+
+		for (;;) {
+			one = 0;
+			rc = w->ops.deliver(w->ctx, &w->recs[done], 1, &one,
+			    w->err, sizeof(w->err));
+			if (one > 1) {
+				done = n + 1;	/* refused below */
+				break;
+			}
+			done += one;
+			if (rc != RS_EXPORT_OK || one == 0 || done == n)
+				break;
+			if (w->halt != NULL && atomic_load(w->halt)) {
+				n = done;	/* the rest waits */
+				break;
+			}
+		}
+	} else
+		rc = w->ops.deliver(w->ctx, w->recs, n, &done, w->err,
+		    sizeof(w->err));
 	export_err_clean(w->err, sizeof(w->err));
 	/* A plugin's answer is checked like any other input. */
 	if (rc != RS_EXPORT_OK && rc != RS_EXPORT_RETRY &&
@@ -872,6 +901,7 @@ struct export_engine {
 	pthread_mutex_t		 mu;
 	pthread_cond_t		 cv;	/* on CLOCK_MONOTONIC */
 	bool			 stop;
+	atomic_bool		 halting; /* stop, read between deliveries */
 	uint64_t		 kicks;	/* export_engine_notify() calls */
 	struct export_thread	*t;
 	size_t			 n;
@@ -922,6 +952,7 @@ export_engine_halt(struct export_engine *e)
 
 	if (e == NULL)
 		return;
+	atomic_store(&e->halting, true);
 	pthread_mutex_lock(&e->mu);
 	e->stop = true;
 	pthread_cond_broadcast(&e->cv);
@@ -958,6 +989,7 @@ export_engine_alloc(void)
 	pthread_condattr_t ca;
 
 	e = xcalloc(1, sizeof(*e));
+	atomic_init(&e->halting, false);
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -981,6 +1013,7 @@ export_engine_run(struct export_engine *e, const char *store_path,
 		    &e->t[i].w, why);
 		if (st != RS_OK)
 			return st;
+		e->t[i].w->halt = &e->halting;
 		e->t[i].eng = e;
 		e->n = i + 1;
 	}
@@ -1092,6 +1125,7 @@ export_engine_start(const struct config *cfg, struct export_engine **out,
 		specs[i].nkv = ce->nkv + 1;
 		specs[i].batch = ce->batch > 0 ? (size_t)ce->batch :
 		    registry_default_batch(ce->type);
+		specs[i].one_at_a_time = registry_one_at_a_time(ce->type);
 		specs[i].retry_initial_ms = ce->retry_initial_ms;
 		specs[i].retry_max_ms = ce->retry_max_ms;
 		specs[i].retry_horizon_s = ce->retry_horizon;

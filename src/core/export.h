@@ -94,6 +94,11 @@ struct export_spec {
 	const struct rs_export_kv *kv;	/* the keys for open(); copied */
 	size_t		 nkv;
 	size_t		 batch;		/* most records per deliver() */
+	bool		 one_at_a_time;	/* hand deliver() one record per
+					   call (a type that sends each
+					   on its own: http, exec), so a
+					   stop waits for one, not the
+					   batch */
 	int64_t		 retry_initial_ms;
 	int64_t		 retry_max_ms;
 	int64_t		 retry_horizon_s;

@@ -36,20 +36,22 @@ static const struct registry_builtin {
 	const char		 *secret;	/* the key naming a secret
 						   file, or NULL */
 	size_t			  secret_max;	/* its size limit */
+	bool			  one_at_a_time; /* each record on its own */
 } builtins[] = {
 	{ "jsonl", &exporter_jsonl_ops, exporter_jsonl_keys, "path",
-	    REGISTRY_FILE_BATCH, exporter_jsonl_check, NULL, 0 },
+	    REGISTRY_FILE_BATCH, exporter_jsonl_check, NULL, 0, false },
 	{ "csv", &exporter_csv_ops, exporter_csv_keys, "path",
-	    REGISTRY_FILE_BATCH, exporter_csv_check, NULL, 0 },
+	    REGISTRY_FILE_BATCH, exporter_csv_check, NULL, 0, false },
 	{ "ledger", &exporter_ledger_ops, exporter_ledger_keys, "path",
-	    REGISTRY_FILE_BATCH, exporter_ledger_check, NULL, 0 },
+	    REGISTRY_FILE_BATCH, exporter_ledger_check, NULL, 0, false },
 	{ "beancount", &exporter_beancount_ops, exporter_beancount_keys,
-	    "path", REGISTRY_FILE_BATCH, exporter_beancount_check, NULL, 0 },
+	    "path", REGISTRY_FILE_BATCH, exporter_beancount_check, NULL, 0,
+	    false },
 	{ "http", &exporter_http_ops, exporter_http_keys, "url",
 	    REGISTRY_REMOTE_BATCH, exporter_http_check, "secret_file",
-	    EXPORTER_HTTP_SECRET_MAX },
+	    EXPORTER_HTTP_SECRET_MAX, true },
 	{ "exec", &exporter_exec_ops, exporter_exec_keys, "command",
-	    REGISTRY_REMOTE_BATCH, exporter_exec_check, NULL, 0 },
+	    REGISTRY_REMOTE_BATCH, exporter_exec_check, NULL, 0, true },
 };
 
 #define NBUILTINS	(sizeof(builtins) / sizeof(builtins[0]))
@@ -145,6 +147,14 @@ registry_default_batch(const char *type)
 	const struct registry_builtin *b = registry_builtin(type);
 
 	return b != NULL ? b->batch : REGISTRY_OTHER_BATCH;
+}
+
+bool
+registry_one_at_a_time(const char *type)
+{
+	const struct registry_builtin *b = registry_builtin(type);
+
+	return b != NULL && b->one_at_a_time;
 }
 
 static bool

@@ -74,10 +74,18 @@ size_t		registry_secret_max(const char *type, const char *key);
 /*
  * The batch size that suits type when its section sets none: large for
  * the file exporters (each batch costs one fsync), small for http and
- * exec (one request per record; a stop waits for the batch in flight),
+ * exec (one request per record; see registry_one_at_a_time()),
  * and CONFIG_EXPORT_BATCH-like for plugins and unknown types.
  */
 size_t		registry_default_batch(const char *type);
+
+/*
+ * Does type send each record on its own (http, exec), so that the
+ * engine may hand it one record per deliver() at no cost, and stop
+ * between two?  false for the file types and plugins, which may gain
+ * from a whole batch at once.
+ */
+bool		registry_one_at_a_time(const char *type);
 
 /*
  * Does the value of key name a file, to be resolved against the config

@@ -71,6 +71,7 @@ struct fake {
 	bool		 has_recover;
 	int64_t		 recover_last;
 	int		 open_fails;	/* open() fails this many times */
+	int		 delay_ms;	/* per record, a slow target */
 	/* Seen: */
 	int64_t		 seqs[FAKE_MAX];
 	char		*keys[FAKE_MAX];
@@ -158,6 +159,8 @@ fake_deliver(void *ctx, const struct rs_export_record *recs, size_t n,
 	size_t i;
 	int rc = RS_EXPORT_OK;
 
+	if (f->delay_ms > 0)	/* set before the engine starts */
+		tu_sleep_ms((int64_t)f->delay_ms * (int64_t)n);
 	pthread_mutex_lock(&f->mu);
 	if (f->calls < FAKE_MAX)
 		f->batch[f->calls] = n;
@@ -1258,6 +1261,60 @@ END_TEST
 
 /* ---- the threaded engine ------------------------------------------------- */
 
+/*
+ * An exporter that sends each record on its own (http, exec) is handed
+ * one per deliver(), so a stop waits for the record in flight, not the
+ * batch: with 16 slow records under way, a halt after the second ends
+ * the run long before the 16th, the records done are recorded, and the
+ * next run delivers the rest, each once and in order.
+ */
+START_TEST(test_stop_between_records)
+{
+	struct export_spec spec;
+	struct export_engine *eng = NULL;
+	struct store_export e;
+	char *why = NULL;
+	int64_t deadline;
+	size_t n, i;
+
+	fakes[0].delay_ms = 200;
+	export_spec_init(&spec, fakes[0].name, &fake_ops);
+	spec.batch = 16;
+	spec.one_at_a_time = true;
+	spec.poll_ms = 20;
+	put_many(1, 16);
+	ck_assert_msg(export_engine_new(db, 5000, &spec, 1, &eng, &why) ==
+	    RS_OK, "engine: %s", why != NULL ? why : "?");
+	deadline = clock_mono_ms() + 20000;
+	while (fake_count(&fakes[0]) < 2 && clock_mono_ms() < deadline)
+		tu_sleep_ms(5);
+	export_engine_halt(eng);
+	export_engine_stop(eng);
+	n = fake_count(&fakes[0]);
+	ck_assert_msg(n >= 2 && n < 16, "%zu of 16 delivered before the "
+	    "stop", n);
+	for (i = 0; i < fakes[0].calls && i < FAKE_MAX; i++)
+		ck_assert_uint_eq(fakes[0].batch[i], 1);
+	e = state("fake0");
+	ck_assert_int_eq(e.position, (int64_t)n);
+	store_export_cleanup(&e);
+
+	fakes[0].delay_ms = 0;
+	ck_assert(export_engine_new(db, 5000, &spec, 1, &eng, &why) == RS_OK);
+	deadline = clock_mono_ms() + 20000;
+	while (fake_count(&fakes[0]) < 16 && clock_mono_ms() < deadline)
+		tu_sleep_ms(5);
+	export_engine_halt(eng);
+	export_engine_stop(eng);
+	ck_assert_uint_eq(fake_count(&fakes[0]), 16);
+	for (i = 0; i < 16; i++)
+		ck_assert_int_eq(fakes[0].seqs[i], (int64_t)i + 1);
+	e = state("fake0");
+	ck_assert_int_eq(e.position, 16);
+	store_export_cleanup(&e);
+}
+END_TEST
+
 START_TEST(test_failing_exporter_does_not_stop_another)
 {
 	struct export_spec specs[2];
@@ -1530,6 +1587,12 @@ START_TEST(test_config_exporters)
 	ck_assert_uint_eq(registry_default_batch("http"), 16);
 	ck_assert_uint_eq(registry_default_batch("ledger"), 2048);
 	ck_assert_uint_eq(registry_default_batch("plugin"), 256);
+	/* Only the types that send each record on their own are handed
+	 * one at a time; a plugin may batch. */
+	ck_assert(registry_one_at_a_time("http"));
+	ck_assert(registry_one_at_a_time("exec"));
+	ck_assert(!registry_one_at_a_time("jsonl"));
+	ck_assert(!registry_one_at_a_time("plugin"));
 	e = config_exporter_find(cfg, "my plugin");
 	ck_assert_ptr_nonnull(e);
 	ck_assert_uint_eq(e->nkv, 3);
@@ -2458,6 +2521,7 @@ export_suite(void)
 	tcase_add_test(tc, test_recover_ahead_of_store_refused);
 	tcase_add_test(tc, test_csv_ahead_of_store_refused);
 	tcase_add_test(tc, test_failing_exporter_does_not_stop_another);
+	tcase_add_test(tc, test_stop_between_records);
 	tcase_add_test(tc, test_requeued_into_ledger);
 	tcase_add_test(tc, test_requeued_into_jsonl_refused);
 	tcase_add_loop_test(tc, test_journal_holds_current_succeeded, 0, 2);
