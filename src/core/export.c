@@ -1563,10 +1563,22 @@ export_cmd_retry_dead(const struct config *cfg, struct store *st,
 
 	if (name != NULL && !export_cmd_known(cfg, "retry-dead", name, err))
 		return RS_ERR_CONFIG;
-	if ((s = store_export_retry_dead(st, name, &n)) != RS_OK) {
-		fprintf(err, "refundsync: export retry-dead: store: %s\n",
-		    rs_strstatus(s));
-		return s;
+	/*
+	 * Without --exporter: those of the configured exporters only.  The
+	 * dead letters of a section since removed from the config would be
+	 * queued for a worker that never comes, and reported as queued.
+	 */
+	for (size_t i = 0; name != NULL ? i < 1 : i < cfg->nexporters; i++) {
+		int64_t k = 0;
+
+		s = store_export_retry_dead(st, name != NULL ? name :
+		    cfg->exporters[i].name, &k);
+		if (s != RS_OK) {
+			fprintf(err, "refundsync: export retry-dead: store: "
+			    "%s\n", rs_strstatus(s));
+			return s;
+		}
+		n += k;
 	}
 	if (json) {
 		o = cJSON_CreateObject();

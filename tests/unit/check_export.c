@@ -1972,6 +1972,11 @@ START_TEST(test_commands)
 	free(out);
 	free(err);
 
+	/* A dead letter of a section no longer in the config. */
+	sql_exec("INSERT INTO exporter_dead_letters (exporter, seq,"
+	    " refund_id, revision, idempotency_key, reason, attempts,"
+	    " dead_at) VALUES ('gone', 1, 'r1', 1, 'gone:r1:1', 'x', 1,"
+	    " '2026-01-01T00:00:00.000Z')");
 	cmd_name = "fake0";
 	CAPTURE(c_retry, out, err);
 	ck_assert_int_eq(rc_, RS_OK);
@@ -1980,6 +1985,20 @@ START_TEST(test_commands)
 	cJSON_Delete(doc);
 	free(out);
 	free(err);
+	/* Without --exporter: the configured exporters' only, and fake0's
+	 * is queued already; nothing would ever deliver gone's. */
+	cmd_name = NULL;
+	CAPTURE(c_retry, out, err);
+	ck_assert_int_eq(rc_, RS_OK);
+	doc = cJSON_Parse(out);
+	ck_assert_int_eq(cJSON_GetObjectItem(doc, "queued")->valueint, 0);
+	cJSON_Delete(doc);
+	free(out);
+	free(err);
+	ck_assert_int_eq(sql_int("SELECT queued FROM exporter_dead_letters"
+	    " WHERE exporter = 'gone'"), 0);
+	sql_exec("DELETE FROM exporter_dead_letters WHERE exporter = 'gone'");
+	cmd_name = "fake0";
 
 	cmd_from = 3;
 	CAPTURE(c_replay, out, err);
