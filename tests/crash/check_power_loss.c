@@ -2429,7 +2429,7 @@ END_TEST
  */
 static void
 pl_control(const char *what, bool ignore_sync, bool ignore_dirsync,
-    bool lazy)
+    bool lazy, int line_rounds)
 {
 	struct pl_opts o;
 	struct pl_tally t;
@@ -2439,7 +2439,7 @@ pl_control(const char *what, bool ignore_sync, bool ignore_dirsync,
 
 	memset(&o, 0, sizeof(o));
 	o.cuts = PL_CONTROL_CUTS;
-	o.line_rounds = 4;
+	o.line_rounds = line_rounds;
 	o.control = true;
 	o.ignore_sync = ignore_sync;
 	o.ignore_dirsync = ignore_dirsync;
@@ -2459,16 +2459,20 @@ pl_control(const char *what, bool ignore_sync, bool ignore_dirsync,
 /* A shim that treats every xSync as if it had not happened. */
 START_TEST(test_control_no_sync)
 {
-	pl_control("power-control(xSync ignored)", true, false, false);
+	pl_control("power-control(xSync ignored)", true, false, false, 4);
 }
 END_TEST
 
-/* A shim that never makes directory entries durable: a new WAL, with
- * every commit in it, can vanish. */
+/*
+ * A shim that never makes directory entries durable: a new database or
+ * WAL, with every commit in it, can vanish.  The WAL outlives a clean
+ * close (SQLITE_FCNTL_PERSIST_WAL), so it is new only with its database:
+ * a new database each cut, or few cuts would find a new one to lose.
+ */
 START_TEST(test_control_no_dirsync)
 {
 	pl_control("power-control(directory never synced)", false, true,
-	    false);
+	    false, 1);
 }
 END_TEST
 
@@ -2476,7 +2480,8 @@ END_TEST
  * commits are acknowledged before the WAL is synced. */
 START_TEST(test_control_lazy_sync)
 {
-	pl_control("power-control(synchronous=NORMAL)", false, false, true);
+	pl_control("power-control(synchronous=NORMAL)", false, false, true,
+	    4);
 }
 END_TEST
 
