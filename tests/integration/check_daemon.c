@@ -1581,6 +1581,19 @@ START_TEST(test_sighup_under_load)
 }
 END_TEST
 
+/* SIGHUP d and wait for lines want in its log after that moment
+ * (failing with what if they do not come); that moment's log size. */
+static size_t
+sighup_and_wait(struct tu_daemon *d, const char *const *want,
+    const char *what)
+{
+	size_t mark = tu_daemon_log_size(d);
+
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	ck_assert_msg(tu_daemon_wait_log(d, mark, want, 5000), "%s", what);
+	return mark;
+}
+
 /*
  * A setting only a restart applies: SIGHUP says so, and the old value
  * keeps running; put back, it is no change (the comparison is with what
@@ -1599,10 +1612,7 @@ START_TEST(test_sighup_restart_only)
 	memset(&conf, 0, sizeof(conf));
 	conf.server = "max_body = 1024";
 	ck_assert(tu_daemon_write_config(d, &conf));
-	mark = tu_daemon_log_size(d);
-	ck_assert(tu_daemon_signal(d, SIGHUP));
-	ck_assert_msg(tu_daemon_wait_log(d, mark, warned, 5000),
-	    "no restart warning for max_body");
+	mark = sighup_and_wait(d, warned, "no restart warning for max_body");
 	ck_assert(tu_daemon_wait_log(d, mark, applied, 5000));
 	/* A webhook over 1024 bytes is still taken: the old cap runs. */
 	{
@@ -1624,9 +1634,7 @@ START_TEST(test_sighup_restart_only)
 	/* Put back: applied, and nothing to warn about. */
 	memset(&conf, 0, sizeof(conf));
 	ck_assert(tu_daemon_write_config(d, &conf));
-	mark = tu_daemon_log_size(d);
-	ck_assert(tu_daemon_signal(d, SIGHUP));
-	ck_assert(tu_daemon_wait_log(d, mark, applied, 5000));
+	mark = sighup_and_wait(d, applied, "no \"applied\" line");
 	log = tu_daemon_log(d);
 	ck_assert_msg(strstr(log + mark, "restart to apply") == NULL,
 	    "warned after the value was put back: %s", log + mark);
@@ -1641,17 +1649,13 @@ START_TEST(test_sighup_broken_config)
 	static const char *const refused[] = { "reload", "refused", NULL };
 	struct tu_daemon *d = start(NULL);
 	struct tu_conf conf;
-	size_t mark;
 	char *missing;
 
 	/* A config that does not parse. */
 	memset(&conf, 0, sizeof(conf));
 	conf.server = "bogus_key = 1";
 	ck_assert(tu_daemon_write_config(d, &conf));
-	mark = tu_daemon_log_size(d);
-	ck_assert(tu_daemon_signal(d, SIGHUP));
-	ck_assert_msg(tu_daemon_wait_log(d, mark, refused, 5000),
-	    "no \"reload ... refused\" log line");
+	(void)sighup_and_wait(d, refused, "no \"reload refused\" line");
 	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
 	ck_assert_int_eq(tu_http_get(d->port, "/healthz", NULL), 200);
 	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 200);
@@ -1661,19 +1665,13 @@ START_TEST(test_sighup_broken_config)
 	memset(&conf, 0, sizeof(conf));
 	conf.public_key_file = missing;
 	ck_assert(tu_daemon_write_config(d, &conf));
-	mark = tu_daemon_log_size(d);
-	ck_assert(tu_daemon_signal(d, SIGHUP));
-	ck_assert_msg(tu_daemon_wait_log(d, mark, refused, 5000),
-	    "no \"reload ... refused\" log line");
+	(void)sighup_and_wait(d, refused, "no \"reload refused\" line");
 	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
 
 	/* A key file that holds no key. */
 	ck_assert(tu_write_file(missing, "-----BEGIN PUBLIC KEY-----\nAAAA\n"
 	    "-----END PUBLIC KEY-----\n", false));
-	mark = tu_daemon_log_size(d);
-	ck_assert(tu_daemon_signal(d, SIGHUP));
-	ck_assert_msg(tu_daemon_wait_log(d, mark, refused, 5000),
-	    "no \"reload ... refused\" log line");
+	(void)sighup_and_wait(d, refused, "no \"reload refused\" line");
 	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
 	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
 	free(missing);
@@ -1705,10 +1703,8 @@ START_TEST(test_sighup_refuses_what_start_refuses)
 	conf.tail = "[exporter p]\ntype = plugin\n"
 	    "path = /nonexistent/rs-plugin.so\n";
 	ck_assert(tu_daemon_write_config(d, &conf));
-	mark = tu_daemon_log_size(d);
-	ck_assert(tu_daemon_signal(d, SIGHUP));
-	ck_assert_msg(tu_daemon_wait_log(d, mark, refused_plugin, 5000),
-	    "a missing plugin was not refused");
+	(void)sighup_and_wait(d, refused_plugin, "a missing plugin was not "
+	    "refused");
 	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
 
 	wix = xasprintf("app_id = app\napp_secret_file = %s/no-such-secret",
@@ -1716,18 +1712,14 @@ START_TEST(test_sighup_refuses_what_start_refuses)
 	memset(&conf, 0, sizeof(conf));
 	conf.wix = wix;
 	ck_assert(tu_daemon_write_config(d, &conf));
-	mark = tu_daemon_log_size(d);
-	ck_assert(tu_daemon_signal(d, SIGHUP));
-	ck_assert_msg(tu_daemon_wait_log(d, mark, refused_secret, 5000),
-	    "a missing app_secret_file was not refused");
+	(void)sighup_and_wait(d, refused_secret, "a missing app_secret_file "
+	    "was not refused");
 	ck_assert_int_eq(post_until(d, d->key.priv_pem, 200, 0), 200);
 
 	/* The good file again: applied, and it was never "applied" before. */
 	memset(&conf, 0, sizeof(conf));
 	ck_assert(tu_daemon_write_config(d, &conf));
-	mark = tu_daemon_log_size(d);
-	ck_assert(tu_daemon_signal(d, SIGHUP));
-	ck_assert(tu_daemon_wait_log(d, mark, applied, 5000));
+	mark = sighup_and_wait(d, applied, "no \"applied\" line");
 	log = tu_daemon_log(d);
 	ck_assert_msg(strstr(log + d->log_mark, "reload: applied") ==
 	    strstr(log + mark, "reload: applied"),
