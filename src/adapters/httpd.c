@@ -56,7 +56,8 @@
 
 struct conn {
 	MHD_socket		 fd;
-	_Atomic int64_t		 since;		/* mono ms: request began */
+	_Atomic int64_t		 since;		/* mono ms: request began, or
+						   CONN_DONE */
 	atomic_bool		 suspended;
 	struct conn		*prev, *next;	/* all connections */
 	struct conn		*ip_prev, *ip_next; /* the same hash bucket */
@@ -65,6 +66,23 @@ struct conn {
 	size_t			 bucket;
 	bool			 refused;	/* over a limit: not counted */
 };
+
+/*
+ * conn.since once the connection's cut-off is logged (or it was refused):
+ * the sweeper passes it by, and whichever of the sweeper and the idle
+ * timeout sets it first (compare-and-swap) logs the cut-off, once.
+ */
+#define CONN_DONE	(INT64_MAX / 2)
+
+/* Claim the logging of c's cut-off: true for the first caller only. */
+static bool
+conn_claim_cutoff(struct conn *c)
+{
+	int64_t s = atomic_load(&c->since);
+
+	return s != CONN_DONE &&
+	    atomic_compare_exchange_strong(&c->since, &s, CONN_DONE);
+}
 
 struct httpd_request {
 	struct httpd		*h;
@@ -456,7 +474,7 @@ on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
 	 * cut-off, so the same log line and count, or it goes unlogged.
 	 */
 	if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && !req->answered &&
-	    req->route != NULL) {
+	    req->route != NULL && conn_claim_cutoff(req->conn)) {
 		log_info("http %s: %s %s from %s: request not complete within "
 		    "the %lld s request deadline: closed", h->name,
 		    req->route->method, req->route->path, req->peer,
@@ -607,7 +625,7 @@ on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
 			/* MHD reads the end of the stream, closes the
 			 * connection and tells us (CLOSED, below).  The
 			 * sweeper leaves it alone. */
-			atomic_store(&c->since, INT64_MAX / 2);
+			atomic_store(&c->since, CONN_DONE);
 			if (c->fd != MHD_INVALID_SOCKET)
 				(void)shutdown(c->fd, SHUT_RDWR);
 		}
@@ -648,16 +666,16 @@ sweeper_main(void *arg)
 		for (c = h->conns; c != NULL; c = c->next) {
 			if (atomic_load(&c->suspended) ||
 			    c->fd == MHD_INVALID_SOCKET ||
-			    now - atomic_load(&c->since) <= h->deadline_ms)
+			    now - atomic_load(&c->since) <= h->deadline_ms ||
+			    !conn_claim_cutoff(c))
 				continue;
 			log_info("http %s: connection past the %lld s request "
 			    "deadline: closed", h->name,
 			    (long long)(h->deadline_ms / 1000));
 			metrics_add("refundsync_http_deadline_closed_total",
 			    "", 1);
+			/* Not again on the next sweep: since is CONN_DONE. */
 			(void)shutdown(c->fd, SHUT_RDWR);
-			/* Do not shut it down again on the next sweep. */
-			atomic_store(&c->since, INT64_MAX / 2);
 		}
 		pthread_mutex_unlock(&h->mtx);
 	}
