@@ -1148,6 +1148,12 @@ refundcmd_main(int argc, char *argv[])
 	    -1) {
 		switch (ch) {
 		case 'c':
+			/* Not the default: an unset variable in -c "$CONF"
+			 * must not pick the production file, least of all
+			 * for a command that sends money back. */
+			if (optarg[0] == '\0')
+				return refund_usage_exit("option -c: the path "
+				    "is empty");
 			config = optarg;
 			break;
 		case 'i':
