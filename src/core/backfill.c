@@ -1412,6 +1412,7 @@ struct bf_active {
 	struct bf_active *next;
 	char		*id;
 	atomic_bool	 cancel;	/* backfiller_cancel() */
+	atomic_bool	 again;		/* installed again since: run again */
 };
 
 struct backfiller {
@@ -1477,7 +1478,14 @@ bf_work_one(struct backfiller *bf, struct store *st, struct bf_active *act)
 	}
 	opt.cancel = &act->cancel;
 	rc = backfill_run(st, bf->w, id, &opt, &why);
-	if (rc == RS_ERR_STOPPING && atomic_load(&act->cancel)) {
+	if (rc == RS_ERR_STOPPING && atomic_load(&act->cancel) &&
+	    atomic_load(&act->again))
+		/* The AppInstalled made it pending; bf_worker() queues it
+		 * again, and that run starts from the first page. */
+		log_info("backfill %s: stopped: the app was removed from it "
+		    "and installed again; it runs again from the first page",
+		    id);
+	else if (rc == RS_ERR_STOPPING && atomic_load(&act->cancel)) {
 		/*
 		 * Not 'running' for good: the run has ended.  'failed' keeps
 		 * the cursor (a named run resumes from it) and says why;
@@ -1517,6 +1525,7 @@ bf_worker(void *arg)
 			bf->tail = NULL;
 		act.id = it->id;
 		atomic_init(&act.cancel, false);
+		atomic_init(&act.again, false);
 		act.next = bf->active;
 		bf->active = &act;
 		free(it);
@@ -1530,7 +1539,18 @@ bf_worker(void *arg)
 				*ap = act.next;
 				break;
 			}
-		free(act.id);
+		if (atomic_load(&act.again) && !bf->stopping &&
+		    !bf_listed(bf, act.id)) {
+			/* Its kick came while this run stopped: this
+			 * worker takes it next. */
+			it = xcalloc(1, sizeof(*it));
+			it->id = act.id;
+			it->next = bf->head;
+			bf->head = it;
+			if (bf->tail == NULL)
+				bf->tail = it;
+		} else
+			free(act.id);
 	}
 	pthread_mutex_unlock(&bf->mu);
 	/* The store goes before the count falls: stop() may free bf the
@@ -1567,9 +1587,23 @@ backfiller_start(const struct config *cfg, struct wixapi *w,
 	return bf;
 }
 
+/* The run of id under way that backfiller_cancel() stops, or NULL.
+ * Caller holds bf->mu. */
+static struct bf_active *
+bf_cancelled(const struct backfiller *bf, const char *id)
+{
+	struct bf_active *a;
+
+	for (a = bf->active; a != NULL; a = a->next)
+		if (strcmp(a->id, id) == 0 && atomic_load(&a->cancel))
+			return a;
+	return NULL;
+}
+
 void
 backfiller_kick(struct backfiller *bf, const char *instance_id)
 {
+	struct bf_active *a;
 	struct bf_item *it;
 	pthread_attr_t attr;
 	pthread_t tid;
@@ -1578,6 +1612,19 @@ backfiller_kick(struct backfiller *bf, const char *instance_id)
 	if (bf == NULL || instance_id == NULL || *instance_id == '\0')
 		return;
 	pthread_mutex_lock(&bf->mu);
+	if (!bf->stopping && (a = bf_cancelled(bf, instance_id)) != NULL) {
+		/*
+		 * Removed, and installed again before its run stopped: that
+		 * run ends at its next page, and its worker then runs it
+		 * again (from the first page: the AppInstalled made it
+		 * pending), rather than this kick being lost.
+		 */
+		atomic_store(&a->again, true);
+		pthread_mutex_unlock(&bf->mu);
+		log_info("backfill %s: queued: after the run that its "
+		    "removal stops", instance_id);
+		return;
+	}
 	if (bf->stopping || bf_listed(bf, instance_id)) {
 		pthread_mutex_unlock(&bf->mu);
 		log_debug("backfill %s: already queued or running",
@@ -1703,8 +1750,11 @@ backfiller_cancel(struct backfiller *bf, const char *instance_id)
 	for (q = bf->head; q != NULL; q = q->next)
 		bf->tail = q;
 	for (a = bf->active; a != NULL; a = a->next)
-		if (strcmp(a->id, instance_id) == 0)
+		if (strcmp(a->id, instance_id) == 0) {
 			atomic_store(&a->cancel, true);
+			/* Removed again after a new install: no rerun. */
+			atomic_store(&a->again, false);
+		}
 	pthread_mutex_unlock(&bf->mu);
 }
 

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -1251,7 +1252,7 @@ removed_webhook(const struct tu_daemon *d, const char *instance)
 /*
  * An instance the app was removed from is not backfilled: not at the
  * daemon's next start (an AppRemoved for an instance never seen leaves
- * it 'pending'; one removed mid-backfill leaves it 'running'), nor by a
+ * it 'pending'; one removed mid-backfill leaves it 'failed'), nor by a
  * bare `backfill`, which says it skipped it and exits 0.  Wix would
  * refuse its token, so each start and each run failed on it.
  * --instance still runs it.
@@ -1350,6 +1351,57 @@ START_TEST(test_removed_stops_backfill)
 	    " AND backfill_finished_at IS NOT NULL FROM instances"), 1);
 	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds"),
 	    pages * 5);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+	env_close(&e);
+}
+END_TEST
+
+/*
+ * Removed and installed again while the daemon backfills it: the run
+ * under way stops at its next page, and the instance is backfilled again
+ * from the first page (refundsync(8)), not left 'failed' with "the app
+ * was removed" for an app that is installed, and no backfill until the
+ * next start.  The AppInstalled comes while the stopped run is still
+ * waiting for its page (500 ms each, 10 pages), so its kick finds it
+ * running.  It is signed in a later second than the first one, whose
+ * token it would otherwise repeat (a duplicate).
+ */
+START_TEST(test_removed_then_installed_mid_backfill)
+{
+	static const char *const again[] = { "backfill inst-t: stopped: "
+	    "the app was removed from it and installed again", NULL };
+	struct tu_daemon *d;
+	struct env e;
+	char *tok;
+	size_t mark;
+	time_t t0;
+
+	env_open(&e, 50, "inst-t", NULL, 5, 100000, 0);
+	sb_fault(&e.sb, "{\"fault\":\"stall\",\"count\":-1,\"ms\":500,"
+	    "\"endpoint\":\"query\",\"instance\":\"inst-t\"}");
+	d = daemon_for(&e, NULL, 5, 100000);
+	t0 = time(NULL);
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-t", APP_ID);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
+	    1, 20000));
+	while (time(NULL) <= t0 + 1)
+		tu_sleep_ms(20);
+	mark = tu_daemon_log_size(d);
+	tok = removed_webhook(d, "inst-t");
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	tok = tu_installed_webhook(d->key.priv_pem, "inst-t", APP_ID);
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+	ck_assert_msg(wait_db_int(&e, "SELECT backfill = 'done' FROM"
+	    " instances", 1, 30000), "state: %s", db_state(&e, "inst-t"));
+	ck_assert_msg(tu_daemon_wait_log(d, mark, again, 5000),
+	    "the stopped run did not see the new install");
+	ck_str(db_state(&e, "inst-t"), "done|10|50|0|-");
+	ck_assert_int_eq(db_int(&e, "SELECT count(*) FROM refunds"), 50);
 	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
 	tu_daemon_free(d);
 	env_close(&e);
@@ -1675,6 +1727,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_daemon_no_credentials);
 	tcase_add_test(tc, test_removed_not_backfilled);
 	tcase_add_test(tc, test_removed_stops_backfill);
+	tcase_add_test(tc, test_removed_then_installed_mid_backfill);
 	tcase_add_test(tc, test_two_instances);
 	tcase_add_test(tc, test_restart_all);
 	tcase_add_test(tc, test_tokens);
