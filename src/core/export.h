@@ -69,9 +69,10 @@
  * While a worker backs off, it still refreshes its gauges every poll_ms,
  * and an operator's replay or retry-dead ends the backoff at once.
  *
- * Stopping: a worker stops between two steps, so a batch in flight is
+ * Stopping: a worker stops between two steps, so what is in flight is
  * delivered and recorded (or not delivered) before it exits: exporters
- * stop at a record boundary.
+ * stop at a record boundary.  That is the batch of a file exporter or
+ * a plugin, but one record of http or exec (spec.one_at_a_time).
  */
 #ifndef RS_EXPORT_H
 #define RS_EXPORT_H

@@ -860,8 +860,9 @@ server_drain(struct server *srv)
 		srv->rec_running = !reconciler_stop(srv->rec,
 		    SERVER_BACKFILL_WAIT_MS);
 	srv->rec = NULL;
-	/* Exporters stop at a record boundary: a batch in flight is
-	 * delivered and recorded first. */
+	/* Exporters stop at a record boundary: what is in flight (a file
+	 * exporter's batch, one record of http or exec) is delivered and
+	 * recorded first. */
 	export_engine_halt(srv->exp);
 	/* Everything queued is committed and answered before this returns. */
 	ingest_stop(atomic_exchange(&srv->ingest, NULL));
