@@ -1439,6 +1439,10 @@ cli_main(int argc, char *argv[])
 	xmalloc_init_json();
 	if (argc < 2)
 		return usage(NULL);
+	if (!hoist_command(argc, argv)) {
+		fprintf(stderr, "refundsync: no command after the options\n");
+		return usage(NULL);
+	}
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		fputs(usage_text, stdout);
@@ -1446,10 +1450,6 @@ cli_main(int argc, char *argv[])
 	}
 	if (strcmp(argv[1], "--version") == 0)
 		return cmd_version(1, argv + 1);
-	if (!hoist_command(argc, argv)) {
-		fprintf(stderr, "refundsync: no command after the options\n");
-		return usage(NULL);
-	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].fn(argc - 1, argv + 1);

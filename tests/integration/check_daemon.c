@@ -982,6 +982,15 @@ START_TEST(test_cli_check_and_version)
 		    "--config=FILE check: \"%s\"", err);
 		free(out);
 		free(err);
+		/* Help after them is help. */
+		av[1] = (char *)"-c";
+		av[2] = good;
+		av[3] = (char *)"--help";
+		ck_assert_int_eq(tu_run(av, 20000, &out, &err), 0);
+		ck_assert_msg(strstr(out, "usage:") == out, "-c F --help: "
+		    "\"%s\"", out);
+		free(out);
+		free(err);
 		free(cf);
 	}
 
