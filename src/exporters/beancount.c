@@ -6,8 +6,9 @@
  * Keys of [exporter NAME] with type = beancount: path, refund_account,
  * clearing_account, application_fee_account, processing_fee_account.
  * Account names must be beancount names: the first component Assets,
- * Liabilities, Equity, Income or Expenses, every component starting with
- * an upper-case letter or a digit.
+ * Liabilities, Equity, Income or Expenses and at least one more
+ * component, every component starting with an upper-case letter or a
+ * digit.
  *
  * Like the ledger file, it takes back a record that was removed from it
  * (queued again by reconcile or `export retry-dead`): the transaction is

@@ -96,7 +96,8 @@ posting_account_valid(const char *name, enum posting_syntax syn)
 			if (strlen(roots[i]) == len &&
 			    strncmp(name, roots[i], len) == 0)
 				ok = true;
-		if (!ok)
+		/* A root alone is not an account name to beancount. */
+		if (!ok || name[len] != ':')
 			return false;
 	}
 	for (comp = p = name;; p++) {

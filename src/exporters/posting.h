@@ -115,8 +115,8 @@ enum posting_syntax {
  * components of ASCII letters, digits, '-' and '_' (no '_' for
  * beancount), each starting with a letter or digit, at most 200 bytes.
  * Beancount also wants the first component to be Assets, Liabilities,
- * Equity, Income or Expenses and every component to start with an
- * upper-case letter or a digit.
+ * Equity, Income or Expenses, at least one component after it, and
+ * every component to start with an upper-case letter or a digit.
  */
 bool		posting_account_valid(const char *name,
 		    enum posting_syntax syn);

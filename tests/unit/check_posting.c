@@ -385,6 +385,10 @@ START_TEST(test_account_names)
 	ck_assert(posting_account_valid("expenses:refunds_x", L));
 	ck_assert(!posting_account_valid("expenses:refunds", B));
 	ck_assert(!posting_account_valid("Costs:Refunds", B));
+	/* bean-check: "Invalid token: 'Expenses'"; hledger takes it. */
+	ck_assert(!posting_account_valid("Expenses", B));
+	ck_assert(!posting_account_valid("Assets:", B));
+	ck_assert(posting_account_valid("Expenses", L));
 	ck_assert(posting_account_valid("Costs:Refunds", L));
 	ck_assert(!posting_account_valid("Expenses:refund_x", B));
 	ck_assert(!posting_account_valid("Expenses:Refund_X", B));
