@@ -134,19 +134,23 @@ civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 	*y = yy + (*m <= 2);
 }
 
-/* The UTC date of an ISO-8601 time as YYYY-MM-DD into out[11]. */
+/*
+ * The UTC date of an ISO-8601 time as YYYY-MM-DD into out[11].  A time
+ * before 1970 is no refund's date, and a beancount journal opens its
+ * accounts on 1970-01-01 (bean-check refuses a posting before that), so
+ * it is refused and the caller falls back to the next date.
+ */
 static bool
 utc_date(const char *iso, char out[11])
 {
 	struct isotime t;
-	int64_t days, y;
+	int64_t y;
 	unsigned m, d;
 
-	if (iso == NULL || isotime_parse(iso, &t) != RS_OK)
+	if (iso == NULL || isotime_parse(iso, &t) != RS_OK || t.sec < 0)
 		return false;
-	days = t.sec >= 0 ? t.sec / 86400 : -((-t.sec + 86399) / 86400);
-	civil_from_days(days, &y, &m, &d);
-	if (y < 1 || y > 9999)
+	civil_from_days(t.sec / 86400, &y, &m, &d);
+	if (y > 9999)
 		return false;
 	out[0] = (char)('0' + y / 1000);
 	out[1] = (char)('0' + y / 100 % 10);

@@ -339,9 +339,21 @@ START_TEST(test_dates)
 	r.updated_date = "2023-12-31T23:59:59.999999Z";
 	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
 	ck_assert_str_eq(t.date, "2023-12-31");
+	r.updated_date = "1970-01-01T00:00:00Z";
+	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
+	ck_assert_str_eq(t.date, "1970-01-01");
+	/* Before 1970 (a placeholder such as Go's zero time) is no date:
+	 * beancount's accounts open on 1970-01-01, bean-check would refuse
+	 * the transaction and with it the whole file. */
 	r.updated_date = "1969-12-31T23:59:59Z";
 	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
-	ck_assert_str_eq(t.date, "1969-12-31");
+	ck_assert_str_eq(t.date, "2024-04-30");
+	r.updated_date = "0001-01-01T00:00:00Z";
+	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
+	ck_assert_str_eq(t.date, "2024-04-30");
+	r.updated_date = "1970-01-01T00:30:00+01:00";
+	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
+	ck_assert_str_eq(t.date, "2024-04-30");
 	/* Fall back to createdDate, then to when it was stored. */
 	r.updated_date = NULL;
 	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
