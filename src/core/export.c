@@ -1452,7 +1452,8 @@ export_cmd_replay(const struct config *cfg, struct store *st,
 		    "plugin can tell (recover), else every record is sent "
 		    "again with its original idempotency key";
 	else
-		what = "what its file already holds is skipped";
+		what = "records up to the last one in its file are "
+		    "skipped, even one removed from it";
 	if ((s = store_export_replay(st, name, from, &old)) == RS_ERR_RANGE) {
 		/* A usage error: the operator asked to skip records. */
 		fprintf(err, "refundsync: export replay %s: --from %" PRId64

@@ -1815,7 +1815,8 @@ START_TEST(test_replay_says_what_is_sent)
 	CAPTURE(c_replay, out, err);
 	ck_assert_int_eq(rc_, RS_OK);
 	ck_assert_str_eq(out, "j: replaying from seq 1 (it was done up to "
-	    "0); what its file already holds is skipped\n");
+	    "0); records up to the last one in its file are skipped, even "
+	    "one removed from it\n");
 	free(out);
 	free(err);
 	cmd_name = NULL;
