@@ -36,6 +36,7 @@ static const struct currency currencies[] = {
 	{ "BAM", 2 },
 	{ "BBD", 2 },
 	{ "BDT", 2 },
+	{ "BGN", 2 },	/* historic: the euro replaced it in 2026 */
 	{ "BHD", 3 },
 	{ "BIF", 0 },
 	{ "BMD", 2 },

@@ -83,9 +83,9 @@ static const struct {
 	{ "XAD", 2 }, { "XAF", 0 }, { "XCD", 2 }, { "XCG", 2 }, { "XOF", 0 },
 	{ "XPF", 0 }, { "YER", 2 }, { "ZAR", 2 }, { "ZMW", 2 }, { "ZWG", 2 },
 	/* Withdrawn, still accepted. */
-	{ "ANG", 2 }, { "BYR", 0 }, { "CUC", 2 }, { "EEK", 2 }, { "HRK", 2 },
-	{ "LTL", 2 }, { "LVL", 2 }, { "MRO", 2 }, { "SLL", 2 }, { "STD", 2 },
-	{ "VEF", 2 }, { "ZMK", 2 }, { "ZWL", 2 },
+	{ "ANG", 2 }, { "BGN", 2 }, { "BYR", 0 }, { "CUC", 2 }, { "EEK", 2 },
+	{ "HRK", 2 }, { "LTL", 2 }, { "LVL", 2 }, { "MRO", 2 }, { "SLL", 2 },
+	{ "STD", 2 }, { "VEF", 2 }, { "ZMK", 2 }, { "ZWL", 2 },
 };
 
 START_TEST(test_exponent_table)
@@ -96,7 +96,7 @@ START_TEST(test_exponent_table)
 		ck_assert_msg(money_exponent(iso[i].code) == iso[i].exp,
 		    "%s: got %d, want %d", iso[i].code,
 		    money_exponent(iso[i].code), iso[i].exp);
-	ck_assert_uint_eq(sizeof(iso) / sizeof(iso[0]), 178);
+	ck_assert_uint_eq(sizeof(iso) / sizeof(iso[0]), 179);
 }
 END_TEST
 
