@@ -736,7 +736,10 @@ struct fjexp {
 	void			*state;
 	char			*name;
 	char			*path;
-	struct filejournal	*fj;
+	struct rs_export_kv	*kv;		/* the section's keys, for */
+	size_t			 nkv;		/* a new file's state; */
+	char			**kvtext;	/* their text, owned */
+	struct filejournal	*fj;		/* NULL: open it again */
 	struct buf		 out;
 	struct fjexp_held	 h;
 };
@@ -1040,6 +1043,16 @@ filejournal_exporter_open(const struct filejournal_format *fmt, void **ctx,
 	x->fmt = fmt;
 	x->name = xstrdup(name);
 	x->path = xstrdup(path);
+	x->kv = xcalloc(nkv + 1, sizeof(*x->kv));
+	x->kvtext = xcalloc(2 * nkv + 1, sizeof(*x->kvtext));
+	for (i = 0; i < nkv; i++) {
+		if (kv[i].key != NULL)
+			x->kv[i].key = x->kvtext[2 * i] = xstrdup(kv[i].key);
+		if (kv[i].value != NULL)
+			x->kv[i].value = x->kvtext[2 * i + 1] =
+			    xstrdup(kv[i].value);
+	}
+	x->nkv = nkv;
 	/* Pending text is flushed at FJ_FLUSH, so this caps one record. */
 	buf_init(&x->out, FJ_FLUSH + FILEJOURNAL_MAX_RECORD);
 	fe.name = name;
@@ -1058,6 +1071,51 @@ filejournal_exporter_open(const struct filejournal_format *fmt, void **ctx,
 	return RS_EXPORT_OK;
 fail:
 	filejournal_exporter_close(x);
+	return r;
+}
+
+/*
+ * Has the path stopped naming the file x has open?  An operator moves a
+ * file away to have `export replay` write it anew, and the daemon keeps
+ * running meanwhile.
+ */
+static bool
+moved_away(const struct fjexp *x)
+{
+	struct stat held, named;
+
+	if (fstat(x->fj->fd, &held) != 0)
+		return false;	/* deliver() meets the trouble */
+	if (stat(x->path, &named) != 0)
+		return errno == ENOENT;
+	return named.st_dev != held.st_dev || named.st_ino != held.st_ino;
+}
+
+/* Drop the file and the format's state, and open the path anew. */
+static int
+reattach(struct fjexp *x, char *err, size_t errlen)
+{
+	struct first_err fe = { 0 };
+	int r;
+
+	filejournal_close(x->fj);
+	x->fj = NULL;
+	held_free(&x->h);
+	buf_reset(&x->out);
+	if (x->state != NULL && x->fmt->free != NULL)
+		x->fmt->free(x->state);
+	x->state = NULL;
+	fe.name = x->name;
+	fe.err = err;
+	fe.errlen = errlen;
+	/* The keys were good at open(): this makes the same state. */
+	if ((r = x->fmt->init(&x->state, x->name, x->kv, x->nkv,
+	    first_err_report, &fe)) != RS_EXPORT_OK)
+		return r;
+	if ((r = attach(x, err, errlen)) != RS_EXPORT_OK) {
+		filejournal_close(x->fj);
+		x->fj = NULL;
+	}
 	return r;
 }
 
@@ -1132,6 +1190,10 @@ filejournal_exporter_deliver(void *ctx, const struct rs_export_record *recs,
 	int r = RS_EXPORT_OK;
 
 	*done = 0;
+	/* No file (recover() could not open a new one): no record is at
+	 * fault, so whatever the reason, it is retried like a write. */
+	if (x->fj == NULL && reattach(x, err, errlen) != RS_EXPORT_OK)
+		return RS_EXPORT_RETRY;
 	hi = filejournal_last_seq(x->fj);
 	synced = filejournal_size(x->fj);
 	buf_reset(&x->out);
@@ -1204,9 +1266,18 @@ filejournal_exporter_recover(void *ctx, int64_t *last_seq, char *err,
     size_t errlen)
 {
 	struct fjexp *x = ctx;
+	int r;
 
-	(void)err;
-	(void)errlen;
+	/* A new epoch (a replay, say): the file may have been moved away
+	 * since, and what it held is then no longer what the path holds. */
+	if (x->fj == NULL || moved_away(x)) {
+		if (x->fj != NULL)
+			log_info("export %s: %s is no longer the file it was "
+			    "writing (moved away?): starting it anew", x->name,
+			    x->path);
+		if ((r = reattach(x, err, errlen)) != RS_EXPORT_OK)
+			return r;
+	}
 	*last_seq = filejournal_last_seq(x->fj);
 	return RS_EXPORT_OK;
 }
@@ -1229,6 +1300,7 @@ void
 filejournal_exporter_close(void *ctx)
 {
 	struct fjexp *x = ctx;
+	size_t i;
 
 	if (x == NULL)
 		return;
@@ -1237,6 +1309,10 @@ filejournal_exporter_close(void *ctx)
 		x->fmt->free(x->state);
 	buf_cleanup(&x->out);
 	held_free(&x->h);
+	for (i = 0; x->kvtext != NULL && i < 2 * x->nkv; i++)
+		free(x->kvtext[i]);
+	free(x->kvtext);
+	free(x->kv);
 	free(x->name);
 	free(x->path);
 	free(x);

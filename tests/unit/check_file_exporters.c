@@ -552,6 +552,72 @@ START_TEST(test_no_duplicates)
 }
 END_TEST
 
+/*
+ * The operator moves the file away and runs `export replay` while the
+ * daemon runs: the replay's recover() takes up a new file at the path,
+ * which gets everything again (the journals their declarations too),
+ * and the moved file is left as it was.
+ */
+START_TEST(test_moved_away)
+{
+	char *path = path_in_tmp(types[_i]), *moved, *first;
+	size_t flen;
+	void *ctx = open_ok(_i, path, NULL);
+
+	ck_assert_int_eq(recover_seq(_i, ctx), 0);
+	deliver_ok(_i, ctx, recs, NREC);
+	ck_assert_int_eq(recover_seq(_i, ctx), 10);
+	moved = xasprintf("%s.old", path);
+	ck_assert_int_eq(rename(path, moved), 0);
+	first = slurp(moved, &flen);
+	ck_assert_int_eq(recover_seq(_i, ctx), 0);
+	deliver_ok(_i, ctx, recs, NREC);
+	ck_assert_int_eq(recover_seq(_i, ctx), 10);
+	ops_of(_i)->close(ctx);
+	expect_file(path, first, flen);
+	expect_file(moved, first, flen);
+	free(first);
+	free(moved);
+	free(path);
+}
+END_TEST
+
+/*
+ * A file that is not ours now at the path: recover() and deliver() leave
+ * it alone, and deliver() fails as a write does (retried), never as the
+ * record's fault (a dead letter).  Once it is gone, a new file is made.
+ */
+START_TEST(test_moved_away_foreign)
+{
+	static const char text[] = "2024-01-01 * coffee\n"
+	    "    Expenses:Coffee  3.00 USD\n    Assets:Cash\n";
+	char *path = path_in_tmp(types[_i]), *moved;
+	char err[512];
+	size_t done = 99;
+	int64_t seq;
+	void *ctx = open_ok(_i, path, NULL);
+
+	deliver_ok(_i, ctx, recs, NREC);
+	moved = xasprintf("%s.old", path);
+	ck_assert_int_eq(rename(path, moved), 0);
+	ck_assert(tu_write_file(path, text, false));
+	ck_assert_int_ne(ops_of(_i)->recover(ctx, &seq, err, sizeof(err)),
+	    RS_EXPORT_OK);
+	ck_assert_msg(strstr(err, "not a file this exporter wrote") != NULL,
+	    "%s", err);
+	ck_assert_int_eq(ops_of(_i)->deliver(ctx, recs, NREC, &done, err,
+	    sizeof(err)), RS_EXPORT_RETRY);
+	ck_assert_uint_eq(done, 0);
+	expect_file(path, text, sizeof(text) - 1);
+	ck_assert_int_eq(unlink(path), 0);
+	deliver_ok(_i, ctx, recs, NREC);
+	ops_of(_i)->close(ctx);
+	ck_assert_uint_eq(file_size(path), file_size(moved));
+	free(moved);
+	free(path);
+}
+END_TEST
+
 /* The hostile record last: its text forges no record end. */
 START_TEST(test_hostile_last)
 {
@@ -1537,6 +1603,8 @@ file_exporters_suite(void)
 	tcase_add_loop_test(tc, test_torn_first_write, 0, NTYPES);
 	tcase_add_loop_test(tc, test_zero_tail, 0, NTYPES);
 	tcase_add_loop_test(tc, test_no_duplicates, 0, NTYPES);
+	tcase_add_loop_test(tc, test_moved_away, 0, NTYPES);
+	tcase_add_loop_test(tc, test_moved_away_foreign, 0, NTYPES);
 	tcase_add_loop_test(tc, test_hostile_last, 0, NTYPES);
 	tcase_add_loop_test(tc, test_foreign_file, 0, NTYPES);
 	tcase_add_test(tc, test_csv_foreign);
