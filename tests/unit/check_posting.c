@@ -332,28 +332,32 @@ START_TEST(test_dates)
 	struct posting_accounts a = accounts();
 	struct posting_txn t;
 
-	/* The UTC date: 23:30 at -02:00 is the next day. */
-	r.updated_date = "2024-02-28T23:30:00-02:00";
-	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
-	ck_assert_str_eq(t.date, "2024-02-29");
-	r.updated_date = "2023-12-31T23:59:59.999999Z";
-	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
-	ck_assert_str_eq(t.date, "2023-12-31");
-	r.updated_date = "1970-01-01T00:00:00Z";
-	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
-	ck_assert_str_eq(t.date, "1970-01-01");
-	/* Before 1970 (a placeholder such as Go's zero time) is no date:
-	 * beancount's accounts open on 1970-01-01, bean-check would refuse
-	 * the transaction and with it the whole file. */
-	r.updated_date = "1969-12-31T23:59:59Z";
-	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
-	ck_assert_str_eq(t.date, "2024-04-30");
-	r.updated_date = "0001-01-01T00:00:00Z";
-	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
-	ck_assert_str_eq(t.date, "2024-04-30");
-	r.updated_date = "1970-01-01T00:30:00+01:00";
-	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
-	ck_assert_str_eq(t.date, "2024-04-30");
+	/*
+	 * The UTC date of updatedDate: 23:30 at -02:00 is the next day.
+	 * Before 1970 (a placeholder such as Go's zero time) is no date,
+	 * so createdDate's (2024-04-30) is used: beancount's accounts open
+	 * on 1970-01-01, bean-check would refuse the transaction and with
+	 * it the whole file.
+	 */
+	static const struct {
+		const char	*updated;
+		const char	*date;
+	} cases[] = {
+		{ "2024-02-28T23:30:00-02:00", "2024-02-29" },
+		{ "2023-12-31T23:59:59.999999Z", "2023-12-31" },
+		{ "1970-01-01T00:00:00Z", "1970-01-01" },
+		{ "1969-12-31T23:59:59Z", "2024-04-30" },
+		{ "0001-01-01T00:00:00Z", "2024-04-30" },
+		{ "1970-01-01T00:30:00+01:00", "2024-04-30" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r.updated_date = cases[i].updated;
+		ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
+		ck_assert_msg(strcmp(t.date, cases[i].date) == 0,
+		    "%s: posted on %s, not %s", cases[i].updated, t.date,
+		    cases[i].date);
+	}
 	/* Fall back to createdDate, then to when it was stored. */
 	r.updated_date = NULL;
 	ck_assert_int_eq(posting_build(&r, &a, &t, NULL), RS_OK);
