@@ -1782,6 +1782,29 @@ c_retry(FILE *o, FILE *e)
 	return export_cmd_retry_dead(cmd_cfg, st, cmd_name, cmd_json, o, e);
 }
 
+/* `export retry-dead [--exporter name] --json` (name may be NULL): the
+ * number it says it queued. */
+static int
+retry_dead(const char *name)
+{
+	char *out = NULL, *err = NULL;
+	enum rs_status rc_;
+	cJSON *doc;
+	int n;
+
+	cmd_name = name;
+	cmd_json = true;
+	CAPTURE(c_retry, out, err);
+	ck_assert_int_eq(rc_, RS_OK);
+	doc = cJSON_Parse(out);
+	ck_assert_msg(doc != NULL, "retry-dead: %s", out);
+	n = cJSON_GetObjectItem(doc, "queued")->valueint;
+	cJSON_Delete(doc);
+	free(out);
+	free(err);
+	return n;
+}
+
 static enum rs_status
 c_replay(FILE *o, FILE *e)
 {
@@ -1978,24 +2001,10 @@ START_TEST(test_commands)
 	    " refund_id, revision, idempotency_key, reason, attempts,"
 	    " dead_at) VALUES ('gone', 1, 'r1', 1, 'gone:r1:1', 'x', 1,"
 	    " '2026-01-01T00:00:00.000Z')");
-	cmd_name = "fake0";
-	CAPTURE(c_retry, out, err);
-	ck_assert_int_eq(rc_, RS_OK);
-	doc = cJSON_Parse(out);
-	ck_assert_int_eq(cJSON_GetObjectItem(doc, "queued")->valueint, 1);
-	cJSON_Delete(doc);
-	free(out);
-	free(err);
+	ck_assert_int_eq(retry_dead("fake0"), 1);
 	/* Without --exporter: the configured exporters' only, and fake0's
 	 * is queued already; nothing would ever deliver gone's. */
-	cmd_name = NULL;
-	CAPTURE(c_retry, out, err);
-	ck_assert_int_eq(rc_, RS_OK);
-	doc = cJSON_Parse(out);
-	ck_assert_int_eq(cJSON_GetObjectItem(doc, "queued")->valueint, 0);
-	cJSON_Delete(doc);
-	free(out);
-	free(err);
+	ck_assert_int_eq(retry_dead(NULL), 0);
 	ck_assert_int_eq(sql_int("SELECT queued FROM exporter_dead_letters"
 	    " WHERE exporter = 'gone'"), 0);
 	sql_exec("DELETE FROM exporter_dead_letters WHERE exporter = 'gone'");

@@ -1588,6 +1588,29 @@ exec_teardown(struct exec_fx *fx)
 	free(fx->command);
 }
 
+/*
+ * Deliver t alone through fx's exec exporter: the result must be want
+ * (and the record done only if RS_EXPORT_OK), and the error must hold
+ * says (if not NULL).
+ */
+static void
+exec_one(const struct exec_fx *fx, const struct trec *t, int want,
+    const char *says)
+{
+	char err[8192] = "";
+	size_t done = 99;
+	int rc;
+
+	rc = exporter_exec_ops.deliver(fx->ctx, &t->r, 1, &done, err,
+	    sizeof(err));
+	ck_assert_msg(rc == want, "seq %lld: result %d, want %d: %.300s",
+	    (long long)t->r.seq, rc, want, err);
+	ck_assert_uint_eq(done, want == RS_EXPORT_OK ? 1 : 0);
+	if (says != NULL)
+		ck_assert_msg(strstr(err, says) != NULL, "seq %lld: \"%.300s\" "
+		    "does not say \"%s\"", (long long)t->r.seq, err, says);
+}
+
 /* The number of lines of dir/name (0 if it does not exist). */
 static int
 file_lines(const char *dir, const char *name)
@@ -1835,19 +1858,12 @@ END_TEST
 
 START_TEST(test_exec_bad_ack_reason)
 {
-	struct rs_export_record r;
 	struct exec_fx fx;
 	struct trec t;
-	char err[512];
-	size_t done;
 
 	exec_setup(&fx, CHILD_SH, "5");
 	trec_init(&t, "books", 1, "r-garbage", 1);
-	r = t.r;
-	ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1, &done, err,
-	    sizeof(err)), RS_EXPORT_RETRY);
-	ck_assert_msg(strstr(err, "bad acknowledgement \"okay\"") != NULL,
-	    "%s", err);
+	exec_one(&fx, &t, RS_EXPORT_RETRY, "bad acknowledgement \"okay\"");
 	exec_teardown(&fx);
 }
 END_TEST
@@ -1868,29 +1884,18 @@ START_TEST(test_exec_extra_answer)
 	    "    echo \"$line\" >> \"$1/lines\"; echo 'fail nope'\n"
 	    "  fi\n"
 	    "done\n";
-	struct rs_export_record r;
 	struct exec_fx fx;
 	struct trec t[2];
-	char err[512];
-	size_t done;
 
 	exec_setup(&fx, script, "5");
 	trec_init(&t[0], "books", 1, "r-1", 1);
 	trec_init(&t[1], "books", 2, "r-2", 1);
-	r = t[0].r;
-	ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1, &done, err,
-	    sizeof(err)), RS_EXPORT_OK);
+	exec_one(&fx, &t[0], RS_EXPORT_OK, NULL);
 	tu_sleep_ms(300);
-	r = t[1].r;
-	ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1, &done, err,
-	    sizeof(err)), RS_EXPORT_RETRY);
-	ck_assert_uint_eq(done, 0);
-	ck_assert_msg(strstr(err, "record 2: the command wrote \"ok\" before "
-	    "it was sent the record") != NULL, "%s", err);
+	exec_one(&fx, &t[1], RS_EXPORT_RETRY, "record 2: the command wrote "
+	    "\"ok\" before it was sent the record");
 	/* A new command gets it, and its answer counts. */
-	ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1, &done, err,
-	    sizeof(err)), RS_EXPORT_PERMANENT);
-	ck_assert_msg(strstr(err, "record 2: fail: nope") != NULL, "%s", err);
+	exec_one(&fx, &t[1], RS_EXPORT_PERMANENT, "record 2: fail: nope");
 	ck_assert_int_eq(file_lines(fx.dir, "starts"), 2);
 	ck_assert_int_eq(lines_with_key(fx.dir, "books:r-2:1"), 1);
 	exec_teardown(&fx);
@@ -1916,27 +1921,18 @@ START_TEST(test_exec_answer_limit)
 		{ "4091", RS_EXPORT_PERMANENT },	/* 4096: the limit */
 		{ "4092", RS_EXPORT_RETRY },		/* 4097 */
 	};
-	char err[8192];
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *sc = xasprintf("set -- \"$1\" %s\n%s", cases[i].pad,
 		    script);
-		struct rs_export_record r;
 		struct exec_fx fx;
 		struct trec t;
-		size_t done;
 
 		exec_setup(&fx, sc, "5");
 		trec_init(&t, "books", 1, "r-1", 1);
-		r = t.r;
-		ck_assert_int_eq(exporter_exec_ops.deliver(fx.ctx, &r, 1,
-		    &done, err, sizeof(err)), cases[i].want);
-		if (cases[i].want == RS_EXPORT_RETRY)
-			ck_assert_msg(strstr(err, "acknowledgement line too "
-			    "long") != NULL, "%s", err);
-		else
-			ck_assert_msg(strstr(err, "record 1: fail: xxx") !=
-			    NULL, "%.80s", err);
+		exec_one(&fx, &t, cases[i].want,
+		    cases[i].want == RS_EXPORT_RETRY ? "acknowledgement line "
+		    "too long" : "record 1: fail: xxx");
 		exec_teardown(&fx);
 		free(sc);
 	}
