@@ -940,6 +940,20 @@ daemon_for(struct env *e, const char *cfg_instances, int page_size,
 	return d;
 }
 
+/* POST an AppInstalled (installed) or AppRemoved webhook for instance
+ * to d; it must get 200. */
+static void
+post_app_event(struct tu_daemon *d, bool installed, const char *instance)
+{
+	char *tok = installed ?
+	    tu_installed_webhook(d->key.priv_pem, instance, APP_ID) :
+	    tu_webhook(d->key.priv_pem, "{\"appId\":\"" APP_ID "\","
+	    "\"originInstanceId\":\"\"}", instance, "AppRemoved");
+
+	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
+	free(tok);
+}
+
 /*
  * A daemon for e that started backfilling instance (seeded with 400
  * refunds: 80 pages of 5, each answered in 50 ms) on an AppInstalled and
@@ -949,13 +963,10 @@ static struct tu_daemon *
 daemon_mid_backfill(struct env *e, const char *instance)
 {
 	struct tu_daemon *d;
-	char *tok;
 
 	sb_slow(&e->sb, 50);
 	d = daemon_for(e, NULL, 5, 100000);
-	tok = tu_installed_webhook(d->key.priv_pem, instance, APP_ID);
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
+	post_app_event(d, true, instance);
 	ck_assert(wait_db_int(e, "SELECT backfill_pages FROM instances",
 	    3, 20000));
 	return d;
@@ -1220,14 +1231,12 @@ START_TEST(test_daemon_no_credentials)
 	    "on_install = yes" };
 	static const char *const off[] = { "backfill is off", NULL };
 	struct tu_daemon *d;
-	char *tok, *log, *p;
+	char *log, *p;
 
 	d = tu_daemon_start(&conf, NULL);
 	ck_assert_ptr_nonnull(d);
 	ck_assert(tu_daemon_wait_log(d, 0, off, 5000));
-	tok = tu_installed_webhook(d->key.priv_pem, "inst-n", APP_ID);
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
+	post_app_event(d, true, "inst-n");
 	ck_assert_int_eq(tu_sql_int(d, -1, "SELECT count(*) FROM instances"
 	    " WHERE instance_id = 'inst-n' AND backfill = 'pending'"), 1);
 	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
@@ -1239,15 +1248,6 @@ START_TEST(test_daemon_no_credentials)
 	tu_daemon_free(d);
 }
 END_TEST
-
-/* An AppRemoved webhook (no cursor owed, nothing pending there any
- * more). */
-static char *
-removed_webhook(const struct tu_daemon *d, const char *instance)
-{
-	return tu_webhook(d->key.priv_pem, "{\"appId\":\"" APP_ID "\","
-	    "\"originInstanceId\":\"\"}", instance, "AppRemoved");
-}
 
 /*
  * An instance the app was removed from is not backfilled: not at the
@@ -1262,7 +1262,7 @@ START_TEST(test_removed_not_backfilled)
 	static const char *const none[] = { "backfill on: 0 instances", NULL };
 	struct tu_daemon *d;
 	struct env e;
-	char *tok, *out = NULL, *err = NULL;
+	char *out = NULL, *err = NULL;
 	size_t mark;
 
 	env_open(&e, 30, "inst-r,inst-s", NULL, 5, 100000, 0);
@@ -1270,17 +1270,11 @@ START_TEST(test_removed_not_backfilled)
 	sb_fault(&e.sb, "{\"fault\":\"stall\",\"count\":-1,\"ms\":500,"
 	    "\"endpoint\":\"query\",\"instance\":\"inst-s\"}");
 	d = daemon_for(&e, NULL, 5, 100000);
-	tok = removed_webhook(d, "inst-r");
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
-	tok = tu_installed_webhook(d->key.priv_pem, "inst-s", APP_ID);
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
+	post_app_event(d, false, "inst-r");
+	post_app_event(d, true, "inst-s");
 	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances"
 	    " WHERE instance_id = 'inst-s'", 1, 20000));
-	tok = removed_webhook(d, "inst-s");
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
+	post_app_event(d, false, "inst-s");
 	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
 	ck_str(db_text(&e, "SELECT group_concat(instance_id || ':' || backfill"
 	    " || ':' || (removed_at IS NOT NULL), ',') FROM (SELECT * FROM"
@@ -1329,16 +1323,13 @@ START_TEST(test_removed_stops_backfill)
 	    "the app was removed from it", NULL };
 	struct tu_daemon *d;
 	struct env e;
-	char *tok;
 	size_t mark, n;
 	int64_t pages;
 
 	env_open(&e, 400, "inst-c", NULL, 5, 100000, 0);
 	d = daemon_mid_backfill(&e, "inst-c");
 	mark = tu_daemon_log_size(d);
-	tok = removed_webhook(d, "inst-c");
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
+	post_app_event(d, false, "inst-c");
 	ck_assert(tu_daemon_wait_log(d, mark, stopped, 5000));
 	n = sb_count(&e.sb, "inst-c", NULL, 0);
 	tu_sleep_ms(500);
@@ -1373,7 +1364,6 @@ START_TEST(test_removed_then_installed_mid_backfill)
 	    "the app was removed from it and installed again", NULL };
 	struct tu_daemon *d;
 	struct env e;
-	char *tok;
 	size_t mark;
 	time_t t0;
 
@@ -1382,20 +1372,14 @@ START_TEST(test_removed_then_installed_mid_backfill)
 	    "\"endpoint\":\"query\",\"instance\":\"inst-t\"}");
 	d = daemon_for(&e, NULL, 5, 100000);
 	t0 = time(NULL);
-	tok = tu_installed_webhook(d->key.priv_pem, "inst-t", APP_ID);
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
+	post_app_event(d, true, "inst-t");
 	ck_assert(wait_db_int(&e, "SELECT backfill_pages FROM instances",
 	    1, 20000));
 	while (time(NULL) <= t0 + 1)
 		tu_sleep_ms(20);
 	mark = tu_daemon_log_size(d);
-	tok = removed_webhook(d, "inst-t");
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
-	tok = tu_installed_webhook(d->key.priv_pem, "inst-t", APP_ID);
-	ck_assert_int_eq(tu_daemon_post(d, tok, NULL), 200);
-	free(tok);
+	post_app_event(d, false, "inst-t");
+	post_app_event(d, true, "inst-t");
 	ck_assert_msg(wait_db_int(&e, "SELECT backfill = 'done' FROM"
 	    " instances", 1, 30000), "state: %s", db_state(&e, "inst-t"));
 	ck_assert_msg(tu_daemon_wait_log(d, mark, again, 5000),
