@@ -588,6 +588,16 @@ conn_unlink(struct httpd *h, struct conn *c)
 	h->nconns--;
 }
 
+/* Log and count the cut-off of a connection whose request was not
+ * known, once per connection (the caller claimed it). */
+static void
+log_cutoff(struct httpd *h)
+{
+	log_info("http %s: connection past the %lld s request deadline: "
+	    "closed", h->name, (long long)(h->deadline_ms / 1000));
+	metrics_add("refundsync_http_deadline_closed_total", "", 1);
+}
+
 static void
 on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
     enum MHD_ConnectionNotificationCode toe)
@@ -633,6 +643,17 @@ on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
 	}
 	if ((c = *socket_context) == NULL)
 		return;
+	/*
+	 * A connection whose request never reached us (headers cut short,
+	 * then silence) and that MHD's idle timeout, which is
+	 * request_timeout too, closes before the sweeper's next pass: only
+	 * its close is seen.  Nothing else closes a connection that old
+	 * before the sweeper does, unless its client gives up in the same
+	 * instant; the same cut-off, so the same line.
+	 */
+	if (clock_mono_ms() - atomic_load(&c->since) >= h->deadline_ms &&
+	    conn_claim_cutoff(c))
+		log_cutoff(h);
 	pthread_mutex_lock(&h->mtx);
 	conn_unlink(h, c);
 	pthread_mutex_unlock(&h->mtx);
@@ -669,11 +690,7 @@ sweeper_main(void *arg)
 			    now - atomic_load(&c->since) <= h->deadline_ms ||
 			    !conn_claim_cutoff(c))
 				continue;
-			log_info("http %s: connection past the %lld s request "
-			    "deadline: closed", h->name,
-			    (long long)(h->deadline_ms / 1000));
-			metrics_add("refundsync_http_deadline_closed_total",
-			    "", 1);
+			log_cutoff(h);
 			/* Not again on the next sweep: since is CONN_DONE. */
 			(void)shutdown(c->fd, SHUT_RDWR);
 		}

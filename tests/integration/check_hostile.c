@@ -531,11 +531,13 @@ START_TEST(test_04_slowloris)
 END_TEST
 
 /*
- * A body cut short, then silence: MHD's idle timeout (request_timeout)
- * ends it, usually before the deadline sweeper's next pass.  Either way
- * the client is cut off and the daemon logs one line saying why.
+ * A request cut short, then silence, on a daemon with request_timeout 2:
+ * the client is cut off, and the daemon logs one line saying why.
+ * Either MHD's idle timeout (request_timeout too) or the deadline
+ * sweeper ends it, whichever comes first.
  */
-START_TEST(test_04_stalled_body)
+static void
+assert_one_cutoff_line(const char *head)
 {
 	static const char *const closed[] = { "http public: ",
 	    "2 s request deadline: closed", NULL };
@@ -547,13 +549,12 @@ START_TEST(test_04_stalled_body)
 
 	memset(s, 0, sizeof(s));
 	s[0].port = d->port;
-	s[0].head = "POST /webhooks HTTP/1.1\r\nHost: x\r\n"
-	    "Content-Length: 5000\r\n\r\neyJhbGciOiJSUzI1NiJ9";
+	s[0].head = head;
 	s[0].drip = "";
 	s[0].interval_ms = 200;
 	run_slow(d, s, 1, 4500);
 	ck_assert_msg(tu_daemon_wait_log(d, mark, closed, 2000),
-	    "no log line for a stalled request");
+	    "no log line for a stalled request: %.40s", head);
 	log = tu_daemon_log(d);
 	first = strstr(log + mark, "request deadline: closed");
 	ck_assert_ptr_nonnull(first);
@@ -562,6 +563,22 @@ START_TEST(test_04_stalled_body)
 	free(log);
 	ASSERT_SQL_INT(d, 3, "SELECT count(*) FROM refunds");
 	tu_daemon_free(d);
+}
+
+/* A body cut short: MHD's idle timeout usually wins, and ends the
+ * request MHD had passed to us. */
+START_TEST(test_04_stalled_body)
+{
+	assert_one_cutoff_line("POST /webhooks HTTP/1.1\r\nHost: x\r\n"
+	    "Content-Length: 5000\r\n\r\neyJhbGciOiJSUzI1NiJ9");
+}
+END_TEST
+
+/* Headers cut short: MHD has not passed the request to us yet, so when
+ * its idle timeout wins only the connection's close is seen. */
+START_TEST(test_04_stalled_headers)
+{
+	assert_one_cutoff_line("POST /webhooks HTTP/1.1\r\nHost: x\r\n");
 }
 END_TEST
 
@@ -1962,6 +1979,7 @@ hostile_suite(void)
 	tcase_add_test(tc, test_03_huge_headers);
 	tcase_add_test(tc, test_04_slowloris);
 	tcase_add_test(tc, test_04_stalled_body);
+	tcase_add_test(tc, test_04_stalled_headers);
 	tcase_add_test(tc, test_05_connections_per_ip);
 	tcase_add_test(tc, test_05_limits_across_workers);
 	tcase_add_test(tc, test_05_limits_across_workers_ipv6);
