@@ -11,5 +11,9 @@
 -- The migration runner applies this file inside one transaction and then
 -- sets PRAGMA user_version; the file itself must not touch user_version,
 -- nor begin or end a transaction.
+--
+-- IF NOT EXISTS: the first build's 001_initial made this same index
+-- (a later commit took it out of that file), so a store that build
+-- created has it already.
 
-CREATE INDEX changes_refund ON changes (refund_id, seq);
+CREATE INDEX IF NOT EXISTS changes_refund ON changes (refund_id, seq);

@@ -3764,6 +3764,51 @@ START_TEST(test_migrate_2_to_3)
 }
 END_TEST
 
+/*
+ * A database written by the first build (commit 6df127e), whose
+ * 001_initial also made the indexes a later commit took out of that file:
+ * changes_refund among them, which 004_posted makes again.  It must
+ * migrate to the newest version, not stop at 3 on "index changes_refund
+ * already exists".
+ */
+START_TEST(test_migrate_first_schema)
+{
+	char *path = test_db(NULL);
+	struct store *st;
+	sqlite3 *db = NULL;
+
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	raw_exec(db, "PRAGMA journal_mode = WAL");
+	raw_exec(db, "BEGIN");
+	raw_exec(db, store_migrations[0].sql);
+	raw_exec(db, "CREATE INDEX refunds_created ON refunds (created_date,"
+	    " id)");
+	raw_exec(db, "CREATE INDEX refunds_status ON refunds (status,"
+	    " created_date, id)");
+	raw_exec(db, "CREATE INDEX refunds_charge ON refunds (charge_id)");
+	raw_exec(db, "CREATE INDEX webhook_events_received ON webhook_events"
+	    " (received_at)");
+	raw_exec(db, "CREATE INDEX changes_refund ON changes (refund_id, seq)");
+	raw_exec(db, "PRAGMA user_version = 1");
+	raw_exec(db, "COMMIT");
+	raw_exec(db, "INSERT INTO refunds (id, charge_id, currency, amount,"
+	    " status, body, source, stored_at) VALUES ('r1', 'ch-r1', 'USD',"
+	    " '1.00', 'SUCCEEDED', '{}', 'webhook', '2024-05-01T00:00:00Z')");
+	sqlite3_close(db);
+
+	st = open_store(path, false);
+	ck_assert_int_eq(store_schema_version(st), 4);
+	expect_counts(st, 1, 0, 0, 0, 0);
+	store_close(st);
+	db = raw_open(path);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
+	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master"
+	    " WHERE type = 'index' AND name = 'changes_refund'"), 1);
+	sqlite3_close(db);
+	free(path);
+}
+END_TEST
+
 static Suite *
 store_suite(void)
 {
@@ -3816,6 +3861,7 @@ store_suite(void)
 	tcase_add_test(tc, test_repair_counts);
 	tcase_add_test(tc, test_reconcile_record);
 	tcase_add_test(tc, test_migrate_2_to_3);
+	tcase_add_test(tc, test_migrate_first_schema);
 	suite_add_tcase(s, tc);
 	return s;
 }
