@@ -1091,6 +1091,37 @@ moved_away(const struct fjexp *x)
 	return named.st_dev != held.st_dev || named.st_ino != held.st_ino;
 }
 
+/*
+ * Has the file x has open been taken from under it?  Removed (its last
+ * name unlinked: its directory deleted, or a rotation that compressed
+ * or deleted it), so that whatever is written to it is lost; or cut
+ * below what was committed (logrotate's copytruncate), so that the next
+ * write at our offset would leave a run of NUL bytes at its start.  A
+ * file moved away but still linked is not lost: records written to it
+ * are still there (SIGHUP, a replay or a restart opens the path again).
+ * Writes why (for a log line) and returns true if so.
+ */
+static bool
+file_lost(const struct fjexp *x, char *why, size_t whylen)
+{
+	struct stat held;
+
+	if (fstat(x->fj->fd, &held) != 0)
+		return false;	/* the write meets the trouble */
+	if (held.st_nlink == 0) {
+		snprintf(why, whylen, "was removed while open");
+		return true;
+	}
+	if ((uint64_t)held.st_size < x->fj->committed) {
+		snprintf(why, whylen, "was cut from %llu to %llu bytes by "
+		    "someone else (logrotate copytruncate?)",
+		    (unsigned long long)x->fj->committed,
+		    (unsigned long long)held.st_size);
+		return true;
+	}
+	return false;
+}
+
 /* Drop the file and the format's state, and open the path anew. */
 static int
 reattach(struct fjexp *x, char *err, size_t errlen)
@@ -1186,12 +1217,27 @@ filejournal_exporter_deliver(void *ctx, const struct rs_export_record *recs,
 	int64_t hi;
 	uint64_t synced;
 	size_t i, mark, upto = 0, from = 0;
+	char why[160];
 	bool wrote;
 	int r = RS_EXPORT_OK;
 
 	*done = 0;
-	/* No file (recover() could not open a new one): no record is at
-	 * fault, so whatever the reason, it is retried like a write. */
+	/* A file taken from under us is written to no more: records would
+	 * be lost with it, or follow a hole.  The path is opened anew (a
+	 * new file, or the cut one, recovered as at a start). */
+	if (x->fj != NULL && file_lost(x, why, sizeof(why))) {
+		log_warnx("export %s: %s %s: starting it anew at that path",
+		    x->name, x->path, why);
+		/* Nothing is pending, and a rollback's truncate to our
+		 * size would put the cut bytes back as NULs. */
+		x->fj->written = x->fj->committed;
+		x->fj->dirty = false;
+		filejournal_close(x->fj);
+		x->fj = NULL;
+	}
+	/* No file (recover() could not open a new one, or it was lost): no
+	 * record is at fault, so whatever the reason, it is retried like a
+	 * write. */
 	if (x->fj == NULL && reattach(x, err, errlen) != RS_EXPORT_OK)
 		return RS_EXPORT_RETRY;
 	hi = filejournal_last_seq(x->fj);

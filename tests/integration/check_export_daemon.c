@@ -508,6 +508,144 @@ START_TEST(test_plugins)
 }
 END_TEST
 
+/* ---- files moved under the daemon ---------------------------------------- */
+
+/* The three file exporters, polling every 20 ms. */
+#define FILES_CONF							\
+	"[exporter j]\ntype = jsonl\npath = out.jsonl\npoll_ms = 20\n"	\
+	"retry_initial_ms = 20\nretry_max_ms = 200\n"			\
+	"[exporter c]\ntype = csv\npath = out.csv\npoll_ms = 20\n"	\
+	"retry_initial_ms = 20\nretry_max_ms = 200\n"			\
+	"[exporter l]\ntype = ledger\npath = out.journal\npoll_ms = 20\n" \
+	"retry_initial_ms = 20\nretry_max_ms = 200\n"
+
+static const char *const files_names[] = { "j", "c", "l" };
+static const char *const files_paths[] = { "out.jsonl", "out.csv",
+    "out.journal" };
+#define NFILES	3
+
+/* DIR/name + suffix.  Caller frees. */
+static char *
+out_path(const struct tu_daemon *d, int i, const char *suffix)
+{
+	return xasprintf("%s/%s%s", d->dir, files_paths[i], suffix);
+}
+
+/*
+ * How many records of refund id file i (+ suffix) holds, by each
+ * format's own words; -1 if it cannot be read.  A NUL byte anywhere (a
+ * write past a cut) fails the test.
+ */
+static int
+records_of(const struct tu_daemon *d, int i, const char *suffix,
+    const char *id)
+{
+	char *path = out_path(d, i, suffix), *text, *needle;
+	const char *p;
+	size_t len;
+	int n = 0;
+
+	text = tu_read_file(path, &len);
+	if (text == NULL) {
+		free(path);
+		return -1;
+	}
+	ck_assert_msg(memchr(text, '\0', len) == NULL, "%s holds a NUL byte",
+	    path);
+	if (i == 0)
+		needle = xasprintf("\"refund_id\":\"%s\"", id);
+	else if (i == 1)
+		needle = xasprintf(",%s,", id);
+	else
+		needle = xasprintf("* Wix refund %s\n", id);
+	for (p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	free(needle);
+	free(text);
+	free(path);
+	return n;
+}
+
+/* Each file (+ suffix) holds refund id once, or not at all. */
+static void
+expect_records(const struct tu_daemon *d, const char *suffix,
+    const char *id, int want)
+{
+	for (int i = 0; i < NFILES; i++)
+		ck_assert_msg(records_of(d, i, suffix, id) == want,
+		    "%s%s holds %d records of %s, not %d", files_paths[i],
+		    suffix, records_of(d, i, suffix, id), id, want);
+}
+
+static void
+post_caught_up(const struct tu_daemon *d, const char *id)
+{
+	ck_assert_int_eq(post(d, id, "SUCCEEDED", 1, "1.00"), 200);
+	ck_assert(tu_exporters_caught_up(d, files_names, NFILES, 30000));
+}
+
+/*
+ * A file cut to nothing under the daemon (logrotate's copytruncate), or
+ * removed (its directory deleted, or rotated and compressed), is not
+ * written to as if nothing happened: the next record starts a new file
+ * at the path, with a log line, rather than following a run of NUL
+ * bytes or going into a file nobody can read.
+ */
+START_TEST(test_file_cut_or_removed)
+{
+	struct tu_daemon *d = start(FILES_CONF);
+	char *path, *copy, *text;
+	size_t len, mark;
+	int i;
+
+	post_caught_up(d, "m-1");
+
+	/* copytruncate: copy, then cut the file the daemon holds. */
+	mark = tu_daemon_log_size(d);
+	for (i = 0; i < NFILES; i++) {
+		path = out_path(d, i, "");
+		copy = out_path(d, i, ".1");
+		text = tu_read_file(path, &len);
+		ck_assert_ptr_nonnull(text);
+		ck_assert(tu_write_file(copy, text, false));
+		ck_assert_int_eq(truncate(path, 0), 0);
+		free(text);
+		free(copy);
+		free(path);
+	}
+	post_caught_up(d, "m-2");
+	expect_records(d, ".1", "m-1", 1);
+	expect_records(d, "", "m-1", 0);
+	expect_records(d, "", "m-2", 1);
+	ck_assert(tu_daemon_wait_log(d, mark, (const char *const[]){
+	    "export j: ", "out.jsonl was cut from ", " to 0 bytes",
+	    "starting it anew", NULL }, 5000));
+
+	/* Removed: the next record makes the file again. */
+	mark = tu_daemon_log_size(d);
+	for (i = 0; i < NFILES; i++) {
+		path = out_path(d, i, "");
+		ck_assert_int_eq(unlink(path), 0);
+		free(path);
+	}
+	post_caught_up(d, "m-3");
+	expect_records(d, "", "m-2", 0);
+	expect_records(d, "", "m-3", 1);
+	ck_assert(tu_daemon_wait_log(d, mark, (const char *const[]){
+	    "export l: ", "out.journal was removed while open", NULL },
+	    5000));
+
+	/* The files are whole: a restart takes them, and goes on. */
+	ck_assert_int_eq(tu_daemon_stop(d, 20000), 0);
+	ck_assert(tu_daemon_restart(d));
+	post_caught_up(d, "m-4");
+	expect_records(d, "", "m-3", 1);
+	expect_records(d, "", "m-4", 1);
+	ck_assert_int_eq(tu_daemon_stop(d, 20000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
 static Suite *
 export_daemon_suite(void)
 {
@@ -519,6 +657,7 @@ export_daemon_suite(void)
 	tcase_add_test(tc, test_failures_dead_letters_and_commands);
 	tcase_add_test(tc, test_kill9_while_exporting);
 	tcase_add_test(tc, test_plugins);
+	tcase_add_test(tc, test_file_cut_or_removed);
 	suite_add_tcase(s, tc);
 	return s;
 }
