@@ -888,6 +888,16 @@ out:
 	return r;
 }
 
+void
+export_worker_reopen(struct export_worker *w, int64_t now_ms)
+{
+	/* As after a replay: the next step asks recover() again, which
+	 * opens a file exporter's path anew if it names another file. */
+	w->loaded = false;
+	if (w->due_ms > now_ms)
+		w->due_ms = now_ms;
+}
+
 /* ---- the engine -------------------------------------------------------- */
 
 struct export_thread {
@@ -903,6 +913,7 @@ struct export_engine {
 	bool			 stop;
 	atomic_bool		 halting; /* stop, read between deliveries */
 	uint64_t		 kicks;	/* export_engine_notify() calls */
+	uint64_t		 reopens; /* export_engine_reopen() calls */
 	struct export_thread	*t;
 	size_t			 n;
 	/* From a config: the resolved types, closed after the workers. */
@@ -916,9 +927,10 @@ export_thread_main(void *arg)
 	struct export_thread *t = arg;
 	struct export_engine *eng = t->eng;
 	struct timespec ts;
-	uint64_t seen;
+	uint64_t seen, reopened = 0;
 	int64_t next = 0;
 	enum export_step r;
+	bool reopen;
 
 	for (;;) {
 		pthread_mutex_lock(&eng->mu);
@@ -927,14 +939,19 @@ export_thread_main(void *arg)
 			break;
 		}
 		seen = eng->kicks;
+		reopen = eng->reopens != reopened;
+		reopened = eng->reopens;
 		pthread_mutex_unlock(&eng->mu);
 
+		if (reopen)
+			export_worker_reopen(t->w, clock_mono_ms());
 		r = export_worker_step(t->w, clock_mono_ms(), &next);
 		if (r == EXPORT_STEP_PROGRESS)
 			continue;
 
 		pthread_mutex_lock(&eng->mu);
 		while (!eng->stop && clock_mono_ms() < next &&
+		    eng->reopens == reopened &&
 		    (eng->kicks == seen || r != EXPORT_STEP_IDLE)) {
 			ts.tv_sec = (time_t)(next / 1000);
 			ts.tv_nsec = (long)(next % 1000) * 1000000L;
@@ -1160,6 +1177,17 @@ export_engine_notify(struct export_engine *e)
 		return;
 	pthread_mutex_lock(&e->mu);
 	e->kicks++;
+	pthread_cond_broadcast(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+}
+
+void
+export_engine_reopen(struct export_engine *e)
+{
+	if (e == NULL)
+		return;
+	pthread_mutex_lock(&e->mu);
+	e->reopens++;
 	pthread_cond_broadcast(&e->cv);
 	pthread_mutex_unlock(&e->mu);
 }

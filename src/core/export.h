@@ -145,6 +145,14 @@ enum export_step {
 enum export_step export_worker_step(struct export_worker *w, int64_t now_ms,
 		    int64_t *next_ms /* OUT, may be NULL */);
 
+/*
+ * Make the next step start as after a replay, without moving anything:
+ * it asks recover() again (a file exporter whose path no longer names
+ * the file it writes, as after logrotate's create, opens the path anew)
+ * and cuts a backoff short.  now_ms as for export_worker_step().
+ */
+void		export_worker_reopen(struct export_worker *w, int64_t now_ms);
+
 /* The worker's name.  Borrowed. */
 const char	*export_worker_name(const struct export_worker *w);
 
@@ -198,6 +206,12 @@ enum rs_status	export_engine_start(const struct config *cfg,
 
 /* New changes were committed: wake idle workers now.  NULL is fine. */
 void		export_engine_notify(struct export_engine *e);
+
+/*
+ * SIGHUP: every worker does export_worker_reopen() at its next step, and
+ * those backing off step at once.  NULL is fine.
+ */
+void		export_engine_reopen(struct export_engine *e);
 
 /*
  * Stop every worker at a record boundary, wait for them, and close the

@@ -1027,6 +1027,9 @@ server_run(struct config *cfg)
 		if (sig == SIGHUP) {
 			(void)sdnotify_reloading();
 			server_reload(&srv);
+			/* Whatever became of the file: logrotate's
+			 * postrotate sends this to have files reopened. */
+			export_engine_reopen(srv.exp);
 			server_notify_ready(&srv);
 		} else if (sig == SIGTERM || sig == SIGINT) {
 			(void)sdnotify_stopping("draining requests in flight");

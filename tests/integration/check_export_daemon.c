@@ -18,6 +18,7 @@
  */
 #include <sys/types.h>
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <signal.h>
@@ -646,6 +647,60 @@ START_TEST(test_file_cut_or_removed)
 }
 END_TEST
 
+/*
+ * logrotate's create mode: the file is renamed and an empty one made in
+ * its place.  The exporter goes on writing to the renamed file (nothing
+ * is lost) until SIGHUP, which logrotate's postrotate sends; from then
+ * on it writes to the new file, and no record is in both.
+ */
+START_TEST(test_sighup_reopens)
+{
+	struct tu_daemon *d = start(FILES_CONF);
+	char *path, *moved;
+	size_t mark;
+	int i, fd;
+
+	post_caught_up(d, "n-1");
+	for (i = 0; i < NFILES; i++) {
+		path = out_path(d, i, "");
+		moved = out_path(d, i, ".1");
+		ck_assert_int_eq(rename(path, moved), 0);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
+		ck_assert_int_ge(fd, 0);
+		close(fd);
+		free(moved);
+		free(path);
+	}
+	post_caught_up(d, "n-2");
+	expect_records(d, ".1", "n-2", 1);
+
+	mark = tu_daemon_log_size(d);
+	ck_assert(tu_daemon_signal(d, SIGHUP));
+	for (i = 0; i < NFILES; i++) {
+		char *who = xasprintf("export %s: ", files_names[i]);
+
+		ck_assert(tu_daemon_wait_log(d, mark, (const char *const[]){
+		    who, "is no longer the file it was writing", NULL },
+		    10000));
+		free(who);
+	}
+	post_caught_up(d, "n-3");
+	expect_records(d, ".1", "n-1", 1);
+	expect_records(d, ".1", "n-3", 0);
+	expect_records(d, "", "n-1", 0);
+	expect_records(d, "", "n-2", 0);
+	expect_records(d, "", "n-3", 1);
+
+	/* The new files are whole: a restart takes them. */
+	ck_assert_int_eq(tu_daemon_stop(d, 20000), 0);
+	ck_assert(tu_daemon_restart(d));
+	post_caught_up(d, "n-4");
+	expect_records(d, "", "n-4", 1);
+	ck_assert_int_eq(tu_daemon_stop(d, 20000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
 static Suite *
 export_daemon_suite(void)
 {
@@ -658,6 +713,7 @@ export_daemon_suite(void)
 	tcase_add_test(tc, test_kill9_while_exporting);
 	tcase_add_test(tc, test_plugins);
 	tcase_add_test(tc, test_file_cut_or_removed);
+	tcase_add_test(tc, test_sighup_reopens);
 	suite_add_tcase(s, tc);
 	return s;
 }
