@@ -1483,29 +1483,37 @@ config_exporter_find(const struct config *cfg, const char *name)
 }
 
 bool
+config_exporter_equal(const struct config_exporter *x,
+    const struct config_exporter *y)
+{
+	size_t j;
+
+	if (strcmp(x->name, y->name) != 0 ||
+	    strcmp(x->type, y->type) != 0 || x->nkv != y->nkv ||
+	    x->batch != y->batch ||
+	    x->retry_initial_ms != y->retry_initial_ms ||
+	    x->retry_max_ms != y->retry_max_ms ||
+	    x->retry_horizon != y->retry_horizon ||
+	    x->poll_ms != y->poll_ms)
+		return false;
+	for (j = 0; j < x->nkv; j++)
+		if (strcmp(x->kv[j].key, y->kv[j].key) != 0 ||
+		    strcmp(x->kv[j].value, y->kv[j].value) != 0)
+			return false;
+	return true;
+}
+
+bool
 config_exporters_equal(const struct config *a, const struct config *b)
 {
-	const struct config_exporter *x, *y;
-	size_t i, j;
+	size_t i;
 
 	if (a->nexporters != b->nexporters)
 		return false;
-	for (i = 0; i < a->nexporters; i++) {
-		x = &a->exporters[i];
-		y = &b->exporters[i];
-		if (strcmp(x->name, y->name) != 0 ||
-		    strcmp(x->type, y->type) != 0 || x->nkv != y->nkv ||
-		    x->batch != y->batch ||
-		    x->retry_initial_ms != y->retry_initial_ms ||
-		    x->retry_max_ms != y->retry_max_ms ||
-		    x->retry_horizon != y->retry_horizon ||
-		    x->poll_ms != y->poll_ms)
+	for (i = 0; i < a->nexporters; i++)
+		if (!config_exporter_equal(&a->exporters[i],
+		    &b->exporters[i]))
 			return false;
-		for (j = 0; j < x->nkv; j++)
-			if (strcmp(x->kv[j].key, y->kv[j].key) != 0 ||
-			    strcmp(x->kv[j].value, y->kv[j].value) != 0)
-				return false;
-	}
 	return true;
 }
 

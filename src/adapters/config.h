@@ -148,6 +148,10 @@ const struct config_exporter *config_exporter_find(const struct config *cfg,
  * values, engine keys)? */
 bool		 config_exporters_equal(const struct config *a,
 		    const struct config *b);
+/* Are two exporter sections the same (name, type, keys and values,
+ * engine keys)? */
+bool		 config_exporter_equal(const struct config_exporter *x,
+		    const struct config_exporter *y);
 
 /*
  * Load path.  An empty file gives every default.  Relative paths are

@@ -543,13 +543,29 @@ reload_warn_restart(const struct config *o, const struct config *n)
 		{ "[reconcile] interval",
 		    o->reconcile_interval != n->reconcile_interval },
 		{ "[reconcile] heal", o->reconcile_heal != n->reconcile_heal },
-		{ "[exporter NAME] sections", !config_exporters_equal(o, n) },
 	};
+	const struct config_exporter *x;
+	size_t i;
 
-	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 		if (rows[i].changed)
 			log_warnx("reload: %s changed: restart to apply it",
 			    rows[i].key);
+	/* Each exporter by name (names are printable, without quotes),
+	 * so the operator knows which section waits for the restart. */
+	for (i = 0; i < n->nexporters; i++) {
+		x = config_exporter_find(o, n->exporters[i].name);
+		if (x == NULL)
+			log_warnx("reload: [exporter %s] added: restart to "
+			    "apply it", n->exporters[i].name);
+		else if (!config_exporter_equal(x, &n->exporters[i]))
+			log_warnx("reload: [exporter %s] changed: restart to "
+			    "apply it", n->exporters[i].name);
+	}
+	for (i = 0; i < o->nexporters; i++)
+		if (config_exporter_find(n, o->exporters[i].name) == NULL)
+			log_warnx("reload: [exporter %s] removed: restart to "
+			    "apply it", o->exporters[i].name);
 }
 
 /*

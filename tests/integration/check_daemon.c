@@ -1657,6 +1657,47 @@ START_TEST(test_sighup_restart_only)
 }
 END_TEST
 
+/*
+ * [exporter] sections take effect at a restart: a reload names each one
+ * added, changed or removed, so the operator knows what waits for it.
+ */
+START_TEST(test_sighup_exporters_named)
+{
+	static const char *const warned[] = {
+	    "reload: [exporter keep] changed: restart to apply it", NULL };
+	struct tu_daemon *d;
+	struct tu_conf conf;
+	size_t mark;
+	char *log;
+
+	memset(&conf, 0, sizeof(conf));
+	conf.tail = "[exporter keep]\ntype = jsonl\npath = keep.jsonl\n"
+	    "[exporter gone]\ntype = jsonl\npath = gone.jsonl\n"
+	    "[exporter same]\ntype = jsonl\npath = same.jsonl\n";
+	d = start(&conf);
+	conf.tail = "[exporter same]\ntype = jsonl\npath = same.jsonl\n"
+	    "[exporter keep]\ntype = jsonl\npath = keep2.jsonl\n"
+	    "[exporter new]\ntype = csv\npath = new.csv\n";
+	ck_assert(tu_daemon_write_config(d, &conf));
+	mark = sighup_and_wait(d, warned, "no restart warning for keep");
+	ck_assert(tu_daemon_wait_log(d, mark, (const char *const[]){
+	    "reload: [exporter new] added: restart to apply it", NULL },
+	    5000));
+	ck_assert(tu_daemon_wait_log(d, mark, (const char *const[]){
+	    "reload: [exporter gone] removed: restart to apply it", NULL },
+	    5000));
+	ck_assert(tu_daemon_wait_log(d, mark, (const char *const[]){
+	    "reload: applied", NULL }, 5000));
+	/* A section only moved in the file is no change. */
+	log = tu_daemon_log(d);
+	ck_assert_msg(strstr(log + mark, "[exporter same]") == NULL,
+	    "warned about an unchanged section: %s", log + mark);
+	free(log);
+	ck_assert_int_eq(tu_daemon_stop(d, 10000), 0);
+	tu_daemon_free(d);
+}
+END_TEST
+
 START_TEST(test_sighup_broken_config)
 {
 	static const char *const refused[] = { "reload", "refused", NULL };
@@ -2085,6 +2126,7 @@ daemon_suite(void)
 	tcase_add_test(tc, test_sighup_key_rotation);
 	tcase_add_test(tc, test_sighup_under_load);
 	tcase_add_test(tc, test_sighup_restart_only);
+	tcase_add_test(tc, test_sighup_exporters_named);
 	tcase_add_test(tc, test_sighup_broken_config);
 	tcase_add_test(tc, test_sighup_refuses_what_start_refuses);
 	tcase_add_test(tc, test_key_one_line_base64);
