@@ -5,6 +5,8 @@
  * Threads: the main thread waits in sigtimedwait() and does reloads and
  * the drain; MHD's threads run the handlers below (verify and decode,
  * CPU only, never the store); the ingest writer owns the store.  The
+ * handlers reach the writer under a read lock that the stop takes for
+ * writing, so none submits to (or asks) a writer already freed.  The
  * verification settings (keys, leeway) live in a refcounted struct
  * runtime that a reload replaces atomically: a request in flight keeps
  * the runtime it started with, so rotating keys drops nothing.
@@ -78,8 +80,13 @@ struct server {
 	pthread_mutex_t		 rt_mtx;
 	struct runtime		*rt;
 	/* The writer: NULL while the store cannot be written, and once
-	 * stopped.  Set by the main thread, read by the handlers. */
+	 * stopped.  Set by the main thread, read by the handlers.  A
+	 * handler holds ingest_lk for reading from loading it to its last
+	 * use of it; the main thread takes it away under ingest_lk for
+	 * writing before it stops (and frees) it, so no handler still
+	 * uses it then (server_ingest_stop()). */
 	_Atomic(struct ingest *) ingest;
+	pthread_rwlock_t	 ingest_lk;
 	pthread_mutex_t		 store_mtx;
 	char			*store_why;	/* why the store cannot be
 						   written, or NULL; with
@@ -342,8 +349,11 @@ on_webhook(void *arg, struct httpd_request *req)
 	job->done = on_ingested;
 	job->arg = sj;
 
+	pthread_rwlock_rdlock(&srv->ingest_lk);
 	if ((in = atomic_load(&srv->ingest)) == NULL) {
-		/* No writer: the store could not be written at start. */
+		pthread_rwlock_unlock(&srv->ingest_lk);
+		/* No writer: the store could not be written at start, or
+		 * the daemon is stopping. */
 		log_info("webhook %s from %s: 503: the store cannot be "
 		    "written", job->key, httpd_req_peer(req));
 		httpd_respond_error(req, 503, "unavailable", "store");
@@ -352,7 +362,9 @@ on_webhook(void *arg, struct httpd_request *req)
 		return;
 	}
 	httpd_defer(req);
-	if (ingest_submit(in, job) != RS_OK) {
+	st = ingest_submit(in, job);
+	pthread_rwlock_unlock(&srv->ingest_lk);
+	if (st != RS_OK) {
 		log_info("webhook %s from %s: 503: stopping", job->key,
 		    httpd_req_peer(req));
 		httpd_respond_error(req, 503, "unavailable", "stopping");
@@ -371,10 +383,15 @@ static void
 on_readyz(void *arg, struct httpd_request *req)
 {
 	struct server *srv = arg;
-	struct ingest *in = atomic_load(&srv->ingest);
+	struct ingest *in;
 	char *reason;
+	bool ready;
 
-	if (in != NULL && ingest_ready(in)) {
+	pthread_rwlock_rdlock(&srv->ingest_lk);
+	in = atomic_load(&srv->ingest);
+	ready = in != NULL && ingest_ready(in);
+	pthread_rwlock_unlock(&srv->ingest_lk);
+	if (ready) {
 		httpd_respond(req, 200, "text/plain", "ready\n", 6, NULL,
 		    NULL);
 		return;
@@ -848,6 +865,22 @@ server_store_retry(struct server *srv)
 	return RS_OK;
 }
 
+/*
+ * Take the writer away from the handlers, waiting for any that is using
+ * it (ingest_lk), then stop it: everything queued is committed and
+ * answered.  A handler that comes after finds no writer.
+ */
+static void
+server_ingest_stop(struct server *srv)
+{
+	struct ingest *in;
+
+	pthread_rwlock_wrlock(&srv->ingest_lk);
+	in = atomic_exchange(&srv->ingest, NULL);
+	pthread_rwlock_unlock(&srv->ingest_lk);
+	ingest_stop(in);
+}
+
 /* Drain: in-flight webhooks commit and get their answer, or get none. */
 static void
 server_drain(struct server *srv)
@@ -881,7 +914,7 @@ server_drain(struct server *srv)
 	 * recorded first. */
 	export_engine_halt(srv->exp);
 	/* Everything queued is committed and answered before this returns. */
-	ingest_stop(atomic_exchange(&srv->ingest, NULL));
+	server_ingest_stop(srv);
 	backfill_free(srv);
 	deadline = clock_mono_ms() + 1000;
 	while (httpd_inflight(srv->pub) > 0 && clock_mono_ms() < deadline) {
@@ -930,6 +963,7 @@ server_run(struct config *cfg)
 	memset(&srv, 0, sizeof(srv));
 	srv.boot = srv.cfg = cfg;
 	atomic_init(&srv.ingest, NULL);
+	pthread_rwlock_init(&srv.ingest_lk, NULL);
 	pthread_mutex_init(&srv.rt_mtx, NULL);
 	pthread_mutex_init(&srv.store_mtx, NULL);
 	srv.store_path = xstrdup(cfg->store_path);
@@ -1065,7 +1099,7 @@ out:
 	wixapi_stop(srv.wix);
 	(void)backfiller_stop(srv.bf, SERVER_BACKFILL_WAIT_MS);
 	export_engine_halt(srv.exp);
-	ingest_stop(atomic_exchange(&srv.ingest, NULL));
+	server_ingest_stop(&srv);
 	/* Only now: the ingest's responder notified the engine. */
 	export_engine_stop(srv.exp);
 	backfill_free(&srv);
@@ -1078,6 +1112,7 @@ out:
 	free(srv.webhook_path);
 	pthread_mutex_destroy(&srv.store_mtx);
 	pthread_mutex_destroy(&srv.rt_mtx);
+	pthread_rwlock_destroy(&srv.ingest_lk);
 	if (srv.cfg != srv.boot)
 		config_free(srv.cfg);
 	config_free(srv.boot);
