@@ -35,11 +35,7 @@ cd "$dir"
 
 # The check programs and the files "make check" builds for them, as this
 # build's Makefile names them (Makefile.am is the one list).
-mkvar() {
-	# shellcheck disable=SC2016 # $(...) is make's, not the shell's
-	printf 'rs-print-var:\n\t@echo $(%s)\n' "$1" |
-	    make -s -f Makefile -f - rs-print-var
-}
+. "$top/scripts/checkrun.sh"
 progs=${TSAN_TESTS:-$(mkvar check_PROGRAMS)}
 # shellcheck disable=SC2046,SC2086
 make -j"$(nproc)" $progs $(mkvar check_DATA) tests/sandbox/wix-sandbox \
@@ -89,19 +85,7 @@ for p in $progs; do
 	secs=$(($(date +%s) - start))
 	reports=$(cat "$logs/$name".[0-9]* 2>/dev/null |
 	    grep -c '^WARNING: ThreadSanitizer:' || true)
-	summary=$(grep -E '^[0-9]+%: Checks' "$logs/$name.out" |
-	    tail -n 1 || true)
-	checks=$(printf '%s' "$summary" |
-	    sed -n 's/.*Checks: \([0-9]*\).*/\1/p')
-	why=""
-	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-		why="timed out after ${limit}s; "
-	fi
-	case "$summary" in
-	"") why="${why}no check summary (exit $rc); " ;;
-	100%*) ;;
-	*) why="${why}failed checks ($summary); " ;;
-	esac
+	check_verdict "$logs/$name.out" "$rc" "$limit"
 	[ "$reports" -eq 0 ] || why="${why}$reports ThreadSanitizer reports; "
 	[ "$rc" -eq 0 ] || [ -n "$why" ] || why="exit $rc; "
 	if [ -z "$why" ]; then

@@ -29,11 +29,7 @@ cd "$dir"
 
 # The unit test programs and the files "make check" builds for them,
 # as this build's Makefile names them (Makefile.am is the one list).
-mkvar() {
-	# shellcheck disable=SC2016 # $(...) is make's, not the shell's
-	printf 'rs-print-var:\n\t@echo $(%s)\n' "$1" |
-	    make -s -f Makefile -f - rs-print-var
-}
+. "$top/scripts/checkrun.sh"
 progs=""
 if [ -n "${VALGRIND_TESTS:-}" ]; then
 	for t in $VALGRIND_TESTS; do
@@ -81,19 +77,7 @@ for p in $progs; do
 	lost=$(cat "$logs/$name".*.log |
 	    sed -n 's/.*definitely lost: \([0-9,]*\) bytes.*/\1/p' |
 	    tr -d , | awk '{ n += $1 } END { print n + 0 }')
-	summary=$(grep -E '^[0-9]+%: Checks' "$logs/$name.out" |
-	    tail -n 1 || true)
-	checks=$(printf '%s' "$summary" |
-	    sed -n 's/.*Checks: \([0-9]*\).*/\1/p')
-	why=""
-	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-		why="timed out after ${limit}s; "
-	fi
-	case "$summary" in
-	"") why="${why}no check summary (exit $rc); " ;;
-	100%*) ;;
-	*) why="${why}failed checks ($summary); " ;;
-	esac
+	check_verdict "$logs/$name.out" "$rc" "$limit"
 	[ "$errors" -eq 0 ] || why="${why}$errors memcheck errors; "
 	[ "$lost" -eq 0 ] || why="${why}$lost bytes definitely lost; "
 	[ "$rc" -eq 0 ] || [ -n "$why" ] || why="exit $rc; "
