@@ -51,6 +51,15 @@ struct store_options {
 	 * the export engine's positions (export.h).
 	 */
 	bool	lazy_sync;
+	/*
+	 * Failures that may pass (RS_ERR_BUSY: a lock, a full disk, a
+	 * file that cannot be written, an I/O error) are logged at debug
+	 * level only, because the caller logs them: the webhook writer
+	 * (ingest.c) says once when the store goes bad and once when it
+	 * recovers, and each refused request has its own line.  Other
+	 * failures are logged as always.
+	 */
+	bool	quiet_busy;
 };
 
 /*

@@ -464,6 +464,7 @@ struct sq {
 	char		*path;
 	bool		 readonly;
 	bool		 lazy_sync;	/* synchronous=NORMAL */
+	bool		 quiet_busy;	/* RS_ERR_BUSY logged at debug level */
 	/* The open transaction is a batch: events go without their
 	 * savepoints (store_begin_batch). */
 	bool		 batch;
@@ -505,9 +506,10 @@ sq_busy(void *arg, int count)
 
 /*
  * Map an SQLite result code to ours, and log one line saying what
- * failed.  Lock, space, permission and I/O trouble is RS_ERR_BUSY (the
- * caller answers 503 and Wix retries); a constraint is bad data; the rest
- * is RS_ERR_IO.  Call before any other call on the connection, so the
+ * failed (at debug level when it is RS_ERR_BUSY and quiet_busy is set).
+ * Lock, space, permission and I/O trouble is RS_ERR_BUSY (the caller
+ * answers 503 and Wix retries); a constraint is bad data; the rest is
+ * RS_ERR_IO.  Call before any other call on the connection, so the
  * message is still the one of the failure.
  */
 static enum rs_status
@@ -536,9 +538,14 @@ sq_status(struct sq *s, int rc, const char *what, const char *which)
 		st = RS_ERR_IO;
 		break;
 	}
-	log_warnx("store: %s: %s%s%s: %s (sqlite code %d)", s->path, what,
-	    which != NULL ? " " : "", which != NULL ? which : "",
-	    sqlite3_errmsg(s->db), rc);
+	if (st == RS_ERR_BUSY && s->quiet_busy)
+		log_debug("store: %s: %s%s%s: %s (sqlite code %d)", s->path,
+		    what, which != NULL ? " " : "", which != NULL ? which : "",
+		    sqlite3_errmsg(s->db), rc);
+	else
+		log_warnx("store: %s: %s%s%s: %s (sqlite code %d)", s->path,
+		    what, which != NULL ? " " : "", which != NULL ? which : "",
+		    sqlite3_errmsg(s->db), rc);
 	return st;
 }
 
@@ -655,8 +662,13 @@ sq_begin(void *ctx)
 	/* Opened read-only (by request, or because the file is): say so
 	 * now rather than at the first write. */
 	if (sqlite3_db_readonly(s->db, "main") == 1) {
-		log_warnx("store: %s: begin: the database is open read-only",
-		    s->path);
+		s->last_error = sqlite3_errstr(SQLITE_READONLY);
+		if (s->quiet_busy)
+			log_debug("store: %s: begin: the database is open "
+			    "read-only", s->path);
+		else
+			log_warnx("store: %s: begin: the database is open "
+			    "read-only", s->path);
 		return RS_ERR_BUSY;
 	}
 	return sq_run(s, SQ_BEGIN, SQLITE_OK, NULL);
@@ -2747,6 +2759,7 @@ sq_open(const char *path, const struct store_options *opt, void **ctx,
 	s->path = xstrdup(path);
 	s->readonly = opt->readonly;
 	s->lazy_sync = opt->lazy_sync;
+	s->quiet_busy = opt->quiet_busy;
 	existed = access(path, F_OK) == 0;
 	missing = !existed && errno == ENOENT;
 	flags = SQLITE_OPEN_NOMUTEX;

@@ -26,6 +26,9 @@
  * that /readyz turns 503 for a lock, a read-only file or a full disk
  * without waiting for a webhook to fail first. */
 #define INGEST_IDLE_PROBE_MS	5000
+/* While it is not ready, a reminder in the log this often: the failed
+ * probes in between are not logged. */
+#define INGEST_REMIND_MS	60000
 
 struct ingest {
 	struct store		*st;
@@ -45,6 +48,11 @@ struct ingest {
 	size_t			 inbatch;
 	bool			 stopping;
 	atomic_bool		 ready;
+	/* The writer thread's alone: why the store is not ready (a static
+	 * string), since when, and when the log last said so. */
+	const char		*down_why;
+	int64_t			 down_since;
+	int64_t			 down_said;
 };
 
 static const int64_t commit_bounds_us[] = { 500, 1000, 2500, 5000, 10000,
@@ -77,19 +85,42 @@ ingest_define_metrics(void)
 	metrics_add("refundsync_batch_redos_total", "", 0);
 }
 
+/*
+ * Record whether the store can take writes (writer thread only), and log
+ * its changes: one line when it goes bad, with the reason; one when the
+ * reason changes; a reminder every INGEST_REMIND_MS while it stays bad;
+ * one line when it recovers.  Each failed probe or batch calls this, so
+ * the log does not repeat itself once a second.
+ */
 static void
 set_ready(struct ingest *in, bool ready, enum rs_status why)
 {
 	bool was = atomic_exchange(&in->ready, ready);
+	int64_t now = clock_mono_ms();
 
-	if (was && !ready) {
+	if (!ready) {
 		const char *e = store_last_error(in->st);
 
-		log_warnx("store: not ready: %s; answering 503 until it "
-		    "recovers", e != NULL ? e : rs_strstatus(why));
-	}
-	else if (!was && ready)
-		log_info("store: ready again");
+		if (e == NULL)
+			e = rs_strstatus(why);
+		if (was) {
+			log_warnx("store: not ready: %s; answering 503 until "
+			    "it recovers", e);
+			in->down_since = now;
+		} else if (strcmp(e, in->down_why) != 0)
+			log_warnx("store: still not ready, now: %s", e);
+		else if (now - in->down_said >= INGEST_REMIND_MS)
+			log_warnx("store: still not ready after %lld s: %s",
+			    (long long)(now - in->down_since) / 1000, e);
+		else
+			e = NULL;
+		if (e != NULL) {
+			in->down_why = e;
+			in->down_said = now;
+		}
+	} else if (!was)
+		log_info("store: ready again after %lld s",
+		    (long long)(now - in->down_since) / 1000);
 	metrics_set("refundsync_store_ready", "", ready ? 1 : 0);
 }
 
@@ -154,14 +185,17 @@ run_batch(struct ingest *in, struct ingest_job *batch, size_t n)
 	if (st != RS_OK) {
 		const char *why = store_last_error(in->st);
 
+		if (why == NULL)
+			why = rs_strstatus(st);
 		metrics_add("refundsync_store_errors_total", "", 1);
 		for (j = batch; j != NULL; j = j->next) {
 			j->status = RS_ERR_BUSY;
 			j->why = why;
 		}
 		set_ready(in, false, st);
-		log_warnx("ingest: batch of %zu not committed: %s", n,
-		    rs_strstatus(st));
+		/* Each refused webhook gets its line (its done()), and the
+		 * store's state its own (set_ready). */
+		log_debug("ingest: batch of %zu not committed: %s", n, why);
 		return;
 	}
 	set_ready(in, true, RS_OK);
@@ -226,8 +260,7 @@ writer_main(void *arg)
 				pthread_mutex_unlock(&in->mtx);
 				st = store_probe(in->st);
 				last_probe = clock_mono_ms();
-				if (st == RS_OK)
-					set_ready(in, true, st);
+				set_ready(in, st == RS_OK, st);
 				pthread_mutex_lock(&in->mtx);
 				continue;
 			}

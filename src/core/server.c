@@ -738,6 +738,9 @@ server_store_open(const struct server *srv, int busy_ms, struct store **out,
 
 	memset(&so, 0, sizeof(so));
 	so.busy_timeout_ms = busy_ms;
+	/* The writer logs the store's trouble itself, once per change
+	 * (ingest.c), and each refused webhook once (on_ingested()). */
+	so.quiet_busy = true;
 	if ((rc = store_open(srv->store_path, &so, &st, why)) != RS_OK)
 		return rc;
 	if ((rc = store_writable(st, why)) != RS_OK) {

@@ -153,6 +153,62 @@ assert_503_line(const struct tu_daemon *d, const char *evid,
 	free(log);
 }
 
+/* How many times needle occurs in the log of d's current run. */
+static int
+log_count(const struct tu_daemon *d, const char *needle)
+{
+	char *log = tu_daemon_log(d);
+	const char *p;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(log);
+	if (d->log_mark <= strlen(log))
+		for (p = log + d->log_mark; (p = strstr(p, needle)) != NULL;
+		    p += strlen(needle))
+			n++;
+	free(log);
+	return n;
+}
+
+/*
+ * The log of d's current run, while the store has been bad for reason
+ * (as SQLite says it: "database or disk is full"): one line said it went
+ * bad, each of the refused webhooks had exactly one line, and nothing
+ * else repeated it: not the store's line per failed statement ("sqlite
+ * code"), not the writer's per failed batch, not the probe's once a
+ * second.
+ */
+static void
+assert_quiet_while_bad(const struct tu_daemon *d, const char *reason,
+    int refused)
+{
+	char *n503 = xasprintf("503: store cannot commit: %s", reason);
+	char *down = xasprintf("store: not ready: %s;", reason);
+
+	ck_assert_int_eq(log_count(d, n503), refused);
+	ck_assert_int_eq(log_count(d, down), 1);
+	ck_assert_int_eq(log_count(d, reason), refused + 1);
+	ck_assert_int_eq(log_count(d, "sqlite code"), 0);
+	ck_assert_int_eq(log_count(d, "not committed"), 0);
+	ck_assert_int_eq(log_count(d, "busy, retry later"), 0);
+	ck_assert_int_eq(log_count(d, "still not ready"), 0);
+	ck_assert_int_eq(log_count(d, "ready again"), 0);
+	free(n503);
+	free(down);
+}
+
+/* The recovery is said once. */
+static void
+assert_ready_said_once(const struct tu_daemon *d)
+{
+	static const char *const line[] = { "store: ready again after ",
+	    NULL };
+
+	ck_assert_msg(tu_daemon_wait_log(d, d->log_mark, line, 5000),
+	    "no 'store: ready again' line");
+	ck_assert_int_eq(log_count(d, "ready again"), 1);
+}
+
 /* A 503 with Retry-After and a JSON error body. */
 static void
 assert_503(struct tu_http_resp *resp, int st, const char *what)
@@ -393,12 +449,16 @@ START_TEST(test_disk_full)
 	/* It stays not ready while the disk is full (the probe fails). */
 	tu_sleep_ms(1500);
 	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 503);
+	/* Five webhooks refused, the probe failed at least once: one line
+	 * each, and one for the store going bad. */
+	assert_quiet_while_bad(d, "database or disk is full", 5);
 
 	/* Space comes back: ready again without traffic or a restart. */
 	filler = xasprintf("%s/filler", mnt);
 	ck_assert_int_eq(unlink(filler), 0);
 	free(filler);
 	ck_assert_msg(readyz_becomes(d, 200, 10000), "/readyz stays 503");
+	assert_ready_said_once(d);
 	for (i = 0; i < 4; i++) {
 		ck_assert_int_eq(post(d, refused_ev[i], refused_id[i], 1,
 		    NULL), 200);
@@ -408,6 +468,7 @@ START_TEST(test_disk_full)
 	}
 	ck_assert_int_eq(post(d, "ev-full-upd", "rf-full-1", 2, NULL), 200);
 	assert_stored(d, "ev-full-upd", "rf-full-1", 2);
+	ck_assert_int_eq(log_count(d, "ready again"), 1);
 	fprintf(stderr, "storage faults: disk full: filler %lld bytes, %d "
 	    "webhooks fitted after it, then 503 + Retry-After; recovered "
 	    "without a restart\n", (long long)filled, n200);
@@ -461,6 +522,7 @@ START_TEST(test_locked)
 	/* Held well past busy_timeout: still not ready. */
 	tu_sleep_ms(1500);
 	ck_assert_int_eq(tu_http_get(d->admin_port, "/readyz", NULL), 503);
+	assert_quiet_while_bad(d, "database is locked", 4);
 	ck_assert_int_eq(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL),
 	    SQLITE_OK);
 	sqlite3_close(db);
@@ -473,6 +535,7 @@ START_TEST(test_locked)
 	free(before);
 	assert_absent(d, "ev-lock-1", "rf-lock-1");
 	ck_assert_msg(readyz_becomes(d, 200, 10000), "/readyz stays 503");
+	assert_ready_said_once(d);
 	for (i = 1; i <= 3; i++) {
 		char evid[32], id[32];
 
@@ -579,23 +642,6 @@ START_TEST(test_read_only)
 	tu_daemon_free(d);
 }
 END_TEST
-
-/* How many times needle occurs in the log of d's current run. */
-static int
-log_count(const struct tu_daemon *d, const char *needle)
-{
-	char *log = tu_daemon_log(d);
-	const char *p;
-	int n = 0;
-
-	ck_assert_ptr_nonnull(log);
-	if (d->log_mark <= strlen(log))
-		for (p = log + d->log_mark; (p = strstr(p, needle)) != NULL;
-		    p += strlen(needle))
-			n++;
-	free(log);
-	return n;
-}
 
 /* Wait up to ms for the file d->dir/name to contain needle. */
 static bool
