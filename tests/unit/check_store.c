@@ -363,7 +363,7 @@ START_TEST(test_open_migrate_reopen)
 	struct store_refund_row row;
 	sqlite3 *db;
 
-	ck_assert_uint_eq(store_migration_count, 4);
+	ck_assert_uint_eq(store_migration_count, 5);
 	ck_assert_int_eq(store_migrations[0].version, 1);
 	ck_assert_str_eq(store_migrations[0].name, "001_initial");
 	ck_assert_int_eq(store_migrations[1].version, 2);
@@ -372,21 +372,23 @@ START_TEST(test_open_migrate_reopen)
 	ck_assert_str_eq(store_migrations[2].name, "003_reconcile");
 	ck_assert_int_eq(store_migrations[3].version, 4);
 	ck_assert_str_eq(store_migrations[3].name, "004_posted");
+	ck_assert_int_eq(store_migrations[4].version, 5);
+	ck_assert_str_eq(store_migrations[4].name, "005_first_indexes");
 
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 4);
+	ck_assert_int_eq(store_schema_version(st), 5);
 	expect_counts(st, 0, 0, 0, 0, 0);
 	ck_assert_int_eq(apply_refund_event(st, "e1", "inst-1", 1, "r1",
 	    "PENDING", 1, NULL), STORE_APPLIED);
 	store_close(st);
 
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 5);
 	sqlite3_close(db);
 
 	/* Reopening migrates nothing and keeps the data. */
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 4);
+	ck_assert_int_eq(store_schema_version(st), 5);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	ck_assert_int_eq(store_refund_get(st, "r1", &row), RS_OK);
 	ck_assert_str_eq(row.refund.status, "PENDING");
@@ -397,12 +399,12 @@ START_TEST(test_open_migrate_reopen)
 
 	/* Read-only opens of a current database work, and read. */
 	st = open_store(path, true);
-	ck_assert_int_eq(store_schema_version(st), 4);
+	ck_assert_int_eq(store_schema_version(st), 5);
 	expect_counts(st, 1, 1, 1, 1, 0);
 	store_close(st);
 
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 5);
 	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master"
 	    " WHERE type = 'table' AND name IN ('refunds', 'webhook_events',"
 	    " 'instances', 'changes', 'meta')"), 5);
@@ -1851,14 +1853,14 @@ START_TEST(test_open_errors)
 	st = open_store(path, false);
 	store_close(st);
 	db = raw_open(path);
-	raw_exec(db, "PRAGMA user_version = 5");
+	raw_exec(db, "PRAGMA user_version = 6");
 	sqlite3_close(db);
 	st = NULL;
 	ck_assert_int_eq(store_open(path, &opt, &st, &why), RS_ERR_IO);
 	ck_assert_ptr_null(st);
 	ck_assert_ptr_nonnull(why);
-	ck_assert_msg(strstr(why, "schema version 5 is newer than this "
-	    "program knows (4)") != NULL, "why: %s", why);
+	ck_assert_msg(strstr(why, "schema version 6 is newer than this "
+	    "program knows (5)") != NULL, "why: %s", why);
 	ck_assert_ptr_nonnull(strstr(why, path));
 	free(why);
 	why = NULL;
@@ -1869,7 +1871,7 @@ START_TEST(test_open_errors)
 	why = NULL;
 	/* ... and left as it was. */
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 5);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 6);
 	sqlite3_close(db);
 
 	/* Read-only: no database, or one not yet migrated. */
@@ -1884,7 +1886,7 @@ START_TEST(test_open_errors)
 	raw_exec(db, "CREATE TABLE x (y)");
 	sqlite3_close(db);
 	ck_assert_int_eq(store_open(p2, &opt, &st, &why), RS_ERR_IO);
-	ck_assert_msg(strstr(why, "schema version 0, this program needs 4")
+	ck_assert_msg(strstr(why, "schema version 0, this program needs 5")
 	    != NULL, "why: %s", why);
 	free(why);
 	why = NULL;
@@ -3729,14 +3731,14 @@ START_TEST(test_migrate_2_to_3)
 		ck_assert_int_eq(store_open(path, &opt, &st, &why),
 		    RS_ERR_IO);
 		ck_assert_msg(strstr(why, "schema version 2, this program "
-		    "needs 4") != NULL, "why: %s", why);
+		    "needs 5") != NULL, "why: %s", why);
 		free(why);
 	}
 
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 4);
+	ck_assert_int_eq(store_schema_version(st), 5);
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 5);
 	ck_assert_rows(db, "SELECT name FROM sqlite_master WHERE name LIKE"
 	    " 'reconcile_%' ORDER BY name", "reconcile_repairs\n"
 	    "reconcile_repairs_kind\nreconcile_runs\n"
@@ -3758,24 +3760,45 @@ START_TEST(test_migrate_2_to_3)
 
 	/* Reopening migrates nothing more. */
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 4);
+	ck_assert_int_eq(store_schema_version(st), 5);
 	store_close(st);
 	free(path);
 }
 END_TEST
+
+/* The indexes of a store at the newest version, however it got there. */
+#define NEWEST_INDEXES \
+	"changes_refund\nreconcile_repairs_kind\n" \
+	"reconcile_runs_instance\nrefunds_instance\n"
+#define INDEXES_SQL \
+	"SELECT name FROM sqlite_master WHERE type = 'index'" \
+	" AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY name"
+#define SCHEMA_SQL \
+	"SELECT type || ' ' || name || ' ' || coalesce(sql, '')" \
+	" FROM sqlite_master ORDER BY type, name"
 
 /*
  * A database written by the first build (commit 6df127e), whose
  * 001_initial also made the indexes a later commit took out of that file:
  * changes_refund among them, which 004_posted makes again.  It must
  * migrate to the newest version, not stop at 3 on "index changes_refund
- * already exists".
+ * already exists", and 005_first_indexes drops the other four: it ends
+ * with the indexes of a new store, and its rows and reads as they were.
  */
 START_TEST(test_migrate_first_schema)
 {
-	char *path = test_db(NULL);
+	char *path = test_db(NULL), *fresh_path = test_db(NULL), *fresh;
 	struct store *st;
 	sqlite3 *db = NULL;
+
+	/* A store made new, for comparison: 005 changes nothing there. */
+	st = open_store(fresh_path, false);
+	store_close(st);
+	db = raw_open(fresh_path);
+	ck_assert_rows(db, INDEXES_SQL, NEWEST_INDEXES);
+	fresh = raw_rows(db, SCHEMA_SQL);
+	sqlite3_close(db);
+	db = NULL;
 
 	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
 	raw_exec(db, "PRAGMA journal_mode = WAL");
@@ -3797,14 +3820,21 @@ START_TEST(test_migrate_first_schema)
 	sqlite3_close(db);
 
 	st = open_store(path, false);
-	ck_assert_int_eq(store_schema_version(st), 4);
+	ck_assert_int_eq(store_schema_version(st), 5);
 	expect_counts(st, 1, 0, 0, 0, 0);
 	store_close(st);
 	db = raw_open(path);
-	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 4);
+	ck_assert_int_eq(raw_int(db, "PRAGMA user_version"), 5);
 	ck_assert_int_eq(raw_int(db, "SELECT count(*) FROM sqlite_master"
 	    " WHERE type = 'index' AND name = 'changes_refund'"), 1);
+	ck_assert_rows(db, INDEXES_SQL, NEWEST_INDEXES);
+	ck_assert_rows(db, SCHEMA_SQL, fresh);
+	ck_assert_rows(db, "SELECT id || ' ' || status FROM refunds"
+	    " WHERE status = 'SUCCEEDED' ORDER BY created_date, id",
+	    "r1 SUCCEEDED\n");
 	sqlite3_close(db);
+	free(fresh);
+	free(fresh_path);
 	free(path);
 }
 END_TEST
