@@ -1902,7 +1902,7 @@ START_TEST(test_open_errors)
 		fputs("this is not an SQLite database, not at all........"
 		    "..................................................",
 		    f);
-		fclose(f);
+		ck_assert_int_eq(fclose(f), 0);
 	}
 	ck_assert_int_eq(store_open(p2, &opt, &st, &why), RS_ERR_IO);
 	ck_assert_ptr_nonnull(why);
