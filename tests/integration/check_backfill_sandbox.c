@@ -1366,6 +1366,8 @@ START_TEST(test_removed_then_installed_mid_backfill)
 	struct env e;
 	size_t mark;
 	time_t t0;
+	int64_t pages;
+	char *sql;
 
 	env_open(&e, 50, "inst-t", NULL, 5, 100000, 0);
 	sb_fault(&e.sb, "{\"fault\":\"stall\",\"count\":-1,\"ms\":500,"
@@ -1377,6 +1379,15 @@ START_TEST(test_removed_then_installed_mid_backfill)
 	    1, 20000));
 	while (time(NULL) <= t0 + 1)
 		tu_sleep_ms(20);
+	/* Remove and install just after a page landed, so that the run is
+	 * at the start of its next 500 ms wait, not at a random point of
+	 * it: near its end, the run could see the removal alone. */
+	pages = db_int(&e, "SELECT backfill_pages FROM instances");
+	ck_assert(pages < 9);
+	sql = xasprintf("SELECT backfill_pages > %lld FROM instances",
+	    (long long)pages);
+	ck_assert(wait_db_int(&e, sql, 1, 20000));
+	free(sql);
 	mark = tu_daemon_log_size(d);
 	post_app_event(d, false, "inst-t");
 	post_app_event(d, true, "inst-t");
